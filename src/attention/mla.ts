@@ -1,0 +1,135 @@
+import type { Tensor } from "../tensor/tensor.js";
+import { MlaError } from "../errors.js";
+import { attend, linear, linearT, rmsNorm, ropeInterleaved } from "../backends/cpu/index.js";
+import type { LatentCache } from "./cache.js";
+import type { RotaryEmbedding } from "./rope.js";
+
+/**
+ * The two ways to compute the same MLA attention:
+ * - `naive`: up-project every cached c_KV into per-head keys (W^UK) and values (W^UV), then ordinary attention.
+ * - `absorb`: fold W^UK into the query and W^UV after the softmax, so all heads read the latent cache directly.
+ * - `auto` (the default): naive for prefill (many new tokens, few cached), absorbed for decode (one token, long cache).
+ */
+export type MlaMode = "naive" | "absorb" | "auto";
+
+export function resolveMlaMode(mode: MlaMode, newTokens: number): "naive" | "absorb" {
+  if (mode === "auto") return newTokens > 1 ? "naive" : "absorb";
+  return mode;
+}
+
+export interface MlaDims {
+  readonly hidden: number; // D
+  readonly nHeads: number; // n_h
+  readonly qLoraRank: number | null; // d_c' (null: no query compression)
+  readonly kvLoraRank: number; // d_c
+  readonly qkNopeHeadDim: number; // d_h
+  readonly qkRopeHeadDim: number; // d_h^R
+  readonly vHeadDim: number; // d_v
+}
+
+/** Weights of one MLA layer, Hugging Face names in comments. Linear layout [out, in]. */
+export interface MlaWeights {
+  readonly qA?: Tensor; //       q_a_proj            W^DQ  [d_c', D]
+  readonly qANorm?: Float32Array; // q_a_layernorm [d_c']
+  readonly qB?: Tensor; //       q_b_proj            W^UQ|W^QR [n_h(d_h+d_h^R), d_c']
+  readonly q?: Tensor; //        q_proj              (no compression) [n_h(d_h+d_h^R), D]
+  readonly kvA: Tensor; //       kv_a_proj_with_mqa  W^DKV|W^KR [d_c + d_h^R, D]
+  readonly kvANorm: Float32Array; // kv_a_layernorm [d_c]
+  readonly kvB: Tensor; //       kv_b_proj           per head [W^UK (d_h rows) ; W^UV (d_v rows)] x d_c
+  readonly o: Tensor; //         o_proj              W^O [D, n_h d_v]
+}
+
+/** DeepSeek's and transformers' latent norms use this eps whatever rms_norm_eps says. */
+export const LATENT_NORM_EPS = 1e-6;
+
+/** Multi-head Latent Attention of DeepSeek-V2/V3 over a latent cache. */
+export class MultiHeadLatentAttention {
+  constructor(
+    readonly dims: MlaDims,
+    readonly w: MlaWeights,
+    readonly rope: RotaryEmbedding,
+    readonly scale: number,
+  ) {
+    if (rope.dim !== dims.qkRopeHeadDim) throw new MlaError(`RoPE table is for ${rope.dim} dims, layer needs ${dims.qkRopeHeadDim}`);
+  }
+
+  /** Attention output [T, D] for T new tokens x [T, D] (already normed), appending their latents to `cache`. */
+  forward(x: Float32Array, T: number, cache: LatentCache, mode: MlaMode = "auto"): Float32Array {
+    const { hidden: D, nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
+    const p0 = cache.length;
+    const { cos, sin } = this.rope.table(p0, T);
+
+    const q = this.query(x, T); // [T, H, dn + dr]
+    ropeInterleaved(q, T, H, dr, dn, H * (dn + dr), dn + dr, cos, sin);
+
+    // c_KV = RMSNorm(W^DKV x), k_rope = RoPE(W^KR x): one cache row [c_KV | k_rope] per token.
+    const lat = new Float32Array(T * (dc + dr));
+    linear(lat, x, T, D, this.w.kvA, dc + dr);
+    rmsNorm(lat, lat, T, dc, this.w.kvANorm, LATENT_NORM_EPS, dc + dr, dc + dr);
+    ropeInterleaved(lat, T, 1, dr, dc, dc + dr, 0, cos, sin);
+    cache.append(lat, T);
+
+    const o = resolveMlaMode(mode, T) === "naive" ? this.attendNaive(q, T, cache) : this.attendAbsorbed(q, T, cache);
+    const out = new Float32Array(T * D);
+    linear(out, o, T, H * dv, this.w.o, D);
+    return out;
+  }
+
+  private query(x: Float32Array, T: number): Float32Array {
+    const { hidden: D, nHeads: H, qLoraRank, qkNopeHeadDim: dn, qkRopeHeadDim: dr } = this.dims;
+    const q = new Float32Array(T * H * (dn + dr));
+    if (qLoraRank) {
+      const cq = new Float32Array(T * qLoraRank);
+      linear(cq, x, T, D, this.w.qA!, qLoraRank);
+      rmsNorm(cq, cq, T, qLoraRank, this.w.qANorm!, LATENT_NORM_EPS);
+      linear(q, cq, T, qLoraRank, this.w.qB!, H * (dn + dr));
+    } else {
+      linear(q, x, T, D, this.w.q!, H * (dn + dr));
+    }
+    return q;
+  }
+
+  /** Up-project the whole latent cache to per-head K [L, H, dn+dr] and V [L, H, dv], then attend. */
+  private attendNaive(q: Float32Array, T: number, cache: LatentCache): Float32Array {
+    const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
+    const L = cache.length, w = dc + dr;
+    const kv = new Float32Array(L * H * (dn + dv)); // per head [k_nope | v]
+    linear(kv, cache.data, L, dc, this.w.kvB, H * (dn + dv), 0, w);
+    const k = new Float32Array(L * H * (dn + dr));
+    for (let s = 0; s < L; s++) {
+      for (let h = 0; h < H; h++) {
+        const ko = (s * H + h) * (dn + dr);
+        k.set(kv.subarray((s * H + h) * (dn + dv), (s * H + h) * (dn + dv) + dn), ko);
+        k.set(cache.data.subarray(s * w + dc, s * w + w), ko + dn);
+      }
+    }
+    const o = new Float32Array(T * H * dv);
+    attend(o, q, T, H, dn + dr,
+      { data: k, offset: 0, rowStride: H * (dn + dr), headStride: dn + dr },
+      { data: kv, offset: dn, rowStride: H * (dn + dv), headStride: dn + dv },
+      dv, H, L, this.scale);
+    return o;
+  }
+
+  /** q~_h = (W^UK_h)^T q_nope_h; attend over [c_KV | k_rope] rows (MQA-like); o_h = W^UV_h o~_h. */
+  private attendAbsorbed(q: Float32Array, T: number, cache: LatentCache): Float32Array {
+    const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
+    const L = cache.length, w = dc + dr;
+    const qa = new Float32Array(T * H * w);
+    for (let h = 0; h < H; h++) {
+      linearT(qa.subarray(h * w), q.subarray(h * (dn + dr)), T, dn, this.w.kvB, dc, h * (dn + dv), H * (dn + dr), H * w);
+      for (let t = 0; t < T; t++) {
+        const src = (t * H + h) * (dn + dr) + dn;
+        qa.set(q.subarray(src, src + dr), (t * H + h) * w + dc);
+      }
+    }
+    const oLat = new Float32Array(T * H * dc);
+    const view = { data: cache.data, offset: 0, rowStride: w, headStride: 0 };
+    attend(oLat, qa, T, H, w, view, view, dc, 1, L, this.scale);
+    const o = new Float32Array(T * H * dv);
+    for (let h = 0; h < H; h++) {
+      linear(o.subarray(h * dv), oLat.subarray(h * dc), T, dc, this.w.kvB, dv, h * (dn + dv) + dn, H * dc, H * dv);
+    }
+    return o;
+  }
+}

@@ -1,0 +1,88 @@
+import { MlaError } from "../errors.js";
+
+/** Rotary embedding settings, normalised from either config spelling (see model/config.ts). */
+export interface RopeScaling {
+  readonly type: "default" | "yarn";
+  readonly theta: number;
+  /** YaRN: context extension factor s. */
+  readonly factor: number;
+  /** YaRN: the pre-training context length L0. */
+  readonly originalMaxPositionEmbeddings: number;
+  readonly betaFast: number;
+  readonly betaSlow: number;
+  readonly mscale: number;
+  readonly mscaleAllDim: number;
+  /** An explicit `attention_factor` in the config overrides the mscale ratio. */
+  readonly attentionFactor?: number;
+}
+
+export const DEFAULT_ROPE: RopeScaling = {
+  type: "default", theta: 10000, factor: 1, originalMaxPositionEmbeddings: 0,
+  betaFast: 32, betaSlow: 1, mscale: 1, mscaleAllDim: 0,
+};
+
+/** YaRN's attention temperature m(s, k) = 0.1 k ln s + 1 (1 when not extending). */
+export function yarnMscale(scale: number, k = 1): number {
+  return scale <= 1 ? 1 : 0.1 * k * Math.log(scale) + 1;
+}
+
+/** Rotation frequencies theta_j (float64), with YaRN's ramp between interpolated and original frequencies. */
+export function ropeInvFreq(rope: RopeScaling, dim: number): Float64Array {
+  const half = dim >> 1;
+  const inv = new Float64Array(half);
+  for (let j = 0; j < half; j++) inv[j] = 1 / rope.theta ** ((2 * j) / dim);
+  if (rope.type !== "yarn") return inv;
+  const corr = (r: number) => (dim * Math.log(rope.originalMaxPositionEmbeddings / (r * 2 * Math.PI))) / (2 * Math.log(rope.theta));
+  const low = Math.max(Math.floor(corr(rope.betaFast)), 0);
+  let high = Math.min(Math.ceil(corr(rope.betaSlow)), dim - 1);
+  if (low === high) high += 0.001;
+  for (let j = 0; j < half; j++) {
+    const ramp = Math.min(Math.max((j - low) / (high - low), 0), 1);
+    inv[j] = (inv[j] / rope.factor) * ramp + inv[j] * (1 - ramp);
+  }
+  return inv;
+}
+
+/** The factor cos/sin are multiplied by, as transformers computes it for YaRN. */
+export function ropeAttentionFactor(rope: RopeScaling): number {
+  if (rope.type !== "yarn") return 1;
+  if (rope.attentionFactor !== undefined) return rope.attentionFactor;
+  if (rope.mscale && rope.mscaleAllDim) return yarnMscale(rope.factor, rope.mscale) / yarnMscale(rope.factor, rope.mscaleAllDim);
+  return yarnMscale(rope.factor);
+}
+
+/** Softmax scale 1/sqrt(d_qk), times m(s, mscale_all_dim)^2 when YaRN sets mscale_all_dim. */
+export function attentionScale(qkHeadDim: number, rope: RopeScaling): number {
+  let s = 1 / Math.sqrt(qkHeadDim);
+  if (rope.type !== "default" && rope.mscaleAllDim) {
+    const m = yarnMscale(rope.factor, rope.mscaleAllDim);
+    s *= m * m;
+  }
+  return s;
+}
+
+/** cos/sin tables for positions, computed in float64 and stored as F32 rows of dim/2. */
+export class RotaryEmbedding {
+  readonly invFreq: Float64Array;
+  readonly attentionFactor: number;
+
+  constructor(readonly rope: RopeScaling, readonly dim: number) {
+    if (dim % 2 !== 0) throw new MlaError(`RoPE dimension must be even, got ${dim}`);
+    this.invFreq = ropeInvFreq(rope, dim);
+    this.attentionFactor = ropeAttentionFactor(rope);
+  }
+
+  /** Tables for positions p0 .. p0+T-1. */
+  table(p0: number, T: number): { cos: Float32Array; sin: Float32Array } {
+    const half = this.dim >> 1;
+    const cos = new Float32Array(T * half), sin = new Float32Array(T * half);
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < half; j++) {
+        const a = (p0 + t) * this.invFreq[j];
+        cos[t * half + j] = Math.cos(a) * this.attentionFactor;
+        sin[t * half + j] = Math.sin(a) * this.attentionFactor;
+      }
+    }
+    return { cos, sin };
+  }
+}

@@ -1,0 +1,11 @@
+/** RMSNorm over rows of width D: out = w * x / sqrt(mean(x^2) + eps). out may alias x. */
+export function rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride = D, outStride = D): void {
+  for (let t = 0; t < T; t++) {
+    const xo = t * xStride;
+    const oo = t * outStride;
+    let ss = 0;
+    for (let i = 0; i < D; i++) ss += x[xo + i] * x[xo + i];
+    const r = 1 / Math.sqrt(ss / D + eps);
+    for (let i = 0; i < D; i++) out[oo + i] = w[i] * (x[xo + i] * r);
+  }
+}

@@ -1,0 +1,61 @@
+import { MlaError } from "../errors.js";
+import type { MlaMode } from "../attention/mla.js";
+import type { DeepseekModel, RunState } from "../model/decoder.js";
+import { Sampler, type SamplingOptions } from "./sampler.js";
+
+export interface GenerateOptions extends SamplingOptions {
+  readonly maxNewTokens?: number;
+  /** Stop after emitting one of these (default: the config's eos_token_id). */
+  readonly eosTokenIds?: readonly number[];
+  readonly mode?: MlaMode;
+  /** Called with each new token as soon as it is chosen (streaming). */
+  readonly onToken?: (token: number, index: number) => void;
+  /** Continue an existing sequence instead of starting a fresh cache. */
+  readonly state?: RunState;
+}
+
+export interface GenerateResult {
+  /** The new token ids (an EOS token that stopped generation is included, as transformers does). */
+  readonly tokens: number[];
+  readonly stopReason: "eos" | "length";
+  readonly promptTokens: number;
+  readonly prefillMs: number;
+  /** Time of each decode step after the first token, in ms. */
+  readonly decodeMs: number[];
+  readonly state: RunState;
+}
+
+/** Prefill the prompt, then decode one token at a time with the latent cache. */
+export function generate(model: DeepseekModel, prompt: readonly number[], opts: GenerateOptions = {}): GenerateResult {
+  const c = model.config;
+  const maxNew = opts.maxNewTokens ?? 32;
+  if (!Number.isInteger(maxNew) || maxNew < 0) throw new MlaError(`max new tokens must be a non-negative integer, got ${maxNew}`);
+  if (prompt.length === 0) throw new MlaError("the prompt is empty");
+  const state = opts.state ?? model.newState(Math.min(prompt.length + maxNew, c.maxPositionEmbeddings));
+  if (state.position + prompt.length > c.maxPositionEmbeddings) {
+    throw new MlaError(`prompt of ${state.position + prompt.length} tokens is longer than the context length ${c.maxPositionEmbeddings}`);
+  }
+  const budget = Math.min(maxNew, c.maxPositionEmbeddings - state.position - prompt.length + 1);
+  const eos = new Set(opts.eosTokenIds ?? c.eosTokenIds);
+  const sampler = new Sampler(opts);
+  const tokens: number[] = [];
+  const decodeMs: number[] = [];
+  let t0 = performance.now();
+  let logits = model.forward(prompt, state, { mode: opts.mode });
+  const prefillMs = performance.now() - t0;
+  let stopReason: "eos" | "length" = "length";
+  for (let i = 0; i < budget; i++) {
+    const next = sampler.sample(logits);
+    tokens.push(next);
+    opts.onToken?.(next, i);
+    if (eos.has(next)) {
+      stopReason = "eos";
+      break;
+    }
+    if (i + 1 === budget) break;
+    t0 = performance.now();
+    logits = model.forward([next], state, { mode: opts.mode });
+    decodeMs.push(performance.now() - t0);
+  }
+  return { tokens, stopReason, promptTokens: prompt.length, prefillMs, decodeMs, state };
+}

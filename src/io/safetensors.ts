@@ -1,0 +1,274 @@
+/**
+ * safetensors reader/writer built on positional fs.readSync / fs.writeSync, so multi-GB checkpoints
+ * load tensor by tensor without ever holding a whole file (or a whole file's worth of copies) in memory.
+ *
+ * Format: u64 LE header length N, N bytes of JSON header, then the data section. Each header entry is
+ * `{ dtype, shape, data_offsets: [begin, end] }` relative to the data section; `__metadata__` is str -> str.
+ */
+import * as fs from "node:fs";
+import * as nodePath from "node:path";
+import { MlaError } from "../errors.js";
+import { type Tensor, numel, tensor } from "../tensor/tensor.js";
+
+export interface TensorInfo {
+  name: string;
+  dtype: string;
+  shape: number[];
+  /** Absolute byte offset of the first byte in the file (8 + header length + data_offsets[0]). */
+  begin: number;
+  /** Absolute byte offset one past the last byte. */
+  end: number;
+  file: string;
+}
+
+export interface ReadOptions {
+  /** Where the tensor's bytes go, e.g. `(n) => new SharedArrayBuffer(n)` for worker-shared weights. */
+  alloc?: (bytes: number) => ArrayBufferLike;
+  /** @internal Largest single read; only tests lower it, to exercise the multi-chunk path on small files. */
+  chunkBytes?: number;
+}
+
+/** A tensor stored as F64, which the Tensor type cannot hold; only writers produce these. */
+export interface F64Array {
+  dtype: "F64";
+  shape: number[];
+  data: Float64Array;
+}
+
+/** Element sizes of every dtype the safetensors spec defines that we can size-check. */
+export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<string, number>> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+};
+
+/** Keeps single reads well under the ~2 GiB limit of one read(2)/Buffer, so huge tensors load. */
+const MAX_CHUNK = 64 * 1024 * 1024;
+/** Real headers are a few MB even for 100k-tensor checkpoints; anything bigger is corruption. */
+const MAX_HEADER = 100 * 1024 * 1024;
+
+function fail(file: string, problem: string): never {
+  throw new MlaError(`${nodePath.basename(file)}: ${problem}`);
+}
+
+function openRead(file: string): number {
+  try {
+    return fs.openSync(file, "r");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new MlaError(`safetensors file not found: ${file}`);
+    throw new MlaError(`cannot open ${file}: ${code ?? String(e)}`);
+  }
+}
+
+/** Reads exactly dst.length bytes at `position`, in bounded chunks; a short file is a user-facing error. */
+function readFully(fd: number, dst: Uint8Array, position: number, file: string, chunk = MAX_CHUNK): void {
+  let done = 0;
+  while (done < dst.length) {
+    const want = Math.min(chunk, dst.length - done);
+    const n = fs.readSync(fd, dst, done, want, position + done);
+    if (n === 0) fail(file, `unexpected end of file at byte ${position + done} (truncated file?)`);
+    done += n;
+  }
+}
+
+function withFd<T>(file: string, fn: (fd: number) => T): T {
+  const fd = openRead(file);
+  try {
+    return fn(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// ---------------------------------------------------------------- header
+
+export function readHeader(path: string): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  const file = nodePath.resolve(path);
+  return withFd(file, (fd) => {
+    const st = fs.fstatSync(fd);
+    if (st.isDirectory()) fail(file, "is a directory, not a safetensors file");
+    const size = st.size;
+    if (size < 8) fail(file, `file is only ${size} bytes, too short for a safetensors header`);
+    const headerLen = readHeaderLength(fd, file, size);
+    const bytes = new Uint8Array(headerLen);
+    readFully(fd, bytes, 8, file);
+    const json = parseHeaderJson(bytes, file);
+    return parseEntries(json, file, 8 + headerLen, size);
+  });
+}
+
+function readHeaderLength(fd: number, file: string, size: number): number {
+  const lenBuf = new Uint8Array(8);
+  readFully(fd, lenBuf, 0, file);
+  const len = new DataView(lenBuf.buffer).getBigUint64(0, true);
+  if (len > BigInt(MAX_HEADER)) fail(file, `header length ${len} is absurd (over 100 MB): not a safetensors file?`);
+  const n = Number(len);
+  if (8 + n > size) fail(file, `header length ${n} runs past the end of the ${size}-byte file (truncated or not a safetensors file?)`);
+  return n;
+}
+
+function parseHeaderJson(bytes: Uint8Array, file: string): Record<string, unknown> {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch (e) {
+    fail(file, `header is not valid JSON (${e instanceof Error ? e.message : String(e)}): not a safetensors file?`);
+  }
+  if (!isObject(json)) fail(file, "header JSON is not an object");
+  return json;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function parseEntries(
+  json: Record<string, unknown>,
+  file: string,
+  dataStart: number,
+  size: number,
+): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  const tensors = new Map<string, TensorInfo>();
+  let metadata: Record<string, string> = {};
+  for (const [name, entry] of Object.entries(json)) {
+    if (name === "__metadata__") metadata = parseMetadata(entry, file);
+    else tensors.set(name, parseEntry(name, entry, file, dataStart, size));
+  }
+  return { tensors, metadata };
+}
+
+function parseMetadata(entry: unknown, file: string): Record<string, string> {
+  if (!isObject(entry)) fail(file, "__metadata__ is not an object");
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(entry)) {
+    if (typeof v !== "string") fail(file, `__metadata__ value for "${k}" is not a string`);
+    out[k] = v;
+  }
+  return out;
+}
+
+function isNonNegInt(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+function parseEntry(name: string, entry: unknown, file: string, dataStart: number, size: number): TensorInfo {
+  const where = `tensor "${name}"`;
+  if (!isObject(entry)) fail(file, `${where}: header entry is not an object`);
+  const { dtype, shape, data_offsets: offs } = entry;
+  if (typeof dtype !== "string") fail(file, `${where} has no dtype`);
+  if (!Array.isArray(shape) || !shape.every(isNonNegInt)) fail(file, `${where} has no valid shape (need a list of non-negative integers)`);
+  if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isNonNegInt) || offs[0] > offs[1]) {
+    fail(file, `${where} has invalid data_offsets ${JSON.stringify(offs)} (need [begin, end] with 0 <= begin <= end)`);
+  }
+  const [b, e] = offs as [number, number];
+  const dataLen = size - dataStart;
+  if (e > dataLen) {
+    fail(file, `${where} has offsets [${b}, ${e}] but the file's data section is only ${dataLen} bytes (truncated or corrupt file?)`);
+  }
+  checkByteLength(where, dtype, shape, e - b, file);
+  return { name, dtype, shape: [...shape], begin: dataStart + b, end: dataStart + e, file };
+}
+
+function checkByteLength(where: string, dtype: string, shape: number[], span: number, file: string): void {
+  const el = SAFETENSORS_DTYPE_BYTES[dtype];
+  if (el === undefined) return; // unknown dtypes are kept so readTensor can name them
+  const want = numel(shape) * el;
+  if (want !== span) {
+    fail(file, `${where} is ${dtype} [${shape.join(", ")}] = ${want} bytes but its offsets span ${span} bytes`);
+  }
+}
+
+// ---------------------------------------------------------------- tensors
+
+function allocate(bytes: number, opts: ReadOptions | undefined): ArrayBufferLike {
+  const buf = opts?.alloc ? opts.alloc(bytes) : new ArrayBuffer(bytes);
+  if (buf.byteLength < bytes) throw new MlaError(`allocator returned ${buf.byteLength} bytes, ${bytes} needed`);
+  return buf;
+}
+
+export function readTensor(info: TensorInfo, opts?: ReadOptions): Tensor {
+  const { dtype, shape, file } = info;
+  if (dtype !== "F32" && dtype !== "BF16" && dtype !== "F16" && dtype !== "F64") {
+    fail(file, `tensor "${info.name}" has dtype ${dtype}, which mla-ts does not support (supported: F32, BF16, F16, F64)`);
+  }
+  const span = info.end - info.begin;
+  const n = numel(shape);
+  const want = n * SAFETENSORS_DTYPE_BYTES[dtype];
+  if (span !== want) fail(file, `tensor "${info.name}" is ${dtype} [${shape.join(", ")}] = ${want} bytes but its offsets span ${span} bytes`);
+  const chunk = Math.max(1, Math.min(opts?.chunkBytes ?? MAX_CHUNK, MAX_CHUNK));
+  return withFd(file, (fd) => {
+    if (dtype === "F64") return tensor("F32", shape, readF64AsF32(fd, info, n, chunk, opts));
+    const buf = allocate(span, opts);
+    readFully(fd, new Uint8Array(buf, 0, span), info.begin, file, chunk);
+    return dtype === "F32" ? tensor("F32", shape, new Float32Array(buf, 0, n)) : tensor(dtype, shape, new Uint16Array(buf, 0, n));
+  });
+}
+
+/** Narrows chunk by chunk so an F64 tensor never costs more than its F32 result plus one chunk. */
+function readF64AsF32(fd: number, info: TensorInfo, n: number, chunk: number, opts: ReadOptions | undefined): Float32Array {
+  const out = new Float32Array(allocate(n * 4, opts), 0, n);
+  const perChunk = Math.max(1, Math.floor(chunk / 8));
+  const scratch = new ArrayBuffer(Math.min(perChunk, n) * 8);
+  for (let i = 0; i < n; i += perChunk) {
+    const m = Math.min(perChunk, n - i);
+    readFully(fd, new Uint8Array(scratch, 0, m * 8), info.begin + i * 8, info.file, chunk);
+    out.set(new Float64Array(scratch, 0, m), i);
+  }
+  return out;
+}
+
+/**
+ * Reads open and close their own descriptor (one open per tensor is noise next to the read itself),
+ * so nothing stays open; this exists so callers can release readers uniformly.
+ */
+export function closeAll(): void {}
+
+// ---------------------------------------------------------------- writer
+
+const DTYPE_SIZE_OF_TENSOR: Record<Tensor["dtype"] | "F64", number> = { F32: 4, BF16: 2, F16: 2, F64: 8 };
+
+export function writeSafetensors(
+  path: string,
+  tensors: Record<string, Tensor | F64Array>,
+  metadata?: Record<string, string>,
+): void {
+  const entries = Object.entries(tensors);
+  const header = buildHeader(entries, metadata);
+  const fd = fs.openSync(path, "w");
+  try {
+    const len = new Uint8Array(8);
+    new DataView(len.buffer).setBigUint64(0, BigInt(header.length), true);
+    writeFully(fd, len);
+    writeFully(fd, header);
+    for (const [, t] of entries) writeFully(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function buildHeader(entries: [string, Tensor | F64Array][], metadata?: Record<string, string>): Uint8Array {
+  const json: Record<string, unknown> = {};
+  if (metadata) json.__metadata__ = metadata;
+  let offset = 0;
+  for (const [name, t] of entries) {
+    if (name === "__metadata__") throw new MlaError(`"__metadata__" cannot be used as a tensor name`);
+    if (t.data.length !== numel(t.shape)) {
+      throw new MlaError(`tensor "${name}" has ${t.data.length} elements but shape [${t.shape.join(", ")}] needs ${numel(t.shape)}`);
+    }
+    const bytes = t.data.length * DTYPE_SIZE_OF_TENSOR[t.dtype];
+    json[name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const text = JSON.stringify(json);
+  // Padding keeps the data section 8-byte aligned, which mmap-based readers rely on.
+  const raw = new TextEncoder().encode(text);
+  const padded = new Uint8Array(Math.ceil(raw.length / 8) * 8).fill(0x20);
+  padded.set(raw);
+  return padded;
+}
+
+function writeFully(fd: number, src: Uint8Array): void {
+  let done = 0;
+  while (done < src.length) {
+    done += fs.writeSync(fd, src, done, Math.min(MAX_CHUNK, src.length - done));
+  }
+}

@@ -1,0 +1,161 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { MlaError } from "../errors.js";
+import { DEFAULT_ROPE, type RopeScaling } from "../attention/rope.js";
+
+export type ModelType = "deepseek_v2" | "deepseek_v3";
+
+/** config.json of a DeepSeek-V2/V3 checkpoint, normalised (camelCase, defaults filled, both rope spellings). */
+export interface ModelConfig {
+  readonly modelType: ModelType;
+  readonly vocabSize: number;
+  readonly hiddenSize: number; // D
+  readonly intermediateSize: number; // dense MLP width
+  readonly numLayers: number;
+  readonly numHeads: number; // n_h
+  readonly numKvHeads: number;
+  readonly qLoraRank: number | null; // d_c'
+  readonly kvLoraRank: number; // d_c
+  readonly qkNopeHeadDim: number; // d_h
+  readonly qkRopeHeadDim: number; // d_h^R
+  readonly vHeadDim: number; // d_v
+  readonly rmsNormEps: number;
+  readonly maxPositionEmbeddings: number;
+  readonly tieWordEmbeddings: boolean;
+  readonly rope: RopeScaling;
+  // Mixture of experts (nRoutedExperts 0: every layer dense)
+  readonly nRoutedExperts: number;
+  readonly nSharedExperts: number;
+  readonly numExpertsPerTok: number;
+  readonly moeIntermediateSize: number;
+  readonly nGroup: number;
+  readonly topkGroup: number;
+  readonly topkMethod: string;
+  readonly normTopkProb: boolean;
+  readonly routedScalingFactor: number;
+  readonly firstKDenseReplace: number;
+  readonly moeLayerFreq: number;
+  readonly bosTokenId: number | null;
+  readonly eosTokenIds: readonly number[];
+}
+
+type Json = Record<string, unknown>;
+
+function num(c: Json, key: string, fallback?: number): number {
+  const v = c[key];
+  if (v === undefined || v === null) {
+    if (fallback !== undefined) return fallback;
+    throw new MlaError(`config.json: missing "${key}"`);
+  }
+  if (typeof v !== "number" || !Number.isFinite(v)) throw new MlaError(`config.json: "${key}" must be a number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function posInt(c: Json, key: string, fallback?: number): number {
+  const v = num(c, key, fallback);
+  if (!Number.isInteger(v) || v <= 0) throw new MlaError(`config.json: "${key}" must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** rope_parameters (transformers >= 5) or top-level rope_theta + rope_scaling {type|rope_type} (hub checkpoints). */
+export function parseRope(c: Json): RopeScaling {
+  const params = (c.rope_parameters ?? c.rope_scaling ?? {}) as Json;
+  if (typeof params !== "object") throw new MlaError("config.json: rope_parameters/rope_scaling must be an object or null");
+  const theta = num(params, "rope_theta", num(c, "rope_theta", DEFAULT_ROPE.theta));
+  const type = String(params.rope_type ?? params.type ?? "default");
+  if (type === "default") return { ...DEFAULT_ROPE, theta };
+  if (type !== "yarn") throw new MlaError(`config.json: rope type "${type}" is not supported (supported: default, yarn)`);
+  return {
+    type: "yarn",
+    theta,
+    factor: num(params, "factor"),
+    originalMaxPositionEmbeddings: num(params, "original_max_position_embeddings"),
+    betaFast: num(params, "beta_fast", 32),
+    betaSlow: num(params, "beta_slow", 1),
+    mscale: num(params, "mscale", 1),
+    mscaleAllDim: num(params, "mscale_all_dim", 0),
+    attentionFactor: params.attention_factor == null ? undefined : num(params, "attention_factor"),
+  };
+}
+
+function eosIds(v: unknown): number[] {
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  if (!list.every((x) => Number.isInteger(x))) throw new MlaError(`config.json: eos_token_id must be an integer or a list of integers`);
+  return list as number[];
+}
+
+export function parseConfig(c: Json): ModelConfig {
+  const modelType = c.model_type;
+  if (modelType !== "deepseek_v2" && modelType !== "deepseek_v3") {
+    throw new MlaError(`config.json: model_type ${JSON.stringify(modelType)} is not supported (supported: deepseek_v2, deepseek_v3)`);
+  }
+  const act = c.hidden_act ?? "silu";
+  if (act !== "silu") throw new MlaError(`config.json: hidden_act "${String(act)}" is not supported (supported: silu)`);
+  const qLora = c.q_lora_rank == null ? null : posInt(c, "q_lora_rank");
+  const nRouted = c.n_routed_experts == null ? 0 : num(c, "n_routed_experts");
+  const cfg: ModelConfig = {
+    modelType,
+    vocabSize: posInt(c, "vocab_size"),
+    hiddenSize: posInt(c, "hidden_size"),
+    intermediateSize: posInt(c, "intermediate_size"),
+    numLayers: posInt(c, "num_hidden_layers"),
+    numHeads: posInt(c, "num_attention_heads"),
+    numKvHeads: posInt(c, "num_key_value_heads", num(c, "num_attention_heads")),
+    qLoraRank: qLora,
+    kvLoraRank: posInt(c, "kv_lora_rank"),
+    qkNopeHeadDim: posInt(c, "qk_nope_head_dim"),
+    qkRopeHeadDim: posInt(c, "qk_rope_head_dim"),
+    vHeadDim: posInt(c, "v_head_dim"),
+    rmsNormEps: num(c, "rms_norm_eps", 1e-6),
+    maxPositionEmbeddings: posInt(c, "max_position_embeddings", 4096),
+    tieWordEmbeddings: c.tie_word_embeddings === true,
+    rope: parseRope(c),
+    nRoutedExperts: nRouted,
+    nSharedExperts: num(c, "n_shared_experts", 0),
+    numExpertsPerTok: nRouted ? posInt(c, "num_experts_per_tok") : 0,
+    moeIntermediateSize: nRouted ? posInt(c, "moe_intermediate_size") : 0,
+    nGroup: posInt(c, "n_group", 1),
+    topkGroup: posInt(c, "topk_group", 1),
+    topkMethod: String(c.topk_method ?? (modelType === "deepseek_v3" ? "noaux_tc" : "greedy")),
+    normTopkProb: c.norm_topk_prob === true,
+    routedScalingFactor: num(c, "routed_scaling_factor", 1),
+    firstKDenseReplace: num(c, "first_k_dense_replace", 0),
+    moeLayerFreq: posInt(c, "moe_layer_freq", 1),
+    bosTokenId: c.bos_token_id == null ? null : num(c, "bos_token_id"),
+    eosTokenIds: eosIds(c.eos_token_id),
+  };
+  validate(cfg);
+  return cfg;
+}
+
+function validate(c: ModelConfig): void {
+  if (c.qkRopeHeadDim % 2) throw new MlaError(`config.json: qk_rope_head_dim must be even, got ${c.qkRopeHeadDim}`);
+  if (c.nRoutedExperts) {
+    if (c.nRoutedExperts % c.nGroup) throw new MlaError(`config.json: n_routed_experts ${c.nRoutedExperts} is not divisible by n_group ${c.nGroup}`);
+    if (c.topkGroup > c.nGroup) throw new MlaError(`config.json: topk_group ${c.topkGroup} exceeds n_group ${c.nGroup}`);
+    if (c.numExpertsPerTok > c.nRoutedExperts) throw new MlaError(`config.json: num_experts_per_tok exceeds n_routed_experts`);
+    if (c.modelType === "deepseek_v2" && c.topkMethod !== "greedy" && c.topkMethod !== "group_limited_greedy") {
+      throw new MlaError(`config.json: topk_method "${c.topkMethod}" is not supported for deepseek_v2 (greedy, group_limited_greedy)`);
+    }
+  }
+}
+
+export function loadConfig(dir: string): ModelConfig {
+  if (!existsSync(dir)) throw new MlaError(`model directory not found: ${dir}`);
+  const path = join(dir, "config.json");
+  if (!existsSync(path)) throw new MlaError(`no config.json in ${dir}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new MlaError(`config.json in ${dir} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new MlaError(`config.json in ${dir} is not a JSON object`);
+  return parseConfig(json as Json);
+}
+
+/** Whether layer i uses the mixture of experts (else the dense MLP). */
+export function isMoeLayer(c: ModelConfig, i: number): boolean {
+  return c.nRoutedExperts > 0 && i >= c.firstKDenseReplace && i % c.moeLayerFreq === 0;
+}

@@ -1,0 +1,43 @@
+import { axpy, linear } from "../backends/cpu/index.js";
+import { mlpForward, type MlpWeights } from "./mlp.js";
+import { routeSigmoidGrouped, routeSoftmax, type RouterConfig, type Routing } from "./router.js";
+
+export interface MoeWeights {
+  readonly gate: Float32Array; //        mlp.gate.weight [E, D], widened to F32 (routing runs in float32)
+  readonly scoreBias: Float32Array | null; // mlp.gate.e_score_correction_bias [E] (V3)
+  readonly experts: readonly MlpWeights[]; // mlp.experts.{e}
+  readonly shared: MlpWeights | null; // mlp.shared_experts
+}
+
+export type RouterKind = "sigmoid-grouped" | "softmax";
+
+export function route(kind: RouterKind, w: MoeWeights, x: Float32Array, T: number, D: number, c: RouterConfig): Routing {
+  const E = c.nRoutedExperts;
+  const logits = new Float32Array(T * E);
+  linear(logits, x, T, D, { dtype: "F32", shape: [E, D], data: w.gate }, E);
+  return kind === "sigmoid-grouped" ? routeSigmoidGrouped(logits, T, w.scoreBias, c) : routeSoftmax(logits, T, c);
+}
+
+/** out = sum_k weight_k expert_k(x) + shared(x); tokens are batched per expert so each expert runs once. */
+export function moeForward(kind: RouterKind, w: MoeWeights, x: Float32Array, T: number, c: RouterConfig): Float32Array {
+  const D = w.experts[0].gate.shape[1], k = c.numExpertsPerTok;
+  const { experts, weights } = route(kind, w, x, T, D, c);
+  const out = new Float32Array(T * D);
+  const byExpert = new Map<number, number[]>(); // expert -> slots t*k+j
+  experts.forEach((e, slot) => {
+    const list = byExpert.get(e);
+    if (list) list.push(slot);
+    else byExpert.set(e, [slot]);
+  });
+  for (const [e, slots] of [...byExpert].sort((a, b) => a[0] - b[0])) {
+    const xs = new Float32Array(slots.length * D);
+    slots.forEach((slot, i) => xs.set(x.subarray(Math.floor(slot / k) * D, Math.floor(slot / k) * D + D), i * D));
+    const ys = mlpForward(w.experts[e], xs, slots.length);
+    slots.forEach((slot, i) => axpy(out, weights[slot], ys, D, Math.floor(slot / k) * D, i * D));
+  }
+  if (w.shared) {
+    const sh = mlpForward(w.shared, x, T);
+    for (let i = 0; i < T * D; i++) out[i] += sh[i];
+  }
+  return out;
+}

@@ -1,0 +1,125 @@
+import { MlaError } from "../errors.js";
+import { toF32, type Tensor } from "../tensor/tensor.js";
+import type { Checkpoint } from "./checkpoint.js";
+import { isMoeLayer, type ModelConfig } from "./config.js";
+import type { MlaWeights } from "../attention/mla.js";
+import type { MlpWeights } from "./mlp.js";
+import type { MoeWeights } from "./moe.js";
+
+/** One decoder layer's weights. Norm vectors are widened to F32; matrices keep their stored dtype. */
+export interface LayerWeights {
+  readonly inputNorm: Float32Array; // input_layernorm
+  readonly postNorm: Float32Array; //  post_attention_layernorm
+  readonly attn: MlaWeights;
+  readonly mlp: MlpWeights | null; // dense layers
+  readonly moe: MoeWeights | null; // MoE layers
+}
+
+/** Every weight of the model in one struct (llama2.c style). */
+export interface ModelWeights {
+  readonly embed: Tensor; // model.embed_tokens [V, D]
+  readonly layers: readonly LayerWeights[];
+  readonly norm: Float32Array; // model.norm
+  readonly lmHead: Tensor; // lm_head [V, D] (the embedding when tied)
+}
+
+export interface LoadProgress {
+  (doneBytes: number, totalBytes: number, name: string): void;
+}
+
+/** The tensors this config needs, with their expected shapes (only layers < num_hidden_layers: V3's MTP layer is skipped). */
+export function expectedTensors(c: ModelConfig): Map<string, number[]> {
+  const D = c.hiddenSize, H = c.numHeads, dqk = c.qkNopeHeadDim + c.qkRopeHeadDim;
+  const m = new Map<string, number[]>();
+  m.set("model.embed_tokens.weight", [c.vocabSize, D]);
+  m.set("model.norm.weight", [D]);
+  if (!c.tieWordEmbeddings) m.set("lm_head.weight", [c.vocabSize, D]);
+  const mlp = (p: string, F: number) => {
+    m.set(`${p}gate_proj.weight`, [F, D]);
+    m.set(`${p}up_proj.weight`, [F, D]);
+    m.set(`${p}down_proj.weight`, [D, F]);
+  };
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}.`;
+    m.set(`${p}input_layernorm.weight`, [D]);
+    m.set(`${p}post_attention_layernorm.weight`, [D]);
+    const a = `${p}self_attn.`;
+    if (c.qLoraRank) {
+      m.set(`${a}q_a_proj.weight`, [c.qLoraRank, D]);
+      m.set(`${a}q_a_layernorm.weight`, [c.qLoraRank]);
+      m.set(`${a}q_b_proj.weight`, [H * dqk, c.qLoraRank]);
+    } else {
+      m.set(`${a}q_proj.weight`, [H * dqk, D]);
+    }
+    m.set(`${a}kv_a_proj_with_mqa.weight`, [c.kvLoraRank + c.qkRopeHeadDim, D]);
+    m.set(`${a}kv_a_layernorm.weight`, [c.kvLoraRank]);
+    m.set(`${a}kv_b_proj.weight`, [H * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank]);
+    m.set(`${a}o_proj.weight`, [D, H * c.vHeadDim]);
+    if (isMoeLayer(c, i)) {
+      m.set(`${p}mlp.gate.weight`, [c.nRoutedExperts, D]);
+      if (c.modelType === "deepseek_v3") m.set(`${p}mlp.gate.e_score_correction_bias`, [c.nRoutedExperts]);
+      for (let e = 0; e < c.nRoutedExperts; e++) mlp(`${p}mlp.experts.${e}.`, c.moeIntermediateSize);
+      if (c.nSharedExperts) mlp(`${p}mlp.shared_experts.`, c.nSharedExperts * c.moeIntermediateSize);
+    } else {
+      mlp(`${p}mlp.`, c.intermediateSize);
+    }
+  }
+  return m;
+}
+
+function listNames(names: string[], max = 5): string {
+  return names.slice(0, max).join(", ") + (names.length > max ? ` and ${names.length - max} more` : "");
+}
+
+/** Check that every needed tensor is present with the right shape, then read them all (with progress). */
+export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress): ModelWeights {
+  const expected = expectedTensors(c);
+  const names = [...expected.keys()];
+  const missing = ckpt.missing(names);
+  if (missing.length) throw new MlaError(`checkpoint ${ckpt.dir} is missing ${missing.length} tensor(s): ${listNames(missing)}`);
+  for (const [name, shape] of expected) {
+    const got = ckpt.info(name).shape;
+    if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
+      throw new MlaError(`tensor ${name} has shape [${got.join(", ")}] but config.json implies [${shape.join(", ")}]`);
+    }
+  }
+  const t = ckpt.loadMany(names, { onProgress });
+  return assemble(c, (name) => t.get(name)!);
+}
+
+/** Build the weight struct from a name -> tensor lookup (also used by tests and random-model generators). */
+export function assemble(c: ModelConfig, get: (name: string) => Tensor): ModelWeights {
+  const mlp = (p: string): MlpWeights => ({ gate: get(`${p}gate_proj.weight`), up: get(`${p}up_proj.weight`), down: get(`${p}down_proj.weight`) });
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}.`, a = `${p}self_attn.`;
+    const attn: MlaWeights = c.qLoraRank
+      ? { qA: get(`${a}q_a_proj.weight`), qANorm: toF32(get(`${a}q_a_layernorm.weight`)), qB: get(`${a}q_b_proj.weight`), ...kv(a) }
+      : { q: get(`${a}q_proj.weight`), ...kv(a) };
+    const moe = isMoeLayer(c, i);
+    layers.push({
+      inputNorm: toF32(get(`${p}input_layernorm.weight`)),
+      postNorm: toF32(get(`${p}post_attention_layernorm.weight`)),
+      attn,
+      mlp: moe ? null : mlp(`${p}mlp.`),
+      moe: moe
+        ? {
+            gate: toF32(get(`${p}mlp.gate.weight`)),
+            scoreBias: c.modelType === "deepseek_v3" ? toF32(get(`${p}mlp.gate.e_score_correction_bias`)) : null,
+            experts: Array.from({ length: c.nRoutedExperts }, (_, e) => mlp(`${p}mlp.experts.${e}.`)),
+            shared: c.nSharedExperts ? mlp(`${p}mlp.shared_experts.`) : null,
+          }
+        : null,
+    });
+  }
+  function kv(a: string) {
+    return {
+      kvA: get(`${a}kv_a_proj_with_mqa.weight`),
+      kvANorm: toF32(get(`${a}kv_a_layernorm.weight`)),
+      kvB: get(`${a}kv_b_proj.weight`),
+      o: get(`${a}o_proj.weight`),
+    };
+  }
+  const embed = get("model.embed_tokens.weight");
+  return { embed, layers, norm: toF32(get("model.norm.weight")), lmHead: c.tieWordEmbeddings ? embed : get("lm_head.weight") };
+}

@@ -1,0 +1,71 @@
+/** Storage dtypes that mla-ts keeps in memory. Activations are always F32; weights keep their stored dtype. */
+export type DType = "F32" | "BF16" | "F16";
+
+export const DTYPE_BYTES: Record<DType, number> = { F32: 4, BF16: 2, F16: 2 };
+
+export function isDType(s: string): s is DType {
+  return s === "F32" || s === "BF16" || s === "F16";
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** BF16 is the top half of an F32: widening is a shift. */
+export function bf16ToF32(h: number): number {
+  u32[0] = h << 16;
+  return f32[0];
+}
+
+/** F32 -> BF16 with round-to-nearest-even, as PyTorch's `.to(torch.bfloat16)`; NaN stays NaN. */
+export function f32ToBf16(x: number): number {
+  f32[0] = x;
+  const b = u32[0];
+  if ((b & 0x7fffffff) > 0x7f800000) return ((b >>> 16) | 0x40) & 0xffff;
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** IEEE half -> number, including subnormals, infinities and NaN. */
+export function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** number -> IEEE half with round-to-nearest-even (overflow to infinity). */
+export function f32ToF16(x: number): number {
+  f32[0] = x;
+  const b = u32[0];
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let man = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    man |= 0x800000;
+    const shift = 14 - e;
+    let h = man >>> shift;
+    const rem = man & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (man >>> 13);
+  const rem = man & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+let f16Table: Float32Array | null = null;
+/** All 65536 half values widened: one table lookup per weight in the scalar kernels. */
+export function f16Lut(): Float32Array {
+  if (!f16Table) {
+    f16Table = new Float32Array(65536);
+    for (let i = 0; i < 65536; i++) f16Table[i] = f16ToF32(i);
+  }
+  return f16Table;
+}

@@ -1,0 +1,63 @@
+import { readFileSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { readHeader, readTensor } from "../src/io/safetensors.js";
+import { toF32 } from "../src/tensor/tensor.js";
+
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
+export const FIXTURE_NAMES = ["tiny-deepseek-v3", "tiny-deepseek-v2-lite", "tiny-mla-dense"];
+
+/** ||a - b|| / ||b|| */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+/** Seeded uniform(-1, 1) values: fresh seeds per test, never zeros. */
+export function randn(n: number, seed: number, scale = 1): Float32Array {
+  let a = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+export interface Reference {
+  readonly inputIds: number[][];
+  readonly greedyPrompt: number[];
+  readonly greedyTokens: number[];
+  readonly numHiddenStates: number;
+  /** tensor name -> F32 data */
+  readonly tensors: Map<string, { shape: number[]; data: Float32Array }>;
+}
+
+export function loadReference(name: string): Reference {
+  const dir = join(FIXTURES, name);
+  const meta = JSON.parse(readFileSync(join(dir, "reference.json"), "utf8"));
+  const { tensors } = readHeader(join(dir, "reference.safetensors"));
+  const out = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [k, info] of tensors) out.set(k, { shape: info.shape, data: toF32(readTensor(info)) });
+  return {
+    inputIds: meta.input_ids,
+    greedyPrompt: meta.generate.prompt,
+    greedyTokens: meta.generate.greedy_tokens,
+    numHiddenStates: meta.num_hidden_states,
+    tensors: out,
+  };
+}
+
+/** Row b of a [B, ...] reference tensor. */
+export function batchRow(t: { shape: number[]; data: Float32Array }, b: number): Float32Array {
+  const per = t.data.length / t.shape[0];
+  return t.data.subarray(b * per, (b + 1) * per);
+}
