@@ -72,7 +72,8 @@ export function parseRope(c: Json): RopeScaling {
     originalMaxPositionEmbeddings: num(params, "original_max_position_embeddings"),
     betaFast: num(params, "beta_fast", 32),
     betaSlow: num(params, "beta_slow", 1),
-    mscale: num(params, "mscale", 1),
+    // absent means unset (0), not 1: transformers uses m(s, 1) unless both mscale and mscale_all_dim are set
+    mscale: num(params, "mscale", 0),
     mscaleAllDim: num(params, "mscale_all_dim", 0),
     attentionFactor: params.attention_factor == null ? undefined : num(params, "attention_factor"),
   };

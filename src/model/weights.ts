@@ -67,6 +67,8 @@ export function expectedTensors(c: ModelConfig): Map<string, number[]> {
   return m;
 }
 
+const LOADABLE_DTYPES = new Set(["F32", "BF16", "F16", "F64"]);
+
 function listNames(names: string[], max = 5): string {
   return names.slice(0, max).join(", ") + (names.length > max ? ` and ${names.length - max} more` : "");
 }
@@ -78,7 +80,11 @@ export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadP
   const missing = ckpt.missing(names);
   if (missing.length) throw new MlaError(`checkpoint ${ckpt.dir} is missing ${missing.length} tensor(s): ${listNames(missing)}`);
   for (const [name, shape] of expected) {
-    const got = ckpt.info(name).shape;
+    const { dtype, shape: got } = ckpt.info(name);
+    if (!LOADABLE_DTYPES.has(dtype)) {
+      const hint = dtype.startsWith("F8") ? " (an FP8 release: convert it to BF16 first, e.g. with DeepSeek's fp8_cast_bf16.py)" : "";
+      throw new MlaError(`tensor ${name} has dtype ${dtype}, which mla-ts does not support (F32, BF16, F16, F64)${hint}`);
+    }
     if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
       throw new MlaError(`tensor ${name} has shape [${got.join(", ")}] but config.json implies [${shape.join(", ")}]`);
     }

@@ -1,0 +1,31 @@
+import { describeModel } from "../../model/info.js";
+import { generate } from "../../generate/generate.js";
+import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
+import { infoText } from "./info.js";
+import { loadModel } from "../load.js";
+import { timing } from "./generate.js";
+
+/** `npm start`: the bundled model's KV-cache comparison, then one generation in both MLA forms. */
+export function demoCommand(opts: { model: string; prompt: string; maxNewTokens: number }): void {
+  const out = process.stdout;
+  out.write(infoText(describeModel(opts.model)) + "\n\n");
+  const tok = TextTokenizer.load(opts.model);
+  const model = loadModel(opts.model);
+  const prompt = tok ? tok.encode(opts.prompt) : [1, 2, 3, 4, 5, 6, 7, 8];
+  out.write(tok ? `prompt: ${JSON.stringify(opts.prompt)} -> ${prompt.length} tokens\n` : `prompt ids: ${prompt.join(",")}\n`);
+  const results = (["naive", "absorb"] as const).map((mode) => {
+    const stream = tok ? new StreamDecoder(tok) : null;
+    out.write(`\n${mode.padEnd(6)} > `);
+    const r = generate(model, prompt, {
+      greedy: true, maxNewTokens: opts.maxNewTokens, mode,
+      onToken: (id, i) => out.write(stream ? stream.push(id) : `${i ? " " : ""}${id}`),
+    });
+    out.write((stream?.flush() ?? "") + "\n");
+    const t = timing(r);
+    out.write(`         ${r.tokens.length} tokens, decode ${t.decodeMsPerToken.toFixed(2)} ms/token, latent cache ${r.state.cacheBytes} bytes\n`);
+    return r.tokens;
+  });
+  const same = results[0].join() === results[1].join();
+  out.write(`\nnaive and absorbed MLA produce ${same ? "the same" : "DIFFERENT"} tokens.\n`);
+  if (!same) process.exitCode = 1;
+}

@@ -1,0 +1,29 @@
+import { MlaError } from "../../errors.js";
+import type { MlaMode } from "../../attention/mla.js";
+import { loadModel } from "../load.js";
+import { argmax } from "../../generate/sampler.js";
+
+export interface LogitsOptions {
+  readonly model: string;
+  readonly ids: number[];
+  readonly attention: MlaMode;
+  readonly json?: boolean;
+}
+
+/** One row of vocab_size logits per input position. */
+export function logitsCommand(opts: LogitsOptions): void {
+  const model = loadModel(opts.model);
+  const V = model.config.vocabSize, T = opts.ids.length;
+  const logits = model.forward(opts.ids, model.newState(T), { mode: opts.attention, allLogits: true });
+  if (logits.some((x) => !Number.isFinite(x))) throw new MlaError("the model produced non-finite logits (corrupt weights?)");
+  if (opts.json) {
+    const rows = Array.from({ length: T }, (_, t) => Array.from(logits.subarray(t * V, (t + 1) * V)));
+    process.stdout.write(JSON.stringify({ logits: rows }) + "\n");
+    return;
+  }
+  for (let t = 0; t < T; t++) {
+    const row = logits.subarray(t * V, (t + 1) * V);
+    const best = argmax(row);
+    process.stdout.write(`position ${t} (token ${opts.ids[t]}): argmax ${best} (${row[best].toFixed(4)})\n`);
+  }
+}

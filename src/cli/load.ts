@@ -1,0 +1,12 @@
+import { DeepseekModel } from "../model/decoder.js";
+import { loadingBar } from "./progress.js";
+
+/** Load a model with a progress bar on the terminal. */
+export function loadModel(dir: string): DeepseekModel {
+  const bar = loadingBar("loading weights");
+  try {
+    return DeepseekModel.load(dir, { onProgress: bar.onProgress });
+  } finally {
+    bar.stop();
+  }
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+import { fileURLToPath } from "node:url";
+import { Command, Option } from "commander";
+import { MlaError } from "../errors.js";
+import { parseFloatArg, parseIds, parseInt10, parseMode } from "./args.js";
+import { infoCommand } from "./commands/info.js";
+import { logitsCommand } from "./commands/logits.js";
+import { generateCommand } from "./commands/generate.js";
+import { demoCommand } from "./commands/demo.js";
+
+/** The model bundled in the repo (models/ beside src/ and dist/). */
+export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/tiny-deepseek-v3", import.meta.url));
+
+/** Errors a user can act on become one line on stderr; anything else is a bug (stack with MLA_DEBUG=1). */
+function run(fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (e instanceof MlaError || (err && typeof err.code === "string" && err.syscall)) {
+      process.stderr.write(`error: ${err.message}\n`);
+    } else {
+      process.stderr.write(`internal error: ${err?.message ?? String(e)}${process.env.MLA_DEBUG ? `\n${err?.stack}` : " (set MLA_DEBUG=1 for the stack)"}\n`);
+    }
+    process.exitCode = 1;
+  }
+}
+
+const modelOpt = () => new Option("-m, --model <dir>", "checkpoint folder (config.json + *.safetensors)").default(DEFAULT_MODEL, "the bundled tiny model");
+const attentionOpt = () => new Option("--attention <form>", "MLA form: auto (naive prefill, absorbed decode), naive or absorb").default("auto");
+
+const program = new Command()
+  .name("mla")
+  .description("Multi-head Latent Attention (DeepSeek-V2/V3) inference in TypeScript")
+  .showHelpAfterError("(run with --help for usage)");
+
+program
+  .command("info")
+  .description("architecture, parameter count and KV cache per token (MLA vs MHA/GQA/MQA)")
+  .addOption(modelOpt())
+  .option("--json", "print a JSON object")
+  .action((o) => run(() => infoCommand({ model: o.model, json: o.json })));
+
+program
+  .command("logits")
+  .description("logits of every input position")
+  .addOption(modelOpt())
+  .requiredOption("--ids <ids>", "comma-separated token ids, e.g. 1,2,3")
+  .addOption(attentionOpt())
+  .option("--json", 'print {"logits": [[...], ...]}')
+  .action((o) => run(() => logitsCommand({ model: o.model, ids: parseIds(o.ids, "--ids"), attention: parseMode(o.attention), json: o.json })));
+
+program
+  .command("generate")
+  .description("generate tokens (greedy unless --temperature is given), streaming them as they come")
+  .addOption(modelOpt())
+  .option("--prompt-ids <ids>", "prompt as comma-separated token ids")
+  .option("--prompt <text>", "prompt text (needs tokenizer.json in the model folder)")
+  .option("-n, --max-new-tokens <n>", "tokens to generate at most", "32")
+  .option("--greedy", "always take the most likely token (the default)")
+  .option("--temperature <t>", "sample with this temperature (0 = greedy)")
+  .option("--top-k <k>", "sample among the k most likely tokens")
+  .option("--top-p <p>", "sample from the smallest set with probability >= p")
+  .option("--seed <s>", "random seed for sampling (reproducible runs)")
+  .addOption(attentionOpt())
+  .option("--json", 'print {"tokens": [...], "timing": {...}} instead of streaming')
+  .action((o) =>
+    run(() => {
+      if (o.greedy && o.temperature !== undefined) throw new MlaError("use either --greedy or --temperature, not both");
+      const temperature = o.temperature === undefined ? undefined : parseFloatArg(o.temperature, "--temperature");
+      generateCommand({
+        model: o.model,
+        promptIds: o.promptIds === undefined ? undefined : parseIds(o.promptIds, "--prompt-ids"),
+        prompt: o.prompt,
+        maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens"),
+        greedy: temperature === undefined || temperature === 0,
+        temperature,
+        topK: o.topK === undefined ? undefined : parseInt10(o.topK, "--top-k"),
+        topP: o.topP === undefined ? undefined : parseFloatArg(o.topP, "--top-p"),
+        seed: o.seed === undefined ? undefined : parseInt10(o.seed, "--seed"),
+        attention: parseMode(o.attention),
+        json: o.json,
+      });
+    }),
+  );
+
+program
+  .command("demo")
+  .description("the KV-cache comparison and a generation on the bundled model (what `npm start` runs)")
+  .addOption(modelOpt())
+  .option("--prompt <text>", "prompt text (if the model has a tokenizer)", "The latent cache")
+  .option("-n, --max-new-tokens <n>", "tokens to generate", "24")
+  .action((o) => run(() => demoCommand({ model: o.model, prompt: o.prompt, maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens") })));
+
+program.parse();

@@ -1,0 +1,50 @@
+import { numel } from "../tensor/tensor.js";
+import { compareCaches, defaultGqaGroups, type AttentionKind, type CacheFootprint } from "../attention/accounting.js";
+import type { DType } from "../tensor/dtype.js";
+import { Checkpoint } from "./checkpoint.js";
+import { isMoeLayer, loadConfig, type ModelConfig } from "./config.js";
+import { expectedTensors } from "./weights.js";
+
+/** What `mla info` reports: read from config.json and the safetensors headers only (no weights are loaded). */
+export interface ModelInfo {
+  readonly dir: string;
+  readonly config: ModelConfig;
+  /** Parameters the decoder uses (layers beyond num_hidden_layers, e.g. V3's MTP module, excluded). */
+  readonly parameters: number;
+  /** Parameters touched per token: everything but the routed experts a token is not sent to. */
+  readonly activeParameters: number;
+  /** Parameter count by stored dtype. */
+  readonly dtypes: Record<string, number>;
+  readonly weightBytes: number;
+  readonly moeLayers: number;
+  readonly kvCache: { readonly dtype: DType; readonly layers: number; readonly gqaGroups: number } & Record<AttentionKind, CacheFootprint>;
+}
+
+export function describeModel(dir: string, cacheDtype: DType = "F32"): ModelInfo {
+  const config = loadConfig(dir);
+  const ckpt = Checkpoint.open(dir);
+  try {
+    const expected = expectedTensors(config);
+    const dtypes: Record<string, number> = {};
+    let parameters = 0, expertParams = 0, weightBytes = 0;
+    for (const name of expected.keys()) {
+      if (!ckpt.has(name)) continue;
+      const info = ckpt.info(name);
+      const n = numel(info.shape);
+      parameters += n;
+      weightBytes += info.end - info.begin;
+      dtypes[info.dtype] = (dtypes[info.dtype] ?? 0) + n;
+      if (name.includes(".mlp.experts.")) expertParams += n;
+    }
+    const c = config;
+    const active = c.nRoutedExperts ? parameters - expertParams + (expertParams * c.numExpertsPerTok) / c.nRoutedExperts : parameters;
+    const gqaGroups = c.numKvHeads < c.numHeads ? c.numKvHeads : defaultGqaGroups(c.numHeads);
+    return {
+      dir, config, parameters, activeParameters: Math.round(active), dtypes, weightBytes,
+      moeLayers: Array.from({ length: c.numLayers }, (_, i) => isMoeLayer(c, i)).filter(Boolean).length,
+      kvCache: { dtype: cacheDtype, layers: c.numLayers, gqaGroups, ...compareCaches({ ...c, nHeads: c.numHeads }, c.numLayers, cacheDtype, gqaGroups) },
+    };
+  } finally {
+    ckpt.close();
+  }
+}
