@@ -1,0 +1,31 @@
+/** mla-ts public API. */
+export { MlaError } from "./errors.js";
+
+// tensors and files
+export { type DType, DTYPE_BYTES, bf16ToF32, f32ToBf16, f16ToF32, f32ToF16 } from "./tensor/dtype.js";
+export { type Tensor, type Storage, tensor, f32Tensor, toF32, fromF32, numel } from "./tensor/tensor.js";
+export { readHeader, readTensor, writeSafetensors, type TensorInfo } from "./io/safetensors.js";
+
+// attention library
+export { MultiHeadLatentAttention, resolveMlaMode, LATENT_NORM_EPS, type MlaMode, type MlaDims, type MlaWeights } from "./attention/mla.js";
+export { GroupedQueryAttention, type GqaDims, type GqaWeights } from "./attention/gqa.js";
+export { LatentCache, KvCache, RowCache } from "./attention/cache.js";
+export { RotaryEmbedding, ropeInvFreq, ropeAttentionFactor, attentionScale, yarnMscale, type RopeScaling } from "./attention/rope.js";
+export {
+  compareCaches, kvCacheFootprint, latentCacheFootprint, defaultGqaGroups,
+  type AttentionKind, type CacheFootprint,
+} from "./attention/accounting.js";
+
+// models
+export { Checkpoint } from "./model/checkpoint.js";
+export { loadConfig, parseConfig, parseRope, isMoeLayer, type ModelConfig, type ModelType } from "./model/config.js";
+export { loadWeights, assemble, expectedTensors, type ModelWeights, type LayerWeights } from "./model/weights.js";
+export { DeepseekModel, RunState, type ForwardOptions, type LoadOptions } from "./model/decoder.js";
+export { routeSigmoidGrouped, routeSoftmax, type Routing, type RouterConfig } from "./model/router.js";
+export { describeModel, type ModelInfo } from "./model/info.js";
+
+// generation and text
+export { generate, type GenerateOptions, type GenerateResult } from "./generate/generate.js";
+export { Sampler, argmax, type SamplingOptions } from "./generate/sampler.js";
+export { TextTokenizer, StreamDecoder } from "./tokenizer/tokenizer.js";
+export { trainByteLevelBpe } from "./tokenizer/bpe-train.js";
