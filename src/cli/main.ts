@@ -7,6 +7,7 @@ import { infoCommand } from "./commands/info.js";
 import { logitsCommand } from "./commands/logits.js";
 import { generateCommand } from "./commands/generate.js";
 import { demoCommand } from "./commands/demo.js";
+import { benchCommand } from "./commands/bench.js";
 
 /** The model bundled in the repo (models/ beside src/ and dist/). */
 export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/tiny-deepseek-v3", import.meta.url));
@@ -91,5 +92,25 @@ program
   .option("--prompt <text>", "prompt text (if the model has a tokenizer)", "The latent cache")
   .option("-n, --max-new-tokens <n>", "tokens to generate", "24")
   .action((o) => run(() => demoCommand({ model: o.model, prompt: o.prompt, maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens") })));
+
+program
+  .command("bench")
+  .description("prefill and decode speed, peak memory and KV-cache size")
+  .addOption(modelOpt())
+  .option("--prompt <n>", "prompt tokens (seeded random ids)", "512")
+  .option("--decode <n>", "tokens to decode", "64")
+  .option("--threads <n>", "worker threads")
+  .option("--backend <name>", "compute backend", "cpu")
+  .addOption(attentionOpt())
+  .option("--json", "print a JSON object")
+  .action((o) =>
+    run(() =>
+      benchCommand({
+        model: o.model, prompt: parseInt10(o.prompt, "--prompt", 1), decode: parseInt10(o.decode, "--decode"),
+        threads: o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1),
+        backend: o.backend, attention: parseMode(o.attention), json: o.json,
+      }),
+    ),
+  );
 
 program.parse();

@@ -1,0 +1,79 @@
+import { MlaError } from "../../errors.js";
+import type { MlaMode } from "../../attention/mla.js";
+import { mulberry32 } from "../../generate/rng.js";
+import { argmax } from "../../generate/sampler.js";
+import { loadModel } from "../load.js";
+import { median } from "./generate.js";
+
+export interface BenchOptions {
+  readonly model: string;
+  readonly prompt: number;
+  readonly decode: number;
+  readonly threads?: number;
+  readonly backend: string;
+  readonly attention: MlaMode;
+  readonly json?: boolean;
+}
+
+export interface BenchResult {
+  readonly model: string;
+  readonly backend: string;
+  readonly threads: number;
+  readonly attention: MlaMode;
+  readonly promptTokens: number;
+  readonly decodeTokens: number;
+  readonly loadSeconds: number;
+  readonly prefillTokensPerSecond: number;
+  readonly decodeMsPerToken: number;
+  readonly decodeTokensPerSecond: number;
+  readonly peakRssBytes: number;
+  readonly kvCacheBytes: number;
+}
+
+/** Prefill a seeded random prompt, then greedy-decode, timing each step (median reported: machines are noisy). */
+export function runBench(opts: BenchOptions): BenchResult {
+  if (opts.backend !== "cpu") throw new MlaError(`--backend ${opts.backend} is not available (available: cpu)`);
+  if (opts.prompt < 1) throw new MlaError("--prompt must be at least 1 token");
+  const t0 = performance.now();
+  const model = loadModel(opts.model);
+  const loadSeconds = (performance.now() - t0) / 1000;
+  const c = model.config;
+  if (opts.prompt + opts.decode > c.maxPositionEmbeddings) {
+    throw new MlaError(`--prompt ${opts.prompt} + --decode ${opts.decode} exceeds the context length ${c.maxPositionEmbeddings}`);
+  }
+  const rand = mulberry32(0);
+  const ids = Array.from({ length: opts.prompt }, () => Math.floor(rand() * c.vocabSize));
+  const state = model.newState(opts.prompt + opts.decode);
+  const p0 = performance.now();
+  let logits = model.forward(ids, state, { mode: opts.attention });
+  const prefillMs = performance.now() - p0;
+  const steps: number[] = [];
+  for (let i = 0; i < opts.decode; i++) {
+    const s = performance.now();
+    logits = model.forward([argmax(logits)], state, { mode: opts.attention });
+    steps.push(performance.now() - s);
+  }
+  const d = median(steps);
+  return {
+    model: opts.model, backend: opts.backend, threads: opts.threads ?? 1, attention: opts.attention,
+    promptTokens: opts.prompt, decodeTokens: opts.decode, loadSeconds,
+    prefillTokensPerSecond: (opts.prompt / prefillMs) * 1000,
+    decodeMsPerToken: d, decodeTokensPerSecond: 1000 / d,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    kvCacheBytes: state.cacheBytes,
+  };
+}
+
+export function benchCommand(opts: BenchOptions): void {
+  const r = runBench(opts);
+  if (opts.json) {
+    process.stdout.write(JSON.stringify(r) + "\n");
+    return;
+  }
+  process.stdout.write(
+    `${r.model} (${r.backend}, ${r.threads} thread(s), attention ${r.attention})\n` +
+      `prefill ${r.promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s\n` +
+      `decode  ${r.decodeTokens} tokens: ${r.decodeMsPerToken.toFixed(2)} ms/token (median), ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n` +
+      `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, latent KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(2)} MiB\n`,
+  );
+}
