@@ -1,5 +1,8 @@
 import { MlaError } from "../errors.js";
 
+/** Where cache rows live: plain JS memory by default, a backend's memory when its kernels read the cache. */
+export type CacheAlloc = (floats: number) => Float32Array;
+
 /**
  * Growable per-layer cache of fixed-width F32 rows, one per token. Capacity doubles, so appends are amortised O(1)
  * and a caller that knows its context length can reserve it once.
@@ -8,8 +11,8 @@ export class RowCache {
   data: Float32Array;
   length = 0;
 
-  constructor(readonly width: number, capacity = 16, readonly maxLength = Infinity) {
-    this.data = new Float32Array(width * Math.max(1, capacity));
+  constructor(readonly width: number, capacity = 16, readonly maxLength = Infinity, private readonly alloc: CacheAlloc = (n) => new Float32Array(n)) {
+    this.data = alloc(width * Math.max(1, capacity));
   }
 
   get capacity(): number {
@@ -19,7 +22,7 @@ export class RowCache {
   reserve(rows: number): void {
     if (rows > this.maxLength) throw new MlaError(`cache of ${rows} tokens exceeds the context length ${this.maxLength}`);
     if (rows <= this.capacity) return;
-    const next = new Float32Array(this.width * Math.min(Math.max(rows, this.capacity * 2), this.maxLength));
+    const next = this.alloc(this.width * Math.min(Math.max(rows, this.capacity * 2), this.maxLength));
     next.set(this.data.subarray(0, this.length * this.width));
     this.data = next;
   }
@@ -49,8 +52,8 @@ export class RowCache {
  * This row is the absorbed-attention key; its c_KV prefix is the absorbed value.
  */
 export class LatentCache extends RowCache {
-  constructor(readonly kvLoraRank: number, readonly ropeDim: number, capacity?: number, maxLength?: number) {
-    super(kvLoraRank + ropeDim, capacity, maxLength);
+  constructor(readonly kvLoraRank: number, readonly ropeDim: number, capacity?: number, maxLength?: number, alloc?: CacheAlloc) {
+    super(kvLoraRank + ropeDim, capacity, maxLength, alloc);
   }
 }
 
@@ -59,9 +62,9 @@ export class KvCache {
   readonly k: RowCache;
   readonly v: RowCache;
 
-  constructor(readonly nKvHeads: number, readonly dk: number, readonly dv: number, capacity?: number, maxLength?: number) {
-    this.k = new RowCache(nKvHeads * dk, capacity, maxLength);
-    this.v = new RowCache(nKvHeads * dv, capacity, maxLength);
+  constructor(readonly nKvHeads: number, readonly dk: number, readonly dv: number, capacity?: number, maxLength?: number, alloc?: CacheAlloc) {
+    this.k = new RowCache(nKvHeads * dk, capacity, maxLength, alloc);
+    this.v = new RowCache(nKvHeads * dv, capacity, maxLength, alloc);
   }
 
   get length(): number {

@@ -1,6 +1,7 @@
 import type { Tensor } from "../tensor/tensor.js";
 import { MlaError } from "../errors.js";
-import { attend, linear, ropeInterleaved } from "../backends/cpu/index.js";
+import { ropeInterleaved } from "../backends/cpu/index.js";
+import { cpuOps, type Ops } from "../backends/ops.js";
 import type { KvCache } from "./cache.js";
 import type { RotaryEmbedding } from "./rope.js";
 
@@ -31,7 +32,7 @@ export class GroupedQueryAttention {
   readonly vHeadDim: number;
   readonly ropeDim: number;
 
-  constructor(readonly dims: GqaDims, readonly w: GqaWeights, readonly rope: RotaryEmbedding | null, readonly scale = 1 / Math.sqrt(dims.headDim)) {
+  constructor(readonly dims: GqaDims, readonly w: GqaWeights, readonly rope: RotaryEmbedding | null, readonly scale = 1 / Math.sqrt(dims.headDim), readonly ops: Ops = cpuOps) {
     if (dims.nHeads % dims.nKvHeads !== 0) throw new MlaError(`nHeads ${dims.nHeads} is not a multiple of nKvHeads ${dims.nKvHeads}`);
     this.vHeadDim = dims.vHeadDim ?? dims.headDim;
     this.ropeDim = rope ? (dims.ropeDim ?? dims.headDim) : 0;
@@ -42,9 +43,9 @@ export class GroupedQueryAttention {
     const { hidden: D, nHeads: H, nKvHeads: G, headDim: dk } = this.dims;
     const dv = this.vHeadDim, dr = this.ropeDim;
     const q = new Float32Array(T * H * dk), k = new Float32Array(T * G * dk), v = new Float32Array(T * G * dv);
-    linear(q, x, T, D, this.w.q, H * dk);
-    linear(k, x, T, D, this.w.k, G * dk);
-    linear(v, x, T, D, this.w.v, G * dv);
+    this.ops.linear(q, x, T, D, this.w.q, H * dk);
+    this.ops.linear(k, x, T, D, this.w.k, G * dk);
+    this.ops.linear(v, x, T, D, this.w.v, G * dv);
     if (this.rope && dr > 0) {
       const { cos, sin } = this.rope.table(cache.length, T);
       ropeInterleaved(q, T, H, dr, dk - dr, H * dk, dk, cos, sin);
@@ -53,12 +54,12 @@ export class GroupedQueryAttention {
     cache.k.append(k, T);
     cache.v.append(v, T);
     const o = new Float32Array(T * H * dv);
-    attend(o, q, T, H, dk,
+    this.ops.attend(o, q, T, H, dk,
       { data: cache.k.data, offset: 0, rowStride: G * dk, headStride: dk },
       { data: cache.v.data, offset: 0, rowStride: G * dv, headStride: dv },
       dv, G, cache.length, this.scale);
     const out = new Float32Array(T * D);
-    linear(out, o, T, H * dv, this.w.o, D);
+    this.ops.linear(out, o, T, H * dv, this.w.o, D);
     return out;
   }
 }

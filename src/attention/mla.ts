@@ -1,6 +1,7 @@
 import type { Tensor } from "../tensor/tensor.js";
 import { MlaError } from "../errors.js";
-import { attend, linear, linearT, rmsNorm, ropeInterleaved } from "../backends/cpu/index.js";
+import { ropeInterleaved } from "../backends/cpu/index.js";
+import { cpuOps, type Ops } from "../backends/ops.js";
 import type { LatentCache } from "./cache.js";
 import type { RotaryEmbedding } from "./rope.js";
 
@@ -49,6 +50,7 @@ export class MultiHeadLatentAttention {
     readonly w: MlaWeights,
     readonly rope: RotaryEmbedding,
     readonly scale: number,
+    readonly ops: Ops = cpuOps,
   ) {
     if (rope.dim !== dims.qkRopeHeadDim) throw new MlaError(`RoPE table is for ${rope.dim} dims, layer needs ${dims.qkRopeHeadDim}`);
   }
@@ -64,14 +66,14 @@ export class MultiHeadLatentAttention {
 
     // c_KV = RMSNorm(W^DKV x), k_rope = RoPE(W^KR x): one cache row [c_KV | k_rope] per token.
     const lat = new Float32Array(T * (dc + dr));
-    linear(lat, x, T, D, this.w.kvA, dc + dr);
-    rmsNorm(lat, lat, T, dc, this.w.kvANorm, LATENT_NORM_EPS, dc + dr, dc + dr);
+    this.ops.linear(lat, x, T, D, this.w.kvA, dc + dr);
+    this.ops.rmsNorm(lat, lat, T, dc, this.w.kvANorm, LATENT_NORM_EPS, dc + dr, dc + dr);
     ropeInterleaved(lat, T, 1, dr, dc, dc + dr, 0, cos, sin);
     cache.append(lat, T);
 
     const o = resolveMlaMode(mode, T) === "naive" ? this.attendNaive(q, T, cache) : this.attendAbsorbed(q, T, cache);
     const out = new Float32Array(T * D);
-    linear(out, o, T, H * dv, this.w.o, D);
+    this.ops.linear(out, o, T, H * dv, this.w.o, D);
     return out;
   }
 
@@ -80,11 +82,11 @@ export class MultiHeadLatentAttention {
     const q = new Float32Array(T * H * (dn + dr));
     if (qLoraRank) {
       const cq = new Float32Array(T * qLoraRank);
-      linear(cq, x, T, D, this.w.qA!, qLoraRank);
-      rmsNorm(cq, cq, T, qLoraRank, this.w.qANorm!, LATENT_NORM_EPS);
-      linear(q, cq, T, qLoraRank, this.w.qB!, H * (dn + dr));
+      this.ops.linear(cq, x, T, D, this.w.qA!, qLoraRank);
+      this.ops.rmsNorm(cq, cq, T, qLoraRank, this.w.qANorm!, LATENT_NORM_EPS);
+      this.ops.linear(q, cq, T, qLoraRank, this.w.qB!, H * (dn + dr));
     } else {
-      linear(q, x, T, D, this.w.q!, H * (dn + dr));
+      this.ops.linear(q, x, T, D, this.w.q!, H * (dn + dr));
     }
     return q;
   }
@@ -94,7 +96,7 @@ export class MultiHeadLatentAttention {
     const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
     const L = cache.length, w = dc + dr;
     const kv = new Float32Array(L * H * (dn + dv)); // per head [k_nope | v]
-    linear(kv, cache.data, L, dc, this.w.kvB, H * (dn + dv), 0, w);
+    this.ops.linear(kv, cache.data, L, dc, this.w.kvB, H * (dn + dv), 0, w);
     const k = new Float32Array(L * H * (dn + dr));
     for (let s = 0; s < L; s++) {
       for (let h = 0; h < H; h++) {
@@ -104,7 +106,7 @@ export class MultiHeadLatentAttention {
       }
     }
     const o = new Float32Array(T * H * dv);
-    attend(o, q, T, H, dn + dr,
+    this.ops.attend(o, q, T, H, dn + dr,
       { data: k, offset: 0, rowStride: H * (dn + dr), headStride: dn + dr },
       { data: kv, offset: dn, rowStride: H * (dn + dv), headStride: dn + dv },
       dv, H, L, this.scale);
@@ -117,7 +119,7 @@ export class MultiHeadLatentAttention {
     const L = cache.length, w = dc + dr;
     const qa = new Float32Array(T * H * w);
     for (let h = 0; h < H; h++) {
-      linearT(qa.subarray(h * w), q.subarray(h * (dn + dr)), T, dn, this.w.kvB, dc, h * (dn + dv), H * (dn + dr), H * w);
+      this.ops.linearT(qa.subarray(h * w), q.subarray(h * (dn + dr)), T, dn, this.w.kvB, dc, h * (dn + dv), H * (dn + dr), H * w);
       for (let t = 0; t < T; t++) {
         const src = (t * H + h) * (dn + dr) + dn;
         qa.set(q.subarray(src, src + dr), (t * H + h) * w + dc);
@@ -125,10 +127,10 @@ export class MultiHeadLatentAttention {
     }
     const oLat = new Float32Array(T * H * dc);
     const view = { data: cache.data, offset: 0, rowStride: w, headStride: 0 };
-    attend(oLat, qa, T, H, w, view, view, dc, 1, L, this.scale);
+    this.ops.attend(oLat, qa, T, H, w, view, view, dc, 1, L, this.scale);
     const o = new Float32Array(T * H * dv);
     for (let h = 0; h < H; h++) {
-      linear(o.subarray(h * dv), oLat.subarray(h * dc), T, dc, this.w.kvB, dv, h * (dn + dv) + dn, H * dc, H * dv);
+      this.ops.linear(o.subarray(h * dv), oLat.subarray(h * dc), T, dc, this.w.kvB, dv, h * (dn + dv) + dn, H * dc, H * dv);
     }
     return o;
   }

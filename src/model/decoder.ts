@@ -1,6 +1,7 @@
 import { MlaError } from "../errors.js";
-import { linear, rmsNorm, weightRow } from "../backends/cpu/index.js";
-import { LatentCache } from "../attention/cache.js";
+import { weightRow } from "../backends/cpu/index.js";
+import { cpuOps, type Ops } from "../backends/ops.js";
+import { LatentCache, type CacheAlloc } from "../attention/cache.js";
 import { MultiHeadLatentAttention, type MlaMode } from "../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../attention/rope.js";
 import { Checkpoint } from "./checkpoint.js";
@@ -13,9 +14,9 @@ import { loadWeights, type LoadProgress, type ModelWeights } from "./weights.js"
 export class RunState {
   readonly caches: LatentCache[];
 
-  constructor(c: ModelConfig, capacity = 64) {
+  constructor(c: ModelConfig, capacity = 64, alloc?: CacheAlloc) {
     this.caches = Array.from({ length: c.numLayers }, () =>
-      new LatentCache(c.kvLoraRank, c.qkRopeHeadDim, Math.min(capacity, c.maxPositionEmbeddings), c.maxPositionEmbeddings));
+      new LatentCache(c.kvLoraRank, c.qkRopeHeadDim, Math.min(capacity, c.maxPositionEmbeddings), c.maxPositionEmbeddings, alloc));
   }
 
   get position(): number {
@@ -43,6 +44,8 @@ export interface ForwardOptions {
 
 export interface LoadOptions {
   readonly onProgress?: LoadProgress;
+  /** Kernels to run on (default: the scalar CPU reference). Weights are prepared for them while loading. */
+  readonly ops?: Ops;
 }
 
 /** A DeepSeek-V2/V3 decoder: embeddings, MLA + (dense | MoE) layers, final norm, lm_head. */
@@ -50,7 +53,7 @@ export class DeepseekModel {
   readonly attention: MultiHeadLatentAttention[];
   private readonly router: RouterKind;
 
-  constructor(readonly config: ModelConfig, readonly weights: ModelWeights) {
+  constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly ops: Ops = cpuOps) {
     const c = config;
     const rope = new RotaryEmbedding(c.rope, c.qkRopeHeadDim);
     const scale = attentionScale(c.qkNopeHeadDim + c.qkRopeHeadDim, c.rope);
@@ -58,7 +61,7 @@ export class DeepseekModel {
       hidden: c.hiddenSize, nHeads: c.numHeads, qLoraRank: c.qLoraRank, kvLoraRank: c.kvLoraRank,
       qkNopeHeadDim: c.qkNopeHeadDim, qkRopeHeadDim: c.qkRopeHeadDim, vHeadDim: c.vHeadDim,
     };
-    this.attention = weights.layers.map((l) => new MultiHeadLatentAttention(dims, l.attn, rope, scale));
+    this.attention = weights.layers.map((l) => new MultiHeadLatentAttention(dims, l.attn, rope, scale, ops));
     this.router = c.modelType === "deepseek_v3" ? "sigmoid-grouped" : "softmax";
   }
 
@@ -66,14 +69,15 @@ export class DeepseekModel {
     const config = loadConfig(dir);
     const ckpt = Checkpoint.open(dir);
     try {
-      return new DeepseekModel(config, loadWeights(config, ckpt, opts.onProgress));
+      const ops = opts.ops ?? cpuOps;
+      return new DeepseekModel(config, loadWeights(config, ckpt, opts.onProgress, (w) => ops.prepare(w)), ops);
     } finally {
       ckpt.close();
     }
   }
 
   newState(capacity?: number): RunState {
-    return new RunState(this.config, capacity);
+    return new RunState(this.config, capacity, (n) => this.ops.allocCache(n));
   }
 
   /** Run T new tokens through the model at positions state.position.., appending to the caches. */
@@ -85,20 +89,20 @@ export class DeepseekModel {
     const x = new Float32Array(T * D);
     for (let i = 0; i < c.numLayers; i++) {
       const l = this.weights.layers[i];
-      rmsNorm(x, h, T, D, l.inputNorm, c.rmsNormEps);
+      this.ops.rmsNorm(x, h, T, D, l.inputNorm, c.rmsNormEps);
       const a = this.attention[i].forward(x, T, state.caches[i], opts.mode ?? "auto");
       for (let j = 0; j < T * D; j++) h[j] += a[j];
-      rmsNorm(x, h, T, D, l.postNorm, c.rmsNormEps);
-      const f = isMoeLayer(c, i) ? moeForward(this.router, l.moe!, x, T, c) : mlpForward(l.mlp!, x, T);
+      this.ops.rmsNorm(x, h, T, D, l.postNorm, c.rmsNormEps);
+      const f = isMoeLayer(c, i) ? moeForward(this.router, l.moe!, x, T, c, this.ops) : mlpForward(l.mlp!, x, T, this.ops);
       for (let j = 0; j < T * D; j++) h[j] += f[j];
       opts.hiddenStates?.push(h.slice());
     }
     const rows = opts.allLogits ? T : 1;
     const last = h.subarray((T - rows) * D);
     const hn = new Float32Array(rows * D);
-    rmsNorm(hn, last, rows, D, this.weights.norm, c.rmsNormEps);
+    this.ops.rmsNorm(hn, last, rows, D, this.weights.norm, c.rmsNormEps);
     const logits = new Float32Array(rows * c.vocabSize);
-    linear(logits, hn, rows, D, this.weights.lmHead, c.vocabSize);
+    this.ops.linear(logits, hn, rows, D, this.weights.lmHead, c.vocabSize);
     return logits;
   }
 

@@ -1,4 +1,5 @@
 import { axpy, linear } from "../backends/cpu/index.js";
+import { cpuOps, type Ops } from "../backends/ops.js";
 import { mlpForward, type MlpWeights } from "./mlp.js";
 import { routeSigmoidGrouped, routeSoftmax, type RouterConfig, type Routing } from "./router.js";
 
@@ -19,7 +20,7 @@ export function route(kind: RouterKind, w: MoeWeights, x: Float32Array, T: numbe
 }
 
 /** out = sum_k weight_k expert_k(x) + shared(x); tokens are batched per expert so each expert runs once. */
-export function moeForward(kind: RouterKind, w: MoeWeights, x: Float32Array, T: number, c: RouterConfig): Float32Array {
+export function moeForward(kind: RouterKind, w: MoeWeights, x: Float32Array, T: number, c: RouterConfig, ops: Ops = cpuOps): Float32Array {
   const D = w.experts[0].gate.shape[1], k = c.numExpertsPerTok;
   const { experts, weights } = route(kind, w, x, T, D, c);
   const out = new Float32Array(T * D);
@@ -32,11 +33,11 @@ export function moeForward(kind: RouterKind, w: MoeWeights, x: Float32Array, T: 
   for (const [e, slots] of [...byExpert].sort((a, b) => a[0] - b[0])) {
     const xs = new Float32Array(slots.length * D);
     slots.forEach((slot, i) => xs.set(x.subarray(Math.floor(slot / k) * D, Math.floor(slot / k) * D + D), i * D));
-    const ys = mlpForward(w.experts[e], xs, slots.length);
+    const ys = mlpForward(w.experts[e], xs, slots.length, ops);
     slots.forEach((slot, i) => axpy(out, weights[slot], ys, D, Math.floor(slot / k) * D, i * D));
   }
   if (w.shared) {
-    const sh = mlpForward(w.shared, x, T);
+    const sh = mlpForward(w.shared, x, T, ops);
     for (let i = 0; i < T * D; i++) out[i] += sh[i];
   }
   return out;

@@ -67,6 +67,12 @@ export function expectedTensors(c: ModelConfig): Map<string, number[]> {
   return m;
 }
 
+/** Matrices the kernels multiply with (the embedding only when it doubles as lm_head; the router runs in F32). */
+function isMatmulWeight(c: ModelConfig, name: string): boolean {
+  if (name === "model.embed_tokens.weight") return c.tieWordEmbeddings;
+  return name.endsWith("_proj.weight") || name === "lm_head.weight" || name.endsWith("kv_a_proj_with_mqa.weight");
+}
+
 const LOADABLE_DTYPES = new Set(["F32", "BF16", "F16", "F64"]);
 
 function listNames(names: string[], max = 5): string {
@@ -74,7 +80,7 @@ function listNames(names: string[], max = 5): string {
 }
 
 /** Check that every needed tensor is present with the right shape, then read them all (with progress). */
-export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress): ModelWeights {
+export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): ModelWeights {
   const expected = expectedTensors(c);
   const names = [...expected.keys()];
   const missing = ckpt.missing(names);
@@ -89,7 +95,16 @@ export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadP
       throw new MlaError(`tensor ${name} has shape [${got.join(", ")}] but config.json implies [${shape.join(", ")}]`);
     }
   }
-  const t = ckpt.loadMany(names, { onProgress });
+  // One tensor at a time, so a backend that copies or quantizes weights never holds two copies of the model.
+  const total = ckpt.totalBytes(names);
+  const t = new Map<string, Tensor>();
+  let done = 0;
+  for (const name of names) {
+    const w = ckpt.load(name);
+    t.set(name, prepare && isMatmulWeight(c, name) ? prepare(w) : w);
+    done += ckpt.info(name).end - ckpt.info(name).begin;
+    onProgress?.(done, total, name);
+  }
   return assemble(c, (name) => t.get(name)!);
 }
 

@@ -1,0 +1,31 @@
+import type { Tensor } from "../tensor/tensor.js";
+import { attend, linear, linearT, rmsNorm, siluMul, type KvView } from "./cpu/index.js";
+
+/**
+ * The kernels a model runs on, so the same layer code drives every backend. Activations are Float32Arrays;
+ * weights are whatever `prepare` returned for them at load time (the backend may copy them into its own memory
+ * or quantize them).
+ */
+export interface Ops {
+  readonly name: string;
+  /** Make a weight matrix ready for this backend (called once per matrix at load). */
+  prepare(w: Tensor): Tensor;
+  /** Storage for a KV/latent cache of n floats (a backend may place it in its own memory). */
+  allocCache(n: number): Float32Array;
+  /** out[t, n] = sum_k x[t, k] W[row0 + n, k]  (see backends/cpu/matmul.ts). */
+  linear(out: Float32Array, x: Float32Array, T: number, K: number, w: Tensor, N: number, row0?: number, xStride?: number, outStride?: number): void;
+  /** out[t, k] = sum_n x[t, n] W[row0 + n, k]. */
+  linearT(out: Float32Array, x: Float32Array, T: number, N: number, w: Tensor, K: number, row0?: number, xStride?: number, outStride?: number): void;
+  rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride?: number, outStride?: number): void;
+  siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+  /** Causal attention (see backends/cpu/attention.ts). */
+  attend(out: Float32Array, q: Float32Array, T: number, H: number, dk: number, k: KvView, v: KvView, dv: number, Hkv: number, L: number, scale: number): void;
+}
+
+/** The scalar reference kernels: plain JS, float64 sums. Correct everywhere, slow. */
+export const cpuOps: Ops = {
+  name: "cpu-scalar",
+  prepare: (w) => w,
+  allocCache: (n) => new Float32Array(n),
+  linear, linearT, rmsNorm, siluMul, attend,
+};
