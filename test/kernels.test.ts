@@ -116,7 +116,7 @@ for (const dtype of DTYPES) {
       for (let k = 0; k < K; k++) assert.equal(row[k], W[r * K + k], `row ${r} col ${k}`);
       // the rounded values stay close to the originals (bf16: 8 bits, f16: 11 bits of mantissa)
       const tol = dtype === "F32" ? 0 : dtype === "BF16" ? 2 ** -8 : 2 ** -11;
-      for (let k = 0; k < K; k++) assert.ok(Math.abs(row[k] - src[r * K + k]) <= tol * Math.abs(src[r * K + k]));
+      for (let k = 0; k < K; k++) assert.ok(Math.abs(row[k] - src[r * K + k]) <= tol * Math.abs(src[r * K + k]), "expected Math.abs(row[k] - src[r * K + k]) <= tol * Math.abs(src[r * K + k])");
     }
   });
 }
@@ -184,7 +184,7 @@ test("rmsNorm matches reference (contiguous, strided rows, aliasing out = x)", (
   const a = new Float32Array(D), b = new Float32Array(D);
   rmsNorm(a, tiny, 1, D, w, 1e-6);
   rmsNorm(b, tiny, 1, D, w, 1e-12);
-  assert.ok(relErr(a, rmsNormRef(tiny, 0, D, w, 1e-6)) < 1e-6);
+  assert.ok(relErr(a, rmsNormRef(tiny, 0, D, w, 1e-6)) < 1e-6, "expected relErr(a, rmsNormRef(tiny, 0, D, w, 1e-6)) < 1e-6");
   assert.ok(relErr(a, b) > 1e-3, "eps had no effect");
 });
 
@@ -235,7 +235,7 @@ test("ropeInterleaved equals complex rotation of interleaved pairs (heads, offse
       const o = t * rowStride + h * headStride + offset;
       for (let j = 0; j < half; j++) {
         const n0 = Math.hypot(orig[o + 2 * j], orig[o + 2 * j + 1]), n1 = Math.hypot(y[o + 2 * j], y[o + 2 * j + 1]);
-        assert.ok(Math.abs(n0 - n1) < 1e-5 * Math.max(1, n0));
+        assert.ok(Math.abs(n0 - n1) < 1e-5 * Math.max(1, n0), "expected Math.abs(n0 - n1) < 1e-5 * Math.max(1, n0)");
       }
     }
 });
@@ -262,7 +262,7 @@ test("softmax matches reference (Float32 and Float64, offset, large logits)", ()
   }
   const big = new Float32Array([1000, 999, -1000]);
   softmax(big, 0, 3);
-  assert.ok(Number.isFinite(big[0]) && Math.abs(big[0] - 1 / (1 + Math.exp(-1))) < 1e-6);
+  assert.ok(Number.isFinite(big[0]) && Math.abs(big[0] - 1 / (1 + Math.exp(-1))) < 1e-6, "expected Number.isFinite(big[0]) && Math.abs(big[0] - 1 / (1 + Math.exp(-1))) < 1e-6");
 });
 
 test("siluMul matches reference (incl. out aliasing gate) and axpy", () => {
@@ -274,13 +274,13 @@ test("siluMul matches reference (incl. out aliasing gate) and axpy", () => {
   assert.ok(relErr(out, ref) < 1e-6, `rel err ${relErr(out, ref)}`);
   const g2 = Float32Array.from(gate);
   siluMul(g2, g2, up, n);
-  assert.ok(relErr(g2, ref) < 1e-6);
+  assert.ok(relErr(g2, ref) < 1e-6, "expected relErr(g2, ref) < 1e-6");
 
   const acc = randn(n + 4, 503), x = randn(n + 3, 504);
   const accRef = Array.from(acc);
   for (let i = 0; i < n - 2; i++) accRef[2 + i] += -0.37 * x[3 + i];
   axpy(acc, -0.37, x, n - 2, 2, 3);
-  assert.ok(relErr(acc, accRef) < 1e-6);
+  assert.ok(relErr(acc, accRef) < 1e-6, "expected relErr(acc, accRef) < 1e-6");
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -367,15 +367,15 @@ test("attend with headStride 0 (shared key/value for all heads, absorbed-MLA lay
   // headStride 0 with Hkv = 3 groups reads the same rows for every group: identical to Hkv = 1
   const out3 = new Float32Array(T * H * dc);
   attend(out3, q, T, H, w, view, view, dc, 3, L, scale);
-  assert.ok(relErr(out3, ref) < 1e-6);
+  assert.ok(relErr(out3, ref) < 1e-6, "expected relErr(out3, ref) < 1e-6");
 
   // and is NOT what a per-group layout would give (so headStride is actually used)
   const view2 = { data: rows, offset: 0, rowStride: w, headStride: 1 };
   const out4 = new Float32Array(T * H * dc);
   attend(out4, q, T, H, w, view2, view2, dc, 3, L - 1, scale);
   const ref4 = attendRef(q, T, H, w, view2, view2, dc, 3, L - 1, scale);
-  assert.ok(relErr(out4, ref4) < 1e-6);
-  assert.ok(relErr(out4, ref) > 1e-3);
+  assert.ok(relErr(out4, ref4) < 1e-6, "expected relErr(out4, ref4) < 1e-6");
+  assert.ok(relErr(out4, ref) > 1e-3, "expected relErr(out4, ref) > 1e-3");
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -431,7 +431,7 @@ test("f16ToF32 of known values", () => {
     [0x8001, -(2 ** -24)], [0x4248, 3.140625], [0x0000, 0], [0x7c00, Infinity], [0xfc00, -Infinity],
   ];
   for (const [h, want] of cases) assert.equal(f16ToF32(h), want, `0x${h.toString(16)}`);
-  assert.ok(Object.is(f16ToF32(0x8000), -0));
+  assert.ok(Object.is(f16ToF32(0x8000), -0), "expected Object.is(f16ToF32(0x8000), -0)");
   for (const h of [0x7e00, 0x7c01, 0xfe00, 0x7fff]) assert.ok(Number.isNaN(f16ToF32(h)), `0x${h.toString(16)}`);
   // every half value agrees with the definition
   for (let h = 0; h < 65536; h++) {

@@ -61,7 +61,7 @@ test("ropeInvFreq default: theta_j = base^(-2j/d)", () => {
   }
   // a non-yarn type ignores factor: no scaling without yarn
   const g = ropeInvFreq({ ...DEFAULT_ROPE, factor: 40 }, 8);
-  assert.ok(close(g[3], plainTheta(10000, 8)[3]));
+  assert.ok(close(g[3], plainTheta(10000, 8)[3]), "expected close(g[3], plainTheta(10000, 8)[3])");
 });
 
 test("ropeInvFreq YaRN equals an independent implementation of the spec formulas", () => {
@@ -91,9 +91,9 @@ test("ropeInvFreq YaRN equals an independent implementation of the spec formulas
 
   // theta matters
   const a = ropeInvFreq(yarn({ theta: 10000 }), 64), b = ropeInvFreq(yarn({ theta: 50000 }), 64);
-  assert.ok(relErr(a, b) > 1e-3);
+  assert.ok(relErr(a, b) > 1e-3, "expected relErr(a, b) > 1e-3");
   const ref = yarnRef(50000, 64, 40, 4096, 32, 1).theta;
-  for (let j = 0; j < 32; j++) assert.ok(close(b[j], ref[j]));
+  for (let j = 0; j < 32; j++) assert.ok(close(b[j], ref[j]), "expected close(b[j], ref[j])");
 });
 
 test("ropeInvFreq YaRN when low == high (high += 0.001)", () => {
@@ -106,28 +106,28 @@ test("ropeInvFreq YaRN when low == high (high += 0.001)", () => {
   const plain = plainTheta(10000, dim);
   for (let j = 0; j < dim / 2; j++) assert.ok(close(got[j], ref.theta[j]), `j=${j}: ${got[j]} vs ${ref.theta[j]}`);
   // pair 0 keeps its frequency, all others are fully interpolated (no division by zero, no NaN)
-  assert.ok(close(got[0], plain[0]));
-  for (let j = 1; j < dim / 2; j++) assert.ok(close(got[j], plain[j] / s));
+  assert.ok(close(got[0], plain[0]), "expected close(got[0], plain[0])");
+  for (let j = 1; j < dim / 2; j++) assert.ok(close(got[j], plain[j] / s), "expected close(got[j], plain[j] / s)");
 });
 
 test("ropeAttentionFactor: mscale ratio as transformers computes it", () => {
   // equal mscale and mscale_all_dim (DeepSeek's configs) -> 1
-  assert.ok(close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0.707, mscaleAllDim: 0.707 })), 1));
-  assert.ok(close(ropeAttentionFactor(yarn({ factor: 40, mscale: 1, mscaleAllDim: 1 })), 1));
+  assert.ok(close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0.707, mscaleAllDim: 0.707 })), 1), "expected close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0.707, mscaleAllDim: 0.707 })), 1)");
+  assert.ok(close(ropeAttentionFactor(yarn({ factor: 40, mscale: 1, mscaleAllDim: 1 })), 1), "expected close(ropeAttentionFactor(yarn({ factor: 40, mscale: 1, mscaleAllDim: 1 })), 1)");
   // mscale 1, mscale_all_dim 0.707 -> m(s,1)/m(s,0.707)
   const r = ropeAttentionFactor(yarn({ factor: 40, mscale: 1, mscaleAllDim: 0.707 }));
-  assert.ok(close(r, (0.1 * Math.log(40) + 1) / (0.1 * 0.707 * Math.log(40) + 1)));
-  assert.ok(r > 1.05);
+  assert.ok(close(r, (0.1 * Math.log(40) + 1) / (0.1 * 0.707 * Math.log(40) + 1)), "expected close(r, (0.1 * Math.log(40) + 1) / (0.1 * 0.707 * Math.log(40) + 1))");
+  assert.ok(r > 1.05, "expected r > 1.05");
   // only one set -> m(s, 1) (transformers: `if mscale and mscale_all_dim: ratio else get_mscale(factor)`)
-  assert.ok(close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0.707, mscaleAllDim: 0 })), m(40, 1)));
-  assert.ok(close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0, mscaleAllDim: 0.707 })), m(40, 1)));
-  assert.ok(close(ropeAttentionFactor(yarn({ factor: 4, mscale: 0, mscaleAllDim: 0 })), m(4, 1)));
+  assert.ok(close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0.707, mscaleAllDim: 0 })), m(40, 1)), "expected close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0.707, mscaleAllDim: 0 })), m(40, 1))");
+  assert.ok(close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0, mscaleAllDim: 0.707 })), m(40, 1)), "expected close(ropeAttentionFactor(yarn({ factor: 40, mscale: 0, mscaleAllDim: 0.707 })), m(40, 1))");
+  assert.ok(close(ropeAttentionFactor(yarn({ factor: 4, mscale: 0, mscaleAllDim: 0 })), m(4, 1)), "expected close(ropeAttentionFactor(yarn({ factor: 4, mscale: 0, mscaleAllDim: 0 })), m(4, 1))");
   // explicit attention_factor wins; no extension (s <= 1) -> 1; plain rope -> 1
   assert.equal(ropeAttentionFactor(yarn({ attentionFactor: 0.8125 })), 0.8125);
-  assert.ok(close(ropeAttentionFactor(yarn({ factor: 1, mscale: 0, mscaleAllDim: 0 })), 1));
+  assert.ok(close(ropeAttentionFactor(yarn({ factor: 1, mscale: 0, mscaleAllDim: 0 })), 1), "expected close(ropeAttentionFactor(yarn({ factor: 1, mscale: 0, mscaleAllDim: 0 })), 1)");
   assert.equal(ropeAttentionFactor({ ...DEFAULT_ROPE, factor: 40 }), 1);
   // yarnMscale itself
-  assert.ok(close(yarnMscale(40, 0.707), m(40, 0.707)));
+  assert.ok(close(yarnMscale(40, 0.707), m(40, 0.707)), "expected close(yarnMscale(40, 0.707), m(40, 0.707))");
   assert.equal(yarnMscale(0.5, 3), 1);
 });
 
@@ -140,21 +140,21 @@ test("ropeAttentionFactor via parseRope: a config with only one of mscale / msca
     assert.ok(close(ropeAttentionFactor(r), m(40, 1)), `${name}: ${ropeAttentionFactor(r)} vs ${m(40, 1)}`);
   }
   // the softmax scale still follows mscale_all_dim when set
-  assert.ok(close(attentionScale(192, onlyAll), m(40, 0.707) ** 2 / Math.sqrt(192)));
-  assert.ok(close(attentionScale(192, onlyM), 1 / Math.sqrt(192)));
+  assert.ok(close(attentionScale(192, onlyAll), m(40, 0.707) ** 2 / Math.sqrt(192)), "expected close(attentionScale(192, onlyAll), m(40, 0.707) ** 2 / Math.sqrt(192))");
+  assert.ok(close(attentionScale(192, onlyM), 1 / Math.sqrt(192)), "expected close(attentionScale(192, onlyM), 1 / Math.sqrt(192))");
 });
 
 test("attentionScale = 1/sqrt(d_qk) times m(s, mscale_all_dim)^2", () => {
-  assert.ok(close(attentionScale(192, DEFAULT_ROPE), 1 / Math.sqrt(192)));
+  assert.ok(close(attentionScale(192, DEFAULT_ROPE), 1 / Math.sqrt(192)), "expected close(attentionScale(192, DEFAULT_ROPE), 1 / Math.sqrt(192))");
   const v3 = yarn({ factor: 40, mscale: 1, mscaleAllDim: 1 });
-  assert.ok(close(attentionScale(192, v3), m(40, 1) ** 2 / Math.sqrt(192)));
+  assert.ok(close(attentionScale(192, v3), m(40, 1) ** 2 / Math.sqrt(192)), "expected close(attentionScale(192, v3), m(40, 1) ** 2 / Math.sqrt(192))");
   const v2 = yarn({ factor: 40, mscale: 0.707, mscaleAllDim: 0.707 });
-  assert.ok(close(attentionScale(192, v2), m(40, 0.707) ** 2 / Math.sqrt(192)));
-  assert.ok(attentionScale(192, v2) > 1.3 / Math.sqrt(192));
+  assert.ok(close(attentionScale(192, v2), m(40, 0.707) ** 2 / Math.sqrt(192)), "expected close(attentionScale(192, v2), m(40, 0.707) ** 2 / Math.sqrt(192))");
+  assert.ok(attentionScale(192, v2) > 1.3 / Math.sqrt(192), "expected attentionScale(192, v2) > 1.3 / Math.sqrt(192)");
   // mscale_all_dim 0 / unset: no change
-  assert.ok(close(attentionScale(24, yarn({ mscaleAllDim: 0 })), 1 / Math.sqrt(24)));
+  assert.ok(close(attentionScale(24, yarn({ mscaleAllDim: 0 })), 1 / Math.sqrt(24)), "expected close(attentionScale(24, yarn({ mscaleAllDim: 0 })), 1 / Math.sqrt(24))");
   // factor <= 1: m = 1
-  assert.ok(close(attentionScale(24, yarn({ factor: 1, mscaleAllDim: 1 })), 1 / Math.sqrt(24)));
+  assert.ok(close(attentionScale(24, yarn({ factor: 1, mscaleAllDim: 1 })), 1 / Math.sqrt(24)), "expected close(attentionScale(24, yarn({ factor: 1, mscaleAllDim: 1 })), 1 / Math.sqrt(24))");
 });
 
 test("parseRope: transformers>=5 rope_parameters and hub rope_theta + rope_scaling give identical results", () => {
@@ -174,7 +174,7 @@ test("parseRope: transformers>=5 rope_parameters and hub rope_theta + rope_scali
   assert.equal(attentionScale(192, hub), attentionScale(192, v5));
   const ref = yarnRef(10000, 64, 40, 4096, 32, 1).theta;
   const got = ropeInvFreq(v5, 64);
-  for (let j = 0; j < 32; j++) assert.ok(close(got[j], ref[j]));
+  for (let j = 0; j < 32; j++) assert.ok(close(got[j], ref[j]), "expected close(got[j], ref[j])");
 
   // a non-default theta is honoured in both spellings
   const t5 = parseRope({ rope_parameters: { rope_type: "yarn", rope_theta: 50000, ...params } });
@@ -201,7 +201,7 @@ test("parseRope: rope_scaling null or type default mean plain RoPE", () => {
     assert.equal(ropeAttentionFactor(r), 1);
     assert.equal(attentionScale(24, r), 1 / Math.sqrt(24));
     const f = ropeInvFreq(r, 8), p = plainTheta(50000, 8);
-    for (let j = 0; j < 4; j++) assert.ok(close(f[j], p[j]));
+    for (let j = 0; j < 4; j++) assert.ok(close(f[j], p[j]), "expected close(f[j], p[j])");
   }
   assert.equal(parseRope({}).theta, 10000);
 });
@@ -227,7 +227,7 @@ test("RotaryEmbedding.table at p0.. equals cos/sin(p*theta) * attentionFactor", 
     assert.equal(sin.length, T * half);
     const theta = rope.type === "yarn" ? yarnRef(rope.theta, dim, rope.factor, rope.originalMaxPositionEmbeddings, rope.betaFast, rope.betaSlow).theta : plainTheta(rope.theta, dim);
     const af = rope.type === "yarn" && rope.mscale && rope.mscaleAllDim ? m(rope.factor, rope.mscale) / m(rope.factor, rope.mscaleAllDim) : 1;
-    assert.ok(close(emb.attentionFactor, af));
+    assert.ok(close(emb.attentionFactor, af), "expected close(emb.attentionFactor, af)");
     const rc: number[] = [], rs: number[] = [];
     for (let t = 0; t < T; t++)
       for (let j = 0; j < half; j++) {
