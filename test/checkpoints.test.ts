@@ -139,7 +139,7 @@ for (const [dtype, shards] of [["BF16", 3], ["F16", 1]] as const) {
     const rounded = roundAll(v3Tensors, dtype);
     writeCheckpoint(dir, config, rounded, shards);
     if (shards > 1) {
-      assert.ok(fs.existsSync(path.join(dir, "model.safetensors.index.json")));
+      assert.ok(fs.existsSync(path.join(dir, "model.safetensors.index.json")), "fs.existsSync(path.join(dir, \"model.safetensors.index.json\"))");
       assert.equal(fs.readdirSync(dir).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)).length, shards);
     }
 
@@ -152,11 +152,11 @@ for (const [dtype, shards] of [["BF16", 3], ["F16", 1]] as const) {
     const w = model.weights, l0 = w.layers[0], l1 = w.layers[1];
     for (const t of [w.embed, w.lmHead, l0.attn.kvA, l0.attn.kvB, l0.attn.o, l0.attn.qA!, l0.attn.qB!, l0.mlp!.gate, l0.mlp!.down]) {
       assert.equal(t.dtype, dtype);
-      assert.ok(t.data instanceof Uint16Array);
+      assert.ok(t.data instanceof Uint16Array, "t.data instanceof Uint16Array");
     }
     assert.equal(l1.moe!.experts[3].up.dtype, dtype);
     assert.equal(l1.moe!.shared!.down.dtype, dtype);
-    assert.ok(l0.inputNorm instanceof Float32Array && l0.attn.kvANorm instanceof Float32Array);
+    assert.ok(l0.inputNorm instanceof Float32Array && l0.attn.kvANorm instanceof Float32Array, "l0.inputNorm instanceof Float32Array && l0.attn.kvANorm instanceof Float32Array");
 
     // the same BF16/F16 weights assembled in memory: the file path must be exact
     const c = parseConfig(config);
@@ -165,7 +165,7 @@ for (const [dtype, shards] of [["BF16", 3], ["F16", 1]] as const) {
       for (const mode of ["naive", "absorb"] as const) {
         const got = model.forward(ids, model.newState(), { mode, allLogits: true });
         const want = inMemory.forward(ids, inMemory.newState(), { mode, allLogits: true });
-        assert.ok(allFinite(got));
+        assert.ok(allFinite(got), "allFinite(got)");
         const e = relErr(got, want);
         assert.ok(e < 1e-5, `${mode} row ${b}: loaded vs in-memory rel err ${e}`);
         checkAgainstReference(dtype, got, batchRow(v3Ref.tensors.get("logits")!, b), c.vocabSize, `${mode} row ${b}`);
@@ -223,7 +223,7 @@ test("tensors of layers beyond num_hidden_layers (V3's MTP layer) are ignored", 
   extra.set(`model.layers.${L}.hnorm.weight`, ones);
   extra.set(`model.layers.${L}.eh_proj.weight`, fromF32(new Float32Array(D * 2 * D), "F32", [D, 2 * D]));
   extra.set(`model.layers.${L}.shared_head.norm.weight`, ones);
-  assert.ok(extra.size > v3Tensors.size + 20);
+  assert.ok(extra.size > v3Tensors.size + 20, "extra.size > v3Tensors.size + 20");
   writeCheckpoint(dir, config, extra, 2);
 
   const model = DeepseekModel.load(dir);
@@ -239,13 +239,13 @@ test("q_lora_rank present -> q_a_proj/q_b_proj; absent -> q_proj", () => {
   const withLora = v3Model;
   assert.equal(withLora.config.qLoraRank, 32);
   for (const l of withLora.weights.layers) {
-    assert.ok(l.attn.qA && l.attn.qB && l.attn.qANorm);
+    assert.ok(l.attn.qA && l.attn.qB && l.attn.qANorm, "l.attn.qA && l.attn.qB && l.attn.qANorm");
     assert.equal(l.attn.q, undefined);
   }
   const noLora = DeepseekModel.load(path.join(FIXTURES, "tiny-deepseek-v2-lite"));
   assert.equal(noLora.config.qLoraRank, null);
   for (const l of noLora.weights.layers) {
-    assert.ok(l.attn.q);
+    assert.ok(l.attn.q, "l.attn.q");
     assert.deepEqual(l.attn.q.shape, [4 * (16 + 8), 64]);
     assert.equal(l.attn.qA, undefined);
     assert.equal(l.attn.qB, undefined);
@@ -362,20 +362,20 @@ for (const preset of ["tiny", "tiny-moe"] as const) {
       const moe = model.weights.layers[1].moe!;
       assert.equal(moe.experts.length, 8);
       assert.equal(moe.experts[0].gate.dtype, "BF16");
-      assert.ok(moe.scoreBias && moe.scoreBias.some((x) => x !== 0));
-      assert.ok(moe.shared);
+      assert.ok(moe.scoreBias && moe.scoreBias.some((x) => x !== 0), "moe.scoreBias && moe.scoreBias.some((x) => x !== 0)");
+      assert.ok(moe.shared, "moe.shared");
     } else {
       assert.equal(config.rope_scaling, null);
       assert.equal(c.rope.type, "default");
-      assert.ok(model.weights.layers.every((l) => l.mlp && !l.moe));
+      assert.ok(model.weights.layers.every((l) => l.mlp && !l.moe), "model.weights.layers.every((l) => l.mlp && !l.moe)");
     }
 
     const ids = Array.from({ length: 12 }, (_, i) => (i * 53 + 11) % c.vocabSize);
     const naive = model.forward(ids, model.newState(), { mode: "naive", allLogits: true });
     const absorb = model.forward(ids, model.newState(), { mode: "absorb", allLogits: true });
     assert.equal(naive.length, ids.length * c.vocabSize);
-    assert.ok(allFinite(naive) && allFinite(absorb));
-    assert.ok(naive.some((x) => x !== 0));
+    assert.ok(allFinite(naive) && allFinite(absorb), "allFinite(naive) && allFinite(absorb)");
+    assert.ok(naive.some((x) => x !== 0), "naive.some((x) => x !== 0)");
     const e = relErr(absorb, naive);
     assert.ok(e < 1e-5, `naive vs absorbed rel err ${e}`);
   });
@@ -403,8 +403,8 @@ test("random checkpoints: seeded, N(0,1)·in^-0.5 matrices, unit norms, F32 rout
     assert.ok(Math.abs(mean) < 4 * want / Math.sqrt(x.length), `${name}: mean ${mean}`);
     assert.ok(Math.abs(std / want - 1) < 0.05, `${name}: std ${std}, want ${want}`);
   }
-  assert.ok(get("model.layers.2.self_attn.kv_a_layernorm.weight").every((v) => v === 1));
-  assert.ok(get("model.norm.weight").every((v) => v === 1));
+  assert.ok(get("model.layers.2.self_attn.kv_a_layernorm.weight").every((v) => v === 1), "get(\"model.layers.2.self_attn.kv_a_layernorm.weight\").every((v) => v === 1)");
+  assert.ok(get("model.norm.weight").every((v) => v === 1), "get(\"model.norm.weight\").every((v) => v === 1)");
 
   const bf = freshDir();
   writeRandomCheckpoint(bf, "tiny-moe", { seed: 3, dtype: "F16" });
@@ -427,7 +427,7 @@ test("random checkpoint options are validated", () => {
   writeRandomCheckpoint(dir, "tiny", { shards: 1 });
   assert.deepEqual(fs.readdirSync(dir).sort(), ["config.json", "model.safetensors"]);
   const model = DeepseekModel.load(dir);
-  assert.ok(allFinite(model.forward([1, 2, 3], model.newState())));
+  assert.ok(allFinite(model.forward([1, 2, 3], model.newState())), "allFinite(model.forward([1, 2, 3], model.newState()))");
 });
 
 // ---------------------------------------------------------------- presets vs make_random.py

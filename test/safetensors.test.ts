@@ -131,11 +131,11 @@ describe("safetensors round trip", () => {
     const alloc = (n: number): SharedArrayBuffer => (sizes.push(n), new SharedArrayBuffer(n));
     for (const name of ["a.f32", "b.bf16", "c.f16"]) {
       const got = readTensor(tensors.get(name)!, { alloc });
-      assert.ok(got.data.buffer instanceof SharedArrayBuffer);
+      assert.ok(got.data.buffer instanceof SharedArrayBuffer, "got.data.buffer instanceof SharedArrayBuffer");
       assertSameBits(got, src[name] as Tensor);
     }
     const d = readTensor(tensors.get("d.f64")!, { alloc });
-    assert.ok(d.data.buffer instanceof SharedArrayBuffer);
+    assert.ok(d.data.buffer instanceof SharedArrayBuffer, "d.data.buffer instanceof SharedArrayBuffer");
     assert.deepEqual(sizes, [105 * 4, 13 * 2, 27 * 2, 15 * 4]);
   });
 
@@ -325,7 +325,7 @@ describe("Checkpoint", () => {
     assert.equal(ck.dir, dir);
     assert.deepEqual(ck.files, [path.join(dir, "model.safetensors")]);
     assert.deepEqual(ck.names(), ["w.a", "w.b", "w.c"]);
-    assert.ok(ck.has("w.b") && !ck.has("w.z"));
+    assert.ok(ck.has("w.b") && !ck.has("w.z"), "ck.has(\"w.b\") && !ck.has(\"w.z\")");
     assert.equal(ck.info("w.c").end - ck.info("w.c").begin, 9 * 4);
     assertSameBits(ck.load("w.b"), src["w.b"]);
     assert.deepEqual(ck.missing(["w.a", "x", "w.c", "y"]), ["x", "y"]);
@@ -428,12 +428,12 @@ describe("Checkpoint", () => {
     assert.deepEqual(calls.map((c) => c[2]), ["e", "a", "c", "d", "b"]);
     for (let i = 0; i < calls.length; i++) {
       assert.equal(calls[i][1], total);
-      assert.ok(calls[i][0] > (i ? calls[i - 1][0] : 0));
+      assert.ok(calls[i][0] > (i ? calls[i - 1][0] : 0), "calls[i][0] > (i ? calls[i - 1][0] : 0)");
     }
     assert.equal(calls[calls.length - 1][0], total);
     const all = { ...s1, ...s2 };
     for (const [n, t] of got) {
-      assert.ok(t.data.buffer instanceof SharedArrayBuffer);
+      assert.ok(t.data.buffer instanceof SharedArrayBuffer, "t.data.buffer instanceof SharedArrayBuffer");
       assertSameBits(t, all[n]);
     }
   });
@@ -455,7 +455,7 @@ describe("Checkpoint", () => {
     assert.deepEqual(info.shape, [40, 64]);
     const t = ck.load("model.layers.0.self_attn.kv_a_proj_with_mqa.weight");
     assert.equal(t.data.length, 40 * 64);
-    assert.ok(ck.has("model.embed_tokens.weight"));
+    assert.ok(ck.has("model.embed_tokens.weight"), "ck.has(\"model.embed_tokens.weight\")");
     assert.equal(ck.totalBytes(), ck.names().reduce((s, n) => s + ck.info(n).end - ck.info(n).begin, 0));
   });
 });
