@@ -1,0 +1,840 @@
+// mla-ts CPU kernels in AssemblyScript (WebAssembly SIMD, shared memory).
+//
+// Build (see package.json "asbuild"): two binaries from this one source,
+//   build/kernels.wasm          --enable simd,threads                 (every SIMD engine)
+//   build/kernels-relaxed.wasm  --enable simd,threads,relaxed-simd    (FMA via f32x4.relaxed_madd)
+// The relaxed build is picked at run time when WebAssembly.validate accepts it
+// (Node 20 needs --experimental-wasm-relaxed-simd; newer engines ship it).
+//
+// Conventions
+// - Every pointer is a byte offset into the imported shared linear memory; every count is in elements.
+// - Kernels work on a range of output rows [n0, n1) (heads [h0, h1) for attention) so that
+//   several threads can share one call; ranges of different threads never write the same bytes.
+// - A trailing `scratch` pointer is per-thread working memory (see each kernel for the size it needs).
+// - Weights are row-major [N, K] (PyTorch Linear layout): out[t, n] = sum_k x[t, k] * W[n, k].
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+// @ts-ignore: decorator
+@inline function fma(a: v128, b: v128, c: v128): v128 {
+  // a * b + c; fused (single rounding) or not, at the engine's choice, in the relaxed build
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(f32x4.mul(a, b), c);
+}
+
+// @ts-ignore: decorator
+@inline function hsum(a: v128): f32 {
+  const b = f32x4.add(a, v128.shuffle<f32>(a, a, 2, 3, 0, 1));
+  const c = f32x4.add(b, v128.shuffle<f32>(b, b, 1, 0, 3, 2));
+  return f32x4.extract_lane(c, 0);
+}
+
+/** [hsum(a), hsum(b), hsum(c), hsum(d)] */
+// @ts-ignore: decorator
+@inline function hsum4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = f32x4.add(v128.shuffle<f32>(a, b, 0, 1, 4, 5), v128.shuffle<f32>(a, b, 2, 3, 6, 7));
+  const cd = f32x4.add(v128.shuffle<f32>(c, d, 0, 1, 4, 5), v128.shuffle<f32>(c, d, 2, 3, 6, 7));
+  return f32x4.add(v128.shuffle<f32>(ab, cd, 0, 2, 4, 6), v128.shuffle<f32>(ab, cd, 1, 3, 5, 7));
+}
+
+/** a + p0*q0 + p1*q1 + p2*q2 + p3*q3, the four products summed as a tree (one add on the loop-carried chain). */
+// @ts-ignore: decorator
+@inline function acc4(a: v128, p0: v128, q0: v128, p1: v128, q1: v128, p2: v128, q2: v128, p3: v128, q3: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return f32x4.add(a, f32x4.relaxed_madd(p0, q0, f32x4.relaxed_madd(p1, q1, f32x4.relaxed_madd(p2, q2, f32x4.mul(p3, q3)))));
+  }
+  return f32x4.add(a, f32x4.add(f32x4.add(f32x4.mul(p0, q0), f32x4.mul(p1, q1)), f32x4.add(f32x4.mul(p2, q2), f32x4.mul(p3, q3))));
+}
+/** a + p0*q0 + p1*q1 */
+// @ts-ignore: decorator
+@inline function acc2(a: v128, p0: v128, q0: v128, p1: v128, q1: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.add(a, f32x4.relaxed_madd(p0, q0, f32x4.mul(p1, q1)));
+  return f32x4.add(a, f32x4.add(f32x4.mul(p0, q0), f32x4.mul(p1, q1)));
+}
+
+/** Even elements of the 8 floats at p: [p0, p2, p4, p6] (pairs with the low halves of 16-bit weights). */
+// @ts-ignore: decorator
+@inline function evens(a: v128, b: v128): v128 {
+  return v128.shuffle<f32>(a, b, 0, 2, 4, 6);
+}
+// @ts-ignore: decorator
+@inline function odds(a: v128, b: v128): v128 {
+  return v128.shuffle<f32>(a, b, 1, 3, 5, 7);
+}
+
+// IEEE half -> f32 for a half sitting in the top 16 bits of each i32 lane (whatever is in the low 16 bits is
+// shifted into bits 0..12 and masked off).
+// Arithmetic shift by 3 puts exponent+mantissa at bits 13..27 (f32 exponent field = half exponent),
+// and keeps the sign at bit 31; the AND clears the sign copies at bits 28..30. Multiplying by 2^112
+// rebiases the exponent: exact for normals AND subnormals (a half subnormal becomes an f32 subnormal first).
+// Exponent 31 (inf/nan) comes out finite (>= 2^16) and must be fixed by f16_fix.
+// @ts-ignore: decorator
+@inline function f16hi(v: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000)), f32x4.splat(5.192296858534828e33));
+}
+// The inf/nan fix-up: OR an all-ones exponent into lanes whose half exponent is 31 (mantissa kept -> NaN stays NaN).
+// @ts-ignore: decorator
+@inline function f16fix(f: v128, v: v128): v128 {
+  const infnan = i32x4.eq(v128.and(v, i32x4.splat(0x7c000000)), i32x4.splat(0x7c000000));
+  return v128.or(f, v128.and(infnan, i32x4.splat(0x7f800000)));
+}
+/** Any of the 8 halves in v has exponent 31? */
+// @ts-ignore: decorator
+@inline function f16special(v: v128): bool {
+  return v128.any_true(i16x8.eq(v128.and(v, i16x8.splat(0x7c00)), i16x8.splat(0x7c00)));
+}
+
+/** Exact f32 of the low halves (even elements) / high halves (odd elements) of 8 f16 words. */
+// @ts-ignore: decorator
+@inline function f16lo_x(v: v128): v128 {
+  const l = i32x4.shl(v, 16);
+  return f16fix(f16hi(l), l);
+}
+// @ts-ignore: decorator
+@inline function f16hi_x(v: v128): v128 {
+  const h = v128.and(v, i32x4.splat(0xffff0000));
+  return f16fix(f16hi(h), h);
+}
+
+/** 8 halves at p -> 8 floats at dst (in order), exact. */
+// @ts-ignore: decorator
+@inline function f16x8_to_f32(dst: usize, p: usize): void {
+  const v = v128.load(p);
+  const lo = i32x4.shl(v, 16);
+  const hi = v128.and(v, i32x4.splat(0xffff0000));
+  let fl = f16hi(lo);
+  let fh = f16hi(hi);
+  if (f16special(v)) {
+    fl = f16fix(fl, lo);
+    fh = f16fix(fh, hi);
+  }
+  v128.store(dst, v128.shuffle<f32>(fl, fh, 0, 4, 1, 5));
+  v128.store(dst, v128.shuffle<f32>(fl, fh, 2, 6, 3, 7), 16);
+}
+
+/** exp on 4 lanes (Cephes expf polynomial, ~1 ulp); exp(x) = 0 for x < -87.33, inf for large x, NaN stays NaN. */
+// @ts-ignore: decorator
+@inline function exp4(v: v128): v128 {
+  // pmin/pmax (one instruction each on x86, unlike min/max) keep a NaN in v: the comparisons are false
+  const x = f32x4.pmax(f32x4.pmin(v, f32x4.splat(88.72283)), f32x4.splat(-87.33654));
+  // n = round(x / ln 2) with the 1.5 * 2^23 trick: the sum's low mantissa bits hold n (no float->int conversion)
+  const t = f32x4.add(f32x4.mul(x, f32x4.splat(1.44269504088896341)), f32x4.splat(12582912.0));
+  const fx = f32x4.sub(t, f32x4.splat(12582912.0));
+  let r = f32x4.sub(x, f32x4.mul(fx, f32x4.splat(0.693359375)));
+  r = f32x4.add(r, f32x4.mul(fx, f32x4.splat(2.12194440e-4)));
+  let y = f32x4.splat(1.9875691500e-4);
+  y = fma(y, r, f32x4.splat(1.3981999507e-3));
+  y = fma(y, r, f32x4.splat(8.3334519073e-3));
+  y = fma(y, r, f32x4.splat(4.1665795894e-2));
+  y = fma(y, r, f32x4.splat(1.6666665459e-1));
+  y = fma(y, r, f32x4.splat(5.0000001201e-1));
+  y = f32x4.add(fma(f32x4.mul(y, r), r, r), f32x4.splat(1.0));
+  // 2^n: (bits(t) - bits(1.5 * 2^23) + 127) << 23
+  const e = i32x4.shl(i32x4.sub(t, i32x4.splat(0x4b400000 - 127)), 23);
+  const res = f32x4.mul(y, e);
+  return v128.andnot(res, f32x4.lt(v, f32x4.splat(-87.33654)));
+}
+
+// @ts-ignore: decorator
+@inline function expf(x: f32): f32 {
+  return f32x4.extract_lane(exp4(f32x4.splat(x)), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// f32 building blocks shared by every dtype
+
+/**
+ * 4 consecutive outputs out[0..3] = dot(x, W rows r..r+3), x and the rows f32 with K % 8 == 0.
+ * 16 columns per step through running pointers (immediate load offsets, no per-load address arithmetic).
+ */
+// @ts-ignore: decorator
+@inline function dot4_f32(out: usize, x: usize, w: usize, rowBytes: usize, K: i32): void {
+  let p0 = w, p1 = w + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes, px = x;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const end = x + (<usize>(K >> 4) << 6);
+  while (px < end) {
+    const x0 = v128.load(px), x1 = v128.load(px, 16), x2 = v128.load(px, 32), x3 = v128.load(px, 48);
+    a0 = acc4(a0, v128.load(p0), x0, v128.load(p0, 16), x1, v128.load(p0, 32), x2, v128.load(p0, 48), x3);
+    a1 = acc4(a1, v128.load(p1), x0, v128.load(p1, 16), x1, v128.load(p1, 32), x2, v128.load(p1, 48), x3);
+    a2 = acc4(a2, v128.load(p2), x0, v128.load(p2, 16), x1, v128.load(p2, 32), x2, v128.load(p2, 48), x3);
+    a3 = acc4(a3, v128.load(p3), x0, v128.load(p3, 16), x1, v128.load(p3, 32), x2, v128.load(p3, 48), x3);
+    px += 64; p0 += 64; p1 += 64; p2 += 64; p3 += 64;
+  }
+  if (K & 8) {
+    const x0 = v128.load(px), x1 = v128.load(px, 16);
+    a0 = acc2(a0, v128.load(p0), x0, v128.load(p0, 16), x1);
+    a1 = acc2(a1, v128.load(p1), x0, v128.load(p1, 16), x1);
+    a2 = acc2(a2, v128.load(p2), x0, v128.load(p2, 16), x1);
+    a3 = acc2(a3, v128.load(p3), x0, v128.load(p3, 16), x1);
+  }
+  v128.store(out, hsum4(a0, a1, a2, a3));
+}
+
+/** One row: same arithmetic (and order) as a lane of dot4_f32. */
+// @ts-ignore: decorator
+@inline function dot1_f32(x: usize, w: usize, K: i32): f32 {
+  let p0 = w, px = x;
+  let a0 = f32x4.splat(0);
+  const end = x + (<usize>(K >> 4) << 6);
+  while (px < end) {
+    a0 = acc4(a0, v128.load(p0), v128.load(px), v128.load(p0, 16), v128.load(px, 16), v128.load(p0, 32), v128.load(px, 32), v128.load(p0, 48), v128.load(px, 48));
+    px += 64; p0 += 64;
+  }
+  if (K & 8) a0 = acc2(a0, v128.load(p0), v128.load(px), v128.load(p0, 16), v128.load(px, 16));
+  return hsum(a0);
+}
+
+/** Two tokens x, x + xb against 4 f32 rows: outputs to out[0..3] and out2[0..3]. 8 columns per step. */
+// @ts-ignore: decorator
+@inline function dot4x2_f32(out: usize, out2: usize, x: usize, xb: usize, w: usize, rowBytes: usize, K: i32): void {
+  let p0 = w, p1 = w + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes, px = x, py = x + xb;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+  const end = x + (<usize>K << 2);
+  while (px < end) {
+    const x0 = v128.load(px), x1 = v128.load(px, 16), y0 = v128.load(py), y1 = v128.load(py, 16);
+    let v = v128.load(p0), u = v128.load(p0, 16);
+    a0 = acc2(a0, v, x0, u, x1); b0 = acc2(b0, v, y0, u, y1);
+    v = v128.load(p1); u = v128.load(p1, 16);
+    a1 = acc2(a1, v, x0, u, x1); b1 = acc2(b1, v, y0, u, y1);
+    v = v128.load(p2); u = v128.load(p2, 16);
+    a2 = acc2(a2, v, x0, u, x1); b2 = acc2(b2, v, y0, u, y1);
+    v = v128.load(p3); u = v128.load(p3, 16);
+    a3 = acc2(a3, v, x0, u, x1); b3 = acc2(b3, v, y0, u, y1);
+    px += 32; py += 32; p0 += 32; p1 += 32; p2 += 32; p3 += 32;
+  }
+  v128.store(out, hsum4(a0, a1, a2, a3));
+  v128.store(out2, hsum4(b0, b1, b2, b3));
+}
+
+/**
+ * out[t, n] for t < T, n in [n0, n1) with W f32 rows at w (row n at w + n*rowBytes).
+ * Weight rows go 4 at a time; tokens 2 at a time, so a weight row is read ceil(T/2) times from cache
+ * but (the 4-row block being 4*K*4 bytes) only once from memory.
+ */
+function gemm_f32(out: usize, x: usize, T: i32, K: i32, w: usize, rowBytes: usize, n0: i32, n1: i32, xStride: i32, outStride: i32): void {
+  const xb = <usize>xStride << 2, ob = <usize>outStride << 2;
+  let n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    const wr = w + <usize>n * rowBytes;
+    let t = 0;
+    for (; t + 2 <= T; t += 2) {
+      const o = out + <usize>t * ob + (<usize>n << 2);
+      dot4x2_f32(o, o + ob, x + <usize>t * xb, xb, wr, rowBytes, K);
+    }
+    if (t < T) dot4_f32(out + <usize>t * ob + (<usize>n << 2), x + <usize>t * xb, wr, rowBytes, K);
+  }
+  for (; n < n1; n++) {
+    const wr = w + <usize>n * rowBytes;
+    for (let t = 0; t < T; t++) {
+      store<f32>(out + <usize>t * ob + (<usize>n << 2), dot1_f32(x + <usize>t * xb, wr, K));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear kernels
+
+/** F32 weights. scratch unused. */
+export function linear_f32(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  if (T == 1) {
+    // decode: each weight row read exactly once, 4 rows per pass over x
+    const rowBytes = <usize>K << 2;
+    let n = n0;
+    for (; n + 4 <= n1; n += 4) dot4_f32(out + (<usize>n << 2), x, w + <usize>n * rowBytes, rowBytes, K);
+    for (; n < n1; n++) store<f32>(out + (<usize>n << 2), dot1_f32(x, w + <usize>n * rowBytes, K));
+    return;
+  }
+  gemm_f32(out, x, T, K, w, <usize>K << 2, n0, n1, xStride, outStride);
+}
+
+/** Widen rows [r, r + cnt) of a BF16 matrix into f32 at dst (cnt*K floats). */
+function widen_bf16(dst: usize, w: usize, r: i32, cnt: i32, K: i32): void {
+  const src = w + <usize>r * (<usize>K << 1);
+  const n = <usize>cnt * <usize>K;
+  for (let i: usize = 0; i < n; i += 8) {
+    const v = v128.load(src + (i << 1));
+    v128.store(dst + (i << 2), i32x4.extend_low_i16x8_u(v) );
+    v128.store(dst + (i << 2), i32x4.extend_high_i16x8_u(v), 16);
+  }
+  for (let i: usize = 0; i < n; i += 4) {
+    const p = dst + (i << 2);
+    v128.store(p, i32x4.shl(v128.load(p), 16));
+  }
+}
+
+/**
+ * BF16 weights (u16 words, the top half of an f32). T == 1: widened in registers; T > 1: each 4-row block
+ * is widened once into scratch (needs 16*K bytes) and shared by all tokens.
+ */
+export function linear_bf16(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  const rowBytes = <usize>K << 1;
+  if (T == 1) {
+    const hiMask = i32x4.splat(0xffff0000);
+    const xend = x + (<usize>(K >> 4) << 6);
+    let n = n0;
+    for (; n + 4 <= n1; n += 4) {
+      let p0 = w + <usize>n * rowBytes, p1 = p0 + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes, px = x;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      while (px < xend) {
+        const xa = v128.load(px), xb = v128.load(px, 16), xc = v128.load(px, 32), xd = v128.load(px, 48);
+        const e0 = evens(xa, xb), o0 = odds(xa, xb), e1 = evens(xc, xd), o1 = odds(xc, xd);
+        let v = v128.load(p0), u = v128.load(p0, 16);
+        a0 = acc4(a0, i32x4.shl(v, 16), e0, v128.and(v, hiMask), o0, i32x4.shl(u, 16), e1, v128.and(u, hiMask), o1);
+        v = v128.load(p1); u = v128.load(p1, 16);
+        a1 = acc4(a1, i32x4.shl(v, 16), e0, v128.and(v, hiMask), o0, i32x4.shl(u, 16), e1, v128.and(u, hiMask), o1);
+        v = v128.load(p2); u = v128.load(p2, 16);
+        a2 = acc4(a2, i32x4.shl(v, 16), e0, v128.and(v, hiMask), o0, i32x4.shl(u, 16), e1, v128.and(u, hiMask), o1);
+        v = v128.load(p3); u = v128.load(p3, 16);
+        a3 = acc4(a3, i32x4.shl(v, 16), e0, v128.and(v, hiMask), o0, i32x4.shl(u, 16), e1, v128.and(u, hiMask), o1);
+        px += 64; p0 += 32; p1 += 32; p2 += 32; p3 += 32;
+      }
+      if (K & 8) {
+        const xa = v128.load(px), xb = v128.load(px, 16);
+        const e0 = evens(xa, xb), o0 = odds(xa, xb);
+        let v = v128.load(p0);
+        a0 = acc2(a0, i32x4.shl(v, 16), e0, v128.and(v, hiMask), o0);
+        v = v128.load(p1);
+        a1 = acc2(a1, i32x4.shl(v, 16), e0, v128.and(v, hiMask), o0);
+        v = v128.load(p2);
+        a2 = acc2(a2, i32x4.shl(v, 16), e0, v128.and(v, hiMask), o0);
+        v = v128.load(p3);
+        a3 = acc2(a3, i32x4.shl(v, 16), e0, v128.and(v, hiMask), o0);
+      }
+      v128.store(out + (<usize>n << 2), hsum4(a0, a1, a2, a3));
+    }
+    for (; n < n1; n++) {
+      let p0 = w + <usize>n * rowBytes, px = x;
+      let a0 = f32x4.splat(0);
+      while (px < xend) {
+        const xa = v128.load(px), xb = v128.load(px, 16), xc = v128.load(px, 32), xd = v128.load(px, 48);
+        const v = v128.load(p0), u = v128.load(p0, 16);
+        a0 = acc4(a0, i32x4.shl(v, 16), evens(xa, xb), v128.and(v, hiMask), odds(xa, xb), i32x4.shl(u, 16), evens(xc, xd), v128.and(u, hiMask), odds(xc, xd));
+        px += 64; p0 += 32;
+      }
+      if (K & 8) {
+        const xa = v128.load(px), xb = v128.load(px, 16);
+        const v = v128.load(p0);
+        a0 = acc2(a0, i32x4.shl(v, 16), evens(xa, xb), v128.and(v, hiMask), odds(xa, xb));
+      }
+      store<f32>(out + (<usize>n << 2), hsum(a0));
+    }
+    return;
+  }
+  const fBytes = <usize>K << 2;
+  for (let n = n0; n < n1; n += 4) {
+    const cnt = min(4, n1 - n);
+    widen_bf16(scratch, w, n, cnt, K);
+    // rows n..n+cnt of the f32 copy sit at scratch - n*fBytes + n*fBytes
+    gemm_f32(out, x, T, K, scratch - <usize>n * fBytes, fBytes, n, n + cnt, xStride, outStride);
+  }
+}
+
+/** Widen rows [r, r + cnt) of an F16 matrix into f32 at dst. */
+function widen_f16(dst: usize, w: usize, r: i32, cnt: i32, K: i32): void {
+  const src = w + <usize>r * (<usize>K << 1);
+  const n = <usize>cnt * <usize>K;
+  for (let i: usize = 0; i < n; i += 8) f16x8_to_f32(dst + (i << 2), src + (i << 1));
+}
+
+/**
+ * F16 weights (IEEE half, exact conversion incl. subnormals, inf and NaN).
+ * T == 1: converted in registers; T > 1: per 4-row block into scratch (16*K bytes).
+ */
+export function linear_f16(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  const rowBytes = <usize>K << 1;
+  if (T == 1) {
+    const hiMask = i32x4.splat(0xffff0000);
+    const xend = x + (<usize>(K >> 4) << 6);
+    let n = n0;
+    for (; n + 4 <= n1; n += 4) {
+      let p0 = w + <usize>n * rowBytes, p1 = p0 + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes, px = x;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      while (px < xend) {
+        const xa = v128.load(px), xb = v128.load(px, 16), xc = v128.load(px, 32), xd = v128.load(px, 48);
+        const e0 = evens(xa, xb), o0 = odds(xa, xb), e1 = evens(xc, xd), o1 = odds(xc, xd);
+        const v0 = v128.load(p0), u0 = v128.load(p0, 16), v1 = v128.load(p1), u1 = v128.load(p1, 16);
+        const v2 = v128.load(p2), u2 = v128.load(p2, 16), v3 = v128.load(p3), u3 = v128.load(p3, 16);
+        // might one of these 64 weights have exponent 31 (inf/nan)? The OR of the words has an all-ones exponent
+        // field in some lane if so (and, rarely, also without: only then is the exact path taken for nothing)
+        const m = v128.or(v128.or(v128.or(v0, u0), v128.or(v1, u1)), v128.or(v128.or(v2, u2), v128.or(v3, u3)));
+        if (v128.any_true(i16x8.eq(v128.and(m, i16x8.splat(0x7c00)), i16x8.splat(0x7c00)))) {
+          a0 = acc4(a0, f16lo_x(v0), e0, f16hi_x(v0), o0, f16lo_x(u0), e1, f16hi_x(u0), o1);
+          a1 = acc4(a1, f16lo_x(v1), e0, f16hi_x(v1), o0, f16lo_x(u1), e1, f16hi_x(u1), o1);
+          a2 = acc4(a2, f16lo_x(v2), e0, f16hi_x(v2), o0, f16lo_x(u2), e1, f16hi_x(u2), o1);
+          a3 = acc4(a3, f16lo_x(v3), e0, f16hi_x(v3), o0, f16lo_x(u3), e1, f16hi_x(u3), o1);
+        } else {
+          // f16hi on the raw word: the shift drops the low half's bits into 0..12, which its mask clears
+          a0 = acc4(a0, f16hi(i32x4.shl(v0, 16)), e0, f16hi(v0), o0, f16hi(i32x4.shl(u0, 16)), e1, f16hi(u0), o1);
+          a1 = acc4(a1, f16hi(i32x4.shl(v1, 16)), e0, f16hi(v1), o0, f16hi(i32x4.shl(u1, 16)), e1, f16hi(u1), o1);
+          a2 = acc4(a2, f16hi(i32x4.shl(v2, 16)), e0, f16hi(v2), o0, f16hi(i32x4.shl(u2, 16)), e1, f16hi(u2), o1);
+          a3 = acc4(a3, f16hi(i32x4.shl(v3, 16)), e0, f16hi(v3), o0, f16hi(i32x4.shl(u3, 16)), e1, f16hi(u3), o1);
+        }
+        px += 64; p0 += 32; p1 += 32; p2 += 32; p3 += 32;
+      }
+      if (K & 8) {
+        const xa = v128.load(px), xb = v128.load(px, 16);
+        const e0 = evens(xa, xb), o0 = odds(xa, xb);
+        let v = v128.load(p0);
+        a0 = acc2(a0, f16lo_x(v), e0, f16hi_x(v), o0);
+        v = v128.load(p1);
+        a1 = acc2(a1, f16lo_x(v), e0, f16hi_x(v), o0);
+        v = v128.load(p2);
+        a2 = acc2(a2, f16lo_x(v), e0, f16hi_x(v), o0);
+        v = v128.load(p3);
+        a3 = acc2(a3, f16lo_x(v), e0, f16hi_x(v), o0);
+      }
+      v128.store(out + (<usize>n << 2), hsum4(a0, a1, a2, a3));
+    }
+    for (; n < n1; n++) {
+      let p0 = w + <usize>n * rowBytes, px = x;
+      let a0 = f32x4.splat(0);
+      while (px < xend) {
+        const xa = v128.load(px), xb = v128.load(px, 16), xc = v128.load(px, 32), xd = v128.load(px, 48);
+        const v = v128.load(p0), u = v128.load(p0, 16);
+        a0 = acc4(a0, f16lo_x(v), evens(xa, xb), f16hi_x(v), odds(xa, xb), f16lo_x(u), evens(xc, xd), f16hi_x(u), odds(xc, xd));
+        px += 64; p0 += 32;
+      }
+      if (K & 8) {
+        const xa = v128.load(px), xb = v128.load(px, 16);
+        const v = v128.load(p0);
+        a0 = acc2(a0, f16lo_x(v), evens(xa, xb), f16hi_x(v), odds(xa, xb));
+      }
+      store<f32>(out + (<usize>n << 2), hsum(a0));
+    }
+    return;
+  }
+  const fBytes = <usize>K << 2;
+  for (let n = n0; n < n1; n += 4) {
+    const cnt = min(4, n1 - n);
+    widen_f16(scratch, w, n, cnt, K);
+    gemm_f32(out, x, T, K, scratch - <usize>n * fBytes, fBytes, n, n + cnt, xStride, outStride);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8: int8 weights [N, K], one f32 scale per block of 32 along K: scales [N, K/32]. W = q * scale.
+
+/** 16 int8 at p as four f32x4 (in order) */
+// @ts-ignore: decorator
+@inline function q16lo(v: v128): v128 { return i16x8.extend_low_i8x16_s(v); }
+// @ts-ignore: decorator
+@inline function q16hi(v: v128): v128 { return i16x8.extend_high_i8x16_s(v); }
+// @ts-ignore: decorator
+@inline function cvlo(h: v128): v128 { return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h)); }
+// @ts-ignore: decorator
+@inline function cvhi(h: v128): v128 { return f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h)); }
+
+/** sum over 16 int8 weights at p of q * x (x: 4 vectors) added to acc */
+// @ts-ignore: decorator
+@inline function q8dot16(p: usize, x0: v128, x1: v128, x2: v128, x3: v128, acc: v128): v128 {
+  const v = v128.load(p);
+  const lo = q16lo(v), hi = q16hi(v);
+  return fma(cvlo(lo), x0, fma(cvhi(lo), x1, fma(cvlo(hi), x2, fma(cvhi(hi), x3, acc))));
+}
+
+/** Dequantize rows [r, r + cnt) into f32 at dst. */
+function widen_q8(dst: usize, wq: usize, scales: usize, r: i32, cnt: i32, K: i32): void {
+  const nb = K >> 5;
+  const src = wq + <usize>r * <usize>K;
+  const sc = scales + ((<usize>r * <usize>nb) << 2);
+  const blocks = <usize>cnt * <usize>nb;
+  for (let b: usize = 0; b < blocks; b++) {
+    const s = v128.load32_splat(sc + (b << 2));
+    const p = src + (b << 5);
+    const d = dst + (b << 7);
+    const v0 = v128.load(p), v1 = v128.load(p, 16);
+    const l0 = q16lo(v0), h0 = q16hi(v0), l1 = q16lo(v1), h1 = q16hi(v1);
+    v128.store(d, f32x4.mul(cvlo(l0), s));
+    v128.store(d, f32x4.mul(cvhi(l0), s), 16);
+    v128.store(d, f32x4.mul(cvlo(h0), s), 32);
+    v128.store(d, f32x4.mul(cvhi(h0), s), 48);
+    v128.store(d, f32x4.mul(cvlo(l1), s), 64);
+    v128.store(d, f32x4.mul(cvhi(l1), s), 80);
+    v128.store(d, f32x4.mul(cvlo(h1), s), 96);
+    v128.store(d, f32x4.mul(cvhi(h1), s), 112);
+  }
+}
+
+// Decode with integer dot products. x is split once per call, per block of 32, into
+//   x_k ~= (A_k * 4096 + B_k) * 2^(e-23),  A_k in [-2048, 2048], B_k in [0, 4095]  (i16 lanes)
+// where 2^e > max|x| over the block: x rounded to 24 significant bits relative to the block maximum, the
+// precision of an f32 sum of those terms. Then per weight row and block, with i32x4.dot_i16x8_s:
+//   sum_k q_k x_k = (4096 * sum q*A + sum q*B) * 2^(e-23)   (both integer sums exact: |.| < 2^23)
+// and the row accumulates that times the block's weight scale. Blocks of x that are non-finite or too small for
+// the split (max|x| < 2^-100) send the call to the float path (q8_rows_float), which converts q to f32.
+
+const QX_BLOCK_BYTES: usize = 144; // 4 x (16 B of A, 16 B of B) + f32 factor + pad
+
+/** Split x (K floats) into QX blocks at dst; false when some block cannot be represented (use the float path). */
+function q8_prep_x(dst: usize, x: usize, K: i32): bool {
+  const nb = K >> 5;
+  for (let b = 0; b < nb; b++) {
+    const xp = x + (<usize>b << 7);
+    const d = dst + <usize>b * QX_BLOCK_BYTES;
+    let m = f32x4.abs(v128.load(xp));
+    for (let j: usize = 16; j < 128; j += 16) m = f32x4.max(m, f32x4.abs(v128.load(xp + j)));
+    const mx = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+    if (!(mx < Infinity)) return false; // inf or NaN in x
+    if (mx == 0) {
+      memory.fill(d, 0, QX_BLOCK_BYTES);
+      continue;
+    }
+    if (mx < <f32>7.888609e-31) return false; // 2^-100: 2^(23-e) would not be a normal f32
+    // e = exponent of mx + 1, so mx < 2^e; X = round(x * 2^(23-e)), |X| <= 2^23 (scaling by a power of two is exact)
+    const E = <i32>((reinterpret<u32>(mx) >> 23) & 0xff); // mx = 1.f * 2^(E-127)
+    const e = E - 126;
+    const up = f32x4.splat(reinterpret<f32>(<u32>(127 + 23 - e) << 23));  // 2^(23-e), e in [-99, 128]
+    const down = reinterpret<f32>(<u32>(127 + e - 23) << 23);              // 2^(e-23)
+    const lowMask = i32x4.splat(4095);
+    for (let g: usize = 0; g < 4; g++) {
+      const X0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp + (g << 5)), up)));
+      const X1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp + (g << 5), 16), up)));
+      v128.store(d + (g << 5), i16x8.narrow_i32x4_s(i32x4.shr_s(X0, 12), i32x4.shr_s(X1, 12)));
+      v128.store(d + (g << 5), i16x8.narrow_i32x4_s(v128.and(X0, lowMask), v128.and(X1, lowMask)), 16);
+    }
+    store<f32>(d + 128, down);
+  }
+  return true;
+}
+
+/** sum over one block of 32 int8 weights at p against the QX block at d, scaled: (4096 sA + sB) * factor * scale */
+// @ts-ignore: decorator
+@inline function q8_block(acc: v128, p: usize, d: usize, s: usize): v128 {
+  const q0 = v128.load8x8_s(p), q1 = v128.load8x8_s(p, 8), q2 = v128.load8x8_s(p, 16), q3 = v128.load8x8_s(p, 24);
+  const ia = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(q0, v128.load(d)), i32x4.dot_i16x8_s(q1, v128.load(d, 32))),
+    i32x4.add(i32x4.dot_i16x8_s(q2, v128.load(d, 64)), i32x4.dot_i16x8_s(q3, v128.load(d, 96))));
+  const ib = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(q0, v128.load(d, 16)), i32x4.dot_i16x8_s(q1, v128.load(d, 48))),
+    i32x4.add(i32x4.dot_i16x8_s(q2, v128.load(d, 80)), i32x4.dot_i16x8_s(q3, v128.load(d, 112))));
+  const v = fma(f32x4.convert_i32x4_s(ia), f32x4.splat(4096), f32x4.convert_i32x4_s(ib));
+  return fma(v, f32x4.mul(v128.load32_splat(s), v128.load32_splat(d, 128)), acc);
+}
+
+/** T == 1 float path: q converted to f32, x as is. */
+function q8_rows_float(out: usize, x: usize, K: i32, wq: usize, scales: usize, n0: i32, n1: i32): void {
+  const nb = K >> 5;
+  const rowBytes = <usize>K;
+  const sBytes = <usize>nb << 2;
+  let n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    const w0 = wq + <usize>n * rowBytes, w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
+    const s0 = scales + <usize>n * sBytes, s1 = s0 + sBytes, s2 = s1 + sBytes, s3 = s2 + sBytes;
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    for (let b: usize = 0; b < <usize>nb; b++) {
+      const xp = x + (b << 7), wo = b << 5;
+      let x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+      let c0 = q8dot16(w0 + wo, x0, x1, x2, x3, f32x4.splat(0));
+      let c1 = q8dot16(w1 + wo, x0, x1, x2, x3, f32x4.splat(0));
+      let c2 = q8dot16(w2 + wo, x0, x1, x2, x3, f32x4.splat(0));
+      let c3 = q8dot16(w3 + wo, x0, x1, x2, x3, f32x4.splat(0));
+      x0 = v128.load(xp, 64); x1 = v128.load(xp, 80); x2 = v128.load(xp, 96); x3 = v128.load(xp, 112);
+      c0 = q8dot16(w0 + wo + 16, x0, x1, x2, x3, c0);
+      c1 = q8dot16(w1 + wo + 16, x0, x1, x2, x3, c1);
+      c2 = q8dot16(w2 + wo + 16, x0, x1, x2, x3, c2);
+      c3 = q8dot16(w3 + wo + 16, x0, x1, x2, x3, c3);
+      const so = b << 2;
+      a0 = fma(c0, v128.load32_splat(s0 + so), a0);
+      a1 = fma(c1, v128.load32_splat(s1 + so), a1);
+      a2 = fma(c2, v128.load32_splat(s2 + so), a2);
+      a3 = fma(c3, v128.load32_splat(s3 + so), a3);
+    }
+    v128.store(out + (<usize>n << 2), hsum4(a0, a1, a2, a3));
+  }
+  for (; n < n1; n++) {
+    const w0 = wq + <usize>n * rowBytes;
+    const s0 = scales + <usize>n * sBytes;
+    let a = f32x4.splat(0);
+    for (let b: usize = 0; b < <usize>nb; b++) {
+      const xp = x + (b << 7), wo = b << 5;
+      let c = q8dot16(w0 + wo, v128.load(xp), v128.load(xp, 16), v128.load(xp, 32), v128.load(xp, 48), f32x4.splat(0));
+      c = q8dot16(w0 + wo + 16, v128.load(xp, 64), v128.load(xp, 80), v128.load(xp, 96), v128.load(xp, 112), c);
+      a = fma(c, v128.load32_splat(s0 + (b << 2)), a);
+    }
+    store<f32>(out + (<usize>n << 2), hsum(a));
+  }
+}
+
+/**
+ * Q8 weights (int8 [N, K], f32 scales [N, K/32]); K % 32 == 0.
+ * T == 1: integer dot products against x split per block (see q8_prep_x; scratch: K*4.5 + 64 bytes), or the
+ * float path when x has non-finite or tiny blocks. T > 1: 4 rows at a time dequantized into scratch (16*K bytes)
+ * and shared by all tokens.
+ */
+export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scales: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  const nb = K >> 5;
+  const rowBytes = <usize>K;
+  const sBytes = <usize>nb << 2;
+  if (T == 1) {
+    if (!q8_prep_x(scratch, x, K)) {
+      q8_rows_float(out, x, K, wq, scales, n0, n1);
+      return;
+    }
+    const dend = scratch + <usize>nb * QX_BLOCK_BYTES;
+    let n = n0;
+    for (; n + 4 <= n1; n += 4) {
+      let p0 = wq + <usize>n * rowBytes, p1 = p0 + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes;
+      let s0 = scales + <usize>n * sBytes, s1 = s0 + sBytes, s2 = s1 + sBytes, s3 = s2 + sBytes;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let d = scratch; d < dend; d += QX_BLOCK_BYTES) {
+        a0 = q8_block(a0, p0, d, s0);
+        a1 = q8_block(a1, p1, d, s1);
+        a2 = q8_block(a2, p2, d, s2);
+        a3 = q8_block(a3, p3, d, s3);
+        p0 += 32; p1 += 32; p2 += 32; p3 += 32;
+        s0 += 4; s1 += 4; s2 += 4; s3 += 4;
+      }
+      v128.store(out + (<usize>n << 2), hsum4(a0, a1, a2, a3));
+    }
+    for (; n < n1; n++) {
+      let p0 = wq + <usize>n * rowBytes;
+      let s0 = scales + <usize>n * sBytes;
+      let a0 = f32x4.splat(0);
+      for (let d = scratch; d < dend; d += QX_BLOCK_BYTES) {
+        a0 = q8_block(a0, p0, d, s0);
+        p0 += 32; s0 += 4;
+      }
+      store<f32>(out + (<usize>n << 2), hsum(a0));
+    }
+    return;
+  }
+  const fBytes = <usize>K << 2;
+  for (let n = n0; n < n1; n += 4) {
+    const cnt = min(4, n1 - n);
+    widen_q8(scratch, wq, scales, n, cnt, K);
+    gemm_f32(out, x, T, K, scratch - <usize>n * fBytes, fBytes, n, n + cnt, xStride, outStride);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// elementwise
+
+/** RMSNorm over rows [t0, t1) of width D: out = w * x / sqrt(mean(x^2) + eps). out may alias x. */
+export function rmsnorm(out: usize, x: usize, D: i32, w: usize, eps: f32, t0: i32, t1: i32, xStride: i32, outStride: i32): void {
+  const D4 = <usize>(D & ~3);
+  for (let t = t0; t < t1; t++) {
+    const xr = x + ((<usize>t * <usize>xStride) << 2);
+    const orow = out + ((<usize>t * <usize>outStride) << 2);
+    let a = f32x4.splat(0);
+    let i: usize = 0;
+    for (; i < D4; i += 4) {
+      const v = v128.load(xr + (i << 2));
+      a = fma(v, v, a);
+    }
+    let ss = hsum(a);
+    for (; i < <usize>D; i++) { const v = load<f32>(xr + (i << 2)); ss += v * v; }
+    const r = <f32>1.0 / Mathf.sqrt(ss / <f32>D + eps);
+    const rv = f32x4.splat(r);
+    i = 0;
+    for (; i < D4; i += 4) {
+      v128.store(orow + (i << 2), f32x4.mul(v128.load(w + (i << 2)), f32x4.mul(v128.load(xr + (i << 2)), rv)));
+    }
+    for (; i < <usize>D; i++) store<f32>(orow + (i << 2), load<f32>(w + (i << 2)) * (load<f32>(xr + (i << 2)) * r));
+  }
+}
+
+/** out[i] = silu(gate[i]) * up[i] for i in [i0, i1). out may alias gate or up. */
+export function silu_mul(out: usize, gate: usize, up: usize, i0: i32, i1: i32): void {
+  let i = <usize>i0;
+  const one = f32x4.splat(1);
+  for (; i + 4 <= <usize>i1; i += 4) {
+    const g = v128.load(gate + (i << 2));
+    const s = f32x4.div(g, f32x4.add(one, exp4(f32x4.neg(g))));
+    v128.store(out + (i << 2), f32x4.mul(s, v128.load(up + (i << 2))));
+  }
+  for (; i < <usize>i1; i++) {
+    const g = load<f32>(gate + (i << 2));
+    store<f32>(out + (i << 2), (g / (<f32>1 + expf(-g))) * load<f32>(up + (i << 2)));
+  }
+}
+
+/** In-place numerically stable softmax of x[0 .. n). */
+export function softmax(x: usize, n: i32): void {
+  const n4 = <usize>(n & ~3);
+  let mv = f32x4.splat(-Infinity);
+  let i: usize = 0;
+  for (; i < n4; i += 4) mv = f32x4.pmax(mv, v128.load(x + (i << 2)));
+  let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+  for (; i < <usize>n; i++) m = max(m, load<f32>(x + (i << 2)));
+  const ms = f32x4.splat(m);
+  let sv = f32x4.splat(0);
+  for (i = 0; i < n4; i += 4) {
+    const e = exp4(f32x4.sub(v128.load(x + (i << 2)), ms));
+    v128.store(x + (i << 2), e);
+    sv = f32x4.add(sv, e);
+  }
+  let s = hsum(sv);
+  for (; i < <usize>n; i++) {
+    const e = expf(load<f32>(x + (i << 2)) - m);
+    store<f32>(x + (i << 2), e);
+    s += e;
+  }
+  const r = <f32>1 / s;
+  const rv = f32x4.splat(r);
+  for (i = 0; i < n4; i += 4) v128.store(x + (i << 2), f32x4.mul(v128.load(x + (i << 2)), rv));
+  for (; i < <usize>n; i++) store<f32>(x + (i << 2), load<f32>(x + (i << 2)) * r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// absorbed-MLA decode attention
+
+const CHUNK: i32 = 32; // cache rows per online-softmax step
+
+/** Bytes of scratch attend_latent needs per thread. */
+export function attend_latent_scratch(H: i32, dc: i32): i32 {
+  return ((H + 3) >> 2) * 32 + CHUNK * 16 + 4 * 16 + 3 * dc * 4 + 64;
+}
+
+/**
+ * One query token of absorbed MLA against L cached latent rows (MQA: every head reads the same row).
+ *   q:     [H, w] f32, w = d_c + d_rope, head h at q + h*w*4
+ *   cache: row s at cache + s*cStride*4, row = [c_KV (d_c) | k_rope (d_rope)]
+ *   out:   [H, d_c], out_h = sum_s softmax_s(scale * q_h . row_s) * row_s[:d_c]
+ * Heads [h0, h1) only; requires w % 4 == 0, dc % 4 == 0. Heads go 4 at a time (one SIMD lane per head for the
+ * scores and the online softmax), cache rows CHUNK at a time: each chunk is loaded from memory once per thread and
+ * reused from cache by every head group. Scratch: attend_latent_scratch(H, dc) bytes.
+ */
+export function attend_latent(out: usize, q: usize, cache: usize, L: i32, w: i32, dc: i32, cStride: i32, scale: f32, h0: i32, h1: i32, scratch: usize): void {
+  if (h1 <= h0) return;
+  const nh = h1 - h0;
+  const ng = (nh + 3) >> 2;
+  const mArr = scratch;                       // per group: running max, f32x4 (lane = head)
+  const lArr = mArr + (<usize>ng << 4);       // per group: running sum
+  const pArr = lArr + (<usize>ng << 4);       // [CHUNK][4]: scores, then probabilities
+  const cArr = pArr + (<usize>CHUNK << 4);    // [4] correction factors
+  const dummy = (cArr + 16 + 63) & ~<usize>63; // 3 rows of dc floats for padding lanes
+  const qb = <usize>w << 2, ob = <usize>dc << 2, cb = <usize>cStride << 2;
+  const wb = <usize>w << 2;
+  const dc8 = <usize>(dc & ~7) << 2;
+  const dcb = <usize>dc << 2;
+  const sv = f32x4.splat(scale);
+
+  for (let g = 0; g < ng; g++) {
+    v128.store(mArr + (<usize>g << 4), f32x4.splat(-Infinity));
+    v128.store(lArr + (<usize>g << 4), f32x4.splat(0));
+  }
+  for (let h = h0; h < h1; h++) memory.fill(out + <usize>h * ob, 0, ob);
+
+  for (let c0 = 0; c0 < L; c0 += CHUNK) {
+    const cs = min(CHUNK, L - c0);
+    const rows = cache + <usize>c0 * cb;
+    for (let g = 0; g < ng; g++) {
+      const hb = h0 + (g << 2);
+      // lanes past h1 reuse the last head's query and write into dummy rows
+      const q0 = q + <usize>hb * qb;
+      const q1 = q + <usize>min(hb + 1, h1 - 1) * qb;
+      const q2 = q + <usize>min(hb + 2, h1 - 1) * qb;
+      const q3 = q + <usize>min(hb + 3, h1 - 1) * qb;
+      const o0 = out + <usize>hb * ob;
+      const o1 = hb + 1 < h1 ? o0 + ob : dummy;
+      const o2 = hb + 2 < h1 ? o0 + 2 * ob : dummy + dcb;
+      const o3 = hb + 3 < h1 ? o0 + 3 * ob : dummy + 2 * dcb;
+
+      // scores: p[s][lane] = scale * q_lane . row_s, two rows at a time
+      let s = 0;
+      for (; s + 2 <= cs; s += 2) {
+        const r0 = rows + <usize>s * cb, r1 = r0 + cb;
+        let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+        let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+        for (let o: usize = 0; o < wb; o += 16) {
+          const ra = v128.load(r0 + o), rb = v128.load(r1 + o);
+          const v0 = v128.load(q0 + o), v1 = v128.load(q1 + o), v2 = v128.load(q2 + o), v3 = v128.load(q3 + o);
+          a0 = fma(v0, ra, a0); b0 = fma(v0, rb, b0);
+          a1 = fma(v1, ra, a1); b1 = fma(v1, rb, b1);
+          a2 = fma(v2, ra, a2); b2 = fma(v2, rb, b2);
+          a3 = fma(v3, ra, a3); b3 = fma(v3, rb, b3);
+        }
+        v128.store(pArr + (<usize>s << 4), f32x4.mul(hsum4(a0, a1, a2, a3), sv));
+        v128.store(pArr + (<usize>s << 4), f32x4.mul(hsum4(b0, b1, b2, b3), sv), 16);
+      }
+      if (s < cs) {
+        const r0 = rows + <usize>s * cb;
+        let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+        for (let o: usize = 0; o < wb; o += 16) {
+          const ra = v128.load(r0 + o);
+          a0 = fma(v128.load(q0 + o), ra, a0);
+          a1 = fma(v128.load(q1 + o), ra, a1);
+          a2 = fma(v128.load(q2 + o), ra, a2);
+          a3 = fma(v128.load(q3 + o), ra, a3);
+        }
+        v128.store(pArr + (<usize>s << 4), f32x4.mul(hsum4(a0, a1, a2, a3), sv));
+      }
+
+      // online softmax, all 4 heads at once
+      const mp = mArr + (<usize>g << 4), lp = lArr + (<usize>g << 4);
+      const mOld = v128.load(mp);
+      let mc = mOld;
+      for (let j = 0; j < cs; j++) mc = f32x4.pmax(mc, v128.load(pArr + (<usize>j << 4)));
+      let corr = exp4(f32x4.sub(mOld, mc));
+      corr = v128.and(corr, f32x4.eq(corr, corr));  // first chunk: -inf - -inf = NaN -> 0 (acc is 0 anyway)
+      let sum = f32x4.splat(0);
+      for (let j = 0; j < cs; j++) {
+        const pp = pArr + (<usize>j << 4);
+        const e = exp4(f32x4.sub(v128.load(pp), mc));
+        v128.store(pp, e);
+        sum = f32x4.add(sum, e);
+      }
+      v128.store(mp, mc);
+      v128.store(lp, fma(v128.load(lp), corr, sum));
+      v128.store(cArr, corr);
+
+      // acc_h = acc_h * corr_h + sum_s p[s][h] * row_s[:dc], 8 floats of 4 heads per pass
+      const k0 = v128.load32_splat(cArr), k1 = v128.load32_splat(cArr, 4), k2 = v128.load32_splat(cArr, 8), k3 = v128.load32_splat(cArr, 12);
+      let i: usize = 0;
+      for (; i < dc8; i += 32) {
+        let a0 = f32x4.mul(v128.load(o0 + i), k0), c0 = f32x4.mul(v128.load(o0 + i, 16), k0);
+        let a1 = f32x4.mul(v128.load(o1 + i), k1), c1 = f32x4.mul(v128.load(o1 + i, 16), k1);
+        let a2 = f32x4.mul(v128.load(o2 + i), k2), c2 = f32x4.mul(v128.load(o2 + i, 16), k2);
+        let a3 = f32x4.mul(v128.load(o3 + i), k3), c3 = f32x4.mul(v128.load(o3 + i, 16), k3);
+        let rp = rows + i;
+        for (let j = 0; j < cs; j++) {
+          const ra = v128.load(rp), rb = v128.load(rp, 16);
+          const pp = pArr + (<usize>j << 4);
+          const p0 = v128.load32_splat(pp), p1 = v128.load32_splat(pp, 4), p2 = v128.load32_splat(pp, 8), p3 = v128.load32_splat(pp, 12);
+          a0 = fma(p0, ra, a0); c0 = fma(p0, rb, c0);
+          a1 = fma(p1, ra, a1); c1 = fma(p1, rb, c1);
+          a2 = fma(p2, ra, a2); c2 = fma(p2, rb, c2);
+          a3 = fma(p3, ra, a3); c3 = fma(p3, rb, c3);
+          rp += cb;
+        }
+        v128.store(o0 + i, a0); v128.store(o0 + i, c0, 16);
+        v128.store(o1 + i, a1); v128.store(o1 + i, c1, 16);
+        v128.store(o2 + i, a2); v128.store(o2 + i, c2, 16);
+        v128.store(o3 + i, a3); v128.store(o3 + i, c3, 16);
+      }
+      for (; i < dcb; i += 16) {
+        let a0 = f32x4.mul(v128.load(o0 + i), k0);
+        let a1 = f32x4.mul(v128.load(o1 + i), k1);
+        let a2 = f32x4.mul(v128.load(o2 + i), k2);
+        let a3 = f32x4.mul(v128.load(o3 + i), k3);
+        let rp = rows + i;
+        for (let j = 0; j < cs; j++) {
+          const ra = v128.load(rp);
+          const pp = pArr + (<usize>j << 4);
+          a0 = fma(v128.load32_splat(pp), ra, a0);
+          a1 = fma(v128.load32_splat(pp, 4), ra, a1);
+          a2 = fma(v128.load32_splat(pp, 8), ra, a2);
+          a3 = fma(v128.load32_splat(pp, 12), ra, a3);
+          rp += cb;
+        }
+        v128.store(o0 + i, a0); v128.store(o1 + i, a1); v128.store(o2 + i, a2); v128.store(o3 + i, a3);
+      }
+    }
+  }
+
+  // normalize
+  for (let h = h0; h < h1; h++) {
+    const g = (h - h0) >> 2, lane = (h - h0) & 3;
+    const l = load<f32>(lArr + (<usize>g << 4) + (<usize>lane << 2));
+    const rv = f32x4.splat(<f32>1 / l);
+    const o = out + <usize>h * ob;
+    for (let i: usize = 0; i < dcb; i += 16) v128.store(o + i, f32x4.mul(v128.load(o + i), rv));
+  }
+}
+
+/** First free byte after the module's static data: the JS allocator starts above this. */
+export function heap_base(): usize {
+  return __heap_base;
+}

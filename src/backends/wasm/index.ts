@@ -1,0 +1,315 @@
+import { existsSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { MlaError } from "../../errors.js";
+import type { Tensor } from "../../tensor/tensor.js";
+import { weightRow } from "../cpu/matmul.js";
+import { RESERVED_BYTES, WasmHeap } from "./memory.js";
+import { WorkerPool, controlBlockBytes, defaultThreads } from "./pool.js";
+
+export { WasmHeap, Arena, type F32Alloc } from "./memory.js";
+export { WorkerPool } from "./pool.js";
+
+/**
+ * WebAssembly SIMD CPU backend: kernels from assembly/kernels.ts (built into build/ by `npm run asbuild`), one shared
+ * linear memory, and a worker pool that splits output rows across threads.
+ *
+ * Everything is addressed by byte pointers into the backend's memory (`backend.heap`): upload weights once with
+ * `upload`/`uploadQ8`, keep activations in wasm memory (heap.allocF32 / an Arena), call kernels with pointers.
+ */
+
+export type WasmDType = "F32" | "BF16" | "F16" | "Q8";
+
+/** A weight matrix [rows, cols] (PyTorch Linear layout) living in wasm memory. */
+export interface WasmWeight {
+  readonly dtype: WasmDType;
+  readonly rows: number;
+  readonly cols: number;
+  /** Row-major data: f32, 16-bit words, or int8 for Q8. */
+  readonly ptr: number;
+  /** Q8 only: f32 scales [rows, cols / 32]; 0 otherwise. */
+  readonly scalesPtr: number;
+}
+
+export interface WasmBackendOptions {
+  /** Threads including the main one; default os.availableParallelism() capped at 8. 1 = no workers. */
+  readonly threads?: number;
+  /**
+   * Use the relaxed-SIMD build (fused multiply-add): true requires it, false never, "auto" (default) when
+   * build/kernels-relaxed.wasm exists and this engine validates it (Node 20: --experimental-wasm-relaxed-simd).
+   */
+  readonly relaxed?: boolean | "auto";
+  /** Initial memory in bytes (grows on demand up to 4 GiB). Default 16 MiB. */
+  readonly initialBytes?: number;
+  /** Microseconds a waiting thread busy-waits before parking in Atomics.wait (default 50; see PoolOptions). */
+  readonly spinMicros?: number;
+  /** Multiply-adds (elements for elementwise kernels) below which a call stays on the calling thread. Default 2^17. */
+  readonly minParallelWork?: number;
+  /** Where kernels.wasm lives; default <package root>/build. */
+  readonly wasmDir?: string;
+}
+
+/** The exports of kernels.wasm, as called from JS (pointers and counts are numbers). */
+export interface KernelExports {
+  linear_f32(out: number, x: number, T: number, K: number, w: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
+  linear_bf16(out: number, x: number, T: number, K: number, w: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
+  linear_f16(out: number, x: number, T: number, K: number, w: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
+  linear_q8(out: number, x: number, T: number, K: number, wq: number, scales: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
+  rmsnorm(out: number, x: number, D: number, w: number, eps: number, t0: number, t1: number, xStride: number, outStride: number): void;
+  silu_mul(out: number, gate: number, up: number, i0: number, i1: number): void;
+  softmax(x: number, n: number): void;
+  attend_latent(out: number, q: number, cache: number, L: number, w: number, dc: number, cStride: number, scale: number, h0: number, h1: number, scratch: number): void;
+  attend_latent_scratch(H: number, dc: number): number;
+  heap_base(): number;
+}
+
+/** Kernels the pool can run, by index, and where each takes its (r0, r1) row range. */
+const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent"] as const;
+const K_LINEAR: Record<WasmDType, number> = { F32: 0, BF16: 1, F16: 2, Q8: 3 };
+const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6;
+
+/** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
+const MIN_PARALLEL_WORK = 1 << 17;
+/** Control block offset inside the reserved first page. */
+const CTRL_PTR = 1024;
+
+/** Default location of the .wasm files: <package root>/build, from src/backends/wasm (tsx) or dist/backends/wasm. */
+export function defaultWasmDir(): string {
+  return join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "build");
+}
+
+/** Read kernels.wasm (or kernels-relaxed.wasm); a clear error when it was not built. */
+export function loadKernelBytes(relaxed: boolean, dir = defaultWasmDir()): Uint8Array<ArrayBuffer> {
+  const file = join(dir, relaxed ? "kernels-relaxed.wasm" : "kernels.wasm");
+  if (!existsSync(file)) {
+    throw new MlaError(`WebAssembly kernels not found at ${file}: build them with \`npm run asbuild\` (AssemblyScript, assembly/kernels.ts)`);
+  }
+  const buf = readFileSync(file);
+  const bytes = new Uint8Array(new ArrayBuffer(buf.byteLength));
+  bytes.set(buf);
+  return bytes;
+}
+
+/** Whether this engine accepts the relaxed-SIMD build (false when it is missing). */
+export function relaxedSimdAvailable(dir = defaultWasmDir()): boolean {
+  const file = join(dir, "kernels-relaxed.wasm");
+  return existsSync(file) && WebAssembly.validate(loadKernelBytes(true, dir));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8 quantization: symmetric int8 in blocks of 32 along K, scale = max|w| / 127, q = round(w / scale).
+
+export const Q8_BLOCK = 32;
+
+export interface Q8Data {
+  readonly q: Int8Array;
+  readonly scales: Float32Array;
+}
+
+/** Quantize rows [rows, K] of a source (an F32 array, or any Tensor row by row) into `q` / `scales`. */
+export function quantizeQ8Into(q: Int8Array, scales: Float32Array, src: Tensor | Float32Array, rows: number, K: number): void {
+  if (K % Q8_BLOCK !== 0) throw new MlaError(`Q8 needs K % ${Q8_BLOCK} == 0, got K=${K}`);
+  const nb = K / Q8_BLOCK;
+  const scratch = new Float32Array(K);
+  const scl = new Float32Array(1);
+  for (let r = 0; r < rows; r++) {
+    const row = src instanceof Float32Array ? src.subarray(r * K, (r + 1) * K) : weightRow(src, r, K, scratch);
+    for (let b = 0; b < nb; b++) {
+      const o = b * Q8_BLOCK;
+      let m = 0;
+      for (let i = 0; i < Q8_BLOCK; i++) m = Math.max(m, Math.abs(row[o + i]));
+      scl[0] = m / 127;
+      const s = scl[0];
+      scales[r * nb + b] = s;
+      const qo = r * K + o;
+      if (s === 0 || !Number.isFinite(s)) {
+        // all zeros (or a non-finite block, which int8 cannot carry): zeros
+        for (let i = 0; i < Q8_BLOCK; i++) q[qo + i] = 0;
+        continue;
+      }
+      for (let i = 0; i < Q8_BLOCK; i++) {
+        const v = Math.round(row[o + i] / s);
+        q[qo + i] = v > 127 ? 127 : v < -127 ? -127 : v;
+      }
+    }
+  }
+}
+
+export function quantizeQ8(src: Tensor | Float32Array, rows: number, K: number): Q8Data {
+  const q = new Int8Array(rows * K);
+  const scales = new Float32Array(rows * (K / Q8_BLOCK));
+  quantizeQ8Into(q, scales, src, rows, K);
+  return { q, scales };
+}
+
+/** The F32 weights a Q8 matrix stands for: q * scale, rounded to f32 once (what the kernels compute with). */
+export function dequantizeQ8(d: Q8Data, rows: number, K: number): Float32Array {
+  const out = new Float32Array(rows * K);
+  const nb = K / Q8_BLOCK;
+  for (let r = 0; r < rows; r++) {
+    for (let k = 0; k < K; k++) out[r * K + k] = d.q[r * K + k] * d.scales[r * nb + ((k / Q8_BLOCK) | 0)];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export class WasmBackend {
+  readonly heap: WasmHeap;
+  readonly kernels: KernelExports;
+  readonly pool: WorkerPool;
+  readonly relaxed: boolean;
+  readonly threads: number;
+  private scratchBytes = 0;
+  private readonly minWork: number;
+
+  private constructor(heap: WasmHeap, kernels: KernelExports, pool: WorkerPool, relaxed: boolean, minWork: number) {
+    this.heap = heap;
+    this.kernels = kernels;
+    this.pool = pool;
+    this.relaxed = relaxed;
+    this.threads = pool.threads;
+    this.minWork = minWork;
+    this.ensureScratch(1 << 20);
+  }
+
+  static async create(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
+    const dir = opts.wasmDir ?? defaultWasmDir();
+    let relaxed: boolean;
+    if (opts.relaxed === true) {
+      const bytes = loadKernelBytes(true, dir);
+      if (!WebAssembly.validate(bytes)) {
+        throw new MlaError("this engine does not support relaxed SIMD (on Node 20 run with --experimental-wasm-relaxed-simd)");
+      }
+      relaxed = true;
+    } else {
+      relaxed = opts.relaxed === false ? false : relaxedSimdAvailable(dir);
+    }
+    const bytes = loadKernelBytes(relaxed, dir);
+    if (!WebAssembly.validate(bytes)) throw new MlaError("this engine does not support WebAssembly SIMD + threads (shared memory)");
+    const module = await WebAssembly.compile(bytes);
+    const threads = opts.threads ?? defaultThreads(availableParallelism());
+    const heap = WasmHeap.create(opts.initialBytes);
+    const instance = await WebAssembly.instantiate(module, { env: { memory: heap.memory } });
+    const kernels = instance.exports as unknown as KernelExports;
+    const base = kernels.heap_base();
+    if (base > CTRL_PTR || CTRL_PTR + controlBlockBytes(threads) > RESERVED_BYTES) {
+      throw new MlaError(`kernels.wasm static data (${base} bytes) overlaps the pool control block`);
+    }
+    const pool = await WorkerPool.create(module, heap.memory, CTRL_PTR, instance.exports, KERNELS, { threads, spinMicros: opts.spinMicros });
+    return new WasmBackend(heap, kernels, pool, relaxed, opts.minParallelWork ?? MIN_PARALLEL_WORK);
+  }
+
+  /**
+   * Per-thread scratch of at least `bytes`. The first 1 MiB per thread is set aside at creation (enough for K up to
+   * 65532); growing past it takes new heap memory and pins the heap there (old buffers are abandoned).
+   */
+  private ensureScratch(bytes: number): void {
+    if (bytes <= this.scratchBytes) return;
+    const b = Math.max(bytes, this.scratchBytes * 2);
+    this.pool.scratch = Array.from({ length: this.threads }, () => this.heap.alloc(b));
+    this.heap.pin();
+    this.scratchBytes = b;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // weights
+
+  /** Copy a tensor [rows, cols] into wasm memory keeping its dtype (F32/BF16/F16). */
+  upload(t: Tensor): WasmWeight {
+    const [rows, cols] = matShape(t);
+    if (t.dtype === "F32") {
+      const a = this.heap.allocF32(rows * cols);
+      a.view.set(t.data as Float32Array);
+      return { dtype: "F32", rows, cols, ptr: a.ptr, scalesPtr: 0 };
+    }
+    const a = this.heap.allocU16(rows * cols);
+    a.view.set(t.data as Uint16Array);
+    return { dtype: t.dtype, rows, cols, ptr: a.ptr, scalesPtr: 0 };
+  }
+
+  /** Quantize a tensor [rows, cols] (any dtype, cols % 32 == 0) straight into wasm memory as Q8. */
+  uploadQ8(t: Tensor): WasmWeight {
+    const [rows, cols] = matShape(t);
+    if (cols % Q8_BLOCK !== 0) throw new MlaError(`Q8 needs cols % ${Q8_BLOCK} == 0, got ${cols}`);
+    const q = this.heap.allocI8(rows * cols);
+    const s = this.heap.allocF32(rows * (cols / Q8_BLOCK));
+    quantizeQ8Into(q.view, s.view, t, rows, cols);
+    return { dtype: "Q8", rows, cols, ptr: q.ptr, scalesPtr: s.ptr };
+  }
+
+  /** Copy already-quantized data into wasm memory. */
+  uploadQ8Data(d: Q8Data, rows: number, cols: number): WasmWeight {
+    const q = this.heap.allocI8(rows * cols);
+    q.view.set(d.q);
+    const s = this.heap.allocF32(rows * (cols / Q8_BLOCK));
+    s.view.set(d.scales);
+    return { dtype: "Q8", rows, cols, ptr: q.ptr, scalesPtr: s.ptr };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // kernels (all pointers are byte offsets into this.heap)
+
+  /**
+   * out[t, n] = sum_k x[t, k] * W[row0 + n, k] for t < T, n < N (y = x W^T), as cpu/matmul.ts `linear`.
+   * K must equal w.cols and be a multiple of 8 (32 for Q8); x rows are xStride floats apart, out rows outStride.
+   */
+  linear(out: number, x: number, T: number, K: number, w: WasmWeight, N: number, row0 = 0, xStride = K, outStride = N): void {
+    if (K !== w.cols) throw new MlaError(`linear: K=${K} but the weight has ${w.cols} columns`);
+    if (K % 8 !== 0 || (w.dtype === "Q8" && K % Q8_BLOCK !== 0)) throw new MlaError(`linear: K=${K} must be a multiple of ${w.dtype === "Q8" ? 32 : 8}`);
+    if (row0 < 0 || row0 + N > w.rows) throw new MlaError(`linear: rows [${row0}, ${row0 + N}) outside the weight's ${w.rows}`);
+    if (T <= 0 || N <= 0) return;
+    this.ensureScratch(16 * K + 64); // T > 1: 4 widened rows; Q8 at T = 1: x split into integer blocks
+    const maxThreads = N * K * T >= this.minWork ? this.threads : 1;
+    if (w.dtype === "Q8") {
+      const nb = K / Q8_BLOCK;
+      this.pool.run(K_LINEAR.Q8, [out, x, T, K, w.ptr + row0 * K, w.scalesPtr + row0 * nb * 4, xStride, outStride], 6, N, 16, maxThreads);
+      return;
+    }
+    const eb = w.dtype === "F32" ? 4 : 2;
+    this.pool.run(K_LINEAR[w.dtype], [out, x, T, K, w.ptr + row0 * K * eb, xStride, outStride], 5, N, 16, maxThreads);
+  }
+
+  /** RMSNorm of T rows of width D with f32 weights at w: out = w * x / sqrt(mean(x^2) + eps). out may alias x. */
+  rmsnorm(out: number, x: number, T: number, D: number, w: number, eps: number, xStride = D, outStride = D): void {
+    const maxThreads = T * D >= this.minWork ? this.threads : 1;
+    this.pool.run(K_RMSNORM, [out, x, D, w, eps, xStride, outStride], 5, T, 1, maxThreads);
+  }
+
+  /** out[i] = silu(gate[i]) * up[i], i < n. */
+  siluMul(out: number, gate: number, up: number, n: number): void {
+    const maxThreads = n >= this.minWork ? this.threads : 1;
+    this.pool.run(K_SILU, [out, gate, up], 3, n, 16, maxThreads);
+  }
+
+  /** In-place softmax of x[0..n). */
+  softmax(x: number, n: number): void {
+    this.kernels.softmax(x, n);
+  }
+
+  /**
+   * Absorbed-MLA attention for one query token over the L cached latent rows (all of them visible):
+   *   out[h] = sum_s softmax_s(scale * q[h] . row_s) * row_s[:dc],  h < H
+   * q [H, w] and out [H, dc] contiguous; row s of the cache at cache + s * cStride * 4 is [c_KV (dc) | k_rope].
+   * Requires w % 4 == 0 and dc % 4 == 0. Heads are split across threads, 4 at a time.
+   */
+  attendLatent(out: number, q: number, H: number, cache: number, L: number, w: number, dc: number, scale: number, cStride = w): void {
+    if (w % 4 !== 0 || dc % 4 !== 0 || dc > w) throw new MlaError(`attendLatent: needs w % 4 == 0, dc % 4 == 0, dc <= w (w=${w}, dc=${dc})`);
+    if (L <= 0) throw new MlaError("attendLatent: empty cache");
+    this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
+    const maxThreads = H * L * w >= this.minWork ? this.threads : 1;
+    this.pool.run(K_ATTEND, [out, q, cache, L, w, dc, cStride, scale], 8, H, 4, maxThreads);
+  }
+
+  /** Stop the worker threads. The memory stays usable from this thread. */
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}
+
+function matShape(t: Tensor): [number, number] {
+  if (t.shape.length === 1) return [1, t.shape[0]];
+  if (t.shape.length !== 2) throw new MlaError(`expected a matrix, got shape [${t.shape.join(", ")}]`);
+  return [t.shape[0], t.shape[1]];
+}

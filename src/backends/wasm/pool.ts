@@ -1,0 +1,255 @@
+import { Worker } from "node:worker_threads";
+import { MlaError } from "../../errors.js";
+
+/**
+ * A persistent pool of worker threads that run wasm kernels on the shared memory.
+ *
+ * Every worker instantiates the same compiled module against the same `WebAssembly.Memory`. A job is dispatched
+ * through a control block inside that memory: the main thread writes the kernel id and arguments, then bumps each
+ * worker's sequence word with Atomics.store + Atomics.notify; workers park in Atomics.wait (after a short spin) and
+ * answer through their own "done" word. No postMessage per call. The main thread runs its own share of the rows
+ * and then waits for the others (Atomics.wait is allowed on Node's main thread).
+ *
+ * Control block layout (bytes from `ctrl`, which must be 64-aligned):
+ *   0   i32 kernel id (-1: shut down)     4 i32 argument count     8 i32 position of the (r0, r1) pair
+ *   64  f64 args[MAX_ARGS]
+ *   ARGS_END + 128*i   worker i: i32 seq, i32 r0, i32 r1, i32 scratch pointer
+ *   ARGS_END + 128*i + 64            i32 done seq, i32 error flag
+ */
+export const MAX_ARGS = 24;
+const ARGS_OFF = 64;
+const SLOTS_OFF = ARGS_OFF + MAX_ARGS * 8;
+const SLOT_BYTES = 128;
+export const MAX_WORKERS = 15;
+
+/** Bytes of control block a pool of `threads` threads needs. */
+export function controlBlockBytes(threads: number): number {
+  return SLOTS_OFF + SLOT_BYTES * Math.max(0, threads - 1);
+}
+
+/** The worker: plain JS, evaluated (works the same from tsx sources and compiled dist/). */
+const WORKER_SOURCE = `
+"use strict";
+// dynamic import: this code runs as CommonJS, or as ESM when the process was started with --input-type=module
+import("node:worker_threads").then(({ workerData, parentPort }) => {
+  const { module, memory, ctrl, index, kernels, spinMs } = workerData;
+  const inst = new WebAssembly.Instance(module, { env: { memory } });
+  const fns = kernels.map((n) => inst.exports[n]);
+  const i32 = new Int32Array(memory.buffer, ctrl, ${SLOTS_OFF >> 2} + ${(SLOT_BYTES >> 2) * MAX_WORKERS});
+  const f64 = new Float64Array(memory.buffer, ctrl + ${ARGS_OFF}, ${MAX_ARGS});
+  const slot = (${SLOTS_OFF} + ${SLOT_BYTES} * index) >> 2;
+  const done = slot + 16;
+  let seq = Atomics.load(i32, slot);
+  parentPort.postMessage("ready");
+  for (;;) {
+    let s = Atomics.load(i32, slot);
+    if (s === seq && spinMs > 0) {
+      const t0 = performance.now();
+      do {
+        for (let k = 0; k < 64 && s === seq; k++) s = Atomics.load(i32, slot);
+      } while (s === seq && performance.now() - t0 < spinMs);
+    }
+    while (s === seq) {
+      Atomics.wait(i32, slot, seq);
+      s = Atomics.load(i32, slot);
+    }
+    seq = s;
+    const kid = i32[0];
+    if (kid < 0) {
+      Atomics.store(i32, done, seq);
+      Atomics.notify(i32, done);
+      break;
+    }
+    try {
+      const n = i32[1], pos = i32[2];
+      const a = [];
+      for (let j = 0; j < pos; j++) a.push(f64[j]);
+      a.push(i32[slot + 1], i32[slot + 2]);
+      for (let j = pos; j < n; j++) a.push(f64[j]);
+      a.push(i32[slot + 3]);
+      fns[kid].apply(null, a);
+    } catch (e) {
+      Atomics.store(i32, done + 1, 1);
+      parentPort.postMessage(String((e && e.stack) || e));
+    }
+    Atomics.store(i32, done, seq);
+    Atomics.notify(i32, done);
+  }
+});
+`;
+
+export interface PoolOptions {
+  /** Total threads including the main thread (1 = no workers). */
+  readonly threads: number;
+  /**
+   * Microseconds a thread busy-waits before parking in Atomics.wait: workers after a job (so back-to-back kernels
+   * skip the futex wake-up: 10-75 us measured on a 2-vCPU VM), and 4x that for the main thread waiting for the
+   * workers. Default 50; 0 parks at once (better when other processes keep the cores busy).
+   */
+  readonly spinMicros?: number;
+}
+
+/** Default thread count: the machine's parallelism, at most 8. */
+export function defaultThreads(avail: number): number {
+  return Math.max(1, Math.min(8, avail));
+}
+
+export class WorkerPool {
+  readonly threads: number;
+  private readonly workers: Worker[];
+  private readonly i32: Int32Array;
+  private readonly f64: Float64Array;
+  private readonly fns: ((...a: number[]) => void)[];
+  private readonly kernels: readonly string[];
+  private readonly spin: number;
+  private readonly errors: string[];
+  private seq = 0;
+  private closed = false;
+  /** Per-thread scratch pointers (index 0 = main thread), passed as each kernel's last argument. */
+  scratch: number[];
+
+  private constructor(
+    threads: number, workers: Worker[], memory: WebAssembly.Memory, ctrl: number,
+    exports: WebAssembly.Exports, kernels: readonly string[], spin: number, errors: string[],
+  ) {
+    this.threads = threads;
+    this.errors = errors;
+    this.workers = workers;
+    this.i32 = new Int32Array(memory.buffer, ctrl, controlBlockBytes(MAX_WORKERS + 1) >> 2);
+    this.f64 = new Float64Array(memory.buffer, ctrl + ARGS_OFF, MAX_ARGS);
+    this.kernels = kernels;
+    this.fns = kernels.map((n) => {
+      const f = exports[n];
+      if (typeof f !== "function") throw new MlaError(`wasm module has no export ${n}`);
+      return f as (...a: number[]) => void;
+    });
+    this.spin = spin;
+    this.scratch = new Array(threads).fill(0);
+  }
+
+  /**
+   * Start `threads - 1` workers on `module` + `memory`. `ctrl` is the control block (controlBlockBytes(threads),
+   * 64-aligned, inside memory that never moves); `exports` is the main thread's own instance; `kernels` names the
+   * exports that `run` can call, by index.
+   */
+  static async create(
+    module: WebAssembly.Module, memory: WebAssembly.Memory, ctrl: number, exports: WebAssembly.Exports,
+    kernels: readonly string[], opts: PoolOptions,
+  ): Promise<WorkerPool> {
+    const threads = Math.floor(opts.threads);
+    if (!(threads >= 1 && threads <= MAX_WORKERS + 1)) throw new MlaError(`threads must be 1..${MAX_WORKERS + 1}, got ${opts.threads}`);
+    if (ctrl % 64 !== 0) throw new MlaError("pool control block must be 64-byte aligned");
+    const spin = Math.max(0, opts.spinMicros ?? 50);
+    new Int32Array(memory.buffer, ctrl, controlBlockBytes(threads) >> 2).fill(0);
+    const workers: Worker[] = [];
+    const ready: Promise<void>[] = [];
+    for (let i = 0; i < threads - 1; i++) {
+      const w = new Worker(WORKER_SOURCE, {
+        eval: true,
+        workerData: { module, memory, ctrl, index: i, kernels: [...kernels], spinMs: spin / 1000 },
+      });
+      workers.push(w);
+      ready.push(new Promise<void>((resolve, reject) => {
+        const onMsg = (m: unknown): void => { if (m === "ready") { cleanup(); resolve(); } };
+        const onErr = (e: Error): void => { cleanup(); reject(e); };
+        const onExit = (code: number): void => { cleanup(); reject(new MlaError(`wasm worker exited with code ${code} while starting`)); };
+        const cleanup = (): void => { w.off("message", onMsg); w.off("error", onErr); w.off("exit", onExit); };
+        w.on("message", onMsg); w.on("error", onErr); w.on("exit", onExit);
+      }));
+    }
+    try {
+      await Promise.all(ready);
+    } catch (e) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw e;
+    }
+    // error reports from workers (listeners go on before unref: adding one later would ref the port again)
+    const errors: string[] = [];
+    for (const w of workers) w.on("message", (m) => { if (m !== "ready") errors.push(String(m)); });
+    // parked workers must not keep the process alive
+    for (const w of workers) w.unref();
+    return new WorkerPool(threads, workers, memory, ctrl, exports, kernels, spin, errors);
+  }
+
+  /**
+   * Run kernel `kernel` (index into the pool's kernel list) over rows [0, nRows): the rows are cut into contiguous
+   * ranges whose starts are multiples of `align` (16 f32 outputs = one 64-byte line, so no two threads write the
+   * same cache line), one per thread, and each thread calls kernel(...args[0:pos], r0, r1, ...args[pos:], scratch).
+   * Blocks until all threads are done. `maxThreads` caps how many threads take part (small jobs: 1).
+   */
+  run(kernel: number, args: readonly number[], pos: number, nRows: number, align = 16, maxThreads = this.threads): void {
+    if (this.closed) throw new MlaError("wasm worker pool is closed");
+    if (args.length > MAX_ARGS) throw new MlaError(`too many kernel arguments (${args.length})`);
+    const fn = this.fns[kernel];
+    if (!fn) throw new MlaError(`unknown kernel ${kernel}`);
+    const nt = Math.max(1, Math.min(this.threads, maxThreads, Math.ceil(nRows / align)));
+    if (nt === 1 || nRows <= 0) {
+      if (nRows > 0) fn(...args.slice(0, pos), 0, nRows, ...args.slice(pos), this.scratch[0]);
+      return;
+    }
+    const chunk = Math.ceil(nRows / nt / align) * align;
+    const i32 = this.i32;
+    i32[0] = kernel;
+    i32[1] = args.length;
+    i32[2] = pos;
+    for (let j = 0; j < args.length; j++) this.f64[j] = args[j];
+    const seq = (this.seq = (this.seq + 1) | 0);
+    let active = 0;
+    for (let t = 1; t < nt; t++) {
+      const r0 = t * chunk, r1 = Math.min(nRows, r0 + chunk);
+      if (r0 >= r1) break;
+      const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
+      i32[slot + 1] = r0;
+      i32[slot + 2] = r1;
+      i32[slot + 3] = this.scratch[t];
+      Atomics.store(i32, slot, seq);
+      Atomics.notify(i32, slot, 1);
+      active = t;
+    }
+    let err: unknown = null;
+    try {
+      fn(...args.slice(0, pos), 0, Math.min(chunk, nRows), ...args.slice(pos), this.scratch[0]);
+    } catch (e) {
+      err = e;
+    }
+    let failed = false;
+    for (let t = 1; t <= active; t++) {
+      const done = ((SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2) + 16;
+      let d = Atomics.load(i32, done);
+      if (d !== seq && this.spin > 0) {
+        // workers start late when they had to be woken (tens of us on some VMs): wait longer than they do
+        const t0 = performance.now(), ms = (4 * this.spin) / 1000;
+        do {
+          for (let k = 0; k < 64 && d !== seq; k++) d = Atomics.load(i32, done);
+        } while (d !== seq && performance.now() - t0 < ms);
+      }
+      while (d !== seq) {
+        Atomics.wait(i32, done, d);
+        d = Atomics.load(i32, done);
+      }
+      if (Atomics.load(i32, done + 1)) {
+        failed = true;
+        Atomics.store(i32, done + 1, 0);
+      }
+    }
+    if (err) throw err;
+    if (failed) throw new MlaError(`wasm kernel ${this.kernels[kernel]} failed in a worker thread${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
+  }
+
+  /** Stop the workers (idempotent). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // ref again while waiting, or an otherwise idle event loop would end with this promise pending
+    const exits = this.workers.map((w) => new Promise<void>((resolve) => { w.once("exit", () => resolve()); w.ref(); }));
+    const i32 = this.i32;
+    i32[0] = -1;
+    const seq = (this.seq = (this.seq + 1) | 0);
+    for (let t = 1; t < this.threads; t++) {
+      const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
+      Atomics.store(i32, slot, seq);
+      Atomics.notify(i32, slot, 1);
+    }
+    await Promise.all(exits);
+  }
+}
