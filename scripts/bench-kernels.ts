@@ -55,7 +55,7 @@ function uploadWeight(be: WasmBackend, dt: WasmDType, N: number, K: number): Was
     src = dt === "Q8" ? quantizeQ8(wf, N, K) : fromF32(wf, dt, [N, K]);
     sources.set(key, src);
   }
-  return "scales" in src ? be.uploadQ8Data(src, N, K) : be.upload(src);
+  return "q" in src ? be.uploadQ8Data(src, N, K) : be.upload(src);
 }
 
 interface Row { [k: string]: string | number }

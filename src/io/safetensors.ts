@@ -224,7 +224,7 @@ export function closeAll(): void {}
 
 // ---------------------------------------------------------------- writer
 
-const DTYPE_SIZE_OF_TENSOR: Record<Tensor["dtype"] | "F64", number> = { F32: 4, BF16: 2, F16: 2, F64: 8 };
+const DTYPE_SIZE_OF_TENSOR: Record<"F32" | "BF16" | "F16" | "F64", number> = { F32: 4, BF16: 2, F16: 2, F64: 8 };
 
 export function writeSafetensors(
   path: string,
@@ -251,6 +251,7 @@ function buildHeader(entries: [string, Tensor | F64Array][], metadata?: Record<s
   let offset = 0;
   for (const [name, t] of entries) {
     if (name === "__metadata__") throw new MlaError(`"__metadata__" cannot be used as a tensor name`);
+    if (t.dtype === "Q8") throw new MlaError(`tensor "${name}" is Q8, an in-memory format that safetensors cannot hold`);
     if (t.data.length !== numel(t.shape)) {
       throw new MlaError(`tensor "${name}" has ${t.data.length} elements but shape [${t.shape.join(", ")}] needs ${numel(t.shape)}`);
     }

@@ -1,9 +1,14 @@
-/** Storage dtypes that mla-ts keeps in memory. Activations are always F32; weights keep their stored dtype. */
-export type DType = "F32" | "BF16" | "F16";
+/**
+ * Storage dtypes that mla-ts keeps in memory. Activations are always F32; weights keep their stored dtype
+ * (F32/BF16/F16 from files) or are quantized at load to Q8 (int8 in blocks of 32 with one f32 scale each).
+ */
+export type DType = "F32" | "BF16" | "F16" | "Q8";
 
-export const DTYPE_BYTES: Record<DType, number> = { F32: 4, BF16: 2, F16: 2 };
+/** Bytes per element (Q8: plus one f32 scale per 32 elements). */
+export const DTYPE_BYTES: Record<DType, number> = { F32: 4, BF16: 2, F16: 2, Q8: 1 };
 
-export function isDType(s: string): s is DType {
+/** The dtypes a checkpoint file may hold and mla-ts keeps as stored. */
+export function isDType(s: string): s is "F32" | "BF16" | "F16" {
   return s === "F32" || s === "BF16" || s === "F16";
 }
 

@@ -1,14 +1,23 @@
 import { type DType, bf16ToF32, f16Lut, f32ToBf16, f32ToF16 } from "./dtype.js";
 import { MlaError } from "../errors.js";
+import { Q8_BLOCK, dequantizeRowQ8, quantizeRowsQ8 } from "./quant.js";
 
-/** F32 data lives in a Float32Array; BF16/F16 stay packed as raw 16-bit words. */
-export type Storage = Float32Array | Uint16Array;
+/** F32 data lives in a Float32Array; BF16/F16 stay packed as raw 16-bit words; Q8 as int8 with f32 scales. */
+export type Storage = Float32Array | Uint16Array | Int8Array;
 
 /** A dense row-major tensor. Weights use PyTorch's Linear layout [out, in]. */
 export interface Tensor {
   readonly dtype: DType;
   readonly shape: readonly number[];
   readonly data: Storage;
+  /** Q8 only: one scale per 32 elements of each row ([rows, cols / 32]). */
+  readonly scales?: Float32Array;
+}
+
+function storageMatches(dtype: DType, d: Storage): boolean {
+  if (dtype === "F32") return d instanceof Float32Array;
+  if (dtype === "Q8") return d instanceof Int8Array;
+  return d instanceof Uint16Array;
 }
 
 export function numel(shape: readonly number[]): number {
@@ -17,12 +26,47 @@ export function numel(shape: readonly number[]): number {
   return n;
 }
 
-export function tensor(dtype: DType, shape: readonly number[], data?: Storage): Tensor {
+export function tensor(dtype: DType, shape: readonly number[], data?: Storage, scales?: Float32Array): Tensor {
   const n = numel(shape);
-  const d = data ?? (dtype === "F32" ? new Float32Array(n) : new Uint16Array(n));
+  const d = data ?? (dtype === "F32" ? new Float32Array(n) : dtype === "Q8" ? new Int8Array(n) : new Uint16Array(n));
   if (d.length !== n) throw new MlaError(`tensor data has ${d.length} elements, shape [${shape.join(", ")}] needs ${n}`);
-  if ((dtype === "F32") !== d instanceof Float32Array) throw new MlaError(`tensor storage does not match dtype ${dtype}`);
-  return { dtype, shape: [...shape], data: d };
+  if (!storageMatches(dtype, d)) throw new MlaError(`tensor storage does not match dtype ${dtype}`);
+  if (dtype !== "Q8") return { dtype, shape: [...shape], data: d };
+  const cols = shape[shape.length - 1];
+  const s = scales ?? new Float32Array(n / Q8_BLOCK);
+  if (cols % Q8_BLOCK !== 0 || s.length !== n / Q8_BLOCK) throw new MlaError(`Q8 tensor [${shape.join(", ")}] needs rows of a multiple of ${Q8_BLOCK} and one scale per block`);
+  return { dtype, shape: [...shape], data: d, scales: s };
+}
+
+/** Quantize a matrix [rows, cols] (any dtype, cols a multiple of 32) to Q8. */
+export function quantizeQ8(t: Tensor): Tensor {
+  const cols = t.shape[t.shape.length - 1], rows = numel(t.shape) / cols;
+  const out = tensor("Q8", t.shape);
+  const scratch = new Float32Array(cols);
+  quantizeRowsQ8(out.data as Int8Array, out.scales!, rows, cols, (r) => rowF32(t, r, cols, scratch));
+  return out;
+}
+
+/** Row r of a matrix with `cols` columns as F32 (a view for F32, else widened into `scratch`). */
+export function rowF32(t: Tensor, r: number, cols: number, scratch: Float32Array): Float32Array {
+  const off = r * cols;
+  switch (t.dtype) {
+    case "F32":
+      return (t.data as Float32Array).subarray(off, off + cols);
+    case "BF16": {
+      const src = t.data as Uint16Array;
+      const u = new Uint32Array(scratch.buffer, scratch.byteOffset, cols);
+      for (let k = 0; k < cols; k++) u[k] = src[off + k] << 16;
+      return scratch;
+    }
+    case "F16": {
+      const src = t.data as Uint16Array, lut = f16Lut();
+      for (let k = 0; k < cols; k++) scratch[k] = lut[src[off + k]];
+      return scratch;
+    }
+    case "Q8":
+      return dequantizeRowQ8(t, r, cols, scratch);
+  }
 }
 
 export function f32Tensor(shape: readonly number[], data?: Float32Array): Tensor {
@@ -32,22 +76,17 @@ export function f32Tensor(shape: readonly number[], data?: Float32Array): Tensor
 /** Widen any tensor to a fresh F32 array (for small tensors: norms, biases, router weights). */
 export function toF32(t: Tensor): Float32Array {
   if (t.dtype === "F32") return t.data as Float32Array;
-  const src = t.data as Uint16Array;
-  const out = new Float32Array(src.length);
-  if (t.dtype === "BF16") {
-    new Uint32Array(out.buffer).set(src);
-    const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < u.length; i++) u[i] <<= 16;
-  } else {
-    const lut = f16Lut();
-    for (let i = 0; i < src.length; i++) out[i] = lut[src[i]];
-  }
+  const cols = t.shape.length ? t.shape[t.shape.length - 1] : 1;
+  const rows = cols ? t.data.length / cols : 0;
+  const out = new Float32Array(t.data.length);
+  for (let r = 0; r < rows; r++) rowF32(t, r, cols, out.subarray(r * cols, (r + 1) * cols));
   return out;
 }
 
 /** Round an F32 array into a 16-bit dtype (tests, random checkpoints, quantization experiments). */
 export function fromF32(data: Float32Array, dtype: DType, shape: readonly number[]): Tensor {
   if (dtype === "F32") return tensor("F32", shape, data);
+  if (dtype === "Q8") return quantizeQ8(tensor("F32", shape, data));
   const out = new Uint16Array(data.length);
   const conv = dtype === "BF16" ? f32ToBf16 : f32ToF16;
   for (let i = 0; i < data.length; i++) out[i] = conv(data[i]);
@@ -57,5 +96,6 @@ export function fromF32(data: Float32Array, dtype: DType, shape: readonly number
 /** Element i of any tensor as a number. */
 export function at(t: Tensor, i: number): number {
   if (t.dtype === "F32") return t.data[i];
+  if (t.dtype === "Q8") return t.data[i] * t.scales![Math.floor(i / Q8_BLOCK)];
   return t.dtype === "BF16" ? bf16ToF32(t.data[i]) : f16Lut()[t.data[i]];
 }

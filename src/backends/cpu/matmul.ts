@@ -1,5 +1,4 @@
-import type { Tensor } from "../../tensor/tensor.js";
-import { f16Lut } from "../../tensor/dtype.js";
+import { rowF32, type Tensor } from "../../tensor/tensor.js";
 
 /**
  * Scalar reference kernels for products with a weight matrix W stored row-major [rows, K] (PyTorch Linear layout)
@@ -7,19 +6,9 @@ import { f16Lut } from "../../tensor/dtype.js";
  * Each kernel can work on a band of W's rows, which is how attention reads W^UK / W^UV slices of kv_b_proj.
  */
 
-/** Row r of W as F32, widened into `scratch` when W is 16-bit (one widening per row, reused for every token). */
+/** Row r of W as F32, widened into `scratch` when W is not F32 (one widening per row, reused for every token). */
 export function weightRow(w: Tensor, r: number, K: number, scratch: Float32Array): Float32Array {
-  const off = r * K;
-  if (w.dtype === "F32") return (w.data as Float32Array).subarray(off, off + K);
-  const src = w.data as Uint16Array;
-  if (w.dtype === "BF16") {
-    const u = new Uint32Array(scratch.buffer, scratch.byteOffset, K);
-    for (let k = 0; k < K; k++) u[k] = src[off + k] << 16;
-  } else {
-    const lut = f16Lut();
-    for (let k = 0; k < K; k++) scratch[k] = lut[src[off + k]];
-  }
-  return scratch;
+  return rowF32(w, r, K, scratch);
 }
 
 /**

@@ -3,8 +3,8 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MlaError } from "../../errors.js";
-import type { Tensor } from "../../tensor/tensor.js";
-import { weightRow } from "../cpu/matmul.js";
+import { rowF32, type Tensor } from "../../tensor/tensor.js";
+import { Q8_BLOCK, quantizeRowsQ8, type Q8Data } from "../../tensor/quant.js";
 import { RESERVED_BYTES, WasmHeap } from "./memory.js";
 import { WorkerPool, controlBlockBytes, defaultThreads } from "./pool.js";
 
@@ -98,42 +98,14 @@ export function relaxedSimdAvailable(dir = defaultWasmDir()): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q8 quantization: symmetric int8 in blocks of 32 along K, scale = max|w| / 127, q = round(w / scale).
+// Q8 quantization (see src/tensor/quant.ts): symmetric int8 in blocks of 32 along K, one f32 scale per block.
 
-export const Q8_BLOCK = 32;
-
-export interface Q8Data {
-  readonly q: Int8Array;
-  readonly scales: Float32Array;
-}
+export { Q8_BLOCK, type Q8Data } from "../../tensor/quant.js";
 
 /** Quantize rows [rows, K] of a source (an F32 array, or any Tensor row by row) into `q` / `scales`. */
 export function quantizeQ8Into(q: Int8Array, scales: Float32Array, src: Tensor | Float32Array, rows: number, K: number): void {
-  if (K % Q8_BLOCK !== 0) throw new MlaError(`Q8 needs K % ${Q8_BLOCK} == 0, got K=${K}`);
-  const nb = K / Q8_BLOCK;
   const scratch = new Float32Array(K);
-  const scl = new Float32Array(1);
-  for (let r = 0; r < rows; r++) {
-    const row = src instanceof Float32Array ? src.subarray(r * K, (r + 1) * K) : weightRow(src, r, K, scratch);
-    for (let b = 0; b < nb; b++) {
-      const o = b * Q8_BLOCK;
-      let m = 0;
-      for (let i = 0; i < Q8_BLOCK; i++) m = Math.max(m, Math.abs(row[o + i]));
-      scl[0] = m / 127;
-      const s = scl[0];
-      scales[r * nb + b] = s;
-      const qo = r * K + o;
-      if (s === 0 || !Number.isFinite(s)) {
-        // all zeros (or a non-finite block, which int8 cannot carry): zeros
-        for (let i = 0; i < Q8_BLOCK; i++) q[qo + i] = 0;
-        continue;
-      }
-      for (let i = 0; i < Q8_BLOCK; i++) {
-        const v = Math.round(row[o + i] / s);
-        q[qo + i] = v > 127 ? 127 : v < -127 ? -127 : v;
-      }
-    }
-  }
+  quantizeRowsQ8(q, scales, rows, K, (r) => (src instanceof Float32Array ? src.subarray(r * K, (r + 1) * K) : rowF32(src, r, K, scratch)));
 }
 
 export function quantizeQ8(src: Tensor | Float32Array, rows: number, K: number): Q8Data {
@@ -143,7 +115,6 @@ export function quantizeQ8(src: Tensor | Float32Array, rows: number, K: number):
   return { q, scales };
 }
 
-/** The F32 weights a Q8 matrix stands for: q * scale, rounded to f32 once (what the kernels compute with). */
 export function dequantizeQ8(d: Q8Data, rows: number, K: number): Float32Array {
   const out = new Float32Array(rows * K);
   const nb = K / Q8_BLOCK;
@@ -219,6 +190,7 @@ export class WasmBackend {
   /** Copy a tensor [rows, cols] into wasm memory keeping its dtype (F32/BF16/F16). */
   upload(t: Tensor): WasmWeight {
     const [rows, cols] = matShape(t);
+    if (t.dtype === "Q8") return this.uploadQ8Data({ q: t.data as Int8Array, scales: t.scales! }, rows, cols);
     if (t.dtype === "F32") {
       const a = this.heap.allocF32(rows * cols);
       a.view.set(t.data as Float32Array);
