@@ -1,4 +1,4 @@
-import type { Tensor } from "../tensor/tensor.js";
+import { rowF32, tensor, type Tensor } from "../tensor/tensor.js";
 import { MlaError } from "../errors.js";
 import { ropeInterleaved } from "../backends/cpu/index.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
@@ -43,8 +43,34 @@ export interface MlaWeights {
 /** DeepSeek's and transformers' latent norms use this eps whatever rms_norm_eps says. */
 export const LATENT_NORM_EPS = 1e-6;
 
+/**
+ * (W^UK)^T of every head as one matrix [n_h d_c, d_h]: rows h*d_c.. are head h's d_c x d_h block, so folding
+ * W^UK into the query is an ordinary product (q~_h = block_h q_nope_h) on the fast kernels. Same dtype as kv_b_proj
+ * (elements are moved, not rounded); F32 when kv_b_proj is Q8, whose blocks run along the other axis.
+ */
+export function transposeUK(kvB: Tensor, H: number, dn: number, dv: number, dc: number): Tensor {
+  if (kvB.dtype === "Q8") {
+    const out = new Float32Array(H * dc * dn), row = new Float32Array(dc);
+    for (let h = 0; h < H; h++) for (let d = 0; d < dn; d++) {
+      const r = rowF32(kvB, h * (dn + dv) + d, dc, row);
+      for (let c = 0; c < dc; c++) out[(h * dc + c) * dn + d] = r[c];
+    }
+    return tensor("F32", [H * dc, dn], out);
+  }
+  const src = kvB.data as Float32Array | Uint16Array;
+  const out = kvB.dtype === "F32" ? new Float32Array(H * dc * dn) : new Uint16Array(H * dc * dn);
+  for (let h = 0; h < H; h++) for (let d = 0; d < dn; d++) {
+    const so = (h * (dn + dv) + d) * dc;
+    for (let c = 0; c < dc; c++) out[(h * dc + c) * dn + d] = src[so + c];
+  }
+  return tensor(kvB.dtype, [H * dc, dn], out);
+}
+
 /** Multi-head Latent Attention of DeepSeek-V2/V3 over a latent cache. */
 export class MultiHeadLatentAttention {
+  /** (W^UK)^T per head, for the absorbed form (see transposeUK). */
+  readonly ukT: Tensor;
+
   constructor(
     readonly dims: MlaDims,
     readonly w: MlaWeights,
@@ -53,6 +79,7 @@ export class MultiHeadLatentAttention {
     readonly ops: Ops = cpuOps,
   ) {
     if (rope.dim !== dims.qkRopeHeadDim) throw new MlaError(`RoPE table is for ${rope.dim} dims, layer needs ${dims.qkRopeHeadDim}`);
+    this.ukT = ops.prepare(transposeUK(w.kvB, dims.nHeads, dims.qkNopeHeadDim, dims.vHeadDim, dims.kvLoraRank));
   }
 
   /** Attention output [T, D] for T new tokens x [T, D] (already normed), appending their latents to `cache`. */
@@ -119,7 +146,7 @@ export class MultiHeadLatentAttention {
     const L = cache.length, w = dc + dr;
     const qa = new Float32Array(T * H * w);
     for (let h = 0; h < H; h++) {
-      this.ops.linearT(qa.subarray(h * w), q.subarray(h * (dn + dr)), T, dn, this.w.kvB, dc, h * (dn + dv), H * (dn + dr), H * w);
+      this.ops.linear(qa.subarray(h * w), q.subarray(h * (dn + dr)), T, dn, this.ukT, dc, h * dc, H * (dn + dr), H * w);
       for (let t = 0; t < T; t++) {
         const src = (t * H + h) * (dn + dr) + dn;
         qa.set(q.subarray(src, src + dr), (t * H + h) * w + dc);

@@ -1,0 +1,167 @@
+import type { Tensor } from "../../tensor/tensor.js";
+import { tensor } from "../../tensor/tensor.js";
+import type { KvView } from "../cpu/attention.js";
+import { cpuOps, type Ops } from "../ops.js";
+import type { Arena } from "./memory.js";
+import { WasmBackend, type WasmBackendOptions, type WasmWeight } from "./index.js";
+
+export interface WasmOpsOptions extends WasmBackendOptions {
+  /** Quantize weight matrices to Q8 while loading (rows whose length is a multiple of 32). */
+  readonly quantize?: "q8";
+}
+
+/**
+ * The model-facing side of the WebAssembly backend: weights live in wasm memory (uploaded once by `prepare`),
+ * caches too (`allocCache`), and activations pass through an arena for each call. Anything the SIMD kernels do not
+ * cover (odd shapes, small elementwise work) falls back to the scalar CPU kernels, so results never depend on shape.
+ */
+export class WasmOps implements Ops {
+  readonly name: string;
+  private readonly weights = new WeakMap<Tensor, WasmWeight>();
+  private readonly cachePtrs = new WeakMap<Float32Array, number>();
+  private arena: Arena;
+
+  constructor(readonly be: WasmBackend, readonly quantize?: "q8") {
+    this.name = `wasm-simd${be.relaxed ? "-relaxed" : ""}, ${be.threads} thread${be.threads > 1 ? "s" : ""}${quantize ? `, ${quantize}` : ""}`;
+    this.arena = be.heap.arena(4 << 20);
+  }
+
+  static async create(opts: WasmOpsOptions = {}): Promise<WasmOps> {
+    return new WasmOps(await WasmBackend.create(opts), opts.quantize);
+  }
+
+  close(): Promise<void> {
+    return this.be.close();
+  }
+
+  prepare(w: Tensor): Tensor {
+    const cols = w.shape[w.shape.length - 1];
+    if (w.shape.length !== 2 || cols % 8 !== 0) return w; // the scalar kernels serve it
+    const ww = this.quantize === "q8" && cols % 32 === 0 ? this.be.uploadQ8(w) : this.be.upload(w);
+    const t = this.view(ww);
+    this.weights.set(t, ww);
+    return t;
+  }
+
+  allocCache(n: number): Float32Array {
+    const a = this.be.heap.allocF32(n);
+    this.cachePtrs.set(a.view, a.ptr);
+    return a.view;
+  }
+
+  linear(out: Float32Array, x: Float32Array, T: number, K: number, w: Tensor, N: number, row0 = 0, xStride = K, outStride = N): void {
+    const ww = this.weights.get(w);
+    if (!ww) return cpuOps.linear(out, x, T, K, w, N, row0, xStride, outStride);
+    this.step((a) => {
+      const xp = this.input(a, x, (T - 1) * xStride + K);
+      const op = a.allocF32((T - 1) * outStride + N).ptr;
+      this.be.linear(op, xp, T, K, ww, N, row0, xStride, outStride);
+      this.output(out, op, T, N, outStride);
+    });
+  }
+
+  linearT(out: Float32Array, x: Float32Array, T: number, N: number, w: Tensor, K: number, row0?: number, xStride?: number, outStride?: number): void {
+    cpuOps.linearT(out, x, T, N, w, K, row0, xStride, outStride);
+  }
+
+  rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride?: number, outStride?: number): void {
+    cpuOps.rmsNorm(out, x, T, D, w, eps, xStride, outStride);
+  }
+
+  siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+    cpuOps.siluMul(out, gate, up, n);
+  }
+
+  attend(out: Float32Array, q: Float32Array, T: number, H: number, dk: number, k: KvView, v: KvView, dv: number, Hkv: number, L: number, scale: number): void {
+    const cache = this.cachePtrs.get(k.data);
+    const latent = T === 1 && Hkv === 1 && cache !== undefined && k.data === v.data && k.offset === 0 && v.offset === 0 &&
+      k.headStride === 0 && v.headStride === 0 && k.rowStride === v.rowStride && dk % 4 === 0 && dv % 4 === 0 && dv <= dk;
+    if (latent) return this.attendLatent(out, q, H, dk, cache, k.rowStride, dv, L, scale);
+    if (dk % 8 !== 0) return cpuOps.attend(out, q, T, H, dk, k, v, dv, Hkv, L, scale);
+    this.attendGeneral(out, q, T, H, dk, k, v, dv, Hkv, L, scale);
+  }
+
+  /** Absorbed MLA decode: every head reads the latent rows [c_KV | k_rope] once (the kernel tiles heads). */
+  private attendLatent(out: Float32Array, q: Float32Array, H: number, w: number, cache: number, rowStride: number, dc: number, L: number, scale: number): void {
+    this.step((a) => {
+      const qp = this.input(a, q, H * w);
+      const op = a.allocF32(H * dc).ptr;
+      this.be.attendLatent(op, qp, H, cache, L, w, dc, scale, rowStride);
+      out.set(this.be.heap.f32(op, H * dc));
+    });
+  }
+
+  /**
+   * Attention of T queries per head as two matrix products on the SIMD kernels: S = (scale q) K^T, causal softmax
+   * over each row's visible prefix, O = P V (V transposed once per K/V head, rows padded to a multiple of 8).
+   */
+  private attendGeneral(out: Float32Array, q: Float32Array, T: number, H: number, dk: number, k: KvView, v: KvView, dv: number, Hkv: number, L: number, scale: number): void {
+    const Lp = Math.ceil(L / 8) * 8, group = H / Hkv, heap = this.be.heap;
+    this.step((a) => {
+      const kg = a.allocF32(L * dk), vt = a.allocF32(dv * Lp), qh = a.allocF32(T * dk), s = a.allocF32(T * Lp), o = a.allocF32(T * dv);
+      const kw: WasmWeight = { dtype: "F32", rows: L, cols: dk, ptr: kg.ptr, scalesPtr: 0 };
+      const vw: WasmWeight = { dtype: "F32", rows: dv, cols: Lp, ptr: vt.ptr, scalesPtr: 0 };
+      for (let g = 0; g < Hkv; g++) {
+        const K = heap.f32(kg.ptr, L * dk), VT = heap.f32(vt.ptr, dv * Lp);
+        VT.fill(0);
+        for (let j = 0; j < L; j++) {
+          const ko = k.offset + j * k.rowStride + g * k.headStride, vo = v.offset + j * v.rowStride + g * v.headStride;
+          K.set(k.data.subarray(ko, ko + dk), j * dk);
+          for (let i = 0; i < dv; i++) VT[i * Lp + j] = v.data[vo + i];
+        }
+        for (let h = g * group; h < (g + 1) * group; h++) {
+          const Q = heap.f32(qh.ptr, T * dk);
+          for (let t = 0; t < T; t++) for (let i = 0; i < dk; i++) Q[t * dk + i] = q[(t * H + h) * dk + i] * scale;
+          this.be.linear(s.ptr, qh.ptr, T, dk, kw, L, 0, dk, Lp);
+          const S = heap.f32(s.ptr, T * Lp);
+          for (let t = 0; t < T; t++) {
+            const visible = L - T + t + 1;
+            this.be.softmax(s.ptr + t * Lp * 4, visible);
+            S.fill(0, t * Lp + visible, (t + 1) * Lp);
+          }
+          this.be.linear(o.ptr, s.ptr, T, Lp, vw, dv, 0, Lp, dv);
+          const O = heap.f32(o.ptr, T * dv);
+          for (let t = 0; t < T; t++) out.set(O.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
+        }
+      }
+    });
+  }
+
+  /** Run fn with a fresh arena; grow the arena (once, to fit) when a step needs more than it holds. */
+  private step(fn: (a: Arena) => void): void {
+    for (;;) {
+      this.arena.reset();
+      try {
+        fn(this.arena);
+        return;
+      } catch (e) {
+        if (!(e instanceof Error) || !e.message.startsWith("wasm arena full")) throw e;
+        this.arena = this.be.heap.arena(this.arena.capacity * 4);
+      }
+    }
+  }
+
+  /** x in wasm memory: the cache itself when x is a cache, else a copy of its first n floats. */
+  private input(a: Arena, x: Float32Array, n: number): number {
+    const cached = this.cachePtrs.get(x);
+    if (cached !== undefined) return cached;
+    const p = a.allocF32(n);
+    p.view.set(x.subarray(0, n));
+    return p.ptr;
+  }
+
+  /** Copy T rows of N outputs (row stride outStride) back, leaving the gaps between rows untouched. */
+  private output(out: Float32Array, op: number, T: number, N: number, outStride: number): void {
+    const o = this.be.heap.f32(op, (T - 1) * outStride + N);
+    if (outStride === N) out.set(o.subarray(0, T * N));
+    else for (let t = 0; t < T; t++) out.set(o.subarray(t * outStride, t * outStride + N), t * outStride);
+  }
+
+  /** A Tensor whose data views the uploaded weight (so row reads, e.g. tied embeddings, still work). */
+  private view(w: WasmWeight): Tensor {
+    const buf = this.be.heap.buffer, n = w.rows * w.cols, shape = [w.rows, w.cols];
+    if (w.dtype === "F32") return tensor("F32", shape, new Float32Array(buf, w.ptr, n));
+    if (w.dtype === "Q8") return tensor("Q8", shape, new Int8Array(buf, w.ptr, n), new Float32Array(buf, w.scalesPtr, n / 32));
+    return tensor(w.dtype, shape, new Uint16Array(buf, w.ptr, n));
+  }
+}
