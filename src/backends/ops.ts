@@ -8,6 +8,8 @@ import { attend, linear, linearT, rmsNorm, siluMul, type KvView } from "./cpu/in
  */
 export interface Ops {
   readonly name: string;
+  /** Threads the kernels run on. */
+  readonly threads: number;
   /** Make a weight matrix ready for this backend (called once per matrix at load). */
   prepare(w: Tensor): Tensor;
   /** Storage for a KV/latent cache of n floats (a backend may place it in its own memory). */
@@ -25,6 +27,7 @@ export interface Ops {
 /** The scalar reference kernels: plain JS, float64 sums. Correct everywhere, slow. */
 export const cpuOps: Ops = {
   name: "cpu-scalar",
+  threads: 1,
   prepare: (w) => w,
   allocCache: (n) => new Float32Array(n),
   linear, linearT, rmsNorm, siluMul, attend,

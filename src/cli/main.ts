@@ -8,14 +8,16 @@ import { logitsCommand } from "./commands/logits.js";
 import { generateCommand } from "./commands/generate.js";
 import { demoCommand } from "./commands/demo.js";
 import { benchCommand } from "./commands/bench.js";
+import { openBackend } from "./backend.js";
+import type { Ops } from "../backends/ops.js";
 
 /** The model bundled in the repo (models/ beside src/ and dist/). */
 export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/tiny-deepseek-v3", import.meta.url));
 
 /** Errors a user can act on become one line on stderr; anything else is a bug (stack with MLA_DEBUG=1). */
-function run(fn: () => void): void {
+async function run(fn: () => void | Promise<void>): Promise<void> {
   try {
-    fn();
+    await fn();
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (e instanceof MlaError || (err && typeof err.code === "string" && err.syscall)) {
@@ -28,6 +30,25 @@ function run(fn: () => void): void {
 }
 
 const modelOpt = () => new Option("-m, --model <dir>", "checkpoint folder (config.json + *.safetensors)").default(DEFAULT_MODEL, "the bundled tiny model");
+const backendOpts = (cmd: Command) =>
+  cmd
+    .addOption(new Option("--backend <name>", "cpu (WebAssembly SIMD on worker threads) or cpu-scalar (plain-JS reference kernels)").default("cpu"))
+    .option("--threads <n>", "threads for the cpu backend (default: cores, at most 8)")
+    .option("--quantize <q8>", "quantize weight matrices to 8 bits (blocks of 32) while loading");
+
+/** Run a command on the chosen kernels, stopping worker threads afterwards. */
+function withOps(o: { backend?: string; threads?: string; quantize?: string }, fn: (ops: Ops) => void): Promise<void> {
+  return run(async () => {
+    const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
+    const { ops, close } = await openBackend({ backend: o.backend, threads, quantize: o.quantize });
+    try {
+      fn(ops);
+    } finally {
+      await close();
+    }
+  });
+}
+
 const attentionOpt = () => new Option("--attention <form>", "MLA form: auto (naive prefill, absorbed decode), naive or absorb").default("auto");
 
 const program = new Command()
@@ -42,16 +63,16 @@ program
   .option("--json", "print a JSON object")
   .action((o) => run(() => infoCommand({ model: o.model, json: o.json })));
 
-program
+backendOpts(program
   .command("logits")
   .description("logits of every input position")
   .addOption(modelOpt())
   .requiredOption("--ids <ids>", "comma-separated token ids, e.g. 1,2,3")
   .addOption(attentionOpt())
-  .option("--json", 'print {"logits": [[...], ...]}')
-  .action((o) => run(() => logitsCommand({ model: o.model, ids: parseIds(o.ids, "--ids"), attention: parseMode(o.attention), json: o.json })));
+  .option("--json", 'print {"logits": [[...], ...]}'))
+  .action((o) => withOps(o, (ops) => logitsCommand({ model: o.model, ids: parseIds(o.ids, "--ids"), attention: parseMode(o.attention), json: o.json }, ops)));
 
-program
+backendOpts(program
   .command("generate")
   .description("generate tokens (greedy unless --temperature is given), streaming them as they come")
   .addOption(modelOpt())
@@ -64,9 +85,9 @@ program
   .option("--top-p <p>", "sample from the smallest set with probability >= p")
   .option("--seed <s>", "random seed for sampling (reproducible runs)")
   .addOption(attentionOpt())
-  .option("--json", 'print {"tokens": [...], "timing": {...}} instead of streaming')
+  .option("--json", 'print {"tokens": [...], "timing": {...}} instead of streaming'))
   .action((o) =>
-    run(() => {
+    withOps(o, (ops) => {
       if (o.greedy && o.temperature !== undefined) throw new MlaError("use either --greedy or --temperature, not both");
       const temperature = o.temperature === undefined ? undefined : parseFloatArg(o.temperature, "--temperature");
       generateCommand({
@@ -81,36 +102,35 @@ program
         seed: o.seed === undefined ? undefined : parseInt10(o.seed, "--seed"),
         attention: parseMode(o.attention),
         json: o.json,
-      });
+      }, ops);
     }),
   );
 
-program
+backendOpts(program
   .command("demo")
   .description("the KV-cache comparison and a generation on the bundled model (what `npm start` runs)")
   .addOption(modelOpt())
   .option("--prompt <text>", "prompt text (if the model has a tokenizer)", "The latent cache")
-  .option("-n, --max-new-tokens <n>", "tokens to generate", "24")
-  .action((o) => run(() => demoCommand({ model: o.model, prompt: o.prompt, maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens") })));
+  .option("-n, --max-new-tokens <n>", "tokens to generate", "24"))
+  .action((o) => withOps(o, (ops) => demoCommand({ model: o.model, prompt: o.prompt, maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens") }, ops)));
 
-program
+backendOpts(program
   .command("bench")
   .description("prefill and decode speed, peak memory and KV-cache size")
   .addOption(modelOpt())
   .option("--prompt <n>", "prompt tokens (seeded random ids)", "512")
   .option("--decode <n>", "tokens to decode", "64")
-  .option("--threads <n>", "worker threads")
-  .option("--backend <name>", "compute backend", "cpu")
+  .option("--context <n>", "decode after a synthetic cache of n tokens (long-context timing without the prefill)")
   .addOption(attentionOpt())
-  .option("--json", "print a JSON object")
+  .option("--json", "print a JSON object"))
   .action((o) =>
-    run(() =>
+    withOps(o, (ops) =>
       benchCommand({
         model: o.model, prompt: parseInt10(o.prompt, "--prompt", 1), decode: parseInt10(o.decode, "--decode"),
-        threads: o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1),
-        backend: o.backend, attention: parseMode(o.attention), json: o.json,
-      }),
+        context: o.context === undefined ? undefined : parseInt10(o.context, "--context"),
+        backend: o.backend, quantize: o.quantize, attention: parseMode(o.attention), json: o.json,
+      }, ops),
     ),
   );
 
-program.parse();
+await program.parseAsync();

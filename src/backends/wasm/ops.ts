@@ -17,12 +17,14 @@ export interface WasmOpsOptions extends WasmBackendOptions {
  */
 export class WasmOps implements Ops {
   readonly name: string;
+  readonly threads: number;
   private readonly weights = new WeakMap<Tensor, WasmWeight>();
   private readonly cachePtrs = new WeakMap<Float32Array, number>();
   private arena: Arena;
 
   constructor(readonly be: WasmBackend, readonly quantize?: "q8") {
     this.name = `wasm-simd${be.relaxed ? "-relaxed" : ""}, ${be.threads} thread${be.threads > 1 ? "s" : ""}${quantize ? `, ${quantize}` : ""}`;
+    this.threads = be.threads;
     this.arena = be.heap.arena(4 << 20);
   }
 

@@ -3,7 +3,9 @@ import type { MlaMode } from "../../attention/mla.js";
 import { mulberry32 } from "../../generate/rng.js";
 import { argmax } from "../../generate/sampler.js";
 import { loadModel } from "../load.js";
+import type { Ops } from "../../backends/ops.js";
 import { median } from "./generate.js";
+import type { LatentCache } from "../../attention/cache.js";
 
 export interface BenchOptions {
   readonly model: string;
@@ -11,6 +13,9 @@ export interface BenchOptions {
   readonly decode: number;
   readonly threads?: number;
   readonly backend: string;
+  readonly quantize?: string;
+  /** Decode after a synthetic cache of this many tokens instead of a real prefill (long-context rows). */
+  readonly context?: number;
   readonly attention: MlaMode;
   readonly json?: boolean;
 }
@@ -18,8 +23,10 @@ export interface BenchOptions {
 export interface BenchResult {
   readonly model: string;
   readonly backend: string;
+  readonly kernels: string;
   readonly threads: number;
   readonly attention: MlaMode;
+  readonly context: number;
   readonly promptTokens: number;
   readonly decodeTokens: number;
   readonly loadSeconds: number;
@@ -31,19 +38,20 @@ export interface BenchResult {
 }
 
 /** Prefill a seeded random prompt, then greedy-decode, timing each step (median reported: machines are noisy). */
-export function runBench(opts: BenchOptions): BenchResult {
-  if (opts.backend !== "cpu") throw new MlaError(`--backend ${opts.backend} is not available (available: cpu)`);
+export function runBench(opts: BenchOptions, ops?: Ops): BenchResult {
   if (opts.prompt < 1) throw new MlaError("--prompt must be at least 1 token");
   const t0 = performance.now();
-  const model = loadModel(opts.model);
+  const model = loadModel(opts.model, ops);
   const loadSeconds = (performance.now() - t0) / 1000;
   const c = model.config;
-  if (opts.prompt + opts.decode > c.maxPositionEmbeddings) {
-    throw new MlaError(`--prompt ${opts.prompt} + --decode ${opts.decode} exceeds the context length ${c.maxPositionEmbeddings}`);
+  const context = opts.context ?? 0;
+  if (context + opts.prompt + opts.decode > c.maxPositionEmbeddings) {
+    throw new MlaError(`--context ${context} + --prompt ${opts.prompt} + --decode ${opts.decode} exceeds the context length ${c.maxPositionEmbeddings}`);
   }
   const rand = mulberry32(0);
   const ids = Array.from({ length: opts.prompt }, () => Math.floor(rand() * c.vocabSize));
-  const state = model.newState(opts.prompt + opts.decode);
+  const state = model.newState(context + opts.prompt + opts.decode);
+  if (context) fillSyntheticCache(state.caches, context, rand);
   const p0 = performance.now();
   let logits = model.forward(ids, state, { mode: opts.attention });
   const prefillMs = performance.now() - p0;
@@ -55,7 +63,7 @@ export function runBench(opts: BenchOptions): BenchResult {
   }
   const d = median(steps);
   return {
-    model: opts.model, backend: opts.backend, threads: opts.threads ?? 1, attention: opts.attention,
+    model: opts.model, backend: opts.backend, kernels: model.ops.name, threads: model.ops.threads, attention: opts.attention, context,
     promptTokens: opts.prompt, decodeTokens: opts.decode, loadSeconds,
     prefillTokensPerSecond: (opts.prompt / prefillMs) * 1000,
     decodeMsPerToken: d, decodeTokensPerSecond: 1000 / d,
@@ -64,14 +72,23 @@ export function runBench(opts: BenchOptions): BenchResult {
   };
 }
 
-export function benchCommand(opts: BenchOptions): void {
-  const r = runBench(opts);
+/** Unit-norm random latents with random rotary keys: what a cache of `n` real tokens costs to read, without the prefill. */
+function fillSyntheticCache(caches: LatentCache[], n: number, rand: () => number): void {
+  for (const cache of caches) {
+    const rows = new Float32Array(n * cache.width);
+    for (let i = 0; i < rows.length; i++) rows[i] = rand() * 2 - 1;
+    cache.append(rows, n);
+  }
+}
+
+export function benchCommand(opts: BenchOptions, ops?: Ops): void {
+  const r = runBench(opts, ops);
   if (opts.json) {
     process.stdout.write(JSON.stringify(r) + "\n");
     return;
   }
   process.stdout.write(
-    `${r.model} (${r.backend}, ${r.threads} thread(s), attention ${r.attention})\n` +
+    `${r.model} (${r.kernels}, attention ${r.attention}${r.context ? `, after a synthetic ${r.context}-token cache` : ""})\n` +
       `prefill ${r.promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s\n` +
       `decode  ${r.decodeTokens} tokens: ${r.decodeMsPerToken.toFixed(2)} ms/token (median), ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n` +
       `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, latent KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(2)} MiB\n`,

@@ -3,14 +3,16 @@ import { generate } from "../../generate/generate.js";
 import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
 import { infoText } from "./info.js";
 import { loadModel } from "../load.js";
+import type { Ops } from "../../backends/ops.js";
 import { timing } from "./generate.js";
 
 /** `npm start`: the bundled model's KV-cache comparison, then one generation in both MLA forms. */
-export function demoCommand(opts: { model: string; prompt: string; maxNewTokens: number }): void {
+export function demoCommand(opts: { model: string; prompt: string; maxNewTokens: number }, ops?: Ops): void {
   const out = process.stdout;
   out.write(infoText(describeModel(opts.model)) + "\n\n");
   const tok = TextTokenizer.load(opts.model);
-  const model = loadModel(opts.model);
+  const model = loadModel(opts.model, ops);
+  out.write(`kernels: ${model.ops.name}\n`);
   const prompt = tok ? tok.encode(opts.prompt) : [1, 2, 3, 4, 5, 6, 7, 8];
   out.write(tok ? `prompt: ${JSON.stringify(opts.prompt)} -> ${prompt.length} tokens\n` : `prompt ids: ${prompt.join(",")}\n`);
   const results = (["naive", "absorb"] as const).map((mode) => {

@@ -4,6 +4,7 @@ import { generate, type GenerateResult } from "../../generate/generate.js";
 import type { SamplingOptions } from "../../generate/sampler.js";
 import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
 import { loadModel } from "../load.js";
+import type { Ops } from "../../backends/ops.js";
 
 export interface GenerateCliOptions extends SamplingOptions {
   readonly model: string;
@@ -39,10 +40,10 @@ function promptTokens(opts: GenerateCliOptions, tok: TextTokenizer | null): numb
   return ids;
 }
 
-export function generateCommand(opts: GenerateCliOptions): void {
+export function generateCommand(opts: GenerateCliOptions, ops?: Ops): void {
   const tok = TextTokenizer.load(opts.model);
   const prompt = promptTokens(opts, tok);
-  const model = loadModel(opts.model);
+  const model = loadModel(opts.model, ops);
   const stream = tok ? new StreamDecoder(tok) : null;
   const out = process.stdout;
   const onToken = opts.json ? undefined : (id: number, i: number) => {

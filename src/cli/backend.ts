@@ -1,0 +1,25 @@
+import { MlaError } from "../errors.js";
+import { cpuOps, type Ops } from "../backends/ops.js";
+import { WasmOps } from "../backends/wasm/ops.js";
+
+export interface BackendChoice {
+  /** `cpu`: WebAssembly SIMD kernels on worker threads; `cpu-scalar`: the plain-JS reference kernels. */
+  readonly backend?: string;
+  readonly threads?: number;
+  readonly quantize?: string;
+}
+
+export const BACKENDS = ["cpu", "cpu-scalar"] as const;
+
+/** The kernels for a CLI run, and how to release them (stops worker threads). */
+export async function openBackend(c: BackendChoice): Promise<{ ops: Ops; close: () => Promise<void> }> {
+  const backend = c.backend ?? "cpu";
+  if (c.quantize !== undefined && c.quantize !== "q8") throw new MlaError(`--quantize must be q8, got "${c.quantize}"`);
+  if (backend === "cpu-scalar") {
+    if (c.quantize) throw new MlaError("--quantize needs --backend cpu");
+    return { ops: cpuOps, close: async () => {} };
+  }
+  if (backend !== "cpu") throw new MlaError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
+  const ops = await WasmOps.create({ threads: c.threads, quantize: c.quantize as "q8" | undefined });
+  return { ops, close: () => ops.close() };
+}
