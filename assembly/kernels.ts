@@ -608,6 +608,23 @@ export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scale
   }
 }
 
+/**
+ * G independent one-token products over row blocks of one weight (dt 0 F32, 1 BF16, 2 F16, 3 Q8):
+ * for g in [g0, g1): out[g*og + n] = sum_k x[g*xg + k] * W[row0 + g*gs + n, k], n < N. Absorbed MLA folds W^UK
+ * into each head's query this way and applies W^UV (every head's block inside kv_b_proj), one call for all heads.
+ */
+export function linear_grouped(dt: i32, out: usize, x: usize, K: i32, w: usize, scales: usize, N: i32, row0: i32, gs: i32, g0: i32, g1: i32, xg: i32, og: i32, scratch: usize): void {
+  const eb: usize = dt == 0 ? 4 : dt == 3 ? 1 : 2;
+  for (let g = g0; g < g1; g++) {
+    const r = <usize>(row0 + g * gs);
+    const o = out + ((<usize>g * <usize>og) << 2), xp = x + ((<usize>g * <usize>xg) << 2), wg = w + r * <usize>K * eb;
+    if (dt == 0) linear_f32(o, xp, 1, K, wg, 0, N, K, N, scratch);
+    else if (dt == 1) linear_bf16(o, xp, 1, K, wg, 0, N, K, N, scratch);
+    else if (dt == 2) linear_f16(o, xp, 1, K, wg, 0, N, K, N, scratch);
+    else linear_q8(o, xp, 1, K, wg, scales + ((r * <usize>(K >> 5)) << 2), 0, N, K, N, scratch);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // elementwise
 

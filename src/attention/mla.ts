@@ -145,9 +145,13 @@ export class MultiHeadLatentAttention {
     const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
     const L = cache.length, w = dc + dr;
     const qa = new Float32Array(T * H * w);
-    for (let h = 0; h < H; h++) {
-      this.ops.linear(qa.subarray(h * w), q.subarray(h * (dn + dr)), T, dn, this.ukT, dc, h * dc, H * (dn + dr), H * w);
-      for (let t = 0; t < T; t++) {
+    if (T === 1) {
+      this.ops.linearGrouped(qa, q, H, dn, this.ukT, dc, dn + dr, w);
+    } else {
+      for (let h = 0; h < H; h++) this.ops.linear(qa.subarray(h * w), q.subarray(h * (dn + dr)), T, dn, this.ukT, dc, h * dc, H * (dn + dr), H * w);
+    }
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) {
         const src = (t * H + h) * (dn + dr) + dn;
         qa.set(q.subarray(src, src + dr), (t * H + h) * w + dc);
       }
@@ -156,8 +160,12 @@ export class MultiHeadLatentAttention {
     const view = { data: cache.data, offset: 0, rowStride: w, headStride: 0 };
     this.ops.attend(oLat, qa, T, H, w, view, view, dc, 1, L, this.scale);
     const o = new Float32Array(T * H * dv);
-    for (let h = 0; h < H; h++) {
-      this.ops.linear(o.subarray(h * dv), oLat.subarray(h * dc), T, dc, this.w.kvB, dv, h * (dn + dv) + dn, H * dc, H * dv);
+    if (T === 1) {
+      this.ops.linearGrouped(o, oLat, H, dc, this.w.kvB, dv, dc, dv, dn, dn + dv);
+    } else {
+      for (let h = 0; h < H; h++) {
+        this.ops.linear(o.subarray(h * dv), oLat.subarray(h * dc), T, dc, this.w.kvB, dv, h * (dn + dv) + dn, H * dc, H * dv);
+      }
     }
     return o;
   }

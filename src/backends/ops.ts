@@ -16,6 +16,8 @@ export interface Ops {
   allocCache(n: number): Float32Array;
   /** out[t, n] = sum_k x[t, k] W[row0 + n, k]  (see backends/cpu/matmul.ts). */
   linear(out: Float32Array, x: Float32Array, T: number, K: number, w: Tensor, N: number, row0?: number, xStride?: number, outStride?: number): void;
+  /** One token through G row blocks of W: out[g*og + n] = sum_k x[g*xg + k] W[row0 + g*gs + n, k] (per-head products). */
+  linearGrouped(out: Float32Array, x: Float32Array, G: number, K: number, w: Tensor, N: number, xg: number, og: number, row0?: number, gs?: number): void;
   /** out[t, k] = sum_n x[t, n] W[row0 + n, k]. */
   linearT(out: Float32Array, x: Float32Array, T: number, N: number, w: Tensor, K: number, row0?: number, xStride?: number, outStride?: number): void;
   rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride?: number, outStride?: number): void;
@@ -31,4 +33,7 @@ export const cpuOps: Ops = {
   prepare: (w) => w,
   allocCache: (n) => new Float32Array(n),
   linear, linearT, rmsNorm, siluMul, attend,
+  linearGrouped(out, x, G, K, w, N, xg, og, row0 = 0, gs = N) {
+    for (let g = 0; g < G; g++) linear(out.subarray(g * og), x.subarray(g * xg), 1, K, w, N, row0 + g * gs);
+  },
 };

@@ -61,13 +61,14 @@ export interface KernelExports {
   softmax(x: number, n: number): void;
   attend_latent(out: number, q: number, cache: number, L: number, w: number, dc: number, cStride: number, scale: number, h0: number, h1: number, scratch: number): void;
   attend_latent_scratch(H: number, dc: number): number;
+  linear_grouped(dt: number, out: number, x: number, K: number, w: number, scales: number, N: number, row0: number, gs: number, g0: number, g1: number, xg: number, og: number, scratch: number): void;
   heap_base(): number;
 }
 
 /** Kernels the pool can run, by index, and where each takes its (r0, r1) row range. */
-const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent"] as const;
+const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent", "linear_grouped"] as const;
 const K_LINEAR: Record<WasmDType, number> = { F32: 0, BF16: 1, F16: 2, Q8: 3 };
-const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6;
+const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6, K_GROUPED = 7;
 
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
@@ -241,6 +242,19 @@ export class WasmBackend {
     }
     const eb = w.dtype === "F32" ? 4 : 2;
     this.pool.run(K_LINEAR[w.dtype], [out, x, T, K, w.ptr + row0 * K * eb, xStride, outStride], 5, N, 16, maxThreads);
+  }
+
+  /**
+   * One token through G row blocks of w: out[g*og + n] = sum_k x[g*xg + k] * W[row0 + g*gs + n, k] for g < G,
+   * n < N (K = w.cols). Groups are split across threads.
+   */
+  linearGrouped(out: number, x: number, G: number, K: number, w: WasmWeight, N: number, xg: number, og: number, row0 = 0, gs = N): void {
+    if (K !== w.cols || row0 < 0 || row0 + (G - 1) * gs + N > w.rows) throw new MlaError(`linearGrouped: ${G} groups of ${N}x${K} (row0 ${row0}, stride ${gs}) do not fit the weight's ${w.rows}x${w.cols}`);
+    if (K % 8 !== 0 || (w.dtype === "Q8" && K % Q8_BLOCK !== 0)) throw new MlaError(`linearGrouped: K=${K} must be a multiple of ${w.dtype === "Q8" ? 32 : 8}`);
+    if (G <= 0 || N <= 0) return;
+    this.ensureScratch(16 * K + 64);
+    const maxThreads = G * N * K >= this.minWork ? this.threads : 1;
+    this.pool.run(K_GROUPED, [K_LINEAR[w.dtype], out, x, K, w.ptr, w.scalesPtr, N, row0, gs, xg, og], 9, G, 1, maxThreads);
   }
 
   /** RMSNorm of T rows of width D with f32 weights at w: out = w * x / sqrt(mean(x^2) + eps). out may alias x. */

@@ -62,6 +62,17 @@ export class WasmOps implements Ops {
     });
   }
 
+  linearGrouped(out: Float32Array, x: Float32Array, G: number, K: number, w: Tensor, N: number, xg: number, og: number, row0 = 0, gs = N): void {
+    const ww = this.weights.get(w);
+    if (!ww) return cpuOps.linearGrouped(out, x, G, K, w, N, xg, og, row0, gs);
+    this.step((a) => {
+      const xp = this.input(a, x, (G - 1) * xg + K);
+      const op = a.allocF32((G - 1) * og + N).ptr;
+      this.be.linearGrouped(op, xp, G, K, ww, N, xg, og, row0, gs);
+      this.output(out, op, G, N, og);
+    });
+  }
+
   linearT(out: Float32Array, x: Float32Array, T: number, N: number, w: Tensor, K: number, row0?: number, xStride?: number, outStride?: number): void {
     cpuOps.linearT(out, x, T, N, w, K, row0, xStride, outStride);
   }
