@@ -5,7 +5,6 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { MlaError } from "../src/errors.js";
 import type { DType } from "../src/tensor/dtype.js";
@@ -16,18 +15,11 @@ import { assemble, expectedTensors } from "../src/model/weights.js";
 import { DeepseekModel } from "../src/model/decoder.js";
 import { generate } from "../src/generate/generate.js";
 import { RANDOM_PRESETS, presetParams, randomTensorSpecs, resolvePreset, writeRandomCheckpoint } from "../src/model/random.js";
-import { FIXTURES, batchRow, loadReference, relErr } from "./helpers.js";
+import { FIXTURES, batchRow, loadReference, relErr, tempDirs } from "./helpers.js";
 
 type Json = Record<string, unknown>;
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), "mla-ckpt-"));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
-let dirCount = 0;
-function freshDir(): string {
-  const d = path.join(root, `d${dirCount++}`);
-  fs.mkdirSync(d);
-  return d;
-}
+const freshDir = tempDirs("mla-ckpt-", after);
 
 function fixtureConfig(name: string): Json {
   return JSON.parse(fs.readFileSync(path.join(FIXTURES, name, "config.json"), "utf8"));

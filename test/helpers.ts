@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readHeader, readTensor } from "../src/io/safetensors.js";
@@ -60,4 +61,16 @@ export function loadReference(name: string): Reference {
 export function batchRow(t: { shape: number[]; data: Float32Array }, b: number): Float32Array {
   const per = t.data.length / t.shape[0];
   return t.data.subarray(b * per, (b + 1) * per);
+}
+
+/** Fresh folders under one temp root that is removed when the test file ends (call at module level). */
+export function tempDirs(prefix: string, after: (fn: () => void) => void): () => string {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  after(() => rmSync(root, { recursive: true, force: true }));
+  let n = 0;
+  return () => {
+    const d = join(root, `d${n++}`);
+    mkdirSync(d);
+    return d;
+  };
 }

@@ -3,22 +3,15 @@ import { syncBuiltinESMExports } from "node:module";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import fsDefault from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { MlaError } from "../src/errors.js";
 import { type Tensor, tensor, fromF32 } from "../src/tensor/tensor.js";
 import { type F64Array, readHeader, readTensor, writeSafetensors } from "../src/io/safetensors.js";
 import { Checkpoint } from "../src/model/checkpoint.js";
+import { tempDirs } from "./helpers.js";
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), "mla-st-"));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
-let dirCount = 0;
-function freshDir(): string {
-  const d = path.join(root, `d${dirCount++}`);
-  fs.mkdirSync(d);
-  return d;
-}
+const freshDir = tempDirs("mla-st-", after);
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -395,7 +388,7 @@ describe("Checkpoint", () => {
   });
 
   test("missing directory and directory without weights", () => {
-    const gone = path.join(root, "does-not-exist");
+    const gone = path.join(freshDir(), "does-not-exist");
     assertCkptError(() => Checkpoint.open(gone), new RegExp(`model directory not found: ${gone}`));
     const empty = freshDir();
     assertCkptError(() => Checkpoint.open(empty), new RegExp(`no model.safetensors or model.safetensors.index.json in ${empty}`));

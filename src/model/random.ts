@@ -14,7 +14,8 @@ import * as nodePath from "node:path";
 import { MlaError } from "../errors.js";
 import { type DType, DTYPE_BYTES, f32ToF16, isDType } from "../tensor/dtype.js";
 import { numel } from "../tensor/tensor.js";
-import { isMoeLayer, parseConfig, type ModelConfig } from "./config.js";
+import { expectedTensors } from "./weights.js";
+import { parseConfig, type ModelConfig } from "./config.js";
 
 export interface RandomPreset {
   readonly name: string;
@@ -125,7 +126,7 @@ export function resolvePreset(preset: RandomPreset | string): RandomPreset {
   return p;
 }
 
-/** Every tensor of the preset's checkpoint, in make_random.py's order (embed, lm_head, norm, then per layer). */
+/** Every tensor of the preset's checkpoint (the names and shapes the loader expects). */
 export function randomTensorSpecs(preset: RandomPreset | string): RandomTensorSpec[] {
   const c = parseConfig({ ...resolvePreset(preset).config });
   return tensorSpecs(c);
@@ -136,45 +137,12 @@ export function presetParams(preset: RandomPreset | string): number {
   return randomTensorSpecs(preset).reduce((s, t) => s + numel(t.shape), 0);
 }
 
+/** The tensors the loader expects for this config (one list for both), with how each is filled. */
 function tensorSpecs(c: ModelConfig): RandomTensorSpec[] {
-  const D = c.hiddenSize, H = c.numHeads;
-  const dn = c.qkNopeHeadDim, dr = c.qkRopeHeadDim, dv = c.vHeadDim, dc = c.kvLoraRank, dq = c.qLoraRank;
-  const out: RandomTensorSpec[] = [];
-  const w = (name: string, ...shape: number[]) => out.push({ name, shape, init: "normal" });
-  const ones = (name: string, n: number) => out.push({ name, shape: [n], init: "ones" });
-  const mlp = (p: string, F: number) => {
-    w(`${p}gate_proj.weight`, F, D);
-    w(`${p}up_proj.weight`, F, D);
-    w(`${p}down_proj.weight`, D, F);
-  };
-  w("model.embed_tokens.weight", c.vocabSize, D);
-  if (!c.tieWordEmbeddings) w("lm_head.weight", c.vocabSize, D);
-  ones("model.norm.weight", D);
-  for (let i = 0; i < c.numLayers; i++) {
-    const p = `model.layers.${i}.`, a = `${p}self_attn.`;
-    ones(`${p}input_layernorm.weight`, D);
-    ones(`${p}post_attention_layernorm.weight`, D);
-    if (dq) {
-      w(`${a}q_a_proj.weight`, dq, D);
-      ones(`${a}q_a_layernorm.weight`, dq);
-      w(`${a}q_b_proj.weight`, H * (dn + dr), dq);
-    } else {
-      w(`${a}q_proj.weight`, H * (dn + dr), D);
-    }
-    w(`${a}kv_a_proj_with_mqa.weight`, dc + dr, D);
-    ones(`${a}kv_a_layernorm.weight`, dc);
-    w(`${a}kv_b_proj.weight`, H * (dn + dv), dc);
-    w(`${a}o_proj.weight`, D, H * dv);
-    if (isMoeLayer(c, i)) {
-      w(`${p}mlp.gate.weight`, c.nRoutedExperts, D);
-      if (c.modelType === "deepseek_v3") out.push({ name: `${p}mlp.gate.e_score_correction_bias`, shape: [c.nRoutedExperts], init: "bias" });
-      for (let e = 0; e < c.nRoutedExperts; e++) mlp(`${p}mlp.experts.${e}.`, c.moeIntermediateSize);
-      if (c.nSharedExperts) mlp(`${p}mlp.shared_experts.`, c.nSharedExperts * c.moeIntermediateSize);
-    } else {
-      mlp(`${p}mlp.`, c.intermediateSize);
-    }
-  }
-  return out;
+  return [...expectedTensors(c)].map(([name, shape]) => ({
+    name, shape,
+    init: name.endsWith("e_score_correction_bias") ? "bias" : shape.length === 1 ? "ones" : "normal",
+  }));
 }
 
 // ---------------------------------------------------------------- PRNG
