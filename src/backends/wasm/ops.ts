@@ -1,4 +1,5 @@
 import type { Tensor } from "../../tensor/tensor.js";
+import { MlaError } from "../../errors.js";
 import { tensor } from "../../tensor/tensor.js";
 import type { KvView } from "../cpu/attention.js";
 import { cpuOps, type Ops } from "../ops.js";
@@ -39,7 +40,15 @@ export class WasmOps implements Ops {
   prepare(w: Tensor): Tensor {
     const cols = w.shape[w.shape.length - 1];
     if (w.shape.length !== 2 || cols % 8 !== 0) return w; // the scalar kernels serve it
-    const ww = this.quantize === "q8" && cols % 32 === 0 ? this.be.uploadQ8(w) : this.be.upload(w);
+    let ww: WasmWeight;
+    try {
+      ww = this.quantize === "q8" && cols % 32 === 0 ? this.be.uploadQ8(w) : this.be.upload(w);
+    } catch (e) {
+      if (!(e instanceof RangeError || (e instanceof Error && e.message.startsWith("wasm memory would need")))) throw e;
+      const used = (this.be.heap.used / 2 ** 30).toFixed(2);
+      throw new MlaError(`the weights do not fit in WebAssembly's 4 GiB memory (${used} GiB placed so far): ` +
+        `try --quantize q8, or --backend cpu-scalar (slow, no size limit)`);
+    }
     const t = this.view(ww);
     this.weights.set(t, ww);
     return t;
