@@ -20,6 +20,14 @@ export async function openBackend(c: BackendChoice): Promise<{ ops: Ops; close: 
     return { ops: cpuOps, close: async () => {} };
   }
   if (backend !== "cpu") throw new MlaError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
-  const ops = await WasmOps.create({ threads: c.threads, quantize: c.quantize as "q8" | undefined });
+  let ops: WasmOps;
+  try {
+    ops = await WasmOps.create({ threads: c.threads, quantize: c.quantize as "q8" | undefined });
+  } catch (e) {
+    // No SIMD/threads in this engine, or kernels not built: the scalar kernels give the same answers, slowly.
+    if (!(e instanceof MlaError) || c.quantize) throw e;
+    process.stderr.write(`warning: ${e.message}; falling back to --backend cpu-scalar\n`);
+    return { ops: cpuOps, close: async () => {} };
+  }
   return { ops, close: () => ops.close() };
 }
