@@ -1,4 +1,4 @@
-import type { Tensor } from "../tensor/tensor.js";
+import { quantizeQ8, type Tensor } from "../tensor/tensor.js";
 import { attend, linear, linearT, rmsNorm, siluMul, type KvView } from "./cpu/index.js";
 
 /**
@@ -36,4 +36,11 @@ export const cpuOps: Ops = {
   linearGrouped(out, x, G, K, w, N, xg, og, row0 = 0, gs = N) {
     for (let g = 0; g < G; g++) linear(out.subarray(g * og), x.subarray(g * xg), 1, K, w, N, row0 + g * gs);
   },
+};
+
+/** The scalar kernels with weight matrices quantized to Q8 at load (rows whose length is a multiple of 32). */
+export const cpuOpsQ8: Ops = {
+  ...cpuOps,
+  name: "cpu-scalar, q8",
+  prepare: (w) => (w.shape.length === 2 && w.shape[1] % 32 === 0 ? quantizeQ8(w) : w),
 };
