@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { DeepseekModel } from "../src/model/decoder.js";
 import { generate } from "../src/generate/generate.js";
 import { WasmOps } from "../src/backends/wasm/ops.js";
+import { cpuOpsQ8 } from "../src/backends/ops.js";
 import { FIXTURES, FIXTURE_NAMES, batchRow, loadReference, relErr } from "./helpers.js";
 
 // The WebAssembly backend must give the reference logits too: same tolerance as the scalar kernels.
@@ -60,5 +61,10 @@ for (const name of FIXTURE_NAMES) {
     // V3 router can flip one token's experts, so one position may be far off.
     assert.ok(median < 5e-2 && median > 1e-4, `q8 median per-position rel err ${median}`);
     assert.ok(perPosition[perPosition.length - 2] < 0.1, `q8 second-worst position rel err ${perPosition[perPosition.length - 2]}`);
+    // the SIMD q8 kernels compute what the scalar q8 reference computes
+    const scalar = DeepseekModel.load(join(FIXTURES, name), { ops: cpuOpsQ8 });
+    const ids = ref.inputIds[0];
+    const e = relErr(model.forward(ids, model.newState(), { mode: "absorb", allLogits: true }), scalar.forward(ids, scalar.newState(), { mode: "absorb", allLogits: true }));
+    assert.ok(e < 1e-4, `wasm q8 vs scalar q8: rel err ${e}`);
   });
 }
