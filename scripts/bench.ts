@@ -1,0 +1,130 @@
+/**
+ * `npm run bench`: mla-ts against the PyTorch peer on random-weight checkpoints of the peer's presets, plus context
+ * scaling of MLA (absorbed, naive) and MHA decode attention. Prints one table; record it in BENCHMARKS.md.
+ *
+ *   npm run bench                  # everything (about 10 minutes on the 2-core machine)
+ *   npm run bench -- --quick       # fewer rows, shorter runs
+ * Env: BENCH_DIR (checkpoints, default ./bench-out), PEER (path to ../shared/peers/torch), PYTHON (/usr/bin/python3).
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, statSync, readdirSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { writeRandomCheckpoint } from "../src/model/random.js";
+import { benchAttention, type AttentionBenchRow } from "./bench-attention.js";
+import { WasmOps } from "../src/backends/wasm/ops.js";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const quick = process.argv.includes("--quick");
+const BENCH_DIR = process.env.BENCH_DIR ?? join(ROOT, "bench-out");
+const PEER = process.env.PEER ?? resolve(ROOT, "../shared/peers/torch");
+const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
+const BANDWIDTH = 44e9; // streaming reads measured on the 2-core machines (bytes/s)
+const PROMPT = quick ? 128 : 512;
+const DECODE = quick ? 16 : 64;
+
+interface Row {
+  readonly label: string;
+  readonly ours?: Record<string, number>;
+  readonly peer?: { prefill: number; decodeMs: number };
+  readonly weightBytes: number;
+}
+
+function checkpoint(preset: string, dtype: "F32" | "BF16"): string {
+  const dir = join(BENCH_DIR, `${preset}-${dtype.toLowerCase()}`);
+  if (!existsSync(join(dir, "config.json"))) {
+    process.stderr.write(`writing ${dir} ...\n`);
+    writeRandomCheckpoint(dir, preset, { dtype, seed: 0 });
+  }
+  return dir;
+}
+
+function weightBytes(dir: string): number {
+  return readdirSync(dir).filter((f) => f.endsWith(".safetensors")).reduce((s, f) => s + statSync(join(dir, f)).size, 0);
+}
+
+function ours(dir: string, extra: string[]): Record<string, number> {
+  const args = [join(ROOT, "dist/cli/main.js"), "bench", "--model", dir, "--json", ...extra];
+  process.stderr.write(`mla ${args.slice(1).join(" ")}\n`);
+  return JSON.parse(execFileSync(process.execPath, args, { encoding: "utf8", maxBuffer: 1 << 20 }));
+}
+
+function peerAvailable(): boolean {
+  return existsSync(join(PEER, "bench_ref.py")) && spawnSync(PYTHON, ["-c", "import torch"]).status === 0;
+}
+
+/** The peer at its fastest setting here: 1 torch thread, OpenBLAS with 2. */
+function peer(dir: string, prompt: number, decode: number, dtype = "f32"): { prefill: number; decodeMs: number } | undefined {
+  const env = { ...process.env, THREADS: "1", OPENBLAS_NUM_THREADS: "2", DTYPE: dtype };
+  process.stderr.write(`torch bench_ref.py ${dir} ${prompt} ${decode} (${dtype})\n`);
+  const r = spawnSync(PYTHON, [join(PEER, "bench_ref.py"), dir, String(prompt), String(decode), "absorb"], { env, encoding: "utf8" });
+  const m = /prefill \d+ tok: ([\d.]+) tok\/s; decode median ([\d.]+) ms\/tok/.exec(r.stdout);
+  if (!m) {
+    process.stderr.write(`peer failed: ${r.stderr.slice(-500)}\n`);
+    return undefined;
+  }
+  return { prefill: Number(m[1]), decodeMs: Number(m[2]) };
+}
+
+const f = (x: number | undefined, d = 1) => (x === undefined || Number.isNaN(x) ? "-" : x.toFixed(d));
+
+function printTable(rows: Row[]): void {
+  const head = ["config", "prefill tok/s", "torch", "ratio", "decode ms/tok", "torch", "speedup", "floor ms", "peak RSS MiB", "KV MiB"];
+  const lines = [head];
+  for (const r of rows) {
+    const o = r.ours, p = r.peer;
+    lines.push([
+      r.label, f(o?.prefillTokensPerSecond), f(p?.prefill), o && p ? f(o.prefillTokensPerSecond / p.prefill, 2) : "-",
+      f(o?.decodeMsPerToken, 2), f(p?.decodeMs, 1), o && p ? f(p.decodeMs / o.decodeMsPerToken, 2) : "-",
+      f((r.weightBytes / BANDWIDTH) * 1000, 1), f(o ? o.peakRssBytes / 2 ** 20 : undefined, 0), f(o ? o.kvCacheBytes / 2 ** 20 : undefined, 2),
+    ]);
+  }
+  const w = head.map((_, j) => Math.max(...lines.map((l) => l[j].length)));
+  console.log(lines.map((l) => "| " + l.map((c, j) => c.padEnd(w[j])).join(" | ") + " |").join("\n"));
+}
+
+function printAttention(rows: AttentionBenchRow[], kernels: string): void {
+  console.log(`\nDecode attention alone (${kernels}): one layer of the \`small\` shapes (16 heads, d_c 256, d_h^R 32, d_h 64, d_v 64), per token, synthetic cache:`);
+  console.log("| context | MLA absorb ms | MLA naive ms | MHA ms | MLA cache MiB | MHA cache MiB |");
+  for (const r of rows) {
+    console.log(`| ${r.context} | ${f(r.absorbMs, 3)} | ${f(r.naiveMs, 2)} | ${f(r.mhaMs, 3)} | ${f(r.mlaBytes / 2 ** 20, 2)} | ${f(r.mhaBytes / 2 ** 20, 2)} |`);
+  }
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(join(ROOT, "dist/cli/main.js"))) execFileSync("npm", ["run", "build"], { cwd: ROOT, stdio: "inherit" });
+  const small = checkpoint("small", "F32");
+  const smallBf16 = checkpoint("small", "BF16");
+  const v2 = checkpoint("v2lite-attn", "F32");
+  const withPeer = peerAvailable();
+  if (!withPeer) process.stderr.write(`no PyTorch peer (${PYTHON} with torch, ${PEER}): mla-ts rows only\n`);
+  const base = ["--prompt", String(PROMPT), "--decode", String(DECODE)];
+  const rows: Row[] = [];
+  const add = (label: string, dir: string, extra: string[], peerRun?: () => Row["peer"]) =>
+    rows.push({ label, ours: ours(dir, [...base, ...extra]), peer: withPeer && peerRun ? peerRun() : undefined, weightBytes: weightBytes(dir) });
+  add(`small F32, ${PROMPT}-token prompt`, small, [], () => peer(small, PROMPT, DECODE));
+  add(`small BF16`, smallBf16, [], () => peer(smallBf16, PROMPT, DECODE, "bf16"));
+  rows.push({ label: "small q8 (from F32)", ours: ours(small, [...base, "--quantize", "q8"]), weightBytes: (weightBytes(small) / 4) * 1.125 });
+  add(`v2lite-attn F32`, v2, [], () => peer(v2, PROMPT, DECODE));
+  for (const ctx of quick ? [8192] : [512, 8192]) {
+    for (const att of ["absorb", "naive"]) {
+      rows.push({
+        label: `small F32 decode at ${ctx} context (${att})`,
+        ours: ours(small, ["--prompt", "1", "--context", String(ctx), "--decode", String(quick ? 8 : 16), "--attention", att]),
+        weightBytes: weightBytes(small),
+      });
+    }
+  }
+  console.log(`\nmla-ts bench, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
+  console.log(`prompt ${PROMPT} tokens, decode ${DECODE} tokens (median); floor = weight bytes / ${BANDWIDTH / 1e9} GB/s; torch = ../shared/peers/torch/bench_ref.py (THREADS=1 OPENBLAS_NUM_THREADS=2, absorb)\n`);
+  printTable(rows);
+  const ops = await WasmOps.create();
+  try {
+    printAttention(benchAttention(quick ? [512, 8192] : [512, 8192, 32768], ops), ops.name);
+  } finally {
+    await ops.close();
+  }
+}
+
+await main();
