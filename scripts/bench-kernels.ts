@@ -4,10 +4,13 @@
  *   npm run asbuild
  *   node --import tsx scripts/bench-kernels.ts [--threads 1,2] [--ms 400] [--hot] [--no-scalar] [--spin 50]
  *                                              [--only decode,scalar,prefill,attention,misc]
+ *                                              [--dtypes F32,BF16,F16,Q8] [--reps 3] [--wasm-dir DIR]
  *   node --experimental-wasm-relaxed-simd --import tsx scripts/bench-kernels.ts     # relaxed-SIMD (FMA) build
  *
  * Shapes are those of the `small` preset (hidden 1024, intermediate 2816, vocab 32000). Decode matvecs cycle through
  * enough copies of the weights to exceed the last-level cache (unless --hot), so GB/s is the real memory stream.
+ * Decode rows report the best of --reps timings (other processes on a small VM only ever make a run slower);
+ * --wasm-dir compares another build of the kernels (a directory holding kernels.wasm).
  */
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { WasmBackend, quantizeQ8, type Q8Data, type WasmDType, type WasmWeight } from "../src/backends/wasm/index.js";
@@ -26,7 +29,9 @@ const MS = Number(arg("ms", "400"));
 const HOT = has("hot");
 const SPIN = process.argv.includes("--spin") ? Number(arg("spin", "50")) : undefined;
 const COLD_BYTES = 160 << 20; // > L3 (32 MiB here) with margin
-const DTYPES: WasmDType[] = ["F32", "BF16", "F16", "Q8"];
+const DTYPES = arg("dtypes", "F32,BF16,F16,Q8").split(",") as WasmDType[];
+const REPS = Math.max(1, Number(arg("reps", "3")));
+const WASM_DIR = process.argv.includes("--wasm-dir") ? arg("wasm-dir", "") : undefined;
 const ONLY = arg("only", "decode,scalar,prefill,attention,misc").split(",");
 const want = (section: string): boolean => ONLY.includes(section) && !(section === "scalar" && has("no-scalar"));
 
@@ -79,7 +84,7 @@ async function main(): Promise<void> {
   console.log(`# decode weights ${HOT ? "HOT (same copy every call: cache-resident when it fits)" : `COLD (rotating copies, >= ${COLD_BYTES >> 20} MiB)`}\n`);
 
   const backends: WasmBackend[] = [];
-  for (const t of THREADS) backends.push(await WasmBackend.create({ threads: t, spinMicros: SPIN }));
+  for (const t of THREADS) backends.push(await WasmBackend.create({ threads: t, spinMicros: SPIN, wasmDir: WASM_DIR }));
   console.log(`relaxed SIMD (FMA): ${backends[0].relaxed ? "yes" : "no (plain SIMD build)"}\n`);
 
   // --- decode matvecs --------------------------------------------------------------------------
@@ -95,10 +100,11 @@ async function main(): Promise<void> {
         for (let c = 0; c < copies; c++) ws.push(uploadWeight(be, dt, N, K));
         const x = be.heap.putF32(randn(K, 3));
         const out = be.heap.allocF32(N).ptr;
-        const us = time((i) => be.linear(out, x, 1, K, ws[i % copies], N));
+        let us = Infinity;
+        for (let r = 0; r < REPS; r++) us = Math.min(us, time((i) => be.linear(out, x, 1, K, ws[i % copies], N)));
         decode.push({
           matvec: `${name} ${N}x${K}`, dtype: dt, threads: be.threads, "us/call": fmt(us, 0),
-          "GB/s": fmt(bytes / us / 1e3), "GFLOP/s": fmt((2 * N * K) / us / 1e3),
+          "GB/s": fmt(bytes / us / 1e3), "G weights/s": fmt((N * K) / us / 1e3, 2), "GFLOP/s": fmt((2 * N * K) / us / 1e3),
         });
         be.heap.release(mark);
       }

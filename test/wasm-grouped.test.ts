@@ -21,7 +21,8 @@ for (const dt of ["F32", "BF16", "F16", "Q8"] as DType[]) {
     ops.linearGrouped(out, x, G, K, w, N, xg, og, row0, gs);
     cpuOps.linearGrouped(ref, x, G, K, src, N, xg, og, row0, gs);
     const e = relErr(out, ref);
-    assert.ok(e < 1e-5, `${dt}: rel err ${e}`);
+    // Q8 one-token products quantize x to int16 per block of 32 (~1.5e-5 of the block's max |x|; measured 3.4e-6 here)
+    assert.ok(e < (dt === "Q8" ? 1e-4 : 1e-5), `${dt}: rel err ${e}`);
     // the gaps between groups' outputs are left alone
     for (let g = 0; g < G - 1; g++) assert.equal(out[g * og + N], 7, `gap after group ${g}`);
   });
