@@ -806,3 +806,6 @@ export function attend_latent(out: usize, q: usize, cache: usize, L: i32, w: i32
 export function heap_base(): usize {
   return __heap_base;
 }
+
+// decode attention with per-head K/V (MHA/GQA/MQA, naive MLA)
+export * from "./attention";

@@ -62,18 +62,20 @@ export interface KernelExports {
   attend_latent(out: number, q: number, cache: number, L: number, w: number, dc: number, cStride: number, scale: number, h0: number, h1: number, scratch: number): void;
   attend_latent_scratch(H: number, dc: number): number;
   linear_grouped(dt: number, out: number, x: number, K: number, w: number, scales: number, N: number, row0: number, gs: number, g0: number, g1: number, xg: number, og: number, scratch: number): void;
+  attend_heads(out: number, q: number, k: number, v: number, L: number, dk: number, dv: number, kRow: number, vRow: number, kHead: number, vHead: number, group: number, scale: number, h0: number, h1: number, scratch: number): void;
+  attend_heads_scratch(L: number): number;
   heap_base(): number;
 }
 
 /** Kernels the pool can run, by index, and where each takes its (r0, r1) row range. */
-const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent", "linear_grouped"] as const;
+const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent", "linear_grouped", "attend_heads"] as const;
 const K_LINEAR: Record<WasmDType, number> = { F32: 0, BF16: 1, F16: 2, Q8: 3 };
-const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6, K_GROUPED = 7;
+const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6, K_GROUPED = 7, K_HEADS = 8;
 
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
 /** Control block offset inside the reserved first page. */
-const CTRL_PTR = 1024;
+const CTRL_PTR = 16384; // above the kernels' static data (heap_base, checked at start-up)
 
 /** Default location of the .wasm files: <package root>/build, from src/backends/wasm (tsx) or dist/backends/wasm. */
 export function defaultWasmDir(): string {
@@ -233,7 +235,7 @@ export class WasmBackend {
     if (K % 8 !== 0 || (w.dtype === "Q8" && K % Q8_BLOCK !== 0)) throw new MlaError(`linear: K=${K} must be a multiple of ${w.dtype === "Q8" ? 32 : 8}`);
     if (row0 < 0 || row0 + N > w.rows) throw new MlaError(`linear: rows [${row0}, ${row0 + N}) outside the weight's ${w.rows}`);
     if (T <= 0 || N <= 0) return;
-    this.ensureScratch(16 * K + 64); // T > 1: 4 widened rows; Q8 at T = 1: x split into integer blocks
+    this.ensureScratch(16 * K + 64); // T > 1: 4 widened rows; T = 1: x deinterleaved (BF16/F16, 4*K) or as int16 (Q8)
     const maxThreads = N * K * T >= this.minWork ? this.threads : 1;
     if (w.dtype === "Q8") {
       const nb = K / Q8_BLOCK;
@@ -286,6 +288,19 @@ export class WasmBackend {
     this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
     const maxThreads = H * L * w >= this.minWork ? this.threads : 1;
     this.pool.run(K_ATTEND, [out, q, cache, L, w, dc, cStride, scale], 8, H, 4, maxThreads);
+  }
+
+  /**
+   * One query token against L cached positions with per-head keys and values (MHA, GQA, MQA):
+   *   out[h] = sum_s softmax_s(scale * q[h] . K[s, g]) V[s, g],  g = h / (H / Hkv)
+   * K row s of group g at k + (s*kRow + g*kHead)*4, V likewise; q [H, dk], out [H, dv]. dk, dv multiples of 4.
+   */
+  attendHeads(out: number, q: number, H: number, dk: number, k: number, kRow: number, kHead: number, v: number, vRow: number, vHead: number, dv: number, Hkv: number, L: number, scale: number): void {
+    if (dk % 4 !== 0 || dv % 4 !== 0) throw new MlaError(`attendHeads: needs dk % 4 == 0 and dv % 4 == 0 (dk=${dk}, dv=${dv})`);
+    if (L <= 0 || H % Hkv !== 0) throw new MlaError(`attendHeads: bad shapes (L=${L}, H=${H}, Hkv=${Hkv})`);
+    this.ensureScratch(this.kernels.attend_heads_scratch(L));
+    const maxThreads = H * L * (dk + dv) >= this.minWork ? this.threads : 1;
+    this.pool.run(K_HEADS, [out, q, k, v, L, dk, dv, kRow, vRow, kHead, vHead, H / Hkv, scale], 13, H, 1, maxThreads);
   }
 
   /** Stop the worker threads. The memory stays usable from this thread. */

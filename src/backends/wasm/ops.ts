@@ -99,6 +99,7 @@ export class WasmOps implements Ops {
     const latent = T === 1 && Hkv === 1 && cache !== undefined && k.data === v.data && k.offset === 0 && v.offset === 0 &&
       k.headStride === 0 && v.headStride === 0 && k.rowStride === v.rowStride && dk % 4 === 0 && dv % 4 === 0 && dv <= dk;
     if (latent) return this.attendLatent(out, q, H, dk, cache, k.rowStride, dv, L, scale);
+    if (T === 1 && dk % 4 === 0 && dv % 4 === 0) return this.attendHeads(out, q, H, dk, k, v, dv, Hkv, L, scale);
     if (dk % 8 !== 0) return cpuOps.attend(out, q, T, H, dk, k, v, dv, Hkv, L, scale);
     this.attendGeneral(out, q, T, H, dk, k, v, dv, Hkv, L, scale);
   }
@@ -110,6 +111,18 @@ export class WasmOps implements Ops {
       const op = a.allocF32(H * dc).ptr;
       this.be.attendLatent(op, qp, H, cache, L, w, dc, scale, rowStride);
       out.set(this.be.heap.f32(op, H * dc));
+    });
+  }
+
+  /** One token, per-head K/V read in place when they are a cache (MHA/GQA/MQA decode, naive MLA decode). */
+  private attendHeads(out: Float32Array, q: Float32Array, H: number, dk: number, k: KvView, v: KvView, dv: number, Hkv: number, L: number, scale: number): void {
+    this.step((a) => {
+      const qp = this.input(a, q, H * dk);
+      const kp = this.input(a, k.data, k.offset + (L - 1) * k.rowStride + (Hkv - 1) * k.headStride + dk);
+      const vp = k.data === v.data ? kp : this.input(a, v.data, v.offset + (L - 1) * v.rowStride + (Hkv - 1) * v.headStride + dv);
+      const op = a.allocF32(H * dv).ptr;
+      this.be.attendHeads(op, qp, H, dk, kp + k.offset * 4, k.rowStride, k.headStride, vp + v.offset * 4, v.rowStride, v.headStride, dv, Hkv, L, scale);
+      out.set(this.be.heap.f32(op, H * dv));
     });
   }
 
