@@ -6,6 +6,9 @@ import { cpuOps, type Ops } from "../ops.js";
 import type { Arena } from "./memory.js";
 import { WasmBackend, type WasmBackendOptions, type WasmWeight } from "./index.js";
 
+/** Elementwise work below this many values stays in JS: copying it into wasm memory would cost more than it saves. */
+const SMALL = 1 << 14;
+
 export interface WasmOpsOptions extends WasmBackendOptions {
   /** Quantize weight matrices to Q8 while loading (rows whose length is a multiple of 32). */
   readonly quantize?: "q8";
@@ -86,12 +89,23 @@ export class WasmOps implements Ops {
     cpuOps.linearT(out, x, T, N, w, K, row0, xStride, outStride);
   }
 
-  rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride?: number, outStride?: number): void {
-    cpuOps.rmsNorm(out, x, T, D, w, eps, xStride, outStride);
+  rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride = D, outStride = D): void {
+    if (T * D < SMALL || D % 4 !== 0) return cpuOps.rmsNorm(out, x, T, D, w, eps, xStride, outStride);
+    this.step((a) => {
+      const xp = this.input(a, x, (T - 1) * xStride + D), wp = this.input(a, w, D);
+      const op = a.allocF32((T - 1) * outStride + D).ptr;
+      this.be.rmsnorm(op, xp, T, D, wp, eps, xStride, outStride);
+      this.output(out, op, T, D, outStride);
+    });
   }
 
   siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
-    cpuOps.siluMul(out, gate, up, n);
+    if (n < SMALL) return cpuOps.siluMul(out, gate, up, n);
+    this.step((a) => {
+      const gp = this.input(a, gate, n), upp = this.input(a, up, n), op = a.allocF32(n).ptr;
+      this.be.siluMul(op, gp, upp, n);
+      out.set(this.be.heap.f32(op, n));
+    });
   }
 
   attend(out: Float32Array, q: Float32Array, T: number, H: number, dk: number, k: KvView, v: KvView, dv: number, Hkv: number, L: number, scale: number): void {

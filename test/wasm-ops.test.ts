@@ -48,3 +48,18 @@ test("GroupedQueryAttention on wasm: prefill and decode equal the scalar layer (
   const e = relErr(a, b);
   assert.ok(e < 1e-5, `rel err ${e}`);
 });
+
+test("rmsNorm and siluMul on wasm (sizes past the JS cut-off) equal the scalar kernels", () => {
+  const T = 37, D = 1028, n = T * D;
+  const x = randn(n, 3, 2), w = randn(D, 4, 1);
+  const a = new Float32Array(n), b = new Float32Array(n);
+  ops.rmsNorm(a, x, T, D, w, 1e-6);
+  cpuOps.rmsNorm(b, x, T, D, w, 1e-6);
+  const e1 = relErr(a, b);
+  assert.ok(e1 < 1e-6, `rmsNorm rel err ${e1}`);
+  const g = randn(n, 5, 4), u = randn(n, 6, 1);
+  ops.siluMul(a, g, u, n);
+  cpuOps.siluMul(b, g, u, n);
+  const e2 = relErr(a, b);
+  assert.ok(e2 < 1e-6, `siluMul rel err ${e2}`);
+});
