@@ -10,8 +10,12 @@ import { MlaError } from "../../errors.js";
  * answer through their own "done" word. No postMessage per call. The main thread runs its own share of the rows
  * and then waits for the others (Atomics.wait is allowed on Node's main thread).
  *
+ * Rows are handed out in chunks from a shared counter (Atomics.add), several per thread, so a thread that is
+ * slowed down (a busy neighbour on a shared machine) takes fewer chunks instead of holding everyone up.
+ *
  * Control block layout (bytes from `ctrl`, which must be 64-aligned):
  *   0   i32 kernel id (-1: shut down)     4 i32 argument count     8 i32 position of the (r0, r1) pair
+ *   12  i32 next chunk (shared counter)   16 i32 rows per chunk    20 i32 rows in all
  *   64  f64 args[MAX_ARGS]
  *   ARGS_END + 128*i   worker i: i32 seq, i32 r0, i32 r1, i32 scratch pointer
  *   ARGS_END + 128*i + 64            i32 done seq, i32 error flag
@@ -21,6 +25,8 @@ const ARGS_OFF = 64;
 const SLOTS_OFF = ARGS_OFF + MAX_ARGS * 8;
 const SLOT_BYTES = 128;
 export const MAX_WORKERS = 15;
+/** Chunks of rows per thread and call: enough for a slowed thread to shed work, few enough to keep calls cheap. */
+const CHUNKS_PER_THREAD = 4;
 
 /** Bytes of control block a pool of `threads` threads needs. */
 export function controlBlockBytes(threads: number): number {
@@ -61,13 +67,18 @@ import("node:worker_threads").then(({ workerData, parentPort }) => {
       break;
     }
     try {
-      const n = i32[1], pos = i32[2];
+      const n = i32[1], pos = i32[2], chunk = i32[4], rows = i32[5];
       const a = [];
       for (let j = 0; j < pos; j++) a.push(f64[j]);
-      a.push(i32[slot + 1], i32[slot + 2]);
+      a.push(0, 0);
       for (let j = pos; j < n; j++) a.push(f64[j]);
       a.push(i32[slot + 3]);
-      fns[kid].apply(null, a);
+      // take chunks of rows until none are left (a thread slowed by a neighbour simply takes fewer)
+      for (let c = Atomics.add(i32, 3, 1); c * chunk < rows; c = Atomics.add(i32, 3, 1)) {
+        a[pos] = c * chunk;
+        a[pos + 1] = Math.min(rows, (c + 1) * chunk);
+        fns[kid].apply(null, a);
+      }
     } catch (e) {
       Atomics.store(i32, done + 1, 1);
       parentPort.postMessage(String((e && e.stack) || e));
@@ -187,28 +198,32 @@ export class WorkerPool {
       if (nRows > 0) fn(...args.slice(0, pos), 0, nRows, ...args.slice(pos), this.scratch[0]);
       return;
     }
-    const chunk = Math.ceil(nRows / nt / align) * align;
+    // about CHUNKS_PER_THREAD chunks per thread, whole multiples of `align` rows
+    const chunk = Math.ceil(nRows / (nt * CHUNKS_PER_THREAD) / align) * align;
     const i32 = this.i32;
     i32[0] = kernel;
     i32[1] = args.length;
     i32[2] = pos;
+    Atomics.store(i32, 3, 0);
+    i32[4] = chunk;
+    i32[5] = nRows;
     for (let j = 0; j < args.length; j++) this.f64[j] = args[j];
     const seq = (this.seq = (this.seq + 1) | 0);
-    let active = 0;
+    const active = nt - 1;
     for (let t = 1; t < nt; t++) {
-      const r0 = t * chunk, r1 = Math.min(nRows, r0 + chunk);
-      if (r0 >= r1) break;
       const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
-      i32[slot + 1] = r0;
-      i32[slot + 2] = r1;
       i32[slot + 3] = this.scratch[t];
       Atomics.store(i32, slot, seq);
       Atomics.notify(i32, slot, 1);
-      active = t;
     }
     let err: unknown = null;
     try {
-      fn(...args.slice(0, pos), 0, Math.min(chunk, nRows), ...args.slice(pos), this.scratch[0]);
+      const a = [...args.slice(0, pos), 0, 0, ...args.slice(pos), this.scratch[0]];
+      for (let c = Atomics.add(i32, 3, 1); c * chunk < nRows; c = Atomics.add(i32, 3, 1)) {
+        a[pos] = c * chunk;
+        a[pos + 1] = Math.min(nRows, (c + 1) * chunk);
+        fn(...a);
+      }
     } catch (e) {
       err = e;
     }
