@@ -42,7 +42,7 @@ export interface WasmBackendOptions {
   readonly relaxed?: boolean | "auto";
   /** Initial memory in bytes (grows on demand up to 4 GiB). Default 16 MiB. */
   readonly initialBytes?: number;
-  /** Microseconds a waiting thread busy-waits before parking in Atomics.wait (default 50; see PoolOptions). */
+  /** Microseconds a waiting thread busy-waits before parking in Atomics.wait (default 1000; see PoolOptions). */
   readonly spinMicros?: number;
   /** Multiply-adds (elements for elementwise kernels) below which a call stays on the calling thread. Default 2^17. */
   readonly minParallelWork?: number;

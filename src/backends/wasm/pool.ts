@@ -150,7 +150,9 @@ export class WorkerPool {
     const threads = Math.floor(opts.threads);
     if (!(threads >= 1 && threads <= MAX_WORKERS + 1)) throw new MlaError(`threads must be 1..${MAX_WORKERS + 1}, got ${opts.threads}`);
     if (ctrl % 64 !== 0) throw new MlaError("pool control block must be 64-byte aligned");
-    const spin = Math.max(0, opts.spinMicros ?? 3000);
+    // Workers spin this long before parking: a decode step's JS between kernel calls is shorter, so they stay
+    // awake through a step (waking a parked worker costs 50-100 us on these VMs).
+    const spin = Math.max(0, opts.spinMicros ?? 1000);
     new Int32Array(memory.buffer, ctrl, controlBlockBytes(threads) >> 2).fill(0);
     const workers: Worker[] = [];
     const ready: Promise<void>[] = [];
