@@ -38,6 +38,8 @@ export interface MlaWeights {
   readonly kvANorm: Float32Array; // kv_a_layernorm [d_c]
   readonly kvB: Tensor; //       kv_b_proj           per head [W^UK (d_h rows) ; W^UV (d_v rows)] x d_c
   readonly o: Tensor; //         o_proj              W^O [D, n_h d_v]
+  /** q_a_proj (or q_proj) and kv_a_proj_with_mqa stacked [q rows + d_c + d_h^R, D], when the backend asked for it. */
+  readonly qkvA?: Tensor;
 }
 
 /** DeepSeek's and transformers' latent norms use this eps whatever rms_norm_eps says. */
@@ -84,36 +86,48 @@ export class MultiHeadLatentAttention {
 
   /** Attention output [T, D] for T new tokens x [T, D] (already normed), appending their latents to `cache`. */
   forward(x: Float32Array, T: number, cache: LatentCache, mode: MlaMode = "auto"): Float32Array {
-    const { hidden: D, nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
-    const p0 = cache.length;
-    const { cos, sin } = this.rope.table(p0, T);
+    const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
+    const { cos, sin } = this.rope.table(cache.length, T);
+    const { down, R, qRows } = this.project(x, T); // per token [c_Q or q | c_KV | k_rope], row stride R
 
-    const q = this.query(x, T); // [T, H, dn + dr]
+    const q = this.query(down, T, R); // [T, H, dn + dr]
     ropeInterleaved(q, T, H, dr, dn, H * (dn + dr), dn + dr, cos, sin);
 
     // c_KV = RMSNorm(W^DKV x), k_rope = RoPE(W^KR x): one cache row [c_KV | k_rope] per token.
-    const lat = new Float32Array(T * (dc + dr));
-    this.ops.linear(lat, x, T, D, this.w.kvA, dc + dr);
-    this.ops.rmsNorm(lat, lat, T, dc, this.w.kvANorm, LATENT_NORM_EPS, dc + dr, dc + dr);
-    ropeInterleaved(lat, T, 1, dr, dc, dc + dr, 0, cos, sin);
-    cache.append(lat, T);
+    const lat = down.subarray(qRows);
+    this.ops.rmsNorm(lat, lat, T, dc, this.w.kvANorm, LATENT_NORM_EPS, R, R);
+    ropeInterleaved(lat, T, 1, dr, dc, R, 0, cos, sin);
+    cache.append(down, T, R, qRows);
 
     const o = resolveMlaMode(mode, T) === "naive" ? this.attendNaive(q, T, cache) : this.attendAbsorbed(q, T, cache);
-    const out = new Float32Array(T * D);
-    this.ops.linear(out, o, T, H * dv, this.w.o, D);
+    const out = new Float32Array(T * this.dims.hidden);
+    this.ops.linear(out, o, T, H * dv, this.w.o, this.dims.hidden);
     return out;
   }
 
-  private query(x: Float32Array, T: number): Float32Array {
-    const { hidden: D, nHeads: H, qLoraRank, qkNopeHeadDim: dn, qkRopeHeadDim: dr } = this.dims;
+  /** Everything computed from x itself: the query input (c_Q, or q uncompressed) and the latent row, side by side. */
+  private project(x: Float32Array, T: number): { down: Float32Array; R: number; qRows: number } {
+    const { hidden: D, nHeads: H, qLoraRank, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr } = this.dims;
+    const qRows = qLoraRank ?? H * (dn + dr), R = qRows + dc + dr;
+    const down = new Float32Array(T * R);
+    if (this.w.qkvA) {
+      this.ops.linear(down, x, T, D, this.w.qkvA, R); // stacked at load: one pass over x
+    } else {
+      this.ops.linear(down, x, T, D, (qLoraRank ? this.w.qA : this.w.q)!, qRows, 0, D, R);
+      this.ops.linear(down.subarray(qRows), x, T, D, this.w.kvA, dc + dr, 0, D, R);
+    }
+    return { down, R, qRows };
+  }
+
+  /** q [T, H, dn + dr] from the projected rows (c_Q -> RMSNorm -> W^UQ|W^QR, or q itself). */
+  private query(down: Float32Array, T: number, R: number): Float32Array {
+    const { nHeads: H, qLoraRank, qkNopeHeadDim: dn, qkRopeHeadDim: dr } = this.dims;
     const q = new Float32Array(T * H * (dn + dr));
     if (qLoraRank) {
-      const cq = new Float32Array(T * qLoraRank);
-      this.ops.linear(cq, x, T, D, this.w.qA!, qLoraRank);
-      this.ops.rmsNorm(cq, cq, T, qLoraRank, this.w.qANorm!, LATENT_NORM_EPS);
-      this.ops.linear(q, cq, T, qLoraRank, this.w.qB!, H * (dn + dr));
+      this.ops.rmsNorm(down, down, T, qLoraRank, this.w.qANorm!, LATENT_NORM_EPS, R, R);
+      this.ops.linear(q, down, T, qLoraRank, this.w.qB!, H * (dn + dr), 0, R);
     } else {
-      this.ops.linear(q, x, T, D, this.w.q!, H * (dn + dr));
+      for (let t = 0; t < T; t++) q.set(down.subarray(t * R, t * R + H * (dn + dr)), t * H * (dn + dr));
     }
     return q;
   }

@@ -1,5 +1,5 @@
 import { MlaError } from "../errors.js";
-import { toF32, type Tensor } from "../tensor/tensor.js";
+import { concatRows, sliceRows, toF32, type Tensor } from "../tensor/tensor.js";
 import type { Checkpoint } from "./checkpoint.js";
 import { isMoeLayer, type ModelConfig } from "./config.js";
 import type { MlaWeights } from "../attention/mla.js";
@@ -98,25 +98,69 @@ export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadP
   // One tensor at a time, so a backend that copies or quantizes weights never holds two copies of the model.
   const total = ckpt.totalBytes(names);
   const t = new Map<string, Tensor>();
+  const stacked = new Map<string, Tensor>();
+  const pairs = prepare ? stackedPairs(c) : new Map<string, string>();
+  const second = new Set(pairs.values());
   let done = 0;
-  for (const name of names) {
-    const w = ckpt.load(name);
-    t.set(name, prepare && isMatmulWeight(c, name) ? prepare(w) : w);
+  const progress = (name: string) => {
     done += ckpt.info(name).end - ckpt.info(name).begin;
     onProgress?.(done, total, name);
+  };
+  for (const name of names) {
+    if (second.has(name)) continue; // loaded with its partner
+    const w = ckpt.load(name);
+    const partner = pairs.get(name);
+    if (partner && ckpt.info(partner).dtype === ckpt.info(name).dtype) {
+      // Two matrices that read the same input are stacked into one, so a decode step streams them in one call.
+      const both = prepare!(concatRows(w, ckpt.load(partner)));
+      const rows = w.shape[0];
+      stacked.set(name, both);
+      t.set(name, sliceRows(both, 0, rows));
+      t.set(partner, sliceRows(both, rows, both.shape[0]));
+      progress(name);
+      progress(partner);
+      continue;
+    }
+    t.set(name, prepare && isMatmulWeight(c, name) ? prepare(w) : w);
+    progress(name);
+    if (partner) {
+      t.set(partner, prepare!(ckpt.load(partner)));
+      progress(partner);
+    }
   }
-  return assemble(c, (name) => t.get(name)!);
+  return assemble(c, (name) => t.get(name)!, (name) => stacked.get(name));
 }
 
-/** Build the weight struct from a name -> tensor lookup (also used by tests and random-model generators). */
-export function assemble(c: ModelConfig, get: (name: string) => Tensor): ModelWeights {
-  const mlp = (p: string): MlpWeights => ({ gate: get(`${p}gate_proj.weight`), up: get(`${p}up_proj.weight`), down: get(`${p}down_proj.weight`) });
+/**
+ * Matrices applied to the same input, which a backend may stack: the query and latent down-projections
+ * (q_a_proj or q_proj with kv_a_proj_with_mqa) and every MLP's gate_proj with up_proj. first -> second.
+ */
+function stackedPairs(c: ModelConfig): Map<string, string> {
+  const pairs = new Map<string, string>();
+  const mlp = (p: string) => pairs.set(`${p}gate_proj.weight`, `${p}up_proj.weight`);
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}.`, a = `${p}self_attn.`;
+    pairs.set(c.qLoraRank ? `${a}q_a_proj.weight` : `${a}q_proj.weight`, `${a}kv_a_proj_with_mqa.weight`);
+    if (!isMoeLayer(c, i)) mlp(`${p}mlp.`);
+    else {
+      for (let e = 0; e < c.nRoutedExperts; e++) mlp(`${p}mlp.experts.${e}.`);
+      if (c.nSharedExperts) mlp(`${p}mlp.shared_experts.`);
+    }
+  }
+  return pairs;
+}
+
+export function assemble(c: ModelConfig, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined = () => undefined): ModelWeights {
+  const mlp = (p: string): MlpWeights => ({
+    gate: get(`${p}gate_proj.weight`), up: get(`${p}up_proj.weight`), down: get(`${p}down_proj.weight`),
+    gateUp: stacked(`${p}gate_proj.weight`),
+  });
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`, a = `${p}self_attn.`;
     const attn: MlaWeights = c.qLoraRank
-      ? { qA: get(`${a}q_a_proj.weight`), qANorm: toF32(get(`${a}q_a_layernorm.weight`)), qB: get(`${a}q_b_proj.weight`), ...kv(a) }
-      : { q: get(`${a}q_proj.weight`), ...kv(a) };
+      ? { qA: get(`${a}q_a_proj.weight`), qANorm: toF32(get(`${a}q_a_layernorm.weight`)), qB: get(`${a}q_b_proj.weight`), qkvA: stacked(`${a}q_a_proj.weight`), ...kv(a) }
+      : { q: get(`${a}q_proj.weight`), qkvA: stacked(`${a}q_proj.weight`), ...kv(a) };
     const moe = isMoeLayer(c, i);
     layers.push({
       inputNorm: toF32(get(`${p}input_layernorm.weight`)),

@@ -99,3 +99,24 @@ export function at(t: Tensor, i: number): number {
   if (t.dtype === "Q8") return t.data[i] * t.scales![Math.floor(i / Q8_BLOCK)];
   return t.dtype === "BF16" ? bf16ToF32(t.data[i]) : f16Lut()[t.data[i]];
 }
+
+/** Rows [r0, r1) of a matrix as a view (no copy; Q8 scales sliced alongside). */
+export function sliceRows(t: Tensor, r0: number, r1: number): Tensor {
+  const cols = t.shape[t.shape.length - 1];
+  const data = t.data.subarray(r0 * cols, r1 * cols);
+  const scales = t.scales?.subarray((r0 * cols) / Q8_BLOCK, (r1 * cols) / Q8_BLOCK);
+  return tensor(t.dtype, [r1 - r0, cols], data, scales);
+}
+
+/** The rows of a then the rows of b, in one new matrix (same dtype and width; not Q8). */
+export function concatRows(a: Tensor, b: Tensor): Tensor {
+  const cols = a.shape[a.shape.length - 1];
+  if (a.dtype !== b.dtype || b.shape[b.shape.length - 1] !== cols || a.dtype === "Q8") {
+    throw new MlaError(`cannot stack ${a.dtype} [${a.shape.join(", ")}] and ${b.dtype} [${b.shape.join(", ")}]`);
+  }
+  const ra = a.data.length / cols, rb = b.data.length / cols;
+  const out = tensor(a.dtype, [ra + rb, cols]);
+  (out.data as Float32Array | Uint16Array).set(a.data as Float32Array & Uint16Array);
+  (out.data as Float32Array | Uint16Array).set(b.data as Float32Array & Uint16Array, a.data.length);
+  return out;
+}
