@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { setFlagsFromString } from "node:v8";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MlaError } from "../../errors.js";
@@ -97,7 +98,14 @@ export function loadKernelBytes(relaxed: boolean, dir = defaultWasmDir()): Uint8
 /** Whether this engine accepts the relaxed-SIMD build (false when it is missing). */
 export function relaxedSimdAvailable(dir = defaultWasmDir()): boolean {
   const file = join(dir, "kernels-relaxed.wasm");
-  return existsSync(file) && WebAssembly.validate(loadKernelBytes(true, dir));
+  if (!existsSync(file)) return false;
+  const bytes = loadKernelBytes(true, dir);
+  if (WebAssembly.validate(bytes)) return true;
+  // Node 20's V8 has relaxed SIMD complete but behind a flag (V8 11.4+, i.e. Node 22, ships it): turn it on
+  // before the first relaxed module is compiled. Fused multiply-add makes prefill products ~10-15% faster.
+  if (!/^v20\./.test(process.version) || process.env.MLA_NO_RELAXED_SIMD) return false;
+  setFlagsFromString("--experimental-wasm-relaxed-simd");
+  return WebAssembly.validate(bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
