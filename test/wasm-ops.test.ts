@@ -63,3 +63,18 @@ test("rmsNorm and siluMul on wasm (sizes past the JS cut-off) equal the scalar k
   const e2 = relErr(a, b);
   assert.ok(e2 < 1e-6, `siluMul rel err ${e2}`);
 });
+
+// Prefill products are blocked by tokens (tokenBlock in the kernels: 64 tokens when K = 1024): cross blocks.
+test("linear with many tokens (several token blocks, odd remainder) equals the scalar kernel in every dtype", async () => {
+  const { fromF32 } = await import("../src/tensor/tensor.js");
+  const T = 150, K = 1024, N = 37;
+  const x = randn(T * K, 77, 1);
+  for (const dt of ["F32", "BF16", "F16", "Q8"] as const) {
+    const src = fromF32(randn(N * K, 78, 0.05), dt, [N, K]);
+    const out = new Float32Array(T * N), ref = new Float32Array(T * N);
+    ops.linear(out, x, T, K, ops.prepare(src), N);
+    cpuOps.linear(ref, x, T, K, src, N);
+    const e = relErr(out, ref);
+    assert.ok(e < 1e-5, `${dt}: rel err ${e}`);
+  }
+});
