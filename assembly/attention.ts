@@ -1,3 +1,5 @@
+import { softmax } from "./kernels";
+
 // Decode attention (one query token) with per-head K/V: MHA, GQA and MQA over a KV cache, and naive MLA over its
 // up-projected keys and values. Included from kernels.ts; same conventions (byte pointers, element counts,
 // a head range [h0, h1) per thread, per-thread scratch).
@@ -57,5 +59,18 @@ export function attend_heads(
       const o = oh + (<usize>i << 2);
       v128.store(o, f32x4.mul(v128.load(o), r));
     }
+  }
+}
+
+/**
+ * Causal softmax of score rows [t0, t1) of a [T, Lp] matrix: row t sees its first (first + t + 1) entries, which
+ * become probabilities; the rest become 0 (so a following product over all Lp columns ignores them).
+ */
+export function softmax_causal(s: usize, Lp: i32, first: i32, t0: i32, t1: i32, scratch: usize): void {
+  for (let t = t0; t < t1; t++) {
+    const row = s + ((<usize>t * <usize>Lp) << 2);
+    const visible = first + t + 1;
+    softmax(row, visible);
+    for (let j = visible; j < Lp; j++) store<f32>(row + (<usize>j << 2), 0);
   }
 }

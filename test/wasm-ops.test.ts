@@ -78,3 +78,14 @@ test("linear with many tokens (several token blocks, odd remainder) equals the s
     assert.ok(e < 1e-5, `${dt}: rel err ${e}`);
   }
 });
+
+test("prefill attention (many queries after a cached prefix, several query blocks) equals the scalar kernel", () => {
+  const T = 300, L = 310, H = 4, Hkv = 2, dk = 24, dv = 16;
+  const q = randn(T * H * dk, 81, 1), kd = randn(L * Hkv * dk, 82, 1), vd = randn(L * Hkv * dv, 83, 1);
+  const k = { data: kd, offset: 0, rowStride: Hkv * dk, headStride: dk }, v = { data: vd, offset: 0, rowStride: Hkv * dv, headStride: dv };
+  const out = new Float32Array(T * H * dv), ref = new Float32Array(T * H * dv);
+  ops.attend(out, q, T, H, dk, k, v, dv, Hkv, L, 0.2);
+  cpuOps.attend(ref, q, T, H, dk, k, v, dv, Hkv, L, 0.2);
+  const e = relErr(out, ref);
+  assert.ok(e < 1e-5, `rel err ${e}`);
+});

@@ -65,13 +65,14 @@ export interface KernelExports {
   linear_grouped(dt: number, out: number, x: number, K: number, w: number, scales: number, N: number, row0: number, gs: number, g0: number, g1: number, xg: number, og: number, scratch: number): void;
   attend_heads(out: number, q: number, k: number, v: number, L: number, dk: number, dv: number, kRow: number, vRow: number, kHead: number, vHead: number, group: number, scale: number, h0: number, h1: number, scratch: number): void;
   attend_heads_scratch(L: number): number;
+  softmax_causal(s: number, Lp: number, first: number, t0: number, t1: number, scratch: number): void;
   heap_base(): number;
 }
 
 /** Kernels the pool can run, by index, and where each takes its (r0, r1) row range. */
-const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent", "linear_grouped", "attend_heads"] as const;
+const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent", "linear_grouped", "attend_heads", "softmax_causal"] as const;
 const K_LINEAR: Record<WasmDType, number> = { F32: 0, BF16: 1, F16: 2, Q8: 3 };
-const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6, K_GROUPED = 7, K_HEADS = 8;
+const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6, K_GROUPED = 7, K_HEADS = 8, K_SOFTMAX_CAUSAL = 9;
 
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
@@ -277,6 +278,12 @@ export class WasmBackend {
   siluMul(out: number, gate: number, up: number, n: number): void {
     const maxThreads = n >= this.minWork ? this.threads : 1;
     this.pool.run(K_SILU, [out, gate, up], 3, n, 16, maxThreads);
+  }
+
+  /** Causal softmax of the T score rows of s ([T, Lp]): row t keeps its first (first + t + 1) entries, the rest become 0. */
+  softmaxCausal(s: number, T: number, Lp: number, first: number): void {
+    const maxThreads = T * Lp >= this.minWork ? this.threads : 1;
+    this.pool.run(K_SOFTMAX_CAUSAL, [s, Lp, first], 3, T, 1, maxThreads);
   }
 
   /** In-place softmax of x[0..n). */

@@ -8,6 +8,8 @@ import { WasmBackend, type WasmBackendOptions, type WasmWeight } from "./index.j
 
 /** Elementwise work below this many values stays in JS: copying it into wasm memory would cost more than it saves. */
 const SMALL = 1 << 14;
+/** Queries per block of the causal score product. */
+const QUERY_BLOCK = 128;
 
 export interface WasmOpsOptions extends WasmBackendOptions {
   /** Quantize weight matrices to Q8 while loading (rows whose length is a multiple of 32). */
@@ -161,13 +163,12 @@ export class WasmOps implements Ops {
         for (let h = g * group; h < (g + 1) * group; h++) {
           const Q = heap.f32(qh.ptr, T * dk);
           for (let t = 0; t < T; t++) for (let i = 0; i < dk; i++) Q[t * dk + i] = q[(t * H + h) * dk + i] * scale;
-          this.be.linear(s.ptr, qh.ptr, T, dk, kw, L, 0, dk, Lp);
-          const S = heap.f32(s.ptr, T * Lp);
-          for (let t = 0; t < T; t++) {
-            const visible = L - T + t + 1;
-            this.be.softmax(s.ptr + t * Lp * 4, visible);
-            S.fill(0, t * Lp + visible, (t + 1) * Lp);
+          // scores block by block of queries, each against the keys it can see (the causal half is skipped)
+          for (let t0 = 0; t0 < T; t0 += QUERY_BLOCK) {
+            const t1 = Math.min(T, t0 + QUERY_BLOCK);
+            this.be.linear(s.ptr + t0 * Lp * 4, qh.ptr + t0 * dk * 4, t1 - t0, dk, kw, L - T + t1, 0, dk, Lp);
           }
+          this.be.softmaxCausal(s.ptr, T, Lp, L - T);
           this.be.linear(o.ptr, s.ptr, T, Lp, vw, dv, 0, Lp, dv);
           const O = heap.f32(o.ptr, T * dv);
           for (let t = 0; t < T; t++) out.set(O.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
