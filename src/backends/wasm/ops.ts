@@ -102,7 +102,7 @@ export class WasmOps implements Ops {
   }
 
   siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
-    if (n < SMALL) return cpuOps.siluMul(out, gate, up, n);
+    if (n < 1024) return cpuOps.siluMul(out, gate, up, n); // exp is dear in JS: the SIMD kernel pays off early
     this.step((a) => {
       const gp = this.input(a, gate, n), upp = this.input(a, up, n), op = a.allocF32(n).ptr;
       this.be.siluMul(op, gp, upp, n);
