@@ -1,5 +1,5 @@
 import { quantizeQ8, type Tensor } from "../tensor/tensor.js";
-import { attend, linear, linearT, rmsNorm, siluMul, type KvView } from "./cpu/index.js";
+import { attend, linear, rmsNorm, siluMul, type KvView } from "./cpu/index.js";
 
 /**
  * The kernels a model runs on, so the same layer code drives every backend. Activations are Float32Arrays;
@@ -18,8 +18,6 @@ export interface Ops {
   linear(out: Float32Array, x: Float32Array, T: number, K: number, w: Tensor, N: number, row0?: number, xStride?: number, outStride?: number): void;
   /** One token through G row blocks of W: out[g*og + n] = sum_k x[g*xg + k] W[row0 + g*gs + n, k] (per-head products). */
   linearGrouped(out: Float32Array, x: Float32Array, G: number, K: number, w: Tensor, N: number, xg: number, og: number, row0?: number, gs?: number): void;
-  /** out[t, k] = sum_n x[t, n] W[row0 + n, k]. */
-  linearT(out: Float32Array, x: Float32Array, T: number, N: number, w: Tensor, K: number, row0?: number, xStride?: number, outStride?: number): void;
   rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride?: number, outStride?: number): void;
   siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
   /** Causal attention (see backends/cpu/attention.ts). */
@@ -32,7 +30,7 @@ export const cpuOps: Ops = {
   threads: 1,
   prepare: (w) => w,
   allocCache: (n) => new Float32Array(n),
-  linear, linearT, rmsNorm, siluMul, attend,
+  linear, rmsNorm, siluMul, attend,
   linearGrouped(out, x, G, K, w, N, xg, og, row0 = 0, gs = N) {
     for (let g = 0; g < G; g++) linear(out.subarray(g * og), x.subarray(g * xg), 1, K, w, N, row0 + g * gs);
   },

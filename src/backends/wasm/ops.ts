@@ -87,10 +87,6 @@ export class WasmOps implements Ops {
     });
   }
 
-  linearT(out: Float32Array, x: Float32Array, T: number, N: number, w: Tensor, K: number, row0?: number, xStride?: number, outStride?: number): void {
-    cpuOps.linearT(out, x, T, N, w, K, row0, xStride, outStride);
-  }
-
   rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride = D, outStride = D): void {
     if (T * D < SMALL || D % 4 !== 0) return cpuOps.rmsNorm(out, x, T, D, w, eps, xStride, outStride);
     this.step((a) => {
