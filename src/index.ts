@@ -28,4 +28,7 @@ export { describeModel, type ModelInfo } from "./model/info.js";
 export { generate, type GenerateOptions, type GenerateResult } from "./generate/generate.js";
 export { Sampler, argmax, type SamplingOptions } from "./generate/sampler.js";
 export { TextTokenizer, StreamDecoder } from "./tokenizer/tokenizer.js";
-export { trainByteLevelBpe } from "./tokenizer/bpe-train.js";
+export { trainByteLevelBpe, writeTokenizer, ByteLevelBpe, bytesPerToken } from "./tokenizer/bpe-train.js";
+
+// data
+export { loadBrown, brownStats } from "./data/brown.js";
