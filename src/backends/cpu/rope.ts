@@ -4,8 +4,8 @@
  * cos/sin hold T rows of d/2 values (the caller's positions).
  */
 export function ropeInterleaved(
-  x: Float32Array, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number,
-  cos: Float32Array, sin: Float32Array,
+  x: Float32Array | Float64Array, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number,
+  cos: ArrayLike<number>, sin: ArrayLike<number>,
 ): void {
   const half = d >> 1;
   for (let t = 0; t < T; t++) {

@@ -1,0 +1,17 @@
+import type { Vec } from "./types.js";
+import { ropeInterleaved } from "../../backends/cpu/rope.js";
+
+/**
+ * Backward of ropeInterleaved (src/backends/cpu/rope.ts), in place on the gradient, same strided layout.
+ * The forward maps each pair by M = [[c, -s], [s, c]]; the gradient is M^T = [[c, s], [-s, c]]: a rotation by
+ * -angle, scaled by the same attention factor when cos/sin carry one (YaRN), so it is the transpose, not the inverse.
+ *   da = c*ga + s*gb,  db = -s*ga + c*gb   (the forward with sin negated)
+ */
+export function ropeInterleavedBackward(
+  g: Vec, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number,
+  cos: Vec, sin: Vec,
+): void {
+  const negSin = new Float64Array(sin.length);
+  for (let i = 0; i < sin.length; i++) negSin[i] = -sin[i];
+  ropeInterleaved(g, T, heads, d, offset, rowStride, headStride, cos, negSin);
+}
