@@ -211,7 +211,6 @@ export class WorkerPool {
     i32[5] = nRows;
     for (let j = 0; j < args.length; j++) this.f64[j] = args[j];
     const seq = (this.seq = (this.seq + 1) | 0);
-    const active = nt - 1;
     for (let t = 1; t < nt; t++) {
       const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
       i32[slot + 3] = this.scratch[t];
@@ -230,7 +229,7 @@ export class WorkerPool {
       err = e;
     }
     let failed = false;
-    for (let t = 1; t <= active; t++) {
+    for (let t = 1; t < nt; t++) {
       const done = ((SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2) + 16;
       let d = Atomics.load(i32, done);
       if (d !== seq && this.spin > 0) {
