@@ -6,6 +6,11 @@ export { type DType, DTYPE_BYTES, bf16ToF32, f32ToBf16, f16ToF32, f32ToF16 } fro
 export { type Tensor, type Storage, tensor, f32Tensor, toF32, fromF32, numel } from "./tensor/tensor.js";
 export { readHeader, readTensor, writeSafetensors, type TensorInfo } from "./io/safetensors.js";
 
+// kernels (backends)
+export { cpuOps, cpuOpsQ8, type Ops } from "./backends/ops.js";
+export { WasmOps, type WasmOpsOptions } from "./backends/wasm/ops.js";
+export { quantizeQ8, sliceRows, concatRows } from "./tensor/tensor.js";
+
 // attention library
 export { MultiHeadLatentAttention, resolveMlaMode, LATENT_NORM_EPS, type MlaMode, type MlaDims, type MlaWeights } from "./attention/mla.js";
 export { GroupedQueryAttention, type GqaDims, type GqaWeights } from "./attention/gqa.js";
