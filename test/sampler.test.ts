@@ -139,3 +139,10 @@ test("invalid temperature, top-k and top-p throw MlaError", () => {
   new Sampler({ topP: 1 });
   new Sampler({ topP: 1e-9 });
 });
+
+test("no temperature means greedy (the library's default, like the CLI's)", () => {
+  const l = new Float32Array([0.1, 3, 2.9, -1]);
+  const s = new Sampler({ seed: 3 });
+  assert.equal(s.greedy, true, "greedy without a temperature");
+  for (let i = 0; i < 20; i++) assert.equal(s.sample(l), 1, `draw ${i}`);
+});

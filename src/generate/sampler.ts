@@ -1,7 +1,7 @@
 import { MlaError } from "../errors.js";
 import { mulberry32 } from "./rng.js";
 
-/** How the next token is chosen. temperature 0 (or `greedy`) is argmax. */
+/** How the next token is chosen: argmax unless a temperature > 0 is given (as transformers without do_sample). */
 export interface SamplingOptions {
   readonly greedy?: boolean;
   readonly temperature?: number;
@@ -28,7 +28,7 @@ export class Sampler {
     if (!(t >= 0) || !Number.isFinite(t)) throw new MlaError(`temperature must be >= 0, got ${opts.temperature}`);
     if (opts.topK !== undefined && !(Number.isInteger(opts.topK) && opts.topK >= 0)) throw new MlaError(`top-k must be a non-negative integer, got ${opts.topK}`);
     if (opts.topP !== undefined && !(opts.topP > 0 && opts.topP <= 1)) throw new MlaError(`top-p must be in (0, 1], got ${opts.topP}`);
-    this.greedy = opts.greedy === true || t === 0;
+    this.greedy = opts.greedy === true || opts.temperature === undefined || t === 0;
     this.rand = mulberry32(opts.seed ?? (Math.random() * 2 ** 32) >>> 0);
   }
 
