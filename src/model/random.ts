@@ -14,6 +14,7 @@ import * as nodePath from "node:path";
 import { MlaError } from "../errors.js";
 import { type DType, DTYPE_BYTES, f32ToF16, isDType } from "../tensor/dtype.js";
 import { numel } from "../tensor/tensor.js";
+import { Rng } from "../generate/rng.js";
 import { expectedTensors } from "./weights.js";
 import { parseConfig, type ModelConfig } from "./config.js";
 
@@ -154,53 +155,6 @@ function tensorSeed(seed: number, name: string): number {
   return h;
 }
 
-/** sfc32 stream of N(0, 1) values via Box–Muller (both outputs used). */
-class Normal {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d = 1;
-  private spare = 0;
-  private hasSpare = false;
-
-  constructor(seed: number) {
-    this.a = 0x9e3779b9;
-    this.b = 0x243f6a88;
-    this.c = seed >>> 0;
-    for (let i = 0; i < 15; i++) this.u32();
-  }
-
-  private u32(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = (this.c << 21) | (this.c >>> 11);
-    this.c = (this.c + t) | 0;
-    return t >>> 0;
-  }
-
-  /** Fills out with N(0,1)·scale. */
-  fill(out: Float32Array, scale: number): void {
-    let i = 0;
-    if (this.hasSpare && out.length) {
-      out[i++] = this.spare * scale;
-      this.hasSpare = false;
-    }
-    for (; i < out.length; i += 2) {
-      const u1 = (this.u32() + 1) / 4294967296; // (0, 1]
-      const u2 = this.u32() / 4294967296;
-      const r = Math.sqrt(-2 * Math.log(u1)), th = 2 * Math.PI * u2;
-      out[i] = r * Math.cos(th) * scale;
-      if (i + 1 < out.length) out[i + 1] = r * Math.sin(th) * scale;
-      else {
-        this.spare = r * Math.sin(th);
-        this.hasSpare = true;
-      }
-    }
-  }
-}
-
 // ---------------------------------------------------------------- writer
 
 const CHUNK = 1 << 20; // elements generated and written at a time
@@ -257,12 +211,12 @@ function toBf16(src: Float32Array, dst: Uint16Array): void {
 
 function writeTensor(fd: number, t: Planned, seed: number, f32: Float32Array, u16: Uint16Array): void {
   const n = numel(t.shape);
-  const rng = t.init === "ones" ? null : new Normal(tensorSeed(seed, t.name));
+  const rng = t.init === "ones" ? null : new Rng(tensorSeed(seed, t.name));
   const scale = t.init === "bias" ? 0.1 : t.shape[t.shape.length - 1] ** -0.5;
   for (let i = 0; i < n; i += CHUNK) {
     const m = Math.min(CHUNK, n - i);
     const x = f32.subarray(0, m);
-    if (rng) rng.fill(x, scale);
+    if (rng) for (let j = 0; j < m; j++) x[j] = rng.normal() * scale;
     else x.fill(1);
     let out: Uint8Array;
     if (t.dtype === "F32") out = new Uint8Array(x.buffer, x.byteOffset, m * 4);
