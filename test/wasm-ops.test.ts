@@ -89,3 +89,31 @@ test("prefill attention (many queries after a cached prefix, several query block
   const e = relErr(out, ref);
   assert.ok(e < 1e-5, `rel err ${e}`);
 });
+
+test("cache memory of dropped run states is reused (no growth over many sequences)", async () => {
+  const { setFlagsFromString } = await import("node:v8");
+  const { runInNewContext } = await import("node:vm");
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const { LatentCache } = await import("../src/attention/cache.js");
+  const cycle = () => {
+    const caches = Array.from({ length: 4 }, () => new LatentCache(64, 16, 4096, Infinity, (n) => ops.allocCache(n)));
+    for (const c of caches) c.append(randn(80, 9, 1), 1);
+  };
+  const settle = async () => {
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  for (let i = 0; i < 3; i++) cycle();
+  await settle();
+  const before = ops.be.heap.used;
+  for (let i = 0; i < 20; i++) {
+    cycle();
+    await settle();
+  }
+  const grown = ops.be.heap.used - before;
+  // without reuse each cycle takes 4 x 4096 x 80 floats (5.2 MB): 105 MB over 20 cycles
+  assert.ok(grown < 4 * 4096 * 80 * 4 * 2, `heap grew by ${grown} bytes over 20 sequences`);
+});

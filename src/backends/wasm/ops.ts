@@ -26,6 +26,9 @@ export class WasmOps implements Ops {
   readonly threads: number;
   private readonly weights = new WeakMap<Tensor, WasmWeight>();
   private readonly cachePtrs = new WeakMap<Float32Array, number>();
+  /** Cache regions whose views were garbage-collected: reused by allocCache (the heap itself only grows). */
+  private readonly freeRegions: { ptr: number; bytes: number }[] = [];
+  private readonly regions = new FinalizationRegistry<{ ptr: number; bytes: number }>((r) => this.freeRegions.push(r));
   private arena: Arena;
 
   constructor(readonly be: WasmBackend, readonly quantize?: "q8") {
@@ -59,10 +62,23 @@ export class WasmOps implements Ops {
     return t;
   }
 
+  /**
+   * Cache storage in wasm memory, so attention kernels read it in place. A region returns to a free list when its
+   * view is collected (a RunState dropped, or a cache that grew), so long-running processes reuse memory.
+   */
   allocCache(n: number): Float32Array {
-    const a = this.be.heap.allocF32(n);
-    this.cachePtrs.set(a.view, a.ptr);
-    return a.view;
+    const bytes = n * 4;
+    let best = -1;
+    for (let i = 0; i < this.freeRegions.length; i++) {
+      const r = this.freeRegions[i];
+      if (r.bytes >= bytes && (best < 0 || r.bytes < this.freeRegions[best].bytes)) best = i;
+    }
+    const region = best >= 0 ? this.freeRegions.splice(best, 1)[0] : { ptr: this.be.heap.allocF32(n).ptr, bytes };
+    const view = this.be.heap.f32(region.ptr, n);
+    view.fill(0);
+    this.cachePtrs.set(view, region.ptr);
+    this.regions.register(view, region);
+    return view;
   }
 
   linear(out: Float32Array, x: Float32Array, T: number, K: number, w: Tensor, N: number, row0 = 0, xStride = K, outStride = N): void {
