@@ -4,6 +4,7 @@
  *
  *   npm run bench                  # everything (about 10 minutes on the 2-core machine)
  *   npm run bench -- --quick       # fewer rows, shorter runs
+ *   npm run bench -- --repeat 3    # run every row 3 times (mla-ts and the peer alternating), report medians
  * Env: BENCH_DIR (checkpoints, default ./bench-out), PEER (path to ../shared/peers/torch), PYTHON (/usr/bin/python3).
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -23,6 +24,21 @@ const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
 const BANDWIDTH = 44e9; // streaming reads measured on the 2-core machines (bytes/s)
 const PROMPT = quick ? 128 : 512;
 const DECODE = quick ? 16 : 64;
+const REPEAT = Number(process.argv[process.argv.indexOf("--repeat") + 1]) || 1;
+
+/** Median of each numeric field over repeated runs (the machines drift by tens of percent over minutes). */
+function medianOf<T extends Record<string, number>>(runs: T[]): T {
+  const out: Record<string, number> = {};
+  for (const k of Object.keys(runs[0])) {
+    if (typeof runs[0][k] !== "number") {
+      out[k] = runs[0][k]; // labels (model, kernels, ...) are the same in every run
+      continue;
+    }
+    const v = runs.map((r) => r[k]).sort((a, b) => a - b);
+    out[k] = v[v.length >> 1];
+  }
+  return out as T;
+}
 
 interface Row {
   readonly label: string;
@@ -101,11 +117,19 @@ async function main(): Promise<void> {
   if (!withPeer) process.stderr.write(`no PyTorch peer (${PYTHON} with torch, ${PEER}): mla-ts rows only\n`);
   const base = ["--prompt", String(PROMPT), "--decode", String(DECODE)];
   const rows: Row[] = [];
-  const add = (label: string, dir: string, extra: string[], peerRun?: () => Row["peer"]) =>
-    rows.push({ label, ours: ours(dir, [...base, ...extra]), peer: withPeer && peerRun ? peerRun() : undefined, weightBytes: weightBytes(dir) });
+  const add = (label: string, dir: string, extra: string[], peerRun?: () => Row["peer"]) => {
+    const mine: Record<string, number>[] = [], theirs: NonNullable<Row["peer"]>[] = [];
+    for (let i = 0; i < REPEAT; i++) {
+      mine.push(ours(dir, [...base, ...extra]));
+      const p = withPeer && peerRun ? peerRun() : undefined;
+      if (p) theirs.push(p);
+    }
+    rows.push({ label, ours: medianOf(mine), peer: theirs.length ? medianOf(theirs) : undefined, weightBytes: weightBytes(dir) });
+  };
   add(`small F32, ${PROMPT}-token prompt`, small, [], () => peer(small, PROMPT, DECODE));
   add(`small BF16`, smallBf16, [], () => peer(smallBf16, PROMPT, DECODE, "bf16"));
-  rows.push({ label: "small q8 (from F32)", ours: ours(small, [...base, "--quantize", "q8"]), weightBytes: (weightBytes(small) / 4) * 1.125 });
+  add("small q8 (from F32)", small, ["--quantize", "q8"]);
+  rows[rows.length - 1] = { ...rows[rows.length - 1], weightBytes: (weightBytes(small) / 4) * 1.125 };
   add(`v2lite-attn F32`, v2, [], () => peer(v2, PROMPT, DECODE));
   for (const ctx of quick ? [8192] : [512, 8192]) {
     for (const att of ["absorb", "naive"]) {
@@ -117,7 +141,7 @@ async function main(): Promise<void> {
     }
   }
   console.log(`\nmla-ts bench, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
-  console.log(`prompt ${PROMPT} tokens, decode ${DECODE} tokens (median); floor = weight bytes / ${BANDWIDTH / 1e9} GB/s; torch = ../shared/peers/torch/bench_ref.py (THREADS=1 OPENBLAS_NUM_THREADS=2, absorb)\n`);
+  console.log(`prompt ${PROMPT} tokens, decode ${DECODE} tokens (median)${REPEAT > 1 ? `, medians of ${REPEAT} runs per row` : ""}; floor = weight bytes / ${BANDWIDTH / 1e9} GB/s; torch = ../shared/peers/torch/bench_ref.py (THREADS=1 OPENBLAS_NUM_THREADS=2, absorb)\n`);
   printTable(rows);
   const ops = await WasmOps.create();
   try {
