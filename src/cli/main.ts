@@ -178,4 +178,44 @@ tokenizerCmd
     }),
   );
 
+program
+  .command("train")
+  .description("train a dense MLA (deepseek_v3) model from scratch on the CPU; resumable (--resume), with metrics.jsonl and loss.svg in --out")
+  .requiredOption("--out <dir>", "run folder: checkpoint, tokenizer, optimizer and trainer state, metrics.jsonl, loss.svg")
+  .option("--corpus <name>", "built-in corpus: brown (the default when no --text is given; validation = every 10th document)")
+  .option("--text <file>", "train on a UTF-8 text file instead (its last 10% is held out for validation)")
+  .option("--tokenizer <dir>", "use this folder's tokenizer.json (copied into --out) instead of training one")
+  .option("--vocab <n>", "vocabulary of the BPE tokenizer trained on the corpus (default 1024)")
+  .option("--layers <n>", "decoder layers (default 2)")
+  .option("--hidden <n>", "hidden size (default 64)")
+  .option("--heads <n>", "attention heads (default 4)")
+  .option("--kv-lora-rank <n>", "KV latent width d_c (default 32)")
+  .option("--q-lora-rank <n>", "query latent width; 0 = no query compression (default 0)")
+  .option("--nope <n>", "per-head non-RoPE query/key dims (default 16)")
+  .option("--rope <n>", "per-head decoupled RoPE dims, even (default 8)")
+  .option("--v <n>", "per-head value dims (default 16)")
+  .option("--intermediate <n>", "SwiGLU hidden size (default 172)")
+  .option("--steps <n>", "optimizer steps in all (default 200; may be raised on --resume)")
+  .option("--batch <n>", "sequences per step (default 8)")
+  .option("--seq <n>", "tokens per sequence (default 64)")
+  .option("--lr <x>", "peak learning rate (default 3e-3)")
+  .option("--min-lr <x>", "learning rate at the end of the cosine decay (default 3e-4)")
+  .option("--warmup <n>", "linear warmup steps (default 20)")
+  .option("--accum <n>", "micro-batches per step (gradient accumulation; default 1)")
+  .option("--clip <x>", "clip the global gradient norm to this (default 1)")
+  .option("--wd <x>", "AdamW weight decay (default 0.1)")
+  .option("--seed <n>", "seed of initialization and data order (default 0)")
+  .option("--eval-windows <n>", "held-out windows per evaluation (default 32)")
+  .option("--save-every <n>", "save every n steps (and at the end)", "50")
+  .option("--eval-every <n>", "validation loss every n steps (and at the end)", "50")
+  .option("--stop-at <step>", "stop (after saving) at this step, as if interrupted; continue with --resume")
+  .option("--resume", "continue the run saved in --out (same data order and losses)")
+  .option("--json", "print the summary as a JSON object")
+  .action((o) =>
+    run(async () => {
+      const { trainCommand } = await import("./commands/train.js");
+      await trainCommand(o);
+    }),
+  );
+
 await program.parseAsync();

@@ -43,25 +43,43 @@ export function sampleBatch(tokens: ArrayLike<number>, batchSize: number, seqLen
 export function train(model: TrainModel, tokens: ArrayLike<number>, o: TrainOptions): number[] {
   const micro = o.microBatches ?? 1;
   if (o.batchSize % micro) throw new MlaError(`training: batch size ${o.batchSize} does not split into ${micro} micro-batches`);
-  const per = o.batchSize / micro;
   const rng = new Rng(o.seed ?? 0);
   const opt = new AdamW(model.params, model.shapes, o);
   const sched = { maxLr: o.maxLr, minLr: o.minLr ?? o.maxLr / 10, warmupSteps: o.warmupSteps ?? 0, totalSteps: o.steps };
   const history: number[] = [];
   for (let step = 0; step < o.steps; step++) {
     const { ids, targets } = sampleBatch(tokens, o.batchSize, o.seqLen, rng);
-    model.zeroGrad();
-    let sum = 0;
-    for (let k = 0; k < micro; k++) {
-      const sl = (a: number[][]) => a.slice(k * per, (k + 1) * per);
-      sum += model.forward(sl(ids), sl(targets)) * per * o.seqLen;
-      model.backward(o.batchSize * o.seqLen);
-    }
-    const loss = sum / (o.batchSize * o.seqLen);
+    const loss = accumulateGradients(model, ids, targets, micro);
     const lr = lrAt(step, sched);
     const { gradNorm } = opt.step(model.grads, lr);
     history.push(loss);
     o.onStep?.({ step, loss, lr, gradNorm });
   }
   return history;
+}
+
+/**
+ * Zero the gradients, then forward/backward `ids`/`targets` split into `micro` equal micro-batches so that the
+ * gradients sum to those of the whole batch's mean loss. Returns that mean loss.
+ */
+export function accumulateGradients(model: TrainModel, ids: number[][], targets: number[][], micro = 1): number {
+  const B = ids.length, T = ids[0]?.length ?? 0;
+  if (B % micro) throw new MlaError(`training: batch size ${B} does not split into ${micro} micro-batches`);
+  const per = B / micro;
+  model.zeroGrad();
+  let sum = 0;
+  for (let k = 0; k < micro; k++) {
+    const sl = (a: number[][]) => a.slice(k * per, (k + 1) * per);
+    sum += model.forward(sl(ids), sl(targets)) * per * T;
+    model.backward(B * T);
+  }
+  return sum / (B * T);
+}
+
+/**
+ * The window sampler's generator for a (1-based) step: reseeded from (seed, step) alone, so a run resumed at any
+ * step draws exactly the batches an uninterrupted run would.
+ */
+export function stepRng(seed: number, step: number): Rng {
+  return new Rng((seed * 1000003 + step) % 4294967296);
 }
