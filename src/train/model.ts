@@ -31,6 +31,8 @@ import {
   rmsNormBackward, ropeInterleavedBackward, siluMulBackward, type Vec,
 } from "./grad/index.js";
 import { Rng } from "../generate/rng.js";
+import type { WasmBackend } from "../backends/wasm/index.js";
+import { TrainMatmul } from "./fast.js";
 
 export type Json = Record<string, unknown>;
 
@@ -108,6 +110,12 @@ export interface TrainModelOptions {
   readonly initStd?: number | "fan-in";
   /** Keep parameters and activations in float64 (finite-difference tests). Default false (float32). */
   readonly float64?: boolean;
+  /**
+   * Run the matrix products (forward and both backward products of every linear layer, lm_head included) on this
+   * WebAssembly SIMD backend (./fast.ts); attention, norms, RoPE and the loss stay scalar. Float32 only. The
+   * caller owns the backend (closes it). Default: scalar JS everywhere (the reference).
+   */
+  readonly backend?: WasmBackend | null;
 }
 
 /** Activations of one layer kept by the forward for the backward. */
@@ -139,19 +147,6 @@ interface Saved {
   hf: Vec; //    [N, D] after it
   logits: Vec; // [N, V]
   count: number;
-}
-
-/** out[t, n] = sum_k x[t*xs + k] W[n, k] (float64 sums); out rows at stride os. */
-function lin(out: Vec, x: Vec, T: number, K: number, W: Vec, N: number, xs = K, os = N): void {
-  for (let t = 0; t < T; t++) {
-    const xo = t * xs, oo = t * os;
-    for (let n = 0; n < N; n++) {
-      const wo = n * K;
-      let acc = 0;
-      for (let k = 0; k < K; k++) acc += x[xo + k] * W[wo + k];
-      out[oo + n] = acc;
-    }
-  }
 }
 
 function rms(out: Vec, x: Vec, T: number, D: number, w: Vec, eps: number, xs = D, os = D): void {
@@ -205,11 +200,14 @@ export class TrainModel {
   private readonly rope: RotaryEmbedding;
   private readonly scale: number;
   private saved: Saved | null = null;
+  private readonly mm: TrainMatmul;
 
   constructor(configJson: Json, opts: TrainModelOptions = {}) {
     const c = parseConfig(configJson);
     if (c.tieWordEmbeddings) throw new MlaError("training: tie_word_embeddings is not supported (lm_head is untied)");
     for (let i = 0; i < c.numLayers; i++) if (isMoeLayer(c, i)) throw new MlaError(`training: layer ${i} is a MoE layer; only dense models are supported`);
+    if (opts.backend && opts.float64) throw new MlaError("training: a wasm backend needs float32 parameters (float64 is scalar only)");
+    this.mm = new TrainMatmul(opts.backend ?? null);
     this.config = c;
     this.configJson = configJson;
     this.alloc = opts.float64 ? (n) => new Float64Array(n) : (n) => new Float32Array(n);
@@ -318,21 +316,21 @@ export class TrainModel {
       if (qr) {
         cq = A(N * qr);
         cqn = A(N * qr);
-        lin(cq, xn, N, D, this.p(`${at}q_a_proj.weight`), qr);
+        this.mm.forward(cq, xn, N, D, this.p(`${at}q_a_proj.weight`), qr);
         rms(cqn, cq, N, qr, this.p(`${at}q_a_layernorm.weight`), LATENT_NORM_EPS);
-        lin(q, cqn, N, qr, this.p(`${at}q_b_proj.weight`), H * dqk);
+        this.mm.forward(q, cqn, N, qr, this.p(`${at}q_b_proj.weight`), H * dqk);
       } else {
-        lin(q, xn, N, D, this.p(`${at}q_proj.weight`), H * dqk);
+        this.mm.forward(q, xn, N, D, this.p(`${at}q_proj.weight`), H * dqk);
       }
       ropeInterleaved(q, N, H, dr, dn, H * dqk, dqk, cos, sin);
       const a = A(N * (dc + dr));
-      lin(a, xn, N, D, this.p(`${at}kv_a_proj_with_mqa.weight`), dc + dr);
+      this.mm.forward(a, xn, N, D, this.p(`${at}kv_a_proj_with_mqa.weight`), dc + dr);
       const ckv = A(N * dc);
       rms(ckv, a, N, dc, this.p(`${at}kv_a_layernorm.weight`), LATENT_NORM_EPS, dc + dr, dc);
       const kr = a.slice();
       ropeInterleaved(kr, N, 1, dr, dc, dc + dr, 0, cos, sin);
       const kv = A(N * H * (dn + dv));
-      lin(kv, ckv, N, dc, this.p(`${at}kv_b_proj.weight`), H * (dn + dv));
+      this.mm.forward(kv, ckv, N, dc, this.p(`${at}kv_b_proj.weight`), H * (dn + dv));
       const k = A(N * H * dqk), v = A(N * H * dv);
       for (let r = 0; r < N; r++) for (let hh = 0; hh < H; hh++) {
         const ko = (r * H + hh) * dqk, so = (r * H + hh) * (dn + dv);
@@ -348,18 +346,18 @@ export class TrainModel {
         );
       }
       const y = A(N * D);
-      lin(y, att, N, H * dv, this.p(`${at}o_proj.weight`), D);
+      this.mm.forward(y, att, N, H * dv, this.p(`${at}o_proj.weight`), D);
       const hMid = A(N * D);
       for (let j = 0; j < N * D; j++) hMid[j] = hIn[j] + y[j];
 
       const xn2 = A(N * D);
       rms(xn2, hMid, N, D, this.p(`${pre}post_attention_layernorm.weight`), eps);
       const g = A(N * F), u = A(N * F), s = A(N * F);
-      lin(g, xn2, N, D, this.p(`${pre}mlp.gate_proj.weight`), F);
-      lin(u, xn2, N, D, this.p(`${pre}mlp.up_proj.weight`), F);
+      this.mm.forward(g, xn2, N, D, this.p(`${pre}mlp.gate_proj.weight`), F);
+      this.mm.forward(u, xn2, N, D, this.p(`${pre}mlp.up_proj.weight`), F);
       for (let j = 0; j < N * F; j++) s[j] = (g[j] / (1 + Math.exp(-g[j]))) * u[j];
       const f = A(N * D);
-      lin(f, s, N, F, this.p(`${pre}mlp.down_proj.weight`), D);
+      this.mm.forward(f, s, N, F, this.p(`${pre}mlp.down_proj.weight`), D);
       const hOut = A(N * D);
       for (let j = 0; j < N * D; j++) hOut[j] = hMid[j] + f[j];
       layers.push({ hIn, xn, cq, cqn, q, a, ckv, k, v, att, hMid, xn2, g, u, s });
@@ -369,7 +367,7 @@ export class TrainModel {
     rms(hf, h, N, D, this.p("model.norm.weight"), eps);
     const V = c.vocabSize;
     const logits = A(N * V);
-    lin(logits, hf, N, D, this.p("lm_head.weight"), V);
+    this.mm.forward(logits, hf, N, D, this.p("lm_head.weight"), V);
     const { loss, count } = crossEntropyLoss(null, logits, tgv, N, V);
     const saved: Saved = { ids: idv, targets: tgv, B, T, layers, hLast: h, hf, logits, count };
     this.saved = keep ? saved : null;
@@ -396,8 +394,8 @@ export class TrainModel {
     const dlogits = A(N * V);
     crossEntropyLoss(dlogits, sv.logits, sv.targets, N, V, -100, divisor ?? sv.count);
     const dhf = A(N * D);
-    linearBackwardInput(dhf, dlogits, N, V, this.p("lm_head.weight"), D);
-    linearBackwardWeight(this.g("lm_head.weight"), dlogits, sv.hf, N, V, D);
+    this.mm.backwardInput(dhf, dlogits, N, V, this.p("lm_head.weight"), D);
+    this.mm.backwardWeight(this.g("lm_head.weight"), dlogits, sv.hf, N, V, D);
     const dh = A(N * D);
     rmsNormBackward(dh, this.g("model.norm.weight"), sv.hLast, this.p("model.norm.weight"), dhf, N, D, eps);
 
@@ -406,21 +404,21 @@ export class TrainModel {
       const pre = `model.layers.${i}.`, at = `${pre}self_attn.`;
       // MLP: h_out = h_mid + down(silu(gate xn2) * up xn2)
       const ds = A(N * F);
-      linearBackwardInput(ds, dh, N, D, this.p(`${pre}mlp.down_proj.weight`), F);
-      linearBackwardWeight(this.g(`${pre}mlp.down_proj.weight`), dh, L.s, N, D, F);
+      this.mm.backwardInput(ds, dh, N, D, this.p(`${pre}mlp.down_proj.weight`), F);
+      this.mm.backwardWeight(this.g(`${pre}mlp.down_proj.weight`), dh, L.s, N, D, F);
       const dg = A(N * F), du = A(N * F);
       siluMulBackward(dg, du, L.g, L.u, ds, N * F);
       const dxn2 = A(N * D);
-      linearBackwardInput(dxn2, dg, N, F, this.p(`${pre}mlp.gate_proj.weight`), D);
-      linearBackwardInput(dxn2, du, N, F, this.p(`${pre}mlp.up_proj.weight`), D, true);
-      linearBackwardWeight(this.g(`${pre}mlp.gate_proj.weight`), dg, L.xn2, N, F, D);
-      linearBackwardWeight(this.g(`${pre}mlp.up_proj.weight`), du, L.xn2, N, F, D);
+      this.mm.backwardInput(dxn2, dg, N, F, this.p(`${pre}mlp.gate_proj.weight`), D);
+      this.mm.backwardInput(dxn2, du, N, F, this.p(`${pre}mlp.up_proj.weight`), D, true);
+      this.mm.backwardWeight(this.g(`${pre}mlp.gate_proj.weight`), dg, L.xn2, N, F, D);
+      this.mm.backwardWeight(this.g(`${pre}mlp.up_proj.weight`), du, L.xn2, N, F, D);
       rmsNormBackward(dh, this.g(`${pre}post_attention_layernorm.weight`), L.hMid, this.p(`${pre}post_attention_layernorm.weight`), dxn2, N, D, eps, true);
 
       // attention: h_mid = h_in + o_proj(att)
       const datt = A(N * H * dv);
-      linearBackwardInput(datt, dh, N, D, this.p(`${at}o_proj.weight`), H * dv);
-      linearBackwardWeight(this.g(`${at}o_proj.weight`), dh, L.att, N, D, H * dv);
+      this.mm.backwardInput(datt, dh, N, D, this.p(`${at}o_proj.weight`), H * dv);
+      this.mm.backwardWeight(this.g(`${at}o_proj.weight`), dh, L.att, N, D, H * dv);
       const dq = A(N * H * dqk), dk = A(N * H * dqk), dvv = A(N * H * dv);
       for (let b = 0; b < B; b++) {
         const qo = b * T * H * dqk, vo = b * T * H * dv;
@@ -440,25 +438,25 @@ export class TrainModel {
       }
       ropeInterleavedBackward(da, N, 1, dr, dc, dc + dr, 0, cos, sin);
       const dckv = A(N * dc);
-      linearBackwardInput(dckv, dkv, N, H * (dn + dv), this.p(`${at}kv_b_proj.weight`), dc);
-      linearBackwardWeight(this.g(`${at}kv_b_proj.weight`), dkv, L.ckv, N, H * (dn + dv), dc);
+      this.mm.backwardInput(dckv, dkv, N, H * (dn + dv), this.p(`${at}kv_b_proj.weight`), dc);
+      this.mm.backwardWeight(this.g(`${at}kv_b_proj.weight`), dkv, L.ckv, N, H * (dn + dv), dc);
       rmsNormBackward(da, this.g(`${at}kv_a_layernorm.weight`), L.a, this.p(`${at}kv_a_layernorm.weight`), dckv, N, dc, LATENT_NORM_EPS, false, dc + dr, dc, dc + dr);
 
       ropeInterleavedBackward(dq, N, H, dr, dn, H * dqk, dqk, cos, sin);
       const dxn = A(N * D);
       if (qr) {
         const dcqn = A(N * qr), dcq = A(N * qr);
-        linearBackwardInput(dcqn, dq, N, H * dqk, this.p(`${at}q_b_proj.weight`), qr);
-        linearBackwardWeight(this.g(`${at}q_b_proj.weight`), dq, L.cqn!, N, H * dqk, qr);
+        this.mm.backwardInput(dcqn, dq, N, H * dqk, this.p(`${at}q_b_proj.weight`), qr);
+        this.mm.backwardWeight(this.g(`${at}q_b_proj.weight`), dq, L.cqn!, N, H * dqk, qr);
         rmsNormBackward(dcq, this.g(`${at}q_a_layernorm.weight`), L.cq!, this.p(`${at}q_a_layernorm.weight`), dcqn, N, qr, LATENT_NORM_EPS);
-        linearBackwardInput(dxn, dcq, N, qr, this.p(`${at}q_a_proj.weight`), D);
-        linearBackwardWeight(this.g(`${at}q_a_proj.weight`), dcq, L.xn, N, qr, D);
+        this.mm.backwardInput(dxn, dcq, N, qr, this.p(`${at}q_a_proj.weight`), D);
+        this.mm.backwardWeight(this.g(`${at}q_a_proj.weight`), dcq, L.xn, N, qr, D);
       } else {
-        linearBackwardInput(dxn, dq, N, H * dqk, this.p(`${at}q_proj.weight`), D);
-        linearBackwardWeight(this.g(`${at}q_proj.weight`), dq, L.xn, N, H * dqk, D);
+        this.mm.backwardInput(dxn, dq, N, H * dqk, this.p(`${at}q_proj.weight`), D);
+        this.mm.backwardWeight(this.g(`${at}q_proj.weight`), dq, L.xn, N, H * dqk, D);
       }
-      linearBackwardInput(dxn, da, N, dc + dr, this.p(`${at}kv_a_proj_with_mqa.weight`), D, true);
-      linearBackwardWeight(this.g(`${at}kv_a_proj_with_mqa.weight`), da, L.xn, N, dc + dr, D);
+      this.mm.backwardInput(dxn, da, N, dc + dr, this.p(`${at}kv_a_proj_with_mqa.weight`), D, true);
+      this.mm.backwardWeight(this.g(`${at}kv_a_proj_with_mqa.weight`), da, L.xn, N, dc + dr, D);
       rmsNormBackward(dh, this.g(`${pre}input_layernorm.weight`), L.hIn, this.p(`${pre}input_layernorm.weight`), dxn, N, D, eps, true);
     }
     embeddingBackward(this.g("model.embed_tokens.weight"), sv.ids, dh, N, D);

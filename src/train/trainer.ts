@@ -28,6 +28,7 @@ import { accumulateGradients, sampleBatch, stepRng } from "./loop.js";
 import { TrainModel, denseMlaConfig } from "./model.js";
 import { atomicWrite, saveCheckpoint, writeFileAtomic } from "./save.js";
 import { lossSvg } from "./plot.js";
+import { WasmBackend } from "../backends/wasm/index.js";
 
 export interface TrainSettings {
   /** "brown" (train/validation split by document) or the path of a UTF-8 text file (last 10% held out). */
@@ -81,6 +82,8 @@ export interface StepInfo {
   readonly etaSeconds: number;
 }
 
+export type TrainBackend = "cpu" | "cpu-scalar";
+
 export interface RunOptions {
   readonly out: string;
   /** Settings given explicitly; the rest come from DEFAULT_SETTINGS (or, with resume, from the saved run). */
@@ -90,6 +93,13 @@ export interface RunOptions {
   readonly resume?: boolean;
   /** Stop (after saving) once this step is done, as if the run were interrupted there. */
   readonly stopAt?: number;
+  /**
+   * Where the matrix products run: "cpu" (default) the WebAssembly SIMD kernels on a worker pool (./fast.ts),
+   * "cpu-scalar" the single-threaded scalar reference. Not part of the saved settings (a run may resume on either).
+   */
+  readonly backend?: TrainBackend;
+  /** Threads of the "cpu" backend (default: WasmBackend's, os.availableParallelism() capped at 8). */
+  readonly threads?: number;
   readonly onStart?: (info: { startStep: number; steps: number; numParams: number; trainTokens: number; valTokens: number; vocabSize: number }) => void;
   readonly onStep?: (info: StepInfo) => void;
 }
@@ -258,93 +268,105 @@ export async function runTraining(opts: RunOptions): Promise<RunSummary> {
     kvLoraRank: s.kvLoraRank, qLoraRank: s.qLoraRank || null, qkNopeHeadDim: s.nope, qkRopeHeadDim: s.rope, vHeadDim: s.v,
     maxPositionEmbeddings: Math.max(2048, s.seq), bosTokenId: tokJson.added_tokens[0]?.id ?? null, eosTokenId: tokJson.added_tokens[1]?.id ?? null,
   });
-  const model = new TrainModel(cfg, { seed: s.seed });
-  const opt = new AdamW(model.params, model.shapes, { weightDecay: s.wd, clipNorm: s.clip });
-  const losses: number[] = state ? [...state.losses] : [];
-  const evals: [number, number][] = state ? state.evals.map(([a, b]) => [a, b]) : [];
-  const elapsedBefore = state?.elapsedSeconds ?? 0;
-  const startStep = state?.step ?? 0;
-  if (state) {
-    const wPath = join(out, "model.safetensors"), oPath = join(out, OPTIMIZER);
-    const w = loadTensors(wPath, state.step), o = loadTensors(oPath, state.step);
-    for (const [name, p] of model.params) {
-      copyInto(p, w.get(name), name, wPath);
-      copyInto(opt.m.get(name)!, o.get(`m.${name}`), `m.${name}`, oPath);
-      copyInto(opt.v.get(name)!, o.get(`v.${name}`), `v.${name}`, oPath);
-    }
-    opt.t = state.t;
-    check(losses.length === state.step, `${statePath}: ${losses.length} losses for step ${state.step}`);
-    // drop what a killed run logged after its last save
-    const mPath = join(out, METRICS);
-    const kept = fs.existsSync(mPath)
-      ? fs.readFileSync(mPath, "utf8").split("\n").filter((l) => {
-        try {
-          return l.trim() !== "" && (JSON.parse(l) as { step: number }).step <= state!.step;
-        } catch {
-          return false;
-        }
-      })
-      : [];
-    writeFileAtomic(mPath, kept.map((l) => l + "\n").join(""));
-  } else {
-    writeFileAtomic(join(out, METRICS), "");
-  }
-  opts.onStart?.({ startStep, steps: s.steps, numParams: model.numParams, trainTokens: trainTokens.length, valTokens: valTokens.length, vocabSize });
-
-  const metrics = fs.openSync(join(out, METRICS), "a");
-  const log = (o: object) => fs.writeSync(metrics, JSON.stringify(o) + "\n");
-  const sched = { maxLr: s.lr, minLr: s.minLr, warmupSteps: s.warmup, totalSteps: s.steps };
-  const t0 = performance.now();
-  const elapsed = () => elapsedBefore + (performance.now() - t0) / 1000;
-  const endStep = Math.min(s.steps, opts.stopAt ?? s.steps);
-  let lastEval = evals.length ? evals[evals.length - 1] : null;
-
-  const save = (step: number) => {
-    const meta = { step: String(step) };
-    const moments: Record<string, Tensor> = {};
-    for (const name of model.params.keys()) {
-      moments[`m.${name}`] = f32Tensor(model.shapes.get(name)!, opt.m.get(name)!);
-      moments[`v.${name}`] = f32Tensor(model.shapes.get(name)!, opt.v.get(name)!);
-    }
-    atomicWrite(join(out, OPTIMIZER), (tmp) => writeSafetensors(tmp, moments, { format: "pt", ...meta }));
-    saveCheckpoint(out, model, meta);
-    fs.fsyncSync(metrics);
-    const st: TrainerState = { format: "mla-ts-trainer-state", version: 1, step, t: opt.t, settings: s, losses, evals, elapsedSeconds: elapsed() };
-    writeFileAtomic(join(out, "loss.svg"), lossSvg({ train: losses.map((l, i) => [i + 1, l]), eval: evals, title: `mla train: ${out}` }));
-    writeFileAtomic(statePath, JSON.stringify(st) + "\n");
-  };
-
-  let runTokens = 0;
+  const backendKind = opts.backend ?? "cpu";
+  check(backendKind === "cpu" || backendKind === "cpu-scalar", `--backend must be cpu or cpu-scalar, got "${String(backendKind)}"`);
+  check(opts.threads === undefined || (Number.isInteger(opts.threads) && opts.threads >= 1), `--threads must be an integer >= 1, got ${opts.threads}`);
+  const backend = backendKind === "cpu" ? await WasmBackend.create({ threads: opts.threads }) : null;
   try {
-    for (let step = startStep + 1; step <= endStep; step++) {
-      const st0 = performance.now();
-      const { ids, targets } = sampleBatch(trainTokens, s.batch, s.seq, stepRng(s.seed, step));
-      const loss = accumulateGradients(model, ids, targets, s.accum);
-      const lr = lrAt(step - 1, sched);
-      const { gradNorm } = opt.step(model.grads, lr);
-      const sec = (performance.now() - st0) / 1000;
-      runTokens += s.batch * s.seq;
-      losses.push(loss);
-      const info = { step, loss, lr, gradNorm, tokensPerSecond: (s.batch * s.seq) / sec, elapsedSeconds: elapsed() };
-      log(info);
-      if (step % opts.evalEvery === 0 || step === s.steps) {
-        const valLoss = evaluate(model, valTokens, s);
-        lastEval = [step, valLoss];
-        evals.push(lastEval);
-        log({ step, valLoss, valPerplexity: Math.exp(valLoss) });
-      }
-      if (step % opts.saveEvery === 0 || step === endStep) save(step);
-      const done = step - startStep, runSec = (performance.now() - t0) / 1000;
-      opts.onStep?.({ ...info, steps: s.steps, etaSeconds: (runSec / done) * (s.steps - step) });
-    }
+    return await trainWith(backend);
   } finally {
-    fs.closeSync(metrics);
+    await backend?.close();
   }
-  const seconds = (performance.now() - t0) / 1000;
-  const valLoss = lastEval ? lastEval[1] : NaN;
-  return {
-    out, startStep, endStep, steps: s.steps, numParams: model.numParams, vocabSize, trainTokens: trainTokens.length,
-    firstLoss: losses[startStep] ?? NaN, lastLoss: losses[losses.length - 1] ?? NaN, valLoss, valPerplexity: Math.exp(valLoss),
-    tokensPerSecond: seconds > 0 ? runTokens / seconds : 0, seconds,
-  };
+
+  async function trainWith(backend: WasmBackend | null): Promise<RunSummary> {
+    const model = new TrainModel(cfg, { seed: s.seed, backend });
+    const opt = new AdamW(model.params, model.shapes, { weightDecay: s.wd, clipNorm: s.clip });
+    const losses: number[] = state ? [...state.losses] : [];
+    const evals: [number, number][] = state ? state.evals.map(([a, b]) => [a, b]) : [];
+    const elapsedBefore = state?.elapsedSeconds ?? 0;
+    const startStep = state?.step ?? 0;
+    if (state) {
+      const wPath = join(out, "model.safetensors"), oPath = join(out, OPTIMIZER);
+      const w = loadTensors(wPath, state.step), o = loadTensors(oPath, state.step);
+      for (const [name, p] of model.params) {
+        copyInto(p, w.get(name), name, wPath);
+        copyInto(opt.m.get(name)!, o.get(`m.${name}`), `m.${name}`, oPath);
+        copyInto(opt.v.get(name)!, o.get(`v.${name}`), `v.${name}`, oPath);
+      }
+      opt.t = state.t;
+      check(losses.length === state.step, `${statePath}: ${losses.length} losses for step ${state.step}`);
+      // drop what a killed run logged after its last save
+      const mPath = join(out, METRICS);
+      const kept = fs.existsSync(mPath)
+        ? fs.readFileSync(mPath, "utf8").split("\n").filter((l) => {
+          try {
+            return l.trim() !== "" && (JSON.parse(l) as { step: number }).step <= state!.step;
+          } catch {
+            return false;
+          }
+        })
+        : [];
+      writeFileAtomic(mPath, kept.map((l) => l + "\n").join(""));
+    } else {
+      writeFileAtomic(join(out, METRICS), "");
+    }
+    opts.onStart?.({ startStep, steps: s.steps, numParams: model.numParams, trainTokens: trainTokens.length, valTokens: valTokens.length, vocabSize });
+
+    const metrics = fs.openSync(join(out, METRICS), "a");
+    const log = (o: object) => fs.writeSync(metrics, JSON.stringify(o) + "\n");
+    const sched = { maxLr: s.lr, minLr: s.minLr, warmupSteps: s.warmup, totalSteps: s.steps };
+    const t0 = performance.now();
+    const elapsed = () => elapsedBefore + (performance.now() - t0) / 1000;
+    const endStep = Math.min(s.steps, opts.stopAt ?? s.steps);
+    let lastEval = evals.length ? evals[evals.length - 1] : null;
+
+    const save = (step: number) => {
+      const meta = { step: String(step) };
+      const moments: Record<string, Tensor> = {};
+      for (const name of model.params.keys()) {
+        moments[`m.${name}`] = f32Tensor(model.shapes.get(name)!, opt.m.get(name)!);
+        moments[`v.${name}`] = f32Tensor(model.shapes.get(name)!, opt.v.get(name)!);
+      }
+      atomicWrite(join(out, OPTIMIZER), (tmp) => writeSafetensors(tmp, moments, { format: "pt", ...meta }));
+      saveCheckpoint(out, model, meta);
+      fs.fsyncSync(metrics);
+      const st: TrainerState = { format: "mla-ts-trainer-state", version: 1, step, t: opt.t, settings: s, losses, evals, elapsedSeconds: elapsed() };
+      writeFileAtomic(join(out, "loss.svg"), lossSvg({ train: losses.map((l, i) => [i + 1, l]), eval: evals, title: `mla train: ${out}` }));
+      writeFileAtomic(statePath, JSON.stringify(st) + "\n");
+    };
+
+    let runTokens = 0;
+    try {
+      for (let step = startStep + 1; step <= endStep; step++) {
+        const st0 = performance.now();
+        const { ids, targets } = sampleBatch(trainTokens, s.batch, s.seq, stepRng(s.seed, step));
+        const loss = accumulateGradients(model, ids, targets, s.accum);
+        const lr = lrAt(step - 1, sched);
+        const { gradNorm } = opt.step(model.grads, lr);
+        const sec = (performance.now() - st0) / 1000;
+        runTokens += s.batch * s.seq;
+        losses.push(loss);
+        const info = { step, loss, lr, gradNorm, tokensPerSecond: (s.batch * s.seq) / sec, elapsedSeconds: elapsed() };
+        log(info);
+        if (step % opts.evalEvery === 0 || step === s.steps) {
+          const valLoss = evaluate(model, valTokens, s);
+          lastEval = [step, valLoss];
+          evals.push(lastEval);
+          log({ step, valLoss, valPerplexity: Math.exp(valLoss) });
+        }
+        if (step % opts.saveEvery === 0 || step === endStep) save(step);
+        const done = step - startStep, runSec = (performance.now() - t0) / 1000;
+        opts.onStep?.({ ...info, steps: s.steps, etaSeconds: (runSec / done) * (s.steps - step) });
+      }
+    } finally {
+      fs.closeSync(metrics);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const valLoss = lastEval ? lastEval[1] : NaN;
+    return {
+      out, startStep, endStep, steps: s.steps, numParams: model.numParams, vocabSize, trainTokens: trainTokens.length,
+      firstLoss: losses[startStep] ?? NaN, lastLoss: losses[losses.length - 1] ?? NaN, valLoss, valPerplexity: Math.exp(valLoss),
+      tokensPerSecond: seconds > 0 ? runTokens / seconds : 0, seconds,
+    };
+  }
 }

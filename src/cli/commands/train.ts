@@ -2,7 +2,7 @@ import cliProgress from "cli-progress";
 import { MlaError } from "../../errors.js";
 import { parseFloatArg, parseInt10 } from "../args.js";
 import { fmtCount } from "../format.js";
-import { runTraining, type TrainSettings } from "../../train/trainer.js";
+import { runTraining, type TrainBackend, type TrainSettings } from "../../train/trainer.js";
 
 /** Flags as commander gives them (strings; undefined when not given, so --resume can tell what was set). */
 export interface TrainFlags {
@@ -36,6 +36,10 @@ export interface TrainFlags {
   stopAt?: string;
   resume?: boolean;
   json?: boolean;
+  /** cpu (WebAssembly SIMD matmuls on worker threads, the default) or cpu-scalar (the scalar reference). */
+  backend?: string;
+  /** Threads of the cpu backend. */
+  threads?: string;
 }
 
 function fmtDuration(sec: number): string {
@@ -82,6 +86,9 @@ export async function trainCommand(o: TrainFlags): Promise<void> {
   const saveEvery = parseInt10(o.saveEvery ?? "50", "--save-every", 1);
   const evalEvery = parseInt10(o.evalEvery ?? "50", "--eval-every", 1);
   const stopAt = o.stopAt === undefined ? undefined : parseInt10(o.stopAt, "--stop-at", 1);
+  const backend = o.backend ?? "cpu";
+  if (backend !== "cpu" && backend !== "cpu-scalar") throw new MlaError(`--backend must be cpu or cpu-scalar, got "${backend}"`);
+  const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
   const tty = !!process.stderr.isTTY;
   const bar = tty
     ? new cliProgress.SingleBar(
@@ -92,7 +99,7 @@ export async function trainCommand(o: TrainFlags): Promise<void> {
   let started = false;
   try {
     const r = await runTraining({
-      out: o.out, settings, saveEvery, evalEvery, resume: o.resume, stopAt,
+      out: o.out, settings, saveEvery, evalEvery, resume: o.resume, stopAt, backend: backend as TrainBackend, threads,
       onStart: (i) => {
         if (!o.json) {
           process.stderr.write(`${i.startStep ? `resuming at step ${i.startStep}` : "training"}: ${fmtCount(i.numParams)} parameters, vocab ${i.vocabSize}, ` +
