@@ -74,3 +74,16 @@ export function tempDirs(prefix: string, after: (fn: () => void) => void): () =>
     return d;
   };
 }
+
+/** B random token sequences of length T (vocab V) with their next-token targets. */
+export function randomBatch(B: number, T: number, V: number, seed: number): { ids: number[][]; targets: number[][] } {
+  const r = randn(B * (T + 1), seed);
+  const toks = Array.from(r, (x) => Math.floor(((x + 1) / 2) * V) % V);
+  const ids: number[][] = [], targets: number[][] = [];
+  for (let b = 0; b < B; b++) {
+    const row = toks.slice(b * (T + 1), (b + 1) * (T + 1));
+    ids.push(row.slice(0, T));
+    targets.push(row.slice(1));
+  }
+  return { ids, targets };
+}

@@ -8,7 +8,7 @@ import { TrainMatmul } from "../src/train/fast.js";
 import { AdamW } from "../src/train/adamw.js";
 import { runTraining } from "../src/train/trainer.js";
 import { WasmBackend } from "../src/backends/wasm/index.js";
-import { randn } from "./helpers.js";
+import { randn, randomBatch } from "./helpers.js";
 
 // Every dimension a multiple of 8 (the kernel's K), and one where none is (the wrapper pads reduced dims).
 const ALIGNED: DenseMlaSpec = {
@@ -27,18 +27,6 @@ before(async () => {
 after(async () => {
   await be.close();
 });
-
-function batch(B: number, T: number, V: number, seed: number): { ids: number[][]; targets: number[][] } {
-  const r = randn(B * (T + 1), seed);
-  const toks = Array.from(r, (x) => Math.floor(((x + 1) / 2) * V) % V);
-  const ids: number[][] = [], targets: number[][] = [];
-  for (let b = 0; b < B; b++) {
-    const row = toks.slice(b * (T + 1), (b + 1) * (T + 1));
-    ids.push(row.slice(0, T));
-    targets.push(row.slice(1));
-  }
-  return { ids, targets };
-}
 
 /** max |a - b| / max |b|: error relative to the tensor's scale. */
 function relMax(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -80,7 +68,7 @@ for (const [label, spec] of [["aligned", ALIGNED], ["ragged", RAGGED]] as const)
       const cfg = denseMlaConfig({ ...spec, qLoraRank });
       const ref = new TrainModel(cfg, { seed: 5, initStd: "fan-in" });
       const fast = new TrainModel(cfg, { seed: 5, initStd: "fan-in", backend: be });
-      const { ids, targets } = batch(3, 7, spec.vocabSize, 11); // 21 tokens: dW's reduced dim is padded to 24
+      const { ids, targets } = randomBatch(3, 7, spec.vocabSize, 11); // 21 tokens: dW's reduced dim is padded to 24
       targets[2][4] = -100;
       for (const m of [ref, fast]) {
         m.zeroGrad();
@@ -107,7 +95,7 @@ test("train model on wasm: a few AdamW steps give the scalar path's losses", () 
     const opt = new AdamW(m.params, m.shapes, { weightDecay: 0.1, clipNorm: 1 });
     const ls: number[] = [];
     for (let step = 0; step < 5; step++) {
-      const { ids, targets } = batch(4, 8, ALIGNED.vocabSize, 100); // one batch, so the loss must fall
+      const { ids, targets } = randomBatch(4, 8, ALIGNED.vocabSize, 100); // one batch, so the loss must fall
       m.zeroGrad();
       ls.push(m.forward(ids, targets));
       m.backward();

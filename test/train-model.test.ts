@@ -6,24 +6,12 @@ import { DeepseekModel } from "../src/model/decoder.js";
 import { assemble } from "../src/model/weights.js";
 import { parseConfig } from "../src/model/config.js";
 import { f32Tensor } from "../src/tensor/tensor.js";
-import { randn, relErr } from "./helpers.js";
+import { randn, relErr, randomBatch } from "./helpers.js";
 
 const SPEC: DenseMlaSpec = {
   vocabSize: 37, hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 2,
   kvLoraRank: 8, qkNopeHeadDim: 4, qkRopeHeadDim: 4, vHeadDim: 6, rmsNormEps: 1e-5,
 };
-
-function batch(B: number, T: number, V: number, seed: number): { ids: number[][]; targets: number[][] } {
-  const r = randn(B * (T + 1), seed);
-  const toks = Array.from(r, (x) => Math.floor(((x + 1) / 2) * V) % V);
-  const ids: number[][] = [], targets: number[][] = [];
-  for (let b = 0; b < B; b++) {
-    const row = toks.slice(b * (T + 1), (b + 1) * (T + 1));
-    ids.push(row.slice(0, T));
-    targets.push(row.slice(1));
-  }
-  return { ids, targets };
-}
 
 /** Parameters away from the init's symmetric point: matrices uniform(-0.5, 0.5), norms 1 +- 0.3. */
 function randomize(m: TrainModel, seed: number): void {
@@ -39,7 +27,7 @@ for (const qLoraRank of [null, 8]) {
   test(`train model (q_lora_rank ${qLoraRank}): every parameter's gradient matches float64 central differences`, (t) => {
     const m = new TrainModel(denseMlaConfig({ ...SPEC, qLoraRank }), { float64: true, seed: 3 });
     randomize(m, 500);
-    const { ids, targets } = batch(2, 5, SPEC.vocabSize, 77);
+    const { ids, targets } = randomBatch(2, 5, SPEC.vocabSize, 77);
     targets[1][2] = -100; // an ignored position
     m.zeroGrad();
     m.forward(ids, targets);
@@ -73,7 +61,7 @@ for (const qLoraRank of [null, 8]) {
     const weights = assemble(cfg, (name) => f32Tensor(m.shapes.get(name)!, m.params.get(name) as Float32Array));
     const engine = new DeepseekModel(cfg, weights);
     const B = 3, T = 7, V = SPEC.vocabSize;
-    const { ids, targets } = batch(B, T, V, 99);
+    const { ids, targets } = randomBatch(B, T, V, 99);
     const loss = m.forward(ids, targets);
     const trainLogits = m.logits(ids);
     let sum = 0;
@@ -102,7 +90,7 @@ test("train model: deterministic init, norms are ones, gradient accumulation wit
   assert.ok(Math.abs(std - 0.02) < 0.003, `init std ${std}`);
 
   const m = new TrainModel(json, { seed: 5, float64: true, initStd: "fan-in" });
-  const { ids, targets } = batch(4, 6, 37, 123);
+  const { ids, targets } = randomBatch(4, 6, 37, 123);
   m.zeroGrad();
   m.forward(ids, targets);
   m.backward();
