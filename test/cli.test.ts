@@ -179,3 +179,13 @@ test("bad input: token ids out of range, prompt longer than the context, bad fla
   assertCleanError(mla("generate", "--model", V3, "--prompt-ids", "1", "--attention", "fast"), /--attention must be auto, naive or absorb/);
   assertCleanError(mla("generate", "--model", V3, "--prompt-ids", "1", "--top-p", "1.5", "--temperature", "1"), /top-p/);
 });
+
+test("the bundled default model (models/mla-brown) loads and generates text without --model", () => {
+  const r = mla("generate", "--prompt", "The jury said", "-n", "8", "--temperature", "0.8", "--seed", "1", "--json");
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.equal(j.tokens.length, 8);
+  assert.ok(typeof j.text === "string" && j.text.length > 0, `text ${JSON.stringify(j.text)}`);
+  const info = JSON.parse(mla("info", "--json").out);
+  assert.equal(info.kvCache.mla.elementsPerTokenPerLayer, 80); // d_c 64 + d_h^R 16
+});

@@ -12,7 +12,7 @@ import { openBackend } from "./backend.js";
 import type { Ops } from "../backends/ops.js";
 
 /** The model bundled in the repo (models/ beside src/ and dist/). */
-export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/tiny-deepseek-v3", import.meta.url));
+export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/mla-brown", import.meta.url));
 
 /** Errors a user can act on become one line on stderr; anything else is a bug (stack with MLA_DEBUG=1). */
 async function run(fn: () => void | Promise<void>): Promise<void> {
@@ -29,7 +29,7 @@ async function run(fn: () => void | Promise<void>): Promise<void> {
   }
 }
 
-const modelOpt = () => new Option("-m, --model <dir>", "checkpoint folder (config.json + *.safetensors)").default(DEFAULT_MODEL, "the bundled tiny model");
+const modelOpt = () => new Option("-m, --model <dir>", "checkpoint folder (config.json + *.safetensors)").default(DEFAULT_MODEL, "the bundled model, models/mla-brown");
 const backendOpts = (cmd: Command) =>
   cmd
     .addOption(new Option("--backend <name>", "cpu (WebAssembly SIMD on worker threads) or cpu-scalar (plain-JS reference kernels)").default("cpu"))
@@ -110,8 +110,8 @@ backendOpts(program
   .command("demo")
   .description("the KV-cache comparison and a generation on the bundled model (what `npm start` runs)")
   .addOption(modelOpt())
-  .option("--prompt <text>", "prompt text (if the model has a tokenizer)", "The latent cache")
-  .option("-n, --max-new-tokens <n>", "tokens to generate", "24"))
+  .option("--prompt <text>", "prompt text (if the model has a tokenizer)", "The jury said")
+  .option("-n, --max-new-tokens <n>", "tokens to generate", "40"))
   .action((o) => withOps(o, (ops) => demoCommand({ model: o.model, prompt: o.prompt, maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens") }, ops)));
 
 backendOpts(program

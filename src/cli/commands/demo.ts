@@ -6,7 +6,11 @@ import { loadModel } from "../load.js";
 import type { Ops } from "../../backends/ops.js";
 import { timing } from "./generate.js";
 
-/** `npm start`: the bundled model's KV-cache comparison, then one generation in both MLA forms. */
+/**
+ * `npm start`: the bundled model's KV-cache comparison, then one generation in both MLA forms. It samples with a
+ * fixed seed (temperature 0.8, top-p 0.9), since greedy decoding loops on a model this small; the same seed and
+ * the same logits give the same tokens in both forms.
+ */
 export function demoCommand(opts: { model: string; prompt: string; maxNewTokens: number }, ops?: Ops): void {
   const out = process.stdout;
   out.write(infoText(describeModel(opts.model)) + "\n\n");
@@ -19,7 +23,7 @@ export function demoCommand(opts: { model: string; prompt: string; maxNewTokens:
     const stream = tok ? new StreamDecoder(tok) : null;
     out.write(`\n${mode.padEnd(6)} > `);
     const r = generate(model, prompt, {
-      greedy: true, maxNewTokens: opts.maxNewTokens, mode,
+      temperature: 0.8, topP: 0.9, seed: 1, maxNewTokens: opts.maxNewTokens, mode,
       onToken: (id, i) => out.write(stream ? stream.push(id) : `${i ? " " : ""}${id}`),
     });
     out.write((stream?.flush() ?? "") + "\n");
