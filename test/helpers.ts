@@ -87,3 +87,18 @@ export function randomBatch(B: number, T: number, V: number, seed: number): { id
   }
   return { ids, targets };
 }
+
+/** Central finite differences of f with respect to every element of p (perturbed in place, then restored). */
+export function finiteDiff(p: Float32Array | Float64Array, f: () => number, eps = 1e-6): Float64Array {
+  const g = new Float64Array(p.length);
+  for (let i = 0; i < p.length; i++) {
+    const v = p[i];
+    p[i] = v + eps;
+    const fp = f();
+    p[i] = v - eps;
+    const fm = f();
+    p[i] = v;
+    g[i] = (fp - fm) / (2 * eps);
+  }
+  return g;
+}

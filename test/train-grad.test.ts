@@ -9,7 +9,7 @@ import {
   attendBackward, crossEntropyLoss, embeddingBackward, embeddingForward, linearBackward, linearBackwardInput,
   linearBackwardWeight, rmsNormBackward, ropeInterleavedBackward, siluMulBackward,
 } from "../src/train/grad/index.js";
-import { randn, relErr } from "./helpers.js";
+import { finiteDiff, randn, relErr } from "./helpers.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Float64 forward references, written here independently of src (and checked against the CPU kernels below).
@@ -101,20 +101,7 @@ function dot64(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return s;
 }
 
-/** Central finite differences of f with respect to every element of p (perturbed in place, then restored). */
-function fd(p: Float64Array, f: () => number, eps = 1e-6): Float64Array {
-  const g = new Float64Array(p.length);
-  for (let i = 0; i < p.length; i++) {
-    const v = p[i];
-    p[i] = v + eps;
-    const fp = f();
-    p[i] = v - eps;
-    const fm = f();
-    p[i] = v;
-    g[i] = (fp - fm) / (2 * eps);
-  }
-  return g;
-}
+const fd = (p: Float64Array, f: () => number, eps?: number) => finiteDiff(p, f, eps);
 
 const TOL = 1e-6;
 function close(name: string, g: ArrayLike<number>, ref: ArrayLike<number>, tol = TOL): void {

@@ -6,7 +6,7 @@ import { DeepseekModel } from "../src/model/decoder.js";
 import { assemble } from "../src/model/weights.js";
 import { parseConfig } from "../src/model/config.js";
 import { f32Tensor } from "../src/tensor/tensor.js";
-import { randn, relErr, randomBatch } from "./helpers.js";
+import { finiteDiff, randn, relErr, randomBatch } from "./helpers.js";
 
 const SPEC: DenseMlaSpec = {
   vocabSize: 37, hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 2,
@@ -37,16 +37,7 @@ for (const qLoraRank of [null, 8]) {
     let worst = 0;
     for (const [name, p] of m.params) {
       const g = m.grads.get(name)!;
-      const fd = new Float64Array(p.length);
-      for (let i = 0; i < p.length; i++) {
-        const v = p[i];
-        p[i] = v + eps;
-        const fp = loss();
-        p[i] = v - eps;
-        const fm = loss();
-        p[i] = v;
-        fd[i] = (fp - fm) / (2 * eps);
-      }
+      const fd = finiteDiff(p, loss, eps);
       const e = relErr(g, fd);
       worst = Math.max(worst, e);
       assert.ok(e < 1e-6, `${name}: relative error ${e.toExponential(2)}`);

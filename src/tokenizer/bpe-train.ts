@@ -85,16 +85,17 @@ export function learnMerges(wordCounts: ReadonlyMap<string, number>, opts: BpeTr
 
   const pairCount = new Map<number, number>();
   const pairWords = new Map<number, Set<number>>();
-  for (let w = 0; w < words.length; w++) {
-    const s = words[w], n = freq[w];
+  /** Add n to `counts` for every adjacent pair of word w's symbols s, and index w under each pair. */
+  const addPairs = (counts: Map<number, number>, s: number[], n: number, w: number) => {
     for (let i = 0; i + 1 < s.length; i++) {
       const k = s[i] * S + s[i + 1];
-      pairCount.set(k, (pairCount.get(k) ?? 0) + n);
+      counts.set(k, (counts.get(k) ?? 0) + n);
       let set = pairWords.get(k);
       if (!set) pairWords.set(k, (set = new Set()));
       set.add(w);
     }
-  }
+  };
+  for (let w = 0; w < words.length; w++) addPairs(pairCount, words[w], freq[w], w);
 
   // Max-heap on (count desc, key asc). Entries may be stale: checked against pairCount when popped.
   const hc: number[] = [], hk: number[] = [];
@@ -166,13 +167,7 @@ export function learnMerges(wordCounts: ReadonlyMap<string, number>, opts: BpeTr
         else out.push(s[i]);
       }
       words[w] = out;
-      for (let i = 0; i + 1 < out.length; i++) {
-        const k = out[i] * S + out[i + 1];
-        delta.set(k, (delta.get(k) ?? 0) + n);
-        let set = pairWords.get(k);
-        if (!set) pairWords.set(k, (set = new Set()));
-        set.add(w);
-      }
+      addPairs(delta, out, n, w);
     }
     for (const [k, d] of delta) {
       if (d === 0) continue;
