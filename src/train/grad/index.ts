@@ -7,7 +7,7 @@
 export type { Vec, Ids } from "./types.js";
 export { linearBackward, linearBackwardInput, linearBackwardWeight } from "./linear.js";
 export { rmsNormBackward } from "./norm.js";
-export { ropeInterleavedBackward } from "./rope.js";
+export { ropeHalvesBackward, ropeInterleavedBackward } from "./rope.js";
 export { siluMulBackward } from "./activation.js";
 export { embeddingForward, embeddingBackward } from "./embedding.js";
 export { attendBackward } from "./attention.js";

@@ -1,5 +1,5 @@
 import type { Vec } from "./types.js";
-import { ropeInterleaved } from "../../backends/cpu/rope.js";
+import { ropeHalves, ropeInterleaved } from "../../backends/cpu/rope.js";
 
 /**
  * Backward of ropeInterleaved (src/backends/cpu/rope.ts), in place on the gradient, same strided layout.
@@ -14,4 +14,14 @@ export function ropeInterleavedBackward(
   const negSin = new Float64Array(sin.length);
   for (let i = 0; i < sin.length; i++) negSin[i] = -sin[i];
   ropeInterleaved(g, T, heads, d, offset, rowStride, headStride, cos, negSin);
+}
+
+/** Backward of ropeHalves: the same transpose argument, pairs (j, j + d/2). */
+export function ropeHalvesBackward(
+  g: Vec, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number,
+  cos: Vec, sin: Vec,
+): void {
+  const negSin = new Float64Array(sin.length);
+  for (let i = 0; i < sin.length; i++) negSin[i] = -sin[i];
+  ropeHalves(g, T, heads, d, offset, rowStride, headStride, cos, negSin);
 }
