@@ -1,6 +1,6 @@
 import type { Tensor } from "../tensor/tensor.js";
 import { MlaError } from "../errors.js";
-import { ropeInterleaved } from "../backends/cpu/index.js";
+import { ropeHalves, ropeInterleaved } from "../backends/cpu/index.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
 import type { KvCache } from "./cache.js";
 import type { RotaryEmbedding } from "./rope.js";
@@ -17,15 +17,36 @@ export interface GqaDims {
   readonly headDim: number;
   /** Value width per head (defaults to headDim). */
   readonly vHeadDim?: number;
-  /** RoPE (interleaved pairs) on the last ropeDim dims of each q/k head; 0 for none. Defaults to headDim. */
+  /** RoPE on the last ropeDim dims of each q/k head; 0 for none. Defaults to headDim. */
   readonly ropeDim?: number;
+  /**
+   * Which dims RoPE pairs: "interleaved" (x0,x1),(x2,x3),... (the default, as MLA's decoupled key) or "halves"
+   * (x_j, x_{j+d/2}), transformers' rotate_half, as Llama/Qwen2/Mistral checkpoints are laid out.
+   */
+  readonly ropeStyle?: RopeStyle;
+  /** Sliding-window attention: a query sees itself and the window - 1 keys before it (Mistral). Default: all. */
+  readonly window?: number;
 }
+
+export type RopeStyle = "interleaved" | "halves";
 
 export interface GqaWeights {
   readonly q: Tensor; // q_proj [nHeads*headDim, D]
   readonly k: Tensor; // k_proj [nKvHeads*headDim, D]
   readonly v: Tensor; // v_proj [nKvHeads*vHeadDim, D]
   readonly o: Tensor; // o_proj [D, nHeads*vHeadDim]
+  /** Biases of the projections, when the checkpoint has them (Qwen2: q/k/v; Llama with attention_bias: all four). */
+  readonly qBias?: Float32Array;
+  readonly kBias?: Float32Array;
+  readonly vBias?: Float32Array;
+  readonly oBias?: Float32Array;
+}
+
+/** x[t, :] += b for T rows of b.length. */
+function addBias(x: Float32Array, T: number, b: Float32Array | undefined): void {
+  if (!b) return;
+  const n = b.length;
+  for (let t = 0; t < T; t++) for (let i = 0; i < n; i++) x[t * n + i] += b[i];
 }
 
 export class GroupedQueryAttention {
@@ -46,20 +67,40 @@ export class GroupedQueryAttention {
     this.ops.linear(q, x, T, D, this.w.q, H * dk);
     this.ops.linear(k, x, T, D, this.w.k, G * dk);
     this.ops.linear(v, x, T, D, this.w.v, G * dv);
+    addBias(q, T, this.w.qBias);
+    addBias(k, T, this.w.kBias);
+    addBias(v, T, this.w.vBias);
     if (this.rope && dr > 0) {
       const { cos, sin } = this.rope.table(cache.length, T);
-      ropeInterleaved(q, T, H, dr, dk - dr, H * dk, dk, cos, sin);
-      ropeInterleaved(k, T, G, dr, dk - dr, G * dk, dk, cos, sin);
+      const rotate = this.dims.ropeStyle === "halves" ? ropeHalves : ropeInterleaved;
+      rotate(q, T, H, dr, dk - dr, H * dk, dk, cos, sin);
+      rotate(k, T, G, dr, dk - dr, G * dk, dk, cos, sin);
     }
     cache.k.append(k, T);
     cache.v.append(v, T);
     const o = new Float32Array(T * H * dv);
-    this.ops.attend(o, q, T, H, dk,
-      { data: cache.k.data, offset: 0, rowStride: G * dk, headStride: dk },
-      { data: cache.v.data, offset: 0, rowStride: G * dv, headStride: dv },
-      dv, G, cache.length, this.scale);
+    this.attendCache(o, q, T, cache);
     const out = new Float32Array(T * D);
     this.ops.linear(out, o, T, H * dv, this.w.o, D);
+    addBias(out, T, this.w.oBias);
     return out;
+  }
+
+  /**
+   * Causal attention of the T new queries over the cache. Queries whose window reaches back to position 0 run as
+   * one causal block; each later query runs alone on a view of its last `window` keys, since the kernels' causal
+   * mask cannot express a sliding start. Exact; such a row reads only its window of the cache.
+   */
+  private attendCache(o: Float32Array, q: Float32Array, T: number, cache: KvCache): void {
+    const { nHeads: H, nKvHeads: G, headDim: dk } = this.dims;
+    const dv = this.vHeadDim, L = cache.length, W = this.dims.window ?? Infinity;
+    const view = (data: Float32Array, start: number, width: number) => ({ data, offset: start * G * width, rowStride: G * width, headStride: width });
+    const full = Math.max(0, Math.min(T, W - (L - T))); // queries at positions < W
+    if (full > 0) this.ops.attend(o, q, full, H, dk, view(cache.k.data, 0, dk), view(cache.v.data, 0, dv), dv, G, L - T + full, this.scale);
+    for (let t = full; t < T; t++) {
+      const start = L - T + t - W + 1;
+      this.ops.attend(o.subarray(t * H * dv), q.subarray(t * H * dk), 1, H, dk,
+        view(cache.k.data, start, dk), view(cache.v.data, start, dv), dv, G, W, this.scale);
+    }
   }
 }

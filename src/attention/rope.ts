@@ -2,12 +2,16 @@ import { MlaError } from "../errors.js";
 
 /** Rotary embedding settings, normalised from either config spelling (see model/config.ts). */
 export interface RopeScaling {
-  readonly type: "default" | "yarn";
+  /** default, YaRN (DeepSeek), or linear / llama3 frequency scaling (the llama family). */
+  readonly type: "default" | "yarn" | "linear" | "llama3";
   readonly theta: number;
-  /** YaRN: context extension factor s. */
+  /** YaRN, linear, llama3: context extension factor s. */
   readonly factor: number;
-  /** YaRN: the pre-training context length L0. */
+  /** YaRN, llama3: the pre-training context length L0. */
   readonly originalMaxPositionEmbeddings: number;
+  /** llama3: wavelengths above L0 / lowFreqFactor are scaled by 1/s, below L0 / highFreqFactor kept, between blended. */
+  readonly lowFreqFactor?: number;
+  readonly highFreqFactor?: number;
   readonly betaFast: number;
   readonly betaSlow: number;
   readonly mscale: number;
@@ -26,11 +30,16 @@ export function yarnMscale(scale: number, k = 1): number {
   return scale <= 1 ? 1 : 0.1 * k * Math.log(scale) + 1;
 }
 
-/** Rotation frequencies theta_j (float64), with YaRN's ramp between interpolated and original frequencies. */
+/**
+ * Rotation frequencies theta_j (float64): YaRN's ramp between interpolated and original frequencies, linear's
+ * uniform 1/s, or llama3's per-wavelength blend (transformers' _compute_*_parameters).
+ */
 export function ropeInvFreq(rope: RopeScaling, dim: number): Float64Array {
   const half = dim >> 1;
   const inv = new Float64Array(half);
   for (let j = 0; j < half; j++) inv[j] = 1 / rope.theta ** ((2 * j) / dim);
+  if (rope.type === "linear") return inv.map((f) => f / rope.factor);
+  if (rope.type === "llama3") return llama3InvFreq(rope, inv);
   if (rope.type !== "yarn") return inv;
   const corr = (r: number) => (dim * Math.log(rope.originalMaxPositionEmbeddings / (r * 2 * Math.PI))) / (2 * Math.log(rope.theta));
   const low = Math.max(Math.floor(corr(rope.betaFast)), 0);
@@ -41,6 +50,19 @@ export function ropeInvFreq(rope: RopeScaling, dim: number): Float64Array {
     inv[j] = (inv[j] / rope.factor) * ramp + inv[j] * (1 - ramp);
   }
   return inv;
+}
+
+/** Llama 3.1's scaling: long wavelengths interpolated by 1/s, short ones kept, a smooth blend in between. */
+function llama3InvFreq(rope: RopeScaling, inv: Float64Array): Float64Array {
+  const s = rope.factor, L0 = rope.originalMaxPositionEmbeddings;
+  const lo = rope.lowFreqFactor ?? 1, hi = rope.highFreqFactor ?? 4;
+  return inv.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < L0 / hi) return f;
+    if (wavelen > L0 / lo) return f / s;
+    const smooth = (L0 / wavelen - lo) / (hi - lo);
+    return (1 - smooth) * (f / s) + smooth * f;
+  });
 }
 
 /** The factor cos/sin are multiplied by, as transformers computes it for YaRN. */

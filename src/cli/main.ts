@@ -180,7 +180,7 @@ tokenizerCmd
 
 program
   .command("train")
-  .description("train a dense MLA (deepseek_v3) model from scratch on the CPU; resumable (--resume), with metrics.jsonl and loss.svg in --out")
+  .description("train a dense decoder from scratch on the CPU: MLA (saved as deepseek_v3) or MHA/GQA/MQA (saved as llama); resumable (--resume), with metrics.jsonl and loss.svg in --out")
   .requiredOption("--out <dir>", "run folder: checkpoint, tokenizer, optimizer and trainer state, metrics.jsonl, loss.svg")
   .option("--corpus <name>", "built-in corpus: brown (the default when no --text is given; validation = every 10th document)")
   .option("--text <file>", "train on a UTF-8 text file instead (its last 10% is held out for validation)")
@@ -189,6 +189,9 @@ program
   .option("--layers <n>", "decoder layers (default 2)")
   .option("--hidden <n>", "hidden size (default 64)")
   .option("--heads <n>", "attention heads (default 4)")
+  .option("--attention <kind>", "mla (deepseek_v3 layout, the default), or mha, gqa, mqa (llama layout)")
+  .option("--kv-heads <n>", "KV heads of --attention gqa (default 2)")
+  .option("--head-dim <n>", "per-head width of mha/gqa/mqa (default hidden / heads)")
   .option("--kv-lora-rank <n>", "KV latent width d_c (default 32)")
   .option("--q-lora-rank <n>", "query latent width; 0 = no query compression (default 0)")
   .option("--nope <n>", "per-head non-RoPE query/key dims (default 16)")

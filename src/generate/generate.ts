@@ -1,20 +1,21 @@
 import { MlaError } from "../errors.js";
 import type { MlaMode } from "../attention/mla.js";
-import type { DeepseekModel, RunState } from "../model/decoder.js";
+import type { CausalLM, ModelState } from "../model/causal-lm.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
 
-export interface GenerateOptions extends SamplingOptions {
+export interface GenerateOptions<S extends ModelState = ModelState> extends SamplingOptions {
   readonly maxNewTokens?: number;
   /** Stop after emitting one of these (default: the config's eos_token_id). */
   readonly eosTokenIds?: readonly number[];
+  /** MLA form (MLA models only; GQA models ignore it). */
   readonly mode?: MlaMode;
   /** Called with each new token as soon as it is chosen (streaming). */
   readonly onToken?: (token: number, index: number) => void;
   /** Continue an existing sequence instead of starting a fresh cache. */
-  readonly state?: RunState;
+  readonly state?: S;
 }
 
-export interface GenerateResult {
+export interface GenerateResult<S extends ModelState = ModelState> {
   /** The new token ids (an EOS token that stopped generation is included, as transformers does). */
   readonly tokens: number[];
   readonly stopReason: "eos" | "length";
@@ -22,11 +23,11 @@ export interface GenerateResult {
   readonly prefillMs: number;
   /** Time of each decode step after the first token, in ms. */
   readonly decodeMs: number[];
-  readonly state: RunState;
+  readonly state: S;
 }
 
-/** Prefill the prompt, then decode one token at a time with the latent cache. */
-export function generate(model: DeepseekModel, prompt: readonly number[], opts: GenerateOptions = {}): GenerateResult {
+/** Prefill the prompt, then decode one token at a time on the model's cache (latent or K/V). */
+export function generate<S extends ModelState>(model: CausalLM<S>, prompt: readonly number[], opts: GenerateOptions<S> = {}): GenerateResult<S> {
   const c = model.config;
   const maxNew = opts.maxNewTokens ?? 32;
   if (!Number.isInteger(maxNew) || maxNew < 0) throw new MlaError(`max new tokens must be a non-negative integer, got ${maxNew}`);

@@ -3,11 +3,33 @@ import { join } from "node:path";
 import { MlaError } from "../errors.js";
 import { DEFAULT_ROPE, type RopeScaling } from "../attention/rope.js";
 
-export type ModelType = "deepseek_v2" | "deepseek_v3";
+export type ModelType = "deepseek_v2" | "deepseek_v3" | "llama" | "qwen2" | "mistral";
 
-/** config.json of a DeepSeek-V2/V3 checkpoint, normalised (camelCase, defaults filled, both rope spellings). */
+/** Every model_type mla-ts loads, in the order error messages list them. */
+export const MODEL_TYPES: readonly ModelType[] = ["deepseek_v2", "deepseek_v3", "llama", "qwen2", "mistral"];
+
+/** How a model's attention caches keys and values: MLA's shared latent, or per-head K/V (MHA/GQA/MQA). */
+export type AttentionKindOfModel = "mla" | "gqa";
+
+/**
+ * config.json of a supported checkpoint, normalised (camelCase, defaults filled, both rope spellings).
+ *
+ * One flat shape for both families, so code that reads the DeepSeek fields keeps working. For the llama family
+ * (`attention` "gqa") the MLA-only fields hold the values that describe the same computation: no latent
+ * (kvLoraRank 0, qLoraRank null), RoPE on the whole head (qkNopeHeadDim 0, qkRopeHeadDim = vHeadDim = headDim)
+ * and no experts (nRoutedExperts 0).
+ */
 export interface ModelConfig {
   readonly modelType: ModelType;
+  readonly attention: AttentionKindOfModel;
+  /** Query/key width per head (MLA: qkNopeHeadDim + qkRopeHeadDim). */
+  readonly headDim: number;
+  /** q_proj, k_proj and v_proj have biases (qwen2 always; llama/mistral when attention_bias). */
+  readonly qkvBias: boolean;
+  /** o_proj has a bias (llama/mistral when attention_bias). */
+  readonly oBias: boolean;
+  /** Tokens a query may look back (mistral/qwen2 sliding-window attention); null when attention is global. */
+  readonly slidingWindow: number | null;
   readonly vocabSize: number;
   readonly hiddenSize: number; // D
   readonly intermediateSize: number; // dense MLP width
@@ -57,14 +79,30 @@ function posInt(c: Json, key: string, fallback?: number): number {
   return v;
 }
 
-/** rope_parameters (transformers >= 5) or top-level rope_theta + rope_scaling {type|rope_type} (hub checkpoints). */
-export function parseRope(c: Json): RopeScaling {
+/**
+ * rope_parameters (transformers >= 5) or top-level rope_theta + rope_scaling {type|rope_type} (hub checkpoints).
+ * `supported` is per family: DeepSeek uses default and YaRN; the llama family default, linear and llama3.
+ */
+export function parseRope(c: Json, supported: readonly RopeScaling["type"][] = ["default", "yarn"]): RopeScaling {
   const params = (c.rope_parameters ?? c.rope_scaling ?? {}) as Json;
   if (typeof params !== "object") throw new MlaError("config.json: rope_parameters/rope_scaling must be an object or null");
   const theta = num(params, "rope_theta", num(c, "rope_theta", DEFAULT_ROPE.theta));
   const type = String(params.rope_type ?? params.type ?? "default");
+  if (!(supported as readonly string[]).includes(type)) {
+    throw new MlaError(`config.json: rope type "${type}" is not supported (supported: ${supported.join(", ")})`);
+  }
   if (type === "default") return { ...DEFAULT_ROPE, theta };
-  if (type !== "yarn") throw new MlaError(`config.json: rope type "${type}" is not supported (supported: default, yarn)`);
+  // mscale_all_dim 0: these types leave the softmax scale at 1/sqrt(d) (see attentionScale)
+  if (type === "linear") return { ...DEFAULT_ROPE, type, theta, factor: num(params, "factor") };
+  if (type === "llama3") {
+    return {
+      ...DEFAULT_ROPE, type, theta,
+      factor: num(params, "factor"),
+      originalMaxPositionEmbeddings: num(params, "original_max_position_embeddings"),
+      lowFreqFactor: num(params, "low_freq_factor"),
+      highFreqFactor: num(params, "high_freq_factor"),
+    };
+  }
   return {
     type: "yarn",
     theta,
@@ -86,13 +124,22 @@ function eosIds(v: unknown): number[] {
   return list as number[];
 }
 
+function isModelType(v: unknown): v is ModelType {
+  return (MODEL_TYPES as readonly unknown[]).includes(v);
+}
+
+/** Parse any supported config.json (the family is chosen by model_type). */
 export function parseConfig(c: Json): ModelConfig {
   const modelType = c.model_type;
-  if (modelType !== "deepseek_v2" && modelType !== "deepseek_v3") {
-    throw new MlaError(`config.json: model_type ${JSON.stringify(modelType)} is not supported (supported: deepseek_v2, deepseek_v3)`);
+  if (!isModelType(modelType)) {
+    throw new MlaError(`config.json: model_type ${JSON.stringify(modelType)} is not supported (supported: ${MODEL_TYPES.join(", ")})`);
   }
   const act = c.hidden_act ?? "silu";
   if (act !== "silu") throw new MlaError(`config.json: hidden_act "${String(act)}" is not supported (supported: silu)`);
+  return modelType === "deepseek_v2" || modelType === "deepseek_v3" ? parseDeepseek(c, modelType) : parseLlamaFamily(c, modelType);
+}
+
+function parseDeepseek(c: Json, modelType: "deepseek_v2" | "deepseek_v3"): ModelConfig {
   const qLora = c.q_lora_rank == null ? null : posInt(c, "q_lora_rank");
   const nRouted = c.n_routed_experts == null ? 0 : num(c, "n_routed_experts");
   const cfg: ModelConfig = {
@@ -125,9 +172,79 @@ export function parseConfig(c: Json): ModelConfig {
     moeLayerFreq: posInt(c, "moe_layer_freq", 1),
     bosTokenId: c.bos_token_id == null ? null : num(c, "bos_token_id"),
     eosTokenIds: eosIds(c.eos_token_id),
+    // last, so a malformed config fails on the same key as before these fields existed
+    attention: "mla",
+    headDim: posInt(c, "qk_nope_head_dim") + posInt(c, "qk_rope_head_dim"),
+    qkvBias: false,
+    oBias: false,
+    slidingWindow: null,
   };
   validate(cfg);
   return cfg;
+}
+
+/** transformers' max_position_embeddings defaults per llama-family config class. */
+const LLAMA_FAMILY_CONTEXT: Record<"llama" | "qwen2" | "mistral", number> = { llama: 2048, qwen2: 32768, mistral: 4096 * 32 };
+
+/** llama, qwen2 and mistral (LlamaConfig, Qwen2Config, MistralConfig): GQA, dense SwiGLU, RoPE by halves. */
+function parseLlamaFamily(c: Json, modelType: "llama" | "qwen2" | "mistral"): ModelConfig {
+  if (c.mlp_bias === true) throw new MlaError(`config.json: mlp_bias true is not supported (gate/up/down_proj without biases only)`);
+  const hidden = posInt(c, "hidden_size"), heads = posInt(c, "num_attention_heads");
+  if (c.head_dim == null && hidden % heads) {
+    throw new MlaError(`config.json: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}, and head_dim is not given`);
+  }
+  const headDim = posInt(c, "head_dim", hidden / heads);
+  const attnBias = c.attention_bias === true;
+  const cfg: ModelConfig = {
+    modelType,
+    attention: "gqa",
+    headDim,
+    qkvBias: modelType === "qwen2" || attnBias, // Qwen2Attention: q/k/v always biased, o_proj never
+    oBias: modelType !== "qwen2" && attnBias,
+    slidingWindow: slidingWindow(c, modelType),
+    vocabSize: posInt(c, "vocab_size"),
+    hiddenSize: hidden,
+    intermediateSize: posInt(c, "intermediate_size"),
+    numLayers: posInt(c, "num_hidden_layers"),
+    numHeads: heads,
+    numKvHeads: posInt(c, "num_key_value_heads", heads),
+    // the MLA fields, as the same computation: no latent, RoPE over the whole head
+    qLoraRank: null,
+    kvLoraRank: 0,
+    qkNopeHeadDim: 0,
+    qkRopeHeadDim: headDim,
+    vHeadDim: headDim,
+    rmsNormEps: num(c, "rms_norm_eps", 1e-6),
+    maxPositionEmbeddings: posInt(c, "max_position_embeddings", LLAMA_FAMILY_CONTEXT[modelType]),
+    tieWordEmbeddings: c.tie_word_embeddings === true,
+    rope: parseRope(c, ["default", "linear", "llama3"]),
+    ...NO_EXPERTS,
+    bosTokenId: c.bos_token_id == null ? null : num(c, "bos_token_id"),
+    eosTokenIds: eosIds(c.eos_token_id),
+  };
+  if (cfg.numHeads % cfg.numKvHeads) {
+    throw new MlaError(`config.json: num_attention_heads ${cfg.numHeads} is not a multiple of num_key_value_heads ${cfg.numKvHeads}`);
+  }
+  if (headDim % 2) throw new MlaError(`config.json: head_dim must be even for RoPE, got ${headDim}`);
+  return cfg;
+}
+
+/** The MoE fields of a dense model. */
+const NO_EXPERTS = {
+  nRoutedExperts: 0, nSharedExperts: 0, numExpertsPerTok: 0, moeIntermediateSize: 0, nGroup: 1, topkGroup: 1,
+  topkMethod: "greedy", normTopkProb: false, routedScalingFactor: 1, firstKDenseReplace: 0, moeLayerFreq: 1,
+} as const;
+
+/**
+ * The attention window, or null when every query sees the whole prefix. Mistral's sliding_window defaults to 4096
+ * when the key is absent (MistralConfig) and null turns it off; Qwen2 uses it only with use_sliding_window, and
+ * we apply it to every layer then (stricter than max_window_layers, never looser).
+ */
+function slidingWindow(c: Json, modelType: "llama" | "qwen2" | "mistral"): number | null {
+  if (modelType === "llama") return null;
+  if (modelType === "qwen2" && c.use_sliding_window !== true) return null;
+  if (c.sliding_window === null) return null;
+  return posInt(c, "sliding_window", 4096);
 }
 
 function validate(c: ModelConfig): void {

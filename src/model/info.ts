@@ -1,5 +1,5 @@
 import { numel } from "../tensor/tensor.js";
-import { compareCaches, defaultGqaGroups, type AttentionKind, type CacheFootprint } from "../attention/accounting.js";
+import { compareCaches, defaultGqaGroups, kvCacheFootprint, type CacheFootprint } from "../attention/accounting.js";
 import type { DType } from "../tensor/dtype.js";
 import { Checkpoint } from "./checkpoint.js";
 import { isMoeLayer, loadConfig, type ModelConfig } from "./config.js";
@@ -17,7 +17,22 @@ export interface ModelInfo {
   readonly dtypes: Record<string, number>;
   readonly weightBytes: number;
   readonly moeLayers: number;
-  readonly kvCache: { readonly dtype: DType; readonly layers: number; readonly gqaGroups: number } & Record<AttentionKind, CacheFootprint>;
+  readonly kvCache: KvCacheInfo;
+}
+
+/**
+ * The cache this model keeps per token (`model`) next to MHA/GQA/MQA with the same heads and scores; `mla` is the
+ * latent cache of an MLA model, null for a GQA model (which has no latent to compare).
+ */
+export interface KvCacheInfo {
+  readonly dtype: DType;
+  readonly layers: number;
+  readonly gqaGroups: number;
+  readonly model: CacheFootprint;
+  readonly mla: CacheFootprint | null;
+  readonly mha: CacheFootprint;
+  readonly gqa: CacheFootprint;
+  readonly mqa: CacheFootprint;
 }
 
 export function describeModel(dir: string, cacheDtype: DType = "F32"): ModelInfo {
@@ -38,13 +53,22 @@ export function describeModel(dir: string, cacheDtype: DType = "F32"): ModelInfo
     }
     const c = config;
     const active = c.nRoutedExperts ? parameters - expertParams + (expertParams * c.numExpertsPerTok) / c.nRoutedExperts : parameters;
-    const gqaGroups = c.numKvHeads < c.numHeads ? c.numKvHeads : defaultGqaGroups(c.numHeads);
     return {
       dir, config, parameters, activeParameters: Math.round(active), dtypes, weightBytes,
       moeLayers: Array.from({ length: c.numLayers }, (_, i) => isMoeLayer(c, i)).filter(Boolean).length,
-      kvCache: { dtype: cacheDtype, layers: c.numLayers, gqaGroups, ...compareCaches({ ...c, nHeads: c.numHeads }, c.numLayers, cacheDtype, gqaGroups) },
+      kvCache: kvCacheInfo(c, cacheDtype),
     };
   } finally {
     ckpt.close();
   }
+}
+
+/** Cache per token of the model and of its MHA/GQA/MQA counterparts (2 n_kv head_dim per layer for llama models). */
+export function kvCacheInfo(c: ModelConfig, dtype: DType): KvCacheInfo {
+  const gqaGroups = c.numKvHeads < c.numHeads ? c.numKvHeads : defaultGqaGroups(c.numHeads);
+  const caches = compareCaches({ ...c, nHeads: c.numHeads }, c.numLayers, dtype, gqaGroups);
+  if (c.attention === "mla") return { dtype, layers: c.numLayers, gqaGroups, model: caches.mla, ...caches };
+  const kind = c.numKvHeads === c.numHeads ? "mha" : c.numKvHeads === 1 ? "mqa" : "gqa";
+  const model = kvCacheFootprint(kind, c.numKvHeads, c.headDim, c.headDim, c.numLayers, dtype);
+  return { dtype, layers: c.numLayers, gqaGroups, model, ...caches, mla: null };
 }

@@ -3,10 +3,11 @@ import { concatRows, sliceRows, toF32, type Tensor } from "../tensor/tensor.js";
 import type { Checkpoint } from "./checkpoint.js";
 import { isMoeLayer, type ModelConfig } from "./config.js";
 import type { MlaWeights } from "../attention/mla.js";
+import type { GqaWeights } from "../attention/gqa.js";
 import type { MlpWeights } from "./mlp.js";
 import type { MoeWeights } from "./moe.js";
 
-/** One decoder layer's weights. Norm vectors are widened to F32; matrices keep their stored dtype. */
+/** One DeepSeek decoder layer's weights. Norm vectors are widened to F32; matrices keep their stored dtype. */
 export interface LayerWeights {
   readonly inputNorm: Float32Array; // input_layernorm
   readonly postNorm: Float32Array; //  post_attention_layernorm
@@ -15,13 +16,26 @@ export interface LayerWeights {
   readonly moe: MoeWeights | null; // MoE layers
 }
 
-/** Every weight of the model in one struct (llama2.c style). */
-export interface ModelWeights {
+/** One llama-family decoder layer: GQA attention (biases widened to F32) and a dense SwiGLU MLP. */
+export interface LlamaLayerWeights {
+  readonly inputNorm: Float32Array;
+  readonly postNorm: Float32Array;
+  readonly attn: GqaWeights;
+  readonly mlp: MlpWeights;
+}
+
+/** Every weight of a decoder in one struct (llama2.c style); L is the family's layer. */
+export interface DecoderWeights<L> {
   readonly embed: Tensor; // model.embed_tokens [V, D]
-  readonly layers: readonly LayerWeights[];
+  readonly layers: readonly L[];
   readonly norm: Float32Array; // model.norm
   readonly lmHead: Tensor; // lm_head [V, D] (the embedding when tied)
 }
+
+/** A DeepSeek-V2/V3 model's weights. */
+export type ModelWeights = DecoderWeights<LayerWeights>;
+/** A llama/qwen2/mistral model's weights. */
+export type LlamaWeights = DecoderWeights<LlamaLayerWeights>;
 
 export interface LoadProgress {
   (doneBytes: number, totalBytes: number, name: string): void;
@@ -29,16 +43,42 @@ export interface LoadProgress {
 
 /** The tensors this config needs, with their expected shapes (only layers < num_hidden_layers: V3's MTP layer is skipped). */
 export function expectedTensors(c: ModelConfig): Map<string, number[]> {
-  const D = c.hiddenSize, H = c.numHeads, dqk = c.qkNopeHeadDim + c.qkRopeHeadDim;
   const m = new Map<string, number[]>();
-  m.set("model.embed_tokens.weight", [c.vocabSize, D]);
-  m.set("model.norm.weight", [D]);
-  if (!c.tieWordEmbeddings) m.set("lm_head.weight", [c.vocabSize, D]);
-  const mlp = (p: string, F: number) => {
-    m.set(`${p}gate_proj.weight`, [F, D]);
-    m.set(`${p}up_proj.weight`, [F, D]);
-    m.set(`${p}down_proj.weight`, [D, F]);
-  };
+  m.set("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize]);
+  m.set("model.norm.weight", [c.hiddenSize]);
+  if (!c.tieWordEmbeddings) m.set("lm_head.weight", [c.vocabSize, c.hiddenSize]);
+  if (c.attention === "gqa") llamaLayerTensors(c, m);
+  else deepseekLayerTensors(c, m);
+  return m;
+}
+
+/** gate_proj, up_proj, down_proj of a SwiGLU MLP of width F under prefix p. */
+function mlpTensors(m: Map<string, number[]>, p: string, D: number, F: number): void {
+  m.set(`${p}gate_proj.weight`, [F, D]);
+  m.set(`${p}up_proj.weight`, [F, D]);
+  m.set(`${p}down_proj.weight`, [D, F]);
+}
+
+/** LlamaDecoderLayer's tensors (Qwen2 and Mistral use the same names; biases as the config says). */
+function llamaLayerTensors(c: ModelConfig, m: Map<string, number[]>): void {
+  const D = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim;
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}.`, a = `${p}self_attn.`;
+    m.set(`${p}input_layernorm.weight`, [D]);
+    m.set(`${p}post_attention_layernorm.weight`, [D]);
+    for (const [proj, rows] of [["q", qDim], ["k", kvDim], ["v", kvDim]] as const) {
+      m.set(`${a}${proj}_proj.weight`, [rows, D]);
+      if (c.qkvBias) m.set(`${a}${proj}_proj.bias`, [rows]);
+    }
+    m.set(`${a}o_proj.weight`, [D, qDim]);
+    if (c.oBias) m.set(`${a}o_proj.bias`, [D]);
+    mlpTensors(m, `${p}mlp.`, D, c.intermediateSize);
+  }
+}
+
+function deepseekLayerTensors(c: ModelConfig, m: Map<string, number[]>): void {
+  const D = c.hiddenSize, H = c.numHeads, dqk = c.qkNopeHeadDim + c.qkRopeHeadDim;
+  const mlp = (p: string, F: number) => mlpTensors(m, p, D, F);
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`;
     m.set(`${p}input_layernorm.weight`, [D]);
@@ -64,7 +104,6 @@ export function expectedTensors(c: ModelConfig): Map<string, number[]> {
       mlp(`${p}mlp.`, c.intermediateSize);
     }
   }
-  return m;
 }
 
 /** Matrices the kernels multiply with (the embedding only when it doubles as lm_head; the router runs in F32). */
@@ -79,11 +118,23 @@ function listNames(names: string[], max = 5): string {
   return names.slice(0, max).join(", ") + (names.length > max ? ` and ${names.length - max} more` : "");
 }
 
-/** Check that every needed tensor is present with the right shape, then read them all (with progress). */
+/** Check that every needed tensor of a DeepSeek checkpoint is present with the right shape, then read them all. */
 export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): ModelWeights {
-  const expected = expectedTensors(c);
-  const names = [...expected.keys()];
-  const missing = ckpt.missing(names);
+  if (c.attention !== "mla") throw new MlaError(`loadWeights reads deepseek_v2/deepseek_v3 checkpoints, not ${c.modelType} (use loadLlamaWeights)`);
+  const { get, stacked } = readTensors(c, ckpt, onProgress, prepare);
+  return assemble(c, get, stacked);
+}
+
+/** The same for a llama/qwen2/mistral checkpoint. */
+export function loadLlamaWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): LlamaWeights {
+  if (c.attention !== "gqa") throw new MlaError(`loadLlamaWeights reads llama, qwen2 and mistral checkpoints, not ${c.modelType} (use loadWeights)`);
+  const { get, stacked } = readTensors(c, ckpt, onProgress, prepare);
+  return assembleLlama(c, get, stacked);
+}
+
+/** Every tensor's presence, dtype and shape, checked before any is read (so a bad checkpoint fails fast). */
+function checkTensors(expected: Map<string, number[]>, ckpt: Checkpoint): void {
+  const missing = ckpt.missing([...expected.keys()]);
   if (missing.length) throw new MlaError(`checkpoint ${ckpt.dir} is missing ${missing.length} tensor(s): ${listNames(missing)}`);
   for (const [name, shape] of expected) {
     const { dtype, shape: got } = ckpt.info(name);
@@ -95,6 +146,19 @@ export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadP
       throw new MlaError(`tensor ${name} has shape [${got.join(", ")}] but config.json implies [${shape.join(", ")}]`);
     }
   }
+}
+
+interface ReadTensors {
+  readonly get: (name: string) => Tensor;
+  /** The stacked matrix whose first part is `first`, when the backend stacked it. */
+  readonly stacked: (first: string) => Tensor | undefined;
+}
+
+/** Read every expected tensor, matrices through `prepare` (the backend's upload/quantization hook). */
+function readTensors(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): ReadTensors {
+  const expected = expectedTensors(c);
+  checkTensors(expected, ckpt);
+  const names = [...expected.keys()];
   // One tensor at a time, so a backend that copies or quantizes weights never holds two copies of the model.
   const total = ckpt.totalBytes(names);
   const t = new Map<string, Tensor>();
@@ -128,16 +192,21 @@ export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadP
       progress(partner);
     }
   }
-  return assemble(c, (name) => t.get(name)!, (name) => stacked.get(name));
+  return { get: (name) => t.get(name)!, stacked: (name) => stacked.get(name) };
 }
 
 /**
  * Matrices applied to the same input, which a backend may stack: the query and latent down-projections
  * (q_a_proj or q_proj with kv_a_proj_with_mqa) and every MLP's gate_proj with up_proj. first -> second.
+ * (GQA's q/k/v are three products of different widths; only its MLP pair is stacked.)
  */
 function stackedPairs(c: ModelConfig): Map<string, string> {
   const pairs = new Map<string, string>();
   const mlp = (p: string) => pairs.set(`${p}gate_proj.weight`, `${p}up_proj.weight`);
+  if (c.attention === "gqa") {
+    for (let i = 0; i < c.numLayers; i++) mlp(`model.layers.${i}.mlp.`);
+    return pairs;
+  }
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`, a = `${p}self_attn.`;
     pairs.set(c.qLoraRank ? `${a}q_a_proj.weight` : `${a}q_proj.weight`, `${a}kv_a_proj_with_mqa.weight`);
@@ -150,11 +219,42 @@ function stackedPairs(c: ModelConfig): Map<string, string> {
   return pairs;
 }
 
-export function assemble(c: ModelConfig, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined = () => undefined): ModelWeights {
-  const mlp = (p: string): MlpWeights => ({
+/** A SwiGLU MLP's weights under prefix p (gate/up stacked when the loader stacked them). */
+function mlpWeights(p: string, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined): MlpWeights {
+  return {
     gate: get(`${p}gate_proj.weight`), up: get(`${p}up_proj.weight`), down: get(`${p}down_proj.weight`),
     gateUp: stacked(`${p}gate_proj.weight`),
-  });
+  };
+}
+
+/** The final norm, embedding and lm_head (the embedding when tied) around a family's layers. */
+function decoderWeights<L>(c: ModelConfig, get: (name: string) => Tensor, layers: L[]): DecoderWeights<L> {
+  return decoderWeights(c, get, layers);
+}
+
+/** Llama-family weights from named tensors (`get` as loaded; biases widened to F32). */
+export function assembleLlama(c: ModelConfig, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined = () => undefined): LlamaWeights {
+  const bias = (name: string, on: boolean) => (on ? toF32(get(name)) : undefined);
+  const layers: LlamaLayerWeights[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}.`, a = `${p}self_attn.`;
+    layers.push({
+      inputNorm: toF32(get(`${p}input_layernorm.weight`)),
+      postNorm: toF32(get(`${p}post_attention_layernorm.weight`)),
+      attn: {
+        q: get(`${a}q_proj.weight`), k: get(`${a}k_proj.weight`), v: get(`${a}v_proj.weight`), o: get(`${a}o_proj.weight`),
+        qBias: bias(`${a}q_proj.bias`, c.qkvBias), kBias: bias(`${a}k_proj.bias`, c.qkvBias),
+        vBias: bias(`${a}v_proj.bias`, c.qkvBias), oBias: bias(`${a}o_proj.bias`, c.oBias),
+      },
+      mlp: mlpWeights(`${p}mlp.`, get, stacked),
+    });
+  }
+  return decoderWeights(c, get, layers);
+}
+
+/** DeepSeek weights from named tensors. */
+export function assemble(c: ModelConfig, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined = () => undefined): ModelWeights {
+  const mlp = (p: string): MlpWeights => mlpWeights(p, get, stacked);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`, a = `${p}self_attn.`;
@@ -185,6 +285,5 @@ export function assemble(c: ModelConfig, get: (name: string) => Tensor, stacked:
       o: get(`${a}o_proj.weight`),
     };
   }
-  const embed = get("model.embed_tokens.weight");
-  return { embed, layers, norm: toF32(get("model.norm.weight")), lmHead: c.tieWordEmbeddings ? embed : get("lm_head.weight") };
+  return decoderWeights(c, get, layers);
 }

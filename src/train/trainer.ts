@@ -25,7 +25,7 @@ import { writeSafetensors } from "../io/safetensors.js";
 import { ByteLevelBpe, trainByteLevelBpe, writeTokenizer, type TokenizerJson } from "../tokenizer/bpe-train.js";
 import { AdamW, lrAt } from "./adamw.js";
 import { accumulateGradients, sampleBatch, stepRng } from "./loop.js";
-import { TrainModel, denseMlaConfig } from "./model.js";
+import { TrainModel, denseMlaConfig, llamaConfig, type Json } from "./model.js";
 import { atomicWrite, saveCheckpoint, writeFileAtomic } from "./save.js";
 import { lossSvg } from "./plot.js";
 import { WasmBackend } from "../backends/wasm/index.js";
@@ -40,6 +40,12 @@ export interface TrainSettings {
   readonly layers: number;
   readonly hidden: number;
   readonly heads: number;
+  /** mla: deepseek_v3 layout; mha / gqa / mqa: llama layout. */
+  readonly attention: AttentionKind;
+  /** KV heads of gqa (mha uses heads, mqa 1). */
+  readonly kvHeads: number;
+  /** Per-head width of mha / gqa / mqa (0: hidden / heads). */
+  readonly headDim: number;
   readonly kvLoraRank: number;
   /** 0: no query compression. */
   readonly qLoraRank: number;
@@ -61,9 +67,12 @@ export interface TrainSettings {
   readonly evalWindows: number;
 }
 
+export type AttentionKind = "mla" | "mha" | "gqa" | "mqa";
+export const ATTENTION_KINDS: readonly AttentionKind[] = ["mla", "mha", "gqa", "mqa"];
+
 export const DEFAULT_SETTINGS: TrainSettings = {
   corpus: "brown", tokenizer: null, vocab: 1024,
-  layers: 2, hidden: 64, heads: 4, kvLoraRank: 32, qLoraRank: 0, nope: 16, rope: 8, v: 16, intermediate: 172,
+  layers: 2, hidden: 64, heads: 4, attention: "mla", kvHeads: 2, headDim: 0, kvLoraRank: 32, qLoraRank: 0, nope: 16, rope: 8, v: 16, intermediate: 172,
   steps: 200, batch: 8, seq: 64, lr: 3e-3, minLr: 3e-4, warmup: 20, accum: 1, clip: 1, wd: 0.1, seed: 0, evalWindows: 32,
 };
 
@@ -118,6 +127,8 @@ export interface RunSummary {
   readonly valPerplexity: number;
   readonly tokensPerSecond: number;
   readonly seconds: number;
+  /** Numbers the model caches per token at inference, all layers (K and V, or c_KV and k_rope for MLA). */
+  readonly kvCachePerToken: number;
 }
 
 interface TrainerState {
@@ -146,6 +157,14 @@ export function validateSettings(s: TrainSettings): void {
     [s.v, "--v"], [s.intermediate, "--intermediate"], [s.steps, "--steps"], [s.batch, "--batch"], [s.seq, "--seq"], [s.accum, "--accum"],
     [s.evalWindows, "--eval-windows"]] as const) int(v, n, 1);
   int(s.qLoraRank, "--q-lora-rank", 0);
+  check(ATTENTION_KINDS.includes(s.attention), `--attention must be one of ${ATTENTION_KINDS.join(", ")}, got "${s.attention}"`);
+  int(s.kvHeads, "--kv-heads", 1);
+  int(s.headDim, "--head-dim", 0);
+  if (s.attention === "gqa") check(s.heads % s.kvHeads === 0, `--heads ${s.heads} is not a multiple of --kv-heads ${s.kvHeads}`);
+  if (s.attention !== "mla") {
+    const hd = s.headDim || s.hidden / s.heads;
+    check(Number.isInteger(hd) && hd % 2 === 0, `--head-dim must be an even integer (default hidden / heads = ${hd}); give --head-dim`);
+  }
   int(s.rope, "--rope", 2);
   check(s.rope % 2 === 0, `--rope must be even (RoPE rotates pairs), got ${s.rope}`);
   int(s.warmup, "--warmup", 0);
@@ -155,6 +174,19 @@ export function validateSettings(s: TrainSettings): void {
   check(s.minLr >= 0 && s.minLr <= s.lr, `--min-lr must be between 0 and --lr, got ${s.minLr}`);
   check(s.clip > 0, `--clip must be positive, got ${s.clip}`);
   check(s.wd >= 0, `--wd must be >= 0, got ${s.wd}`);
+}
+
+/** config.json of the model the settings describe: deepseek_v3 (MLA) or llama (MHA / GQA / MQA). */
+export function modelConfig(s: TrainSettings, vocabSize: number, bosTokenId: number | null, eosTokenId: number | null): Json {
+  const common = {
+    vocabSize, hiddenSize: s.hidden, intermediateSize: s.intermediate, numLayers: s.layers, numHeads: s.heads,
+    maxPositionEmbeddings: Math.max(2048, s.seq), bosTokenId, eosTokenId,
+  };
+  if (s.attention === "mla") {
+    return denseMlaConfig({ ...common, kvLoraRank: s.kvLoraRank, qLoraRank: s.qLoraRank || null, qkNopeHeadDim: s.nope, qkRopeHeadDim: s.rope, vHeadDim: s.v });
+  }
+  const numKvHeads = s.attention === "mha" ? s.heads : s.attention === "mqa" ? 1 : s.kvHeads;
+  return llamaConfig({ ...common, numKvHeads, headDim: s.headDim || s.hidden / s.heads });
 }
 
 /** Train and validation texts of a corpus setting. */
@@ -228,7 +260,8 @@ export async function runTraining(opts: RunOptions): Promise<RunSummary> {
       const saved = k === "corpus" && v !== "brown" ? resolve(String(v)) : v;
       if (saved !== state.settings[k]) throw new MlaError(`--resume continues the saved run, whose ${k} is ${JSON.stringify(state.settings[k])} (given: ${JSON.stringify(v)})`);
     }
-    settings = { ...state.settings, steps: opts.settings.steps ?? state.settings.steps };
+    // runs saved before a setting existed used its default
+    settings = { ...DEFAULT_SETTINGS, ...state.settings, steps: opts.settings.steps ?? state.settings.steps };
     if (state.step >= settings.steps) throw new MlaError(`--resume: the saved run is already at step ${state.step} of ${settings.steps} (raise --steps to continue)`);
   } else {
     if (fs.existsSync(statePath)) throw new MlaError(`${out} already holds a training run; pass --resume to continue it or choose another --out`);
@@ -263,11 +296,7 @@ export async function runTraining(opts: RunOptions): Promise<RunSummary> {
   check(valTokens.length > s.seq + 1, `the held-out text has ${valTokens.length} tokens, too few for --seq ${s.seq} (use a longer text or a smaller --seq)`);
 
   // model and optimizer
-  const cfg = denseMlaConfig({
-    vocabSize, hiddenSize: s.hidden, intermediateSize: s.intermediate, numLayers: s.layers, numHeads: s.heads,
-    kvLoraRank: s.kvLoraRank, qLoraRank: s.qLoraRank || null, qkNopeHeadDim: s.nope, qkRopeHeadDim: s.rope, vHeadDim: s.v,
-    maxPositionEmbeddings: Math.max(2048, s.seq), bosTokenId: tokJson.added_tokens[0]?.id ?? null, eosTokenId: tokJson.added_tokens[1]?.id ?? null,
-  });
+  const cfg = modelConfig(s, vocabSize, tokJson.added_tokens[0]?.id ?? null, tokJson.added_tokens[1]?.id ?? null);
   const backendKind = opts.backend ?? "cpu";
   check(backendKind === "cpu" || backendKind === "cpu-scalar", `--backend must be cpu or cpu-scalar, got "${String(backendKind)}"`);
   check(opts.threads === undefined || (Number.isInteger(opts.threads) && opts.threads >= 1), `--threads must be an integer >= 1, got ${opts.threads}`);
@@ -364,7 +393,7 @@ export async function runTraining(opts: RunOptions): Promise<RunSummary> {
     const seconds = (performance.now() - t0) / 1000;
     const valLoss = lastEval ? lastEval[1] : NaN;
     return {
-      out, startStep, endStep, steps: s.steps, numParams: model.numParams, vocabSize, trainTokens: trainTokens.length,
+      out, startStep, endStep, steps: s.steps, numParams: model.numParams, kvCachePerToken: model.attention.cachePerToken * s.layers, vocabSize, trainTokens: trainTokens.length,
       firstLoss: losses[startStep] ?? NaN, lastLoss: losses[losses.length - 1] ?? NaN, valLoss, valPerplexity: Math.exp(valLoss),
       tokensPerSecond: seconds > 0 ? runTokens / seconds : 0, seconds,
     };

@@ -2,10 +2,10 @@ import { MlaError } from "../../errors.js";
 import type { MlaMode } from "../../attention/mla.js";
 import { mulberry32 } from "../../generate/rng.js";
 import { argmax } from "../../generate/sampler.js";
-import { loadModel } from "../load.js";
+import { checkAttentionForm, loadModel } from "../load.js";
 import type { Ops } from "../../backends/ops.js";
 import { median } from "./generate.js";
-import type { LatentCache } from "../../attention/cache.js";
+import type { RowCache } from "../../attention/cache.js";
 
 export interface BenchOptions {
   readonly model: string;
@@ -35,6 +35,8 @@ export interface BenchResult {
   readonly decodeTokensPerSecond: number;
   readonly peakRssBytes: number;
   readonly kvCacheBytes: number;
+  /** "latent KV cache" (MLA) or "KV cache" (GQA). */
+  readonly cacheKind: string;
 }
 
 /** Prefill a seeded random prompt, then greedy-decode, timing each step (median reported: machines are noisy). */
@@ -43,6 +45,7 @@ export function runBench(opts: BenchOptions, ops?: Ops): BenchResult {
   const t0 = performance.now();
   const model = loadModel(opts.model, ops);
   const loadSeconds = (performance.now() - t0) / 1000;
+  checkAttentionForm(model, opts.attention);
   const c = model.config;
   const context = opts.context ?? 0;
   if (context + opts.prompt + opts.decode > c.maxPositionEmbeddings) {
@@ -51,7 +54,7 @@ export function runBench(opts: BenchOptions, ops?: Ops): BenchResult {
   const rand = mulberry32(0);
   const ids = Array.from({ length: opts.prompt }, () => Math.floor(rand() * c.vocabSize));
   const state = model.newState(context + opts.prompt + opts.decode);
-  if (context) fillSyntheticCache(state.caches, context, rand);
+  if (context) fillSyntheticCache(state.rowCaches, context, rand);
   const p0 = performance.now();
   let logits = model.forward(ids, state, { mode: opts.attention });
   const prefillMs = performance.now() - p0;
@@ -69,11 +72,12 @@ export function runBench(opts: BenchOptions, ops?: Ops): BenchResult {
     decodeMsPerToken: d, decodeTokensPerSecond: 1000 / d,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     kvCacheBytes: state.cacheBytes,
+    cacheKind: c.attention === "mla" ? "latent KV cache" : "KV cache",
   };
 }
 
-/** Unit-norm random latents with random rotary keys: what a cache of `n` real tokens costs to read, without the prefill. */
-function fillSyntheticCache(caches: LatentCache[], n: number, rand: () => number): void {
+/** Random cache rows (latents or K/V): what a cache of `n` real tokens costs to read, without the prefill. */
+function fillSyntheticCache(caches: readonly RowCache[], n: number, rand: () => number): void {
   for (const cache of caches) {
     const rows = new Float32Array(n * cache.width);
     for (let i = 0; i < rows.length; i++) rows[i] = rand() * 2 - 1;
@@ -91,6 +95,6 @@ export function benchCommand(opts: BenchOptions, ops?: Ops): void {
     `${r.model} (${r.kernels}, attention ${r.attention}${r.context ? `, after a synthetic ${r.context}-token cache` : ""})\n` +
       `prefill ${r.promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s\n` +
       `decode  ${r.decodeTokens} tokens: ${r.decodeMsPerToken.toFixed(2)} ms/token (median), ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n` +
-      `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, latent KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(2)} MiB\n`,
+      `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, ${r.cacheKind} ${(r.kvCacheBytes / 2 ** 20).toFixed(2)} MiB\n`,
   );
 }

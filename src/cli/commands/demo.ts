@@ -4,6 +4,7 @@ import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
 import { infoText } from "./info.js";
 import { loadModel } from "../load.js";
 import type { Ops } from "../../backends/ops.js";
+import type { MlaMode } from "../../attention/mla.js";
 import { timing } from "./generate.js";
 
 /**
@@ -19,7 +20,10 @@ export function demoCommand(opts: { model: string; prompt: string; maxNewTokens:
   out.write(`kernels: ${model.ops.name}\n`);
   const prompt = tok ? tok.encode(opts.prompt) : [1, 2, 3, 4, 5, 6, 7, 8];
   out.write(tok ? `prompt: ${JSON.stringify(opts.prompt)} -> ${prompt.length} tokens\n` : `prompt ids: ${prompt.join(",")}\n`);
-  const results = (["naive", "absorb"] as const).map((mode) => {
+  // MLA: both forms, which must agree; a GQA model has one form
+  const modes: readonly MlaMode[] = model.config.attention === "mla" ? ["naive", "absorb"] : ["auto"];
+  const cache = model.config.attention === "mla" ? "latent cache" : "KV cache";
+  const results = modes.map((mode) => {
     const stream = tok ? new StreamDecoder(tok) : null;
     out.write(`\n${mode.padEnd(6)} > `);
     const r = generate(model, prompt, {
@@ -28,9 +32,10 @@ export function demoCommand(opts: { model: string; prompt: string; maxNewTokens:
     });
     out.write((stream?.flush() ?? "") + "\n");
     const t = timing(r);
-    out.write(`         ${r.tokens.length} tokens, decode ${t.decodeMsPerToken.toFixed(2)} ms/token, latent cache ${r.state.cacheBytes} bytes\n`);
+    out.write(`         ${r.tokens.length} tokens, decode ${t.decodeMsPerToken.toFixed(2)} ms/token, ${cache} ${r.state.cacheBytes} bytes\n`);
     return r.tokens;
   });
+  if (results.length < 2) return;
   const same = results[0].join() === results[1].join();
   out.write(`\nnaive and absorbed MLA produce ${same ? "the same" : "DIFFERENT"} tokens.\n`);
   if (!same) process.exitCode = 1;

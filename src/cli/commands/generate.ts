@@ -3,7 +3,7 @@ import type { MlaMode } from "../../attention/mla.js";
 import { generate, type GenerateResult } from "../../generate/generate.js";
 import type { SamplingOptions } from "../../generate/sampler.js";
 import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
-import { loadModel } from "../load.js";
+import { checkAttentionForm, loadModel } from "../load.js";
 import type { Ops } from "../../backends/ops.js";
 
 export interface GenerateCliOptions extends SamplingOptions {
@@ -44,6 +44,7 @@ export function generateCommand(opts: GenerateCliOptions, ops?: Ops): void {
   const tok = TextTokenizer.load(opts.model);
   const prompt = promptTokens(opts, tok);
   const model = loadModel(opts.model, ops);
+  checkAttentionForm(model, opts.attention);
   const stream = tok ? new StreamDecoder(tok) : null;
   const out = process.stdout;
   const onToken = opts.json ? undefined : (id: number, i: number) => {

@@ -1,6 +1,6 @@
 import { MlaError } from "../../errors.js";
 import type { MlaMode } from "../../attention/mla.js";
-import { loadModel } from "../load.js";
+import { checkAttentionForm, loadModel } from "../load.js";
 import type { Ops } from "../../backends/ops.js";
 import { argmax } from "../../generate/sampler.js";
 
@@ -14,6 +14,7 @@ export interface LogitsOptions {
 /** One row of vocab_size logits per input position. */
 export function logitsCommand(opts: LogitsOptions, ops?: Ops): void {
   const model = loadModel(opts.model, ops);
+  checkAttentionForm(model, opts.attention);
   const V = model.config.vocabSize, T = opts.ids.length;
   const logits = model.forward(opts.ids, model.newState(T), { mode: opts.attention, allLogits: true });
   if (logits.some((x) => !Number.isFinite(x))) throw new MlaError("the model produced non-finite logits (corrupt weights?)");

@@ -14,6 +14,9 @@ export interface TrainFlags {
   layers?: string;
   hidden?: string;
   heads?: string;
+  attention?: string;
+  kvHeads?: string;
+  headDim?: string;
   kvLoraRank?: string;
   qLoraRank?: string;
   nope?: string;
@@ -61,6 +64,9 @@ export function parseTrainFlags(o: TrainFlags): Partial<TrainSettings> {
     layers: int(o.layers, "--layers", 1),
     hidden: int(o.hidden, "--hidden", 1),
     heads: int(o.heads, "--heads", 1),
+    attention: o.attention as TrainSettings["attention"] | undefined,
+    kvHeads: int(o.kvHeads, "--kv-heads", 1),
+    headDim: int(o.headDim, "--head-dim", 1),
     kvLoraRank: int(o.kvLoraRank, "--kv-lora-rank", 1),
     qLoraRank: int(o.qLoraRank, "--q-lora-rank", 0),
     nope: int(o.nope, "--nope", 1),

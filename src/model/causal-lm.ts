@@ -1,0 +1,77 @@
+import { MlaError } from "../errors.js";
+import { weightRow } from "../backends/cpu/index.js";
+import type { Ops } from "../backends/ops.js";
+import type { RowCache } from "../attention/cache.js";
+import type { MlaMode } from "../attention/mla.js";
+import type { ModelConfig } from "./config.js";
+import type { DecoderWeights, LoadProgress } from "./weights.js";
+
+/**
+ * What generation, the CLI and benchmarks need from a model, whatever its attention: DeepseekModel (MLA, latent
+ * cache) and LlamaModel (GQA, per-head K/V cache) both implement it. S is the model's own run state; a state
+ * only fits the model (family) that made it.
+ */
+export interface CausalLM<S extends ModelState = ModelState> {
+  readonly config: ModelConfig;
+  /** The kernels the model runs on (its weights were prepared for them). */
+  readonly ops: Ops;
+  /** A fresh sequence; capacity reserves cache rows up front (they grow as needed, up to the context length). */
+  newState(capacity?: number): S;
+  /** Run T new tokens at positions state.position.., appending to the state's caches; logits [1, V] or [T, V]. */
+  forward(ids: ArrayLike<number>, state: S, opts?: ForwardOptions): Float32Array;
+}
+
+/** Per-sequence state: the caches of every layer. Their length is the next token's position. */
+export interface ModelState {
+  readonly position: number;
+  /** Bytes the caches hold now. */
+  readonly cacheBytes: number;
+  /** Every row cache of the state (latent caches, or K and V caches), e.g. to fill a synthetic context. */
+  readonly rowCaches: readonly RowCache[];
+  /** Drop everything after the first n positions (e.g. to re-run a prompt suffix). */
+  truncate(n: number): void;
+}
+
+export interface ForwardOptions {
+  /** MLA form; `auto` = naive prefill, absorbed decode. GQA models have one form and ignore it. */
+  readonly mode?: MlaMode;
+  /** Logits for every new position ([T, V]); default only the last ([1, V]). */
+  readonly allLogits?: boolean;
+  /** When given, receives the embedding output and each layer's output ([T, D] each), as transformers' hidden_states. */
+  readonly hiddenStates?: Float32Array[];
+}
+
+export interface LoadOptions {
+  readonly onProgress?: LoadProgress;
+  /** Kernels to run on (default: the scalar CPU reference). Weights are prepared for them while loading. */
+  readonly ops?: Ops;
+}
+
+/** Reject bad token ids and sequences past the context before any cache is touched. */
+export function checkInput(c: ModelConfig, ids: ArrayLike<number>, position: number): void {
+  if (ids.length === 0) throw new MlaError("no input tokens");
+  for (let i = 0; i < ids.length; i++) {
+    const t = ids[i];
+    if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new MlaError(`token id ${t} is out of range (vocab_size ${c.vocabSize})`);
+  }
+  if (position + ids.length > c.maxPositionEmbeddings) {
+    throw new MlaError(`sequence of ${position + ids.length} tokens exceeds the context length ${c.maxPositionEmbeddings} (max_position_embeddings)`);
+  }
+}
+
+/** Embedding rows of the ids, widened to F32 ([T, D]). */
+export function embedTokens(w: DecoderWeights<unknown>, D: number, ids: ArrayLike<number>): Float32Array {
+  const h = new Float32Array(ids.length * D), scratch = new Float32Array(D);
+  for (let t = 0; t < ids.length; t++) h.set(weightRow(w.embed, ids[t], D, scratch), t * D);
+  return h;
+}
+
+/** Final RMSNorm and lm_head of the last `rows` of h ([T, D]): logits [rows, V]. */
+export function lmHeadLogits(c: ModelConfig, w: DecoderWeights<unknown>, ops: Ops, h: Float32Array, T: number, rows: number): Float32Array {
+  const D = c.hiddenSize;
+  const hn = new Float32Array(rows * D);
+  ops.rmsNorm(hn, h.subarray((T - rows) * D), rows, D, w.norm, c.rmsNormEps);
+  const logits = new Float32Array(rows * c.vocabSize);
+  ops.linear(logits, hn, rows, D, w.lmHead, c.vocabSize);
+  return logits;
+}
