@@ -229,7 +229,8 @@ function mlpWeights(p: string, get: (name: string) => Tensor, stacked: (first: s
 
 /** The final norm, embedding and lm_head (the embedding when tied) around a family's layers. */
 function decoderWeights<L>(c: ModelConfig, get: (name: string) => Tensor, layers: L[]): DecoderWeights<L> {
-  return decoderWeights(c, get, layers);
+  const embed = get("model.embed_tokens.weight");
+  return { embed, layers, norm: toF32(get("model.norm.weight")), lmHead: c.tieWordEmbeddings ? embed : get("lm_head.weight") };
 }
 
 /** Llama-family weights from named tensors (`get` as loaded; biases widened to F32). */
