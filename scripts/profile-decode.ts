@@ -2,14 +2,14 @@
  * Where a decode step's time goes on the wasm backend: time and achieved GB/s per weight shape, and the rest.
  *   node --import tsx scripts/profile-decode.ts MODEL_DIR [threads] [q8]
  */
-import { DeepseekModel } from "../src/model/decoder.js";
+import { loadModel } from "../src/model/load.js";
 import { WasmOps } from "../src/backends/wasm/ops.js";
 import type { WasmWeight } from "../src/backends/wasm/index.js";
 
 async function main(): Promise<void> {
   const [dir, threads = "2", quant] = process.argv.slice(2);
   const ops = await WasmOps.create({ threads: Number(threads), quantize: quant === "q8" ? "q8" : undefined });
-  const model = DeepseekModel.load(dir, { ops });
+  const model = loadModel(dir, { ops });
   const stats = new Map<string, { n: number; ms: number; bytes: number }>();
   const bytesOf = (w: WasmWeight, rows: number) => rows * w.cols * (w.dtype === "F32" ? 4 : w.dtype === "Q8" ? 1.125 : 2);
   const record = (key: string, t0: number, bytes: number) => {
@@ -38,7 +38,7 @@ async function main(): Promise<void> {
   model.forward([1, 2, 3], state);
   stats.clear();
   const steps = 50, t0 = performance.now();
-  for (let i = 0; i < steps; i++) model.forward([5 + i], state, { mode: "absorb" });
+  for (let i = 0; i < steps; i++) model.forward([5 + i], state, { mode: "absorb" }); // GQA models ignore the mode
   const total = (performance.now() - t0) / steps;
   let kernels = 0;
   for (const [k, s] of [...stats].sort((a, b) => b[1].ms - a[1].ms)) {

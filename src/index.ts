@@ -13,7 +13,7 @@ export { quantizeQ8, sliceRows, concatRows } from "./tensor/tensor.js";
 
 // attention library
 export { MultiHeadLatentAttention, resolveMlaMode, LATENT_NORM_EPS, type MlaMode, type MlaDims, type MlaWeights } from "./attention/mla.js";
-export { GroupedQueryAttention, type GqaDims, type GqaWeights } from "./attention/gqa.js";
+export { GroupedQueryAttention, type GqaDims, type GqaWeights, type RopeStyle } from "./attention/gqa.js";
 export { LatentCache, KvCache, RowCache } from "./attention/cache.js";
 export { RotaryEmbedding, ropeInvFreq, ropeAttentionFactor, attentionScale, yarnMscale, type RopeScaling } from "./attention/rope.js";
 export {
@@ -23,11 +23,17 @@ export {
 
 // models
 export { Checkpoint } from "./model/checkpoint.js";
-export { loadConfig, parseConfig, parseRope, isMoeLayer, type ModelConfig, type ModelType } from "./model/config.js";
-export { loadWeights, assemble, expectedTensors, type ModelWeights, type LayerWeights } from "./model/weights.js";
-export { DeepseekModel, RunState, type ForwardOptions, type LoadOptions } from "./model/decoder.js";
+export { loadConfig, parseConfig, parseRope, isMoeLayer, MODEL_TYPES, type ModelConfig, type ModelType, type AttentionKindOfModel } from "./model/config.js";
+export {
+  loadWeights, loadLlamaWeights, assemble, assembleLlama, expectedTensors,
+  type ModelWeights, type LayerWeights, type LlamaWeights, type LlamaLayerWeights, type DecoderWeights,
+} from "./model/weights.js";
+export { type CausalLM, type ModelState, type ForwardOptions, type LoadOptions } from "./model/causal-lm.js";
+export { loadModel } from "./model/load.js";
+export { DeepseekModel, RunState } from "./model/decoder.js";
+export { LlamaModel, KvRunState } from "./model/llama.js";
 export { routeSigmoidGrouped, routeSoftmax, type Routing, type RouterConfig } from "./model/router.js";
-export { describeModel, type ModelInfo } from "./model/info.js";
+export { describeModel, kvCacheInfo, type ModelInfo, type KvCacheInfo } from "./model/info.js";
 
 // generation and text
 export { generate, type GenerateOptions, type GenerateResult } from "./generate/generate.js";
