@@ -266,9 +266,9 @@ test("a tensor of the wrong shape is an MlaError naming it and both shapes", () 
 });
 
 test("unsupported model_type and a config without kv_lora_rank are MlaErrors", () => {
-  const llama = freshDir();
-  writeCheckpoint(llama, { ...fixtureConfig(V3), model_type: "llama" }, v3Tensors);
-  throwsMla(() => DeepseekModel.load(llama), "llama");
+  const gpt2 = freshDir();
+  writeCheckpoint(gpt2, { ...fixtureConfig(V3), model_type: "gpt2" }, v3Tensors);
+  throwsMla(() => DeepseekModel.load(gpt2), "gpt2", "not supported");
 
   const noKv = freshDir();
   const c = fixtureConfig(V3);
