@@ -49,16 +49,16 @@ function withOps(o: { backend?: string; threads?: string; quantize?: string }, f
   });
 }
 
-const attentionOpt = () => new Option("--attention <form>", "MLA form: auto (naive prefill, absorbed decode), naive or absorb").default("auto");
+const attentionOpt = () => new Option("--attention <form>", "MLA form: auto (naive prefill, absorbed decode), naive or absorb (MLA models; GQA models have one form)").default("auto");
 
 const program = new Command()
   .name("mla")
-  .description("Multi-head Latent Attention (DeepSeek-V2/V3) inference in TypeScript")
+  .description("Multi-head Latent Attention (DeepSeek-V2/V3) and llama/qwen2/mistral inference in TypeScript")
   .showHelpAfterError("(run with --help for usage)");
 
 program
   .command("info")
-  .description("architecture, parameter count and KV cache per token (MLA vs MHA/GQA/MQA)")
+  .description("architecture, parameter count and KV cache per token (the model's own, vs MLA/MHA/GQA/MQA)")
   .addOption(modelOpt())
   .option("--json", "print a JSON object")
   .action((o) => run(() => infoCommand({ model: o.model, json: o.json })));
