@@ -23,7 +23,7 @@ export {
 
 // models
 export { Checkpoint } from "./model/checkpoint.js";
-export { loadConfig, parseConfig, parseRope, isMoeLayer, MODEL_TYPES, type ModelConfig, type ModelType, type AttentionKindOfModel } from "./model/config.js";
+export { loadConfig, parseConfig, parseRope, isMoeLayer, MODEL_TYPES, type ModelConfig, type ModelType, type AttentionFamily } from "./model/config.js";
 export {
   loadWeights, loadLlamaWeights, assemble, assembleLlama, expectedTensors,
   type ModelWeights, type LayerWeights, type LlamaWeights, type LlamaLayerWeights, type DecoderWeights,

@@ -9,7 +9,7 @@ export type ModelType = "deepseek_v2" | "deepseek_v3" | "llama" | "qwen2" | "mis
 export const MODEL_TYPES: readonly ModelType[] = ["deepseek_v2", "deepseek_v3", "llama", "qwen2", "mistral"];
 
 /** How a model's attention caches keys and values: MLA's shared latent, or per-head K/V (MHA/GQA/MQA). */
-export type AttentionKindOfModel = "mla" | "gqa";
+export type AttentionFamily = "mla" | "gqa";
 
 /**
  * config.json of a supported checkpoint, normalised (camelCase, defaults filled, both rope spellings).
@@ -21,7 +21,7 @@ export type AttentionKindOfModel = "mla" | "gqa";
  */
 export interface ModelConfig {
   readonly modelType: ModelType;
-  readonly attention: AttentionKindOfModel;
+  readonly attention: AttentionFamily;
   /** Query/key width per head (MLA: qkNopeHeadDim + qkRopeHeadDim). */
   readonly headDim: number;
   /** q_proj, k_proj and v_proj have biases (qwen2 always; llama/mistral when attention_bias). */
