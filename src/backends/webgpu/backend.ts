@@ -1,0 +1,264 @@
+/**
+ * The WebGPU backend: weights uploaded once in their stored precision, activation buffers owned by the caller, and
+ * a `Pass` that records a whole step's kernels into one command encoder and submits them together (a dispatch costs
+ * microseconds, a submit-and-wait round trip a hundred or more).
+ *
+ * Each dispatch's sizes go into its own 256-byte slot of one uniform buffer, written once per submit.
+ */
+import { MlaError } from "../../errors.js";
+import type { Tensor } from "../../tensor/tensor.js";
+import { requestGpu, type GpuContext } from "./device.js";
+import * as S from "./wgsl.js";
+import type { WeightType } from "./wgsl.js";
+
+/** A weight matrix or vector on the GPU, in its stored dtype (BF16/F16 packed two per u32). */
+export interface GpuWeight {
+  readonly buffer: GPUBuffer;
+  readonly dtype: WeightType;
+  readonly shape: readonly number[];
+}
+
+const SLOT = 256; // minUniformBufferOffsetAlignment
+const WORDS = 16;
+
+/** Float bits for a params word. */
+export function f32bits(x: number): number {
+  const b = new Float32Array([x]);
+  return new Uint32Array(b.buffer)[0];
+}
+
+interface Dispatch {
+  readonly pipeline: GPUComputePipeline;
+  readonly buffers: readonly GPUBuffer[];
+  readonly params: readonly number[];
+  readonly groups: readonly [number, number, number];
+}
+
+/** Kernels recorded for one submission. */
+export class Pass {
+  private readonly list: Dispatch[] = [];
+  private readonly copies: { src: GPUBuffer; dst: GPUBuffer; bytes: number; srcOffset: number }[] = [];
+
+  constructor(readonly gpu: WebGpuBackend) {}
+
+  dispatch(key: string, source: () => string, buffers: readonly GPUBuffer[], params: readonly number[], groups: readonly [number, number, number]): void {
+    if (params.length > WORDS) throw new Error(`webgpu: ${key} has ${params.length} params (max ${WORDS})`);
+    if (groups.some((g) => g > 65535)) throw new MlaError(`webgpu: dispatch of ${groups.join("x")} workgroups for ${key} exceeds the 65535 limit`);
+    if (groups.some((g) => g === 0)) return;
+    this.list.push({ pipeline: this.gpu.pipeline(key, source), buffers, params, groups });
+  }
+
+  /** Copy to a mappable buffer after the kernels (readback). */
+  copy(src: GPUBuffer, dst: GPUBuffer, bytes: number, srcOffset = 0): void {
+    this.copies.push({ src, dst, bytes, srcOffset });
+  }
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  submit(): void {
+    const g = this.gpu, dev = g.device;
+    const uni = g.uniforms(this.list.length * SLOT);
+    const data = new Uint32Array((this.list.length * SLOT) / 4);
+    this.list.forEach((d, i) => data.set(d.params, (i * SLOT) / 4));
+    if (this.list.length) dev.queue.writeBuffer(uni, 0, data);
+    const enc = dev.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    this.list.forEach((d, i) => {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uni, offset: i * SLOT, size: WORDS * 4 } }];
+      d.buffers.forEach((b, j) => entries.push({ binding: j + 1, resource: { buffer: b } }));
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, dev.createBindGroup({ layout: d.pipeline.getBindGroupLayout(0), entries }));
+      pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
+    });
+    pass.end();
+    for (const c of this.copies) enc.copyBufferToBuffer(c.src, c.srcOffset, c.dst, 0, c.bytes);
+    dev.queue.submit([enc.finish()]);
+    this.list.length = 0;
+    this.copies.length = 0;
+  }
+}
+
+export class WebGpuBackend {
+  readonly device: GPUDevice;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private uniformBuffer: GPUBuffer | null = null;
+  private staging: GPUBuffer | null = null;
+  private readonly dummy: GPUBuffer;
+  /** Bytes of GPU buffers created through this backend and not yet destroyed. */
+  allocatedBytes = 0;
+
+  private constructor(readonly ctx: GpuContext) {
+    this.device = ctx.device;
+    this.dummy = this.buffer(16);
+  }
+
+  static async create(): Promise<WebGpuBackend> {
+    return new WebGpuBackend(await requestGpu());
+  }
+
+  get name(): string {
+    return `webgpu (${this.ctx.adapterInfo})`;
+  }
+
+  /** A 16-byte storage buffer for unused bindings. */
+  get empty(): GPUBuffer {
+    return this.dummy;
+  }
+
+  pipeline(key: string, source: () => string): GPUComputePipeline {
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ code: source(), label: key });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" }, label: key });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  uniforms(bytes: number): GPUBuffer {
+    if (!this.uniformBuffer || this.uniformBuffer.size < bytes) {
+      this.uniformBuffer?.destroy();
+      this.uniformBuffer = this.device.createBuffer({ size: Math.max(bytes, 64 * SLOT) * 2, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    }
+    return this.uniformBuffer;
+  }
+
+  /** A storage buffer of at least `bytes` (rounded up to 16), zero-filled. */
+  buffer(bytes: number, label?: string): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    if (size > this.ctx.limits.maxStorageBufferBindingSize) {
+      throw new MlaError(`webgpu: a ${label ?? "buffer"} of ${size} bytes exceeds the device's storage binding limit (${this.ctx.limits.maxStorageBufferBindingSize} bytes)`);
+    }
+    this.allocatedBytes += size;
+    return this.device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label });
+  }
+
+  release(b: GPUBuffer): void {
+    this.allocatedBytes -= b.size;
+    b.destroy();
+  }
+
+  write(b: GPUBuffer, data: Float32Array | Uint32Array | Uint16Array, offsetBytes = 0): void {
+    // writeBuffer wants a multiple of 4 bytes
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength) as Uint8Array<ArrayBuffer>;
+    if (bytes.byteLength % 4 === 0) this.device.queue.writeBuffer(b, offsetBytes, bytes);
+    else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(b, offsetBytes, padded);
+    }
+  }
+
+  uploadF32(data: Float32Array, label?: string): GPUBuffer {
+    const b = this.buffer(data.byteLength, label);
+    this.write(b, data);
+    return b;
+  }
+
+  /** Upload a weight tensor as stored (F32, BF16, F16); Q8 and other dtypes are refused. */
+  uploadWeight(t: Tensor, label?: string): GpuWeight {
+    if (t.dtype !== "F32" && t.dtype !== "BF16" && t.dtype !== "F16") {
+      throw new MlaError(`webgpu: weights of dtype ${t.dtype} are not supported (F32, BF16, F16; --quantize is CPU-only)`);
+    }
+    const buffer = this.buffer(t.data.byteLength, label);
+    this.write(buffer, t.data as Float32Array | Uint16Array);
+    return { buffer, dtype: t.dtype, shape: t.shape };
+  }
+
+  /** Read `bytes` from a storage buffer (waits for the queue). */
+  async read(src: GPUBuffer, bytes: number, srcOffset = 0): Promise<ArrayBuffer> {
+    const size = Math.ceil(bytes / 4) * 4;
+    // one staging buffer, unmapped and kept: destroying a buffer right after its mapAsync resolved crashed Dawn
+    // (npm webgpu 0.6) on SwiftShader
+    if (!this.staging || this.staging.size < size) {
+      this.staging?.destroy();
+      this.staging = this.device.createBuffer({ size: Math.max(size, 1 << 16), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    }
+    const dst = this.staging;
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(src, srcOffset, dst, 0, size);
+    this.device.queue.submit([enc.finish()]);
+    await dst.mapAsync(GPUMapMode.READ, 0, size);
+    const out = dst.getMappedRange(0, size).slice(0, bytes);
+    dst.unmap();
+    return out;
+  }
+
+  async readF32(src: GPUBuffer, n: number, offset = 0): Promise<Float32Array> {
+    return new Float32Array(await this.read(src, n * 4, offset * 4));
+  }
+
+  pass(): Pass {
+    return new Pass(this);
+  }
+
+  destroy(): void {
+    this.uniformBuffer?.destroy();
+    this.dummy.destroy();
+    this.device.destroy();
+  }
+}
+
+/** The kernels as typed calls on a Pass (sizes in elements; offsets in f32 elements). */
+export const kernels = {
+  /** out[t*os + oo + n] (+)= sum_k x[xo + t*xs + k] W[(row0+n)*K + k] */
+  linear(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, K: number, w: GpuWeight, N: number,
+    o: { row0?: number; xs?: number; os?: number; xo?: number; oo?: number; accumulate?: boolean } = {}): void {
+    const params = [T, K, N, o.row0 ?? 0, o.xs ?? K, o.os ?? N, o.xo ?? 0, o.oo ?? 0, o.accumulate ? 1 : 0];
+    if (T <= 4) {
+      const wgs = Math.ceil(N / 4);
+      p.dispatch(`matvec-${w.dtype}`, () => S.matvec(w.dtype), [w.buffer, x, out], params, [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1]);
+    } else {
+      p.dispatch(`matmul-${w.dtype}`, () => S.matmulTiled(w.dtype), [w.buffer, x, out], params, [Math.ceil(N / S.MATMUL_TILE), Math.ceil(T / S.MATMUL_TILE), 1]);
+    }
+  },
+  rmsNorm(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, D: number, w: GPUBuffer, eps: number,
+    o: { xs?: number; os?: number; xo?: number; oo?: number } = {}): void {
+    p.dispatch("rmsnorm", () => S.RMSNORM, [x, w, out], [T, D, o.xs ?? D, o.os ?? D, o.xo ?? 0, o.oo ?? 0, f32bits(eps)], [T, 1, 1]);
+  },
+  /** In place; cs = T rows of [cos d/2 | sin d/2]. */
+  rope(p: Pass, x: GPUBuffer, cs: GPUBuffer, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number, halves: boolean, xo = 0): void {
+    p.dispatch("rope", () => S.ROPE, [x, cs], [T, heads, d, offset, rowStride, headStride, xo, halves ? 1 : 0], [Math.ceil(d / 2 / 64), heads, T]);
+  },
+  siluMul(p: Pass, out: GPUBuffer, g: GPUBuffer, u: GPUBuffer, T: number, F: number, o: { gs?: number; us?: number; os?: number; go?: number; uo?: number } = {}): void {
+    p.dispatch("silumul", () => S.SILU_MUL, [g, u, out], [T, F, o.gs ?? F, o.us ?? F, o.os ?? F, o.go ?? 0, o.uo ?? 0], [Math.ceil(F / 64), T, 1]);
+  },
+  /** y[row] += a x[t] (rows in order), or y[idx[t]] += wt[t] x[t] when idx/wt are given. */
+  axpy(p: Pass, y: GPUBuffer, x: GPUBuffer, T: number, D: number, a = 1, idx?: GPUBuffer, wt?: GPUBuffer): void {
+    const e = p.gpu.empty;
+    p.dispatch("axpy", () => S.AXPY, [y, x, idx ?? e, wt ?? e], [T, D, idx ? 1 : 0, f32bits(a)], [Math.ceil(D / 64), T, 1]);
+  },
+  gather(p: Pass, out: GPUBuffer, x: GPUBuffer, idx: GPUBuffer, T: number, D: number): void {
+    p.dispatch("gather", () => S.GATHER, [x, idx, out], [T, D], [Math.ceil(D / 64), T, 1]);
+  },
+  copyRows(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, n: number, xs: number, xc: number, os: number, oc: number, o0: number): void {
+    p.dispatch("copyrows", () => S.COPY_ROWS, [x, out], [T, n, xs, xc, os, oc, o0], [Math.ceil(n / 64), T, 1]);
+  },
+  embed(p: Pass, out: GPUBuffer, w: GpuWeight, ids: GPUBuffer, T: number, D: number): void {
+    p.dispatch(`embed-${w.dtype}`, () => S.embed(w.dtype), [w.buffer, ids, out], [T, D], [Math.ceil(D / 64), T, 1]);
+  },
+  absorbQuery(p: Pass, qc: GPUBuffer, q: GPUBuffer, kvb: GpuWeight, T: number, H: number, dn: number, dv: number, dc: number, dqk: number): void {
+    p.dispatch(`absorbq-${kvb.dtype}`, () => S.absorbQuery(kvb.dtype), [kvb.buffer, q, qc], [T, H, dn, dv, dc, dqk], [Math.ceil(dc / 64), H, T]);
+  },
+  absorbOutput(p: Pass, ov: GPUBuffer, lat: GPUBuffer, kvb: GpuWeight, T: number, H: number, dn: number, dv: number, dc: number): void {
+    p.dispatch(`absorbo-${kvb.dtype}`, () => S.absorbOutput(kvb.dtype), [kvb.buffer, lat, ov], [T, H, dn, dv, dc], [dv, H, T]);
+  },
+  /** Partial results need T * nSplit * H * (dc + 2) floats in part/ml. */
+  latentAttend(p: Pass, part: GPUBuffer, ml: GPUBuffer, qc: GPUBuffer, q: GPUBuffer, cache: GPUBuffer,
+    T: number, H: number, dc: number, dr: number, dqk: number, dn: number, p0: number, chunk: number, nSplit: number, scale: number): void {
+    p.dispatch(`latent-${dc}-${dr}`, () => S.latentAttend(dc, dr), [qc, q, cache, part, ml],
+      [T, H, dc, dr, dqk, dn, p0, chunk, nSplit, f32bits(scale)], [nSplit, Math.ceil(H / S.LATENT.HG), T]);
+  },
+  latentCombine(p: Pass, lat: GPUBuffer, part: GPUBuffer, ml: GPUBuffer, T: number, H: number, dc: number, nSplit: number): void {
+    p.dispatch("latent-combine", () => S.LATENT_COMBINE, [part, ml, lat], [T, H, dc, nSplit], [Math.ceil(dc / 64), H, T]);
+  },
+  gqaAttend(p: Pass, o: GPUBuffer, q: GPUBuffer, k: GPUBuffer, v: GPUBuffer, T: number, H: number, G: number, dk: number, dv: number, p0: number, scale: number): void {
+    if (dv > 256) throw new MlaError(`webgpu: value heads wider than 256 (${dv}) are not supported`);
+    p.dispatch("gqa", () => S.GQA_ATTEND, [q, k, v, o], [T, H, G, dk, dv, p0, f32bits(scale)], [H, T, 1]);
+  },
+  argmax(p: Pass, out: GPUBuffer, x: GPUBuffer, N: number): void {
+    p.dispatch("argmax", () => S.ARGMAX, [x, out], [N], [1, 1, 1]);
+  },
+};
