@@ -225,13 +225,17 @@ export const kernels = {
   siluMul(p: Pass, out: GPUBuffer, g: GPUBuffer, u: GPUBuffer, T: number, F: number, o: { gs?: number; us?: number; os?: number; go?: number; uo?: number } = {}): void {
     p.dispatch("silumul", () => S.SILU_MUL, [g, u, out], [T, F, o.gs ?? F, o.us ?? F, o.os ?? F, o.go ?? 0, o.uo ?? 0], [Math.ceil(F / 64), T, 1]);
   },
-  /** y[row] += a x[t] (rows in order), or y[idx[t]] += wt[t] x[t] when idx/wt are given. */
-  axpy(p: Pass, y: GPUBuffer, x: GPUBuffer, T: number, D: number, a = 1, idx?: GPUBuffer, wt?: GPUBuffer): void {
+  /** y[row] += a x[t] (rows in order), or y[idx[i0+t]] += wt[i0+t] x[t] when idx/wt are given. */
+  axpy(p: Pass, y: GPUBuffer, x: GPUBuffer, T: number, D: number, a = 1, idx?: GPUBuffer, wt?: GPUBuffer, i0 = 0): void {
     const e = p.gpu.empty;
-    p.dispatch("axpy", () => S.AXPY, [y, x, idx ?? e, wt ?? e], [T, D, idx ? 1 : 0, f32bits(a)], [Math.ceil(D / 64), T, 1]);
+    p.dispatch("axpy", () => S.AXPY, [y, x, idx ?? e, wt ?? e], [T, D, idx ? 1 : 0, f32bits(a), i0], [Math.ceil(D / 64), T, 1]);
   },
-  gather(p: Pass, out: GPUBuffer, x: GPUBuffer, idx: GPUBuffer, T: number, D: number): void {
-    p.dispatch("gather", () => S.GATHER, [x, idx, out], [T, D], [Math.ceil(D / 64), T, 1]);
+  gather(p: Pass, out: GPUBuffer, x: GPUBuffer, idx: GPUBuffer, T: number, D: number, i0 = 0): void {
+    p.dispatch("gather", () => S.GATHER, [x, idx, out], [T, D, i0], [Math.ceil(D / 64), T, 1]);
+  },
+  /** y[yo + t*ys + i] += b[i], i < N. */
+  bias(p: Pass, y: GPUBuffer, b: GPUBuffer, T: number, N: number, ys = N, yo = 0): void {
+    p.dispatch("bias", () => S.BIAS, [y, b], [T, N, ys, yo], [Math.ceil(N / 64), T, 1]);
   },
   copyRows(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, n: number, xs: number, xc: number, os: number, oc: number, o0: number): void {
     p.dispatch("copyrows", () => S.COPY_ROWS, [x, out], [T, n, xs, xc, os, oc, o0], [Math.ceil(n / 64), T, 1]);
@@ -254,9 +258,10 @@ export const kernels = {
   latentCombine(p: Pass, lat: GPUBuffer, part: GPUBuffer, ml: GPUBuffer, T: number, H: number, dc: number, nSplit: number): void {
     p.dispatch("latent-combine", () => S.LATENT_COMBINE, [part, ml, lat], [T, H, dc, nSplit], [Math.ceil(dc / 64), H, T]);
   },
-  gqaAttend(p: Pass, o: GPUBuffer, q: GPUBuffer, k: GPUBuffer, v: GPUBuffer, T: number, H: number, G: number, dk: number, dv: number, p0: number, scale: number): void {
+  /** window 0: full causal attention; W > 0: each token sees its last W positions. */
+  gqaAttend(p: Pass, o: GPUBuffer, q: GPUBuffer, k: GPUBuffer, v: GPUBuffer, T: number, H: number, G: number, dk: number, dv: number, p0: number, scale: number, window = 0): void {
     if (dv > 256) throw new MlaError(`webgpu: value heads wider than 256 (${dv}) are not supported`);
-    p.dispatch("gqa", () => S.GQA_ATTEND, [q, k, v, o], [T, H, G, dk, dv, p0, f32bits(scale)], [H, T, 1]);
+    p.dispatch("gqa", () => S.GQA_ATTEND, [q, k, v, o], [T, H, G, dk, dv, p0, f32bits(scale), window], [H, T, 1]);
   },
   argmax(p: Pass, out: GPUBuffer, x: GPUBuffer, N: number): void {
     p.dispatch("argmax", () => S.ARGMAX, [x, out], [N], [1, 1, 1]);

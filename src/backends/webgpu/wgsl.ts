@@ -184,7 +184,7 @@ fn main(@builtin(global_invocation_id) g3: vec3u) {
 
 /**
  * Y[yrow(t)*D + i] += a(t) * X[t*D + i]: residual adds (a = 1, rows in order) and the MoE scatter (rows and
- * weights from IDX/WT when indexed). Params: T D indexed a(f32). Bindings: Y, X, IDX (u32), WT (f32).
+ * weights from IDX/WT when indexed, starting at entry i0). Params: T D indexed a(f32) i0. Bindings: Y, X, IDX (u32), WT (f32).
  */
 export const AXPY = HEADER + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> Y: array<f32>;
@@ -196,11 +196,22 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
   let D = pu(1u); let i = g.x; let t = g.y;
   if (i >= D || t >= pu(0u)) { return; }
   var row = t; var a = pf(3u);
-  if (pu(2u) != 0u) { row = IDX[t]; a = WT[t]; }
+  if (pu(2u) != 0u) { row = IDX[pu(4u) + t]; a = WT[pu(4u) + t]; }
   Y[row * D + i] += a * X[t * D + i];
 }`;
 
-/** O[t*D + i] = X[IDX[t]*D + i] (MoE token gather). Params: T D. Bindings: X, IDX, O. */
+/** Y[yo + t*ys + i] += B[i] for i < N: a bias on every row. Params: T N ys yo. Bindings: Y, B. */
+export const BIAS = HEADER + /* wgsl */ `
+@group(0) @binding(1) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let i = g.x; let t = g.y;
+  if (i >= pu(1u) || t >= pu(0u)) { return; }
+  Y[pu(3u) + t * pu(2u) + i] += B[i];
+}`;
+
+/** O[t*D + i] = X[IDX[i0 + t]*D + i] (MoE token gather). Params: T D i0. Bindings: X, IDX, O. */
 export const GATHER = HEADER + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> IDX: array<u32>;
@@ -209,7 +220,7 @@ export const GATHER = HEADER + /* wgsl */ `
 fn main(@builtin(global_invocation_id) g: vec3u) {
   let D = pu(1u); let i = g.x; let t = g.y;
   if (i >= D || t >= pu(0u)) { return; }
-  O[t * D + i] = X[IDX[t] * D + i];
+  O[t * D + i] = X[IDX[pu(2u) + t] * D + i];
 }`;
 
 /** O[(o0 + t)*os + oc + i] = X[t*xs + xc + i] for i < n: copy a column block of T rows. Params: T n xs xc os oc o0. */
@@ -400,7 +411,8 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
  * Causal attention over a per-head K/V cache (MHA / GQA / MQA): one workgroup of 64 threads per (query head h,
  * token t), blocks of 64 cached positions scored one per thread, online softmax, each thread owning value dims
  * tid, tid+64, ... (dv <= 256). Query head h reads KV head h / (H / G).
- * Params: T H G dk dv p0 scale(f32). Bindings: Q [T,H,dk], K [L,G,dk], V [L,G,dv], O [T,H,dv].
+ * A sliding window W > 0 limits token t to its last W positions (Mistral).
+ * Params: T H G dk dv p0 scale(f32) W. Bindings: Q [T,H,dk], K [L,G,dk], V [L,G,dv], O [T,H,dv].
  */
 export const GQA_ATTEND = HEADER + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
@@ -415,10 +427,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   let h = wg.x; let t = wg.y; let tid = l.x;
   let g = h / (H / G);
   let visible = p0 + t + 1u;
+  var start = 0u;
+  if (pu(7u) > 0u && visible > pu(7u)) { start = visible - pu(7u); }
   let q0 = (t * H + h) * dk;
   var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
   var m = -3.0e38; var lsum = 0.0;
-  for (var b0 = 0u; b0 < visible; b0 += 64u) {
+  for (var b0 = start; b0 < visible; b0 += 64u) {
     let s = b0 + tid;
     var d = -3.0e38;
     if (s < visible) {

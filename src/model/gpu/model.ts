@@ -1,0 +1,305 @@
+/**
+ * A decoder that runs on WebGPU (src/backends/webgpu): the same models as the CPU backend — DeepSeek-V2/V3 with
+ * MLA (dense and MoE) and llama/qwen2/mistral with GQA — with weights uploaded once and each step recorded into one
+ * command encoder. Only the logits (or, for greedy decoding, the chosen token id) come back to the CPU; MoE layers
+ * additionally read back their normed input to route on the CPU.
+ *
+ * MLA always runs absorbed on the GPU (src/backends/webgpu/wgsl.ts latentAttend): the query is folded through
+ * W^UK, every head scores the shared latent rows [c_KV | k_rope], and W^UV maps the result back. It is exact for
+ * any cache state, so prefill and decode share one kernel; the `mode` option of the CPU model does not apply.
+ */
+import { MlaError } from "../../errors.js";
+import { LATENT_NORM_EPS } from "../../attention/mla.js";
+import { RotaryEmbedding, attentionScale } from "../../attention/rope.js";
+import { kernels as K, type Pass, type WebGpuBackend, type GpuWeight } from "../../backends/webgpu/backend.js";
+import { Checkpoint } from "../checkpoint.js";
+import { isMoeLayer, loadConfig, type ModelConfig } from "../config.js";
+import { route, type RouterKind } from "../moe.js";
+import { checkInput } from "../causal-lm.js";
+import { loadLlamaWeights, loadWeights, type LoadProgress } from "../weights.js";
+import { uploadWeights, type GpuLayer, type GpuMlp, type GpuWeights } from "./weights.js";
+
+/** One sequence's caches on the GPU: per layer the latent rows (MLA) or K and V rows (GQA). */
+export class GpuState {
+  /** Per layer: [latent] or [K, V]. */
+  readonly caches: GPUBuffer[][];
+  position = 0;
+  capacity: number;
+
+  constructor(private readonly model: GpuModel, capacity: number) {
+    this.capacity = Math.max(1, Math.min(capacity, model.config.maxPositionEmbeddings));
+    this.caches = [];
+    for (let i = 0; i < model.config.numLayers; i++) this.caches.push(model.cacheWidths.map((w) => model.gpu.buffer(this.capacity * w * 4, "cache")));
+  }
+
+  /** Bytes the filled cache rows hold (what the sequence needs, not the reserved capacity). */
+  get cacheBytes(): number {
+    return this.position * this.model.cacheBytesPerToken;
+  }
+
+  /** Bytes reserved on the GPU for this sequence's caches. */
+  get reservedBytes(): number {
+    return this.capacity * this.model.cacheBytesPerToken;
+  }
+
+  /** Make room for n positions (copying the filled rows into larger buffers). */
+  ensure(n: number): void {
+    if (n <= this.capacity) return;
+    const cap = Math.min(Math.max(n, this.capacity * 2), this.model.config.maxPositionEmbeddings);
+    const g = this.model.gpu, enc = g.device.createCommandEncoder();
+    for (const layer of this.caches) {
+      layer.forEach((buf, j) => {
+        const w = this.model.cacheWidths[j];
+        const next = g.buffer(cap * w * 4, "cache");
+        if (this.position) enc.copyBufferToBuffer(buf, 0, next, 0, this.position * w * 4);
+        layer[j] = next;
+        g.device.queue.onSubmittedWorkDone().then(() => g.release(buf), () => undefined);
+      });
+    }
+    g.device.queue.submit([enc.finish()]);
+    this.capacity = cap;
+  }
+
+  truncate(n: number): void {
+    this.position = Math.min(this.position, n);
+  }
+
+  release(): void {
+    for (const l of this.caches) for (const b of l) this.model.gpu.release(b);
+    this.caches.length = 0;
+  }
+}
+
+export interface GpuForwardOptions {
+  /** Logits for every new position ([T, V]); default only the last ([1, V]). */
+  readonly allLogits?: boolean;
+}
+
+export interface GpuLoadOptions {
+  readonly onProgress?: LoadProgress;
+}
+
+/** Activation buffers, grown to the largest T seen. */
+class Scratch {
+  private readonly bufs = new Map<string, GPUBuffer>();
+  constructor(private readonly gpu: WebGpuBackend) {}
+
+  get(name: string, floats: number): GPUBuffer {
+    const bytes = Math.max(16, floats * 4);
+    let b = this.bufs.get(name);
+    if (!b || b.size < bytes) {
+      if (b) this.gpu.release(b);
+      b = this.gpu.buffer(bytes, name);
+      this.bufs.set(name, b);
+    }
+    return b;
+  }
+}
+
+/** Latent-attention splits for decode: enough workgroups to fill a GPU, chunks of at least 256 positions. */
+function splits(T: number, L: number): { nSplit: number; chunk: number } {
+  if (T > 1) return { nSplit: 1, chunk: L };
+  const nSplit = Math.max(1, Math.min(32, Math.ceil(L / 256)));
+  return { nSplit, chunk: Math.ceil(L / nSplit) };
+}
+
+export class GpuModel {
+  readonly rope: RotaryEmbedding;
+  readonly scale: number;
+  /** Floats per cached row of each cache buffer of a layer. */
+  readonly cacheWidths: number[];
+  readonly cacheBytesPerToken: number;
+  private readonly scratch: Scratch;
+  private readonly router: RouterKind;
+
+  constructor(readonly config: ModelConfig, readonly weights: GpuWeights, readonly gpu: WebGpuBackend) {
+    const c = config;
+    this.scratch = new Scratch(gpu);
+    this.router = c.modelType === "deepseek_v3" ? "sigmoid-grouped" : "softmax";
+    if (c.attention === "mla") {
+      this.rope = new RotaryEmbedding(c.rope, c.qkRopeHeadDim);
+      this.scale = attentionScale(c.qkNopeHeadDim + c.qkRopeHeadDim, c.rope);
+      this.cacheWidths = [c.kvLoraRank + c.qkRopeHeadDim];
+    } else {
+      this.rope = new RotaryEmbedding(c.rope, c.headDim);
+      this.scale = 1 / Math.sqrt(c.headDim);
+      this.cacheWidths = [c.numKvHeads * c.headDim, c.numKvHeads * c.headDim];
+    }
+    this.cacheBytesPerToken = this.cacheWidths.reduce((a, b) => a + b, 0) * 4 * c.numLayers;
+  }
+
+  /** Load a checkpoint folder (any supported model type) onto the GPU. */
+  static load(dir: string, gpu: WebGpuBackend, opts: GpuLoadOptions = {}): GpuModel {
+    const config = loadConfig(dir);
+    const ckpt = Checkpoint.open(dir);
+    try {
+      const w = config.attention === "mla" ? loadWeights(config, ckpt, opts.onProgress) : loadLlamaWeights(config, ckpt, opts.onProgress);
+      return new GpuModel(config, uploadWeights(gpu, w), gpu);
+    } finally {
+      ckpt.close();
+    }
+  }
+
+  newState(capacity = 64): GpuState {
+    return new GpuState(this, capacity);
+  }
+
+  /** Run T new tokens at positions state.position..; logits [1, V] (or [T, V] with allLogits). */
+  async forward(ids: ArrayLike<number>, state: GpuState, opts: GpuForwardOptions = {}): Promise<Float32Array> {
+    const rows = opts.allLogits ? ids.length : 1;
+    const logits = await this.run(ids, state, rows);
+    return this.gpu.readF32(logits, rows * this.config.vocabSize);
+  }
+
+  /** Greedy step: the argmax of the last position's logits, computed on the GPU (4 bytes come back). */
+  async forwardArgmax(ids: ArrayLike<number>, state: GpuState): Promise<number> {
+    const logits = await this.run(ids, state, 1);
+    const out = this.scratch.get("argmax", 4);
+    const p = this.gpu.pass();
+    K.argmax(p, out, logits, this.config.vocabSize);
+    p.submit();
+    return new Uint32Array(await this.gpu.read(out, 4))[0];
+  }
+
+  /** Record and submit the step; returns the logits buffer (rows x V). */
+  private async run(ids: ArrayLike<number>, state: GpuState, rows: number): Promise<GPUBuffer> {
+    const c = this.config, T = ids.length, D = c.hiddenSize, g = this.gpu, S = this.scratch;
+    checkInput(c, ids, state.position);
+    state.ensure(state.position + T);
+    const p0 = state.position;
+    const idBuf = S.get("ids", T);
+    g.write(idBuf, Uint32Array.from(ids as ArrayLike<number>));
+    const { cos, sin } = this.rope.table(p0, T);
+    const half = this.rope.dim / 2, cs = new Float32Array(T * 2 * half);
+    for (let t = 0; t < T; t++) {
+      cs.set(cos.subarray(t * half, (t + 1) * half), t * 2 * half);
+      cs.set(sin.subarray(t * half, (t + 1) * half), t * 2 * half + half);
+    }
+    const csBuf = S.get("rope", cs.length);
+    g.write(csBuf, cs);
+    const h = S.get("h", T * D), x = S.get("x", T * D);
+    let p = g.pass();
+    K.embed(p, h, this.weights.embed, idBuf, T, D);
+    for (let i = 0; i < c.numLayers; i++) {
+      const l = this.weights.layers[i], cache = state.caches[i];
+      K.rmsNorm(p, x, h, T, D, l.inputNorm, c.rmsNormEps);
+      if (l.mla) this.mla(p, l, x, h, cache[0], T, p0, csBuf);
+      else this.gqa(p, l, x, h, cache[0], cache[1], T, p0, csBuf);
+      K.rmsNorm(p, x, h, T, D, l.postNorm, c.rmsNormEps);
+      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, T);
+      else this.mlp(p, l.mlp!, x, h, T, "mlp");
+    }
+    const hn = S.get("hn", rows * D), logits = S.get("logits", rows * c.vocabSize);
+    K.rmsNorm(p, hn, h, rows, D, this.weights.norm, c.rmsNormEps, { xo: (T - rows) * D });
+    K.linear(p, logits, hn, rows, D, this.weights.lmHead, c.vocabSize);
+    p.submit();
+    state.position = p0 + T;
+    return logits;
+  }
+
+  /** Absorbed MLA; appends the new latent rows to the cache and adds o_proj's output to h. */
+  private mla(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, cache: GPUBuffer, T: number, p0: number, cs: GPUBuffer): void {
+    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads;
+    const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
+    const q = S.get("q", T * H * dqk);
+    if (w.qA) {
+      const qr = c.qLoraRank!, cq = S.get("cq", T * qr), cqn = S.get("cqn", T * qr);
+      K.linear(p, cq, x, T, D, w.qA, qr);
+      K.rmsNorm(p, cqn, cq, T, qr, w.qANorm!, LATENT_NORM_EPS);
+      K.linear(p, q, cqn, T, qr, w.qB!, H * dqk);
+    } else {
+      K.linear(p, q, x, T, D, w.q!, H * dqk);
+    }
+    K.rope(p, q, cs, T, H, dr, dn, H * dqk, dqk, false);
+    // [c | k_rope] = kv_a x; the cache row is [RMSNorm(c) | RoPE(k_rope)]
+    const a = S.get("kva", T * R);
+    K.linear(p, a, x, T, D, w.kvA, R);
+    K.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, oo: p0 * R });
+    K.copyRows(p, cache, a, T, dr, R, dc, R, dc, p0);
+    K.rope(p, cache, cs, T, 1, dr, dc, R, 0, false, p0 * R);
+    const L = p0 + T, { nSplit, chunk } = splits(T, L);
+    const qc = S.get("qc", T * H * dc), lat = S.get("lat", T * H * dc), ov = S.get("ov", T * H * dv);
+    const part = S.get("part", T * nSplit * H * dc), ml = S.get("ml", T * nSplit * H * 2);
+    K.absorbQuery(p, qc, q, w.kvB, T, H, dn, dv, dc, dqk);
+    K.latentAttend(p, part, ml, qc, q, cache, T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
+    K.latentCombine(p, lat, part, ml, T, H, dc, nSplit);
+    K.absorbOutput(p, ov, lat, w.kvB, T, H, dn, dv, dc);
+    K.linear(p, h, ov, T, H * dv, w.o, D, { accumulate: true });
+  }
+
+  /** GQA with RoPE by halves; K/V rows go straight into the caches; adds o_proj's output to h. */
+  private gqa(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, kc: GPUBuffer, vc: GPUBuffer, T: number, p0: number, cs: GPUBuffer): void {
+    const c = this.config, w = l.gqa!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim;
+    const q = S.get("q", T * H * hd), o = S.get("att", T * H * hd);
+    K.linear(p, q, x, T, D, w.q, H * hd);
+    K.linear(p, kc, x, T, D, w.k, G * hd, { oo: p0 * G * hd });
+    K.linear(p, vc, x, T, D, w.v, G * hd, { oo: p0 * G * hd });
+    if (w.qBias) K.bias(p, q, w.qBias, T, H * hd);
+    if (w.kBias) K.bias(p, kc, w.kBias, T, G * hd, G * hd, p0 * G * hd);
+    if (w.vBias) K.bias(p, vc, w.vBias, T, G * hd, G * hd, p0 * G * hd);
+    K.rope(p, q, cs, T, H, hd, 0, H * hd, hd, true);
+    K.rope(p, kc, cs, T, G, hd, 0, G * hd, hd, true, p0 * G * hd);
+    K.gqaAttend(p, o, q, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
+    K.linear(p, h, o, T, H * hd, w.o, D, { accumulate: true });
+    if (w.oBias) K.bias(p, h, w.oBias, T, D);
+  }
+
+  /** h += down(silu(gate x) * up x) on T rows of x; buffers named by `tag` so experts don't clash with the shared MLP. */
+  private mlp(p: Pass, m: GpuMlp, x: GPUBuffer, h: GPUBuffer, T: number, tag: string): void {
+    const D = this.config.hiddenSize, F = m.gate.shape[0], S = this.scratch;
+    const gb = S.get(`${tag}.g`, T * F), ub = S.get(`${tag}.u`, T * F), sb = S.get(`${tag}.s`, T * F);
+    K.linear(p, gb, x, T, D, m.gate, F);
+    K.linear(p, ub, x, T, D, m.up, F);
+    K.siluMul(p, sb, gb, ub, T, F);
+    K.linear(p, h, sb, T, F, m.down, D, { accumulate: true });
+  }
+
+  /**
+   * MoE: submit what is recorded, read the normed input back, route on the CPU (the engine's router), then gather
+   * each chosen expert's tokens, run it, and scatter-add its weighted output into h; the shared experts run on all.
+   */
+  private async moe(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, T: number): Promise<Pass> {
+    const c = this.config, D = c.hiddenSize, moe = l.moe!, S = this.scratch, k = c.numExpertsPerTok;
+    p.submit();
+    const xs = await this.gpu.readF32(x, T * D);
+    const { experts, weights } = route(this.router, moe.router, xs, T, D, c);
+    const byExpert = new Map<number, number[]>();
+    experts.forEach((e, slot) => byExpert.set(e, [...(byExpert.get(e) ?? []), slot]));
+    const order = [...byExpert].sort((a, b) => a[0] - b[0]);
+    const idx = new Uint32Array(T * k), wt = new Float32Array(T * k);
+    let n = 0;
+    const starts: [number, number, number][] = [];
+    for (const [e, slots] of order) {
+      starts.push([e, n, slots.length]);
+      for (const s of slots) {
+        idx[n] = Math.floor(s / k);
+        wt[n++] = weights[s];
+      }
+    }
+    const idxBuf = S.get("moe.idx", T * k), wtBuf = S.get("moe.wt", T * k);
+    this.gpu.write(idxBuf, idx);
+    this.gpu.write(wtBuf, wt);
+    const q = this.gpu.pass();
+    const xe = S.get("moe.x", T * k * D), ye = S.get("moe.y", T * k * D);
+    for (const [e, i0, m] of starts) {
+      const ex = moe.experts[e], F = ex.gate.shape[0];
+      K.gather(q, xe, x, idxBuf, m, D, i0);
+      const gb = S.get("moe.g", T * k * F), ub = S.get("moe.u", T * k * F), sb = S.get("moe.s", T * k * F);
+      K.linear(q, gb, xe, m, D, ex.gate, F);
+      K.linear(q, ub, xe, m, D, ex.up, F);
+      K.siluMul(q, sb, gb, ub, m, F);
+      K.linear(q, ye, sb, m, F, ex.down, D);
+      K.axpy(q, h, ye, m, D, 1, idxBuf, wtBuf, i0);
+    }
+    if (moe.shared) this.mlp(q, moe.shared, x, h, T, "shared");
+    return q;
+  }
+
+  /** Bytes of GPU memory this backend holds (weights, caches, activations). */
+  get gpuBytes(): number {
+    return this.gpu.allocatedBytes;
+  }
+}
+
+/** The GPU weight a name refers to (for tests and tools). */
+export type { GpuWeight };

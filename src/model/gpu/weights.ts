@@ -1,0 +1,104 @@
+/**
+ * A decoder's weights on the GPU: the CPU-loaded structs (src/model/weights.ts) uploaded once, matrices in their
+ * stored dtype, norm vectors and biases as F32. MoE router gates stay on the CPU (routing runs there).
+ */
+import type { Tensor } from "../../tensor/tensor.js";
+import type { WebGpuBackend, GpuWeight } from "../../backends/webgpu/backend.js";
+import type { LayerWeights, LlamaLayerWeights, DecoderWeights } from "../weights.js";
+import type { MlpWeights } from "../mlp.js";
+import type { MoeWeights } from "../moe.js";
+
+export interface GpuMlp {
+  readonly gate: GpuWeight;
+  readonly up: GpuWeight;
+  readonly down: GpuWeight;
+}
+
+export interface GpuMla {
+  readonly qA?: GpuWeight;
+  readonly qANorm?: GPUBuffer;
+  readonly qB?: GpuWeight;
+  readonly q?: GpuWeight;
+  readonly kvA: GpuWeight;
+  readonly kvANorm: GPUBuffer;
+  readonly kvB: GpuWeight;
+  readonly o: GpuWeight;
+}
+
+export interface GpuGqa {
+  readonly q: GpuWeight;
+  readonly k: GpuWeight;
+  readonly v: GpuWeight;
+  readonly o: GpuWeight;
+  readonly qBias?: GPUBuffer;
+  readonly kBias?: GPUBuffer;
+  readonly vBias?: GPUBuffer;
+  readonly oBias?: GPUBuffer;
+}
+
+export interface GpuMoe {
+  /** The CPU-side router (gate [E, D] F32 and bias): routing reads the normed activations back. */
+  readonly router: MoeWeights;
+  readonly experts: readonly GpuMlp[];
+  readonly shared: GpuMlp | null;
+}
+
+export interface GpuLayer {
+  readonly inputNorm: GPUBuffer;
+  readonly postNorm: GPUBuffer;
+  readonly mla?: GpuMla;
+  readonly gqa?: GpuGqa;
+  readonly mlp?: GpuMlp;
+  readonly moe?: GpuMoe;
+}
+
+export interface GpuWeights {
+  readonly embed: GpuWeight;
+  readonly layers: readonly GpuLayer[];
+  readonly norm: GPUBuffer;
+  readonly lmHead: GpuWeight;
+}
+
+function mlp(g: WebGpuBackend, m: MlpWeights): GpuMlp {
+  return { gate: g.uploadWeight(m.gate), up: g.uploadWeight(m.up), down: g.uploadWeight(m.down) };
+}
+
+const opt = <T, R>(x: T | undefined, f: (x: T) => R): R | undefined => (x === undefined ? undefined : f(x));
+
+function layer(g: WebGpuBackend, l: LayerWeights | LlamaLayerWeights): GpuLayer {
+  const vec = (v: Float32Array) => g.uploadF32(v);
+  const w = (t: Tensor) => g.uploadWeight(t);
+  const base = { inputNorm: vec(l.inputNorm), postNorm: vec(l.postNorm) };
+  if ("moe" in l || "kvA" in l.attn) {
+    const d = l as LayerWeights, a = d.attn;
+    return {
+      ...base,
+      mla: {
+        qA: opt(a.qA, w), qANorm: opt(a.qANorm, vec), qB: opt(a.qB, w), q: opt(a.q, w),
+        kvA: w(a.kvA), kvANorm: vec(a.kvANorm), kvB: w(a.kvB), o: w(a.o),
+      },
+      mlp: d.mlp ? mlp(g, d.mlp) : undefined,
+      moe: d.moe ? { router: d.moe, experts: d.moe.experts.map((e) => mlp(g, e)), shared: d.moe.shared ? mlp(g, d.moe.shared) : null } : undefined,
+    };
+  }
+  const q = l as LlamaLayerWeights, a = q.attn;
+  return {
+    ...base,
+    gqa: {
+      q: w(a.q), k: w(a.k), v: w(a.v), o: w(a.o),
+      qBias: opt(a.qBias, vec), kBias: opt(a.kBias, vec), vBias: opt(a.vBias, vec), oBias: opt(a.oBias, vec),
+    },
+    mlp: mlp(g, q.mlp),
+  };
+}
+
+/** Upload every weight (a tied lm_head shares the embedding's buffer). */
+export function uploadWeights(g: WebGpuBackend, w: DecoderWeights<LayerWeights | LlamaLayerWeights>): GpuWeights {
+  const embed = g.uploadWeight(w.embed);
+  return {
+    embed,
+    layers: w.layers.map((l) => layer(g, l)),
+    norm: g.uploadF32(w.norm),
+    lmHead: w.lmHead === w.embed ? embed : g.uploadWeight(w.lmHead),
+  };
+}
