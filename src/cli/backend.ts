@@ -9,7 +9,7 @@ export interface BackendChoice {
   readonly quantize?: string;
 }
 
-export const BACKENDS = ["cpu", "cpu-scalar"] as const;
+export const BACKENDS = ["cpu", "cpu-scalar", "webgpu"] as const;
 
 /** The kernels for a CLI run, and how to release them (stops worker threads). */
 export async function openBackend(c: BackendChoice): Promise<{ ops: Ops; close: () => Promise<void> }> {

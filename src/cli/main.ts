@@ -10,6 +10,8 @@ import { demoCommand } from "./commands/demo.js";
 import { benchCommand } from "./commands/bench.js";
 import { openBackend } from "./backend.js";
 import type { Ops } from "../backends/ops.js";
+import type { WebGpuBackend } from "../backends/webgpu/backend.js";
+import { gpuBenchCommand, gpuDemoCommand, gpuGenerateCommand, gpuLogitsCommand } from "./commands/gpu.js";
 
 /** The model bundled in the repo (models/ beside src/ and dist/). */
 export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/mla-brown", import.meta.url));
@@ -32,13 +34,26 @@ async function run(fn: () => void | Promise<void>): Promise<void> {
 const modelOpt = () => new Option("-m, --model <dir>", "checkpoint folder (config.json + *.safetensors)").default(DEFAULT_MODEL, "the bundled model, models/mla-brown");
 const backendOpts = (cmd: Command) =>
   cmd
-    .addOption(new Option("--backend <name>", "cpu (WebAssembly SIMD on worker threads) or cpu-scalar (plain-JS reference kernels)").default("cpu"))
+    .addOption(new Option("--backend <name>", "cpu (WebAssembly SIMD on worker threads), cpu-scalar (plain-JS reference kernels) or webgpu").default("cpu"))
     .option("--threads <n>", "threads for the cpu backend (default: cores, at most 8)")
     .option("--quantize <q8>", "quantize weight matrices to 8 bits (blocks of 32) while loading");
 
-/** Run a command on the chosen kernels, stopping worker threads afterwards. */
-function withOps(o: { backend?: string; threads?: string; quantize?: string }, fn: (ops: Ops) => void): Promise<void> {
+/** Run a command on the chosen kernels, stopping worker threads afterwards; `gpu` runs it on --backend webgpu. */
+function withOps(o: { backend?: string; threads?: string; quantize?: string }, fn: (ops: Ops) => void, gpu?: (g: WebGpuBackend) => Promise<void>): Promise<void> {
   return run(async () => {
+    if (o.backend === "webgpu") {
+      if (!gpu) throw new MlaError("this command has no webgpu path");
+      if (o.quantize !== undefined) throw new MlaError("--quantize applies to the cpu backends (the webgpu backend keeps weights as stored: F32, BF16 or F16)");
+      const { WebGpuBackend } = await import("../backends/webgpu/backend.js");
+      const g = await WebGpuBackend.create();
+      try {
+        await gpu(g);
+      } finally {
+        // Dawn for Node crashes in its own teardown when Node exits by itself: leave explicitly once output is out
+        process.stdout.write("", () => process.exit(process.exitCode ?? 0));
+      }
+      return;
+    }
     const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
     const { ops, close } = await openBackend({ backend: o.backend, threads, quantize: o.quantize });
     try {
@@ -70,7 +85,10 @@ backendOpts(program
   .requiredOption("--ids <ids>", "comma-separated token ids, e.g. 1,2,3")
   .addOption(attentionOpt())
   .option("--json", 'print {"logits": [[...], ...]}'))
-  .action((o) => withOps(o, (ops) => logitsCommand({ model: o.model, ids: parseIds(o.ids, "--ids"), attention: parseMode(o.attention), json: o.json }, ops)));
+  .action((o) => {
+    const opts = () => ({ model: o.model, ids: parseIds(o.ids, "--ids"), attention: parseMode(o.attention), json: o.json });
+    return withOps(o, (ops) => logitsCommand(opts(), ops), (g) => gpuLogitsCommand(opts(), g));
+  });
 
 backendOpts(program
   .command("generate")
@@ -86,11 +104,11 @@ backendOpts(program
   .option("--seed <s>", "random seed for sampling (reproducible runs)")
   .addOption(attentionOpt())
   .option("--json", 'print {"tokens": [...], "timing": {...}} instead of streaming'))
-  .action((o) =>
-    withOps(o, (ops) => {
+  .action((o) => {
+    const opts = () => {
       if (o.greedy && o.temperature !== undefined) throw new MlaError("use either --greedy or --temperature, not both");
       const temperature = o.temperature === undefined ? undefined : parseFloatArg(o.temperature, "--temperature");
-      generateCommand({
+      return {
         model: o.model,
         promptIds: o.promptIds === undefined ? undefined : parseIds(o.promptIds, "--prompt-ids"),
         prompt: o.prompt,
@@ -102,9 +120,10 @@ backendOpts(program
         seed: o.seed === undefined ? undefined : parseInt10(o.seed, "--seed"),
         attention: parseMode(o.attention),
         json: o.json,
-      }, ops);
-    }),
-  );
+      };
+    };
+    return withOps(o, (ops) => generateCommand(opts(), ops), (g) => gpuGenerateCommand(opts(), g));
+  });
 
 backendOpts(program
   .command("demo")
@@ -112,7 +131,10 @@ backendOpts(program
   .addOption(modelOpt())
   .option("--prompt <text>", "prompt text (if the model has a tokenizer)", "The jury said")
   .option("-n, --max-new-tokens <n>", "tokens to generate", "40"))
-  .action((o) => withOps(o, (ops) => demoCommand({ model: o.model, prompt: o.prompt, maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens") }, ops)));
+  .action((o) => {
+    const opts = () => ({ model: o.model, prompt: o.prompt, maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens") });
+    return withOps(o, (ops) => demoCommand(opts(), ops), (g) => gpuDemoCommand(opts(), g));
+  });
 
 backendOpts(program
   .command("bench")
@@ -123,15 +145,14 @@ backendOpts(program
   .option("--context <n>", "decode after a synthetic cache of n tokens (long-context timing without the prefill)")
   .addOption(attentionOpt())
   .option("--json", "print a JSON object"))
-  .action((o) =>
-    withOps(o, (ops) =>
-      benchCommand({
-        model: o.model, prompt: parseInt10(o.prompt, "--prompt", 1), decode: parseInt10(o.decode, "--decode"),
-        context: o.context === undefined ? undefined : parseInt10(o.context, "--context"),
-        backend: o.backend, quantize: o.quantize, attention: parseMode(o.attention), json: o.json,
-      }, ops),
-    ),
-  );
+  .action((o) => {
+    const opts = () => ({
+      model: o.model, prompt: parseInt10(o.prompt, "--prompt", 1), decode: parseInt10(o.decode, "--decode"),
+      context: o.context === undefined ? undefined : parseInt10(o.context, "--context"),
+      backend: o.backend, quantize: o.quantize, attention: parseMode(o.attention), json: o.json,
+    });
+    return withOps(o, (ops) => benchCommand(opts(), ops), (g) => gpuBenchCommand(opts(), g));
+  });
 
 const tokenizerCmd = program.command("tokenizer").description("byte-level BPE tokenizers (Hugging Face tokenizer.json)");
 tokenizerCmd

@@ -31,7 +31,7 @@ export function timing(r: GenerateResult): { prefillMs: number; prefillTokensPer
   };
 }
 
-function promptTokens(opts: GenerateCliOptions, tok: TextTokenizer | null): number[] {
+export function promptTokens(opts: GenerateCliOptions, tok: TextTokenizer | null): number[] {
   if ((opts.prompt === undefined) === (opts.promptIds === undefined)) throw new MlaError("give exactly one of --prompt TEXT or --prompt-ids 1,2,3");
   if (opts.promptIds) return opts.promptIds;
   if (!tok) throw new MlaError(`--prompt needs a tokenizer.json in ${opts.model}; pass token ids with --prompt-ids instead`);
