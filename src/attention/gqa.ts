@@ -4,6 +4,7 @@ import { ropeHalves, ropeInterleaved } from "../backends/cpu/index.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
 import type { KvCache } from "./cache.js";
 import type { RotaryEmbedding } from "./rope.js";
+import type { AttentionSegment } from "./mla.js";
 
 /**
  * Multi-head attention with a per-head K/V cache. nKvHeads = nHeads is MHA, 1 is MQA, anything between GQA
@@ -61,28 +62,42 @@ export class GroupedQueryAttention {
   }
 
   forward(x: Float32Array, T: number, cache: KvCache): Float32Array {
+    return this.forwardBatch(x, [{ T, cache }]);
+  }
+
+  /**
+   * Several sequences in one pass (rows of each segment back to back): q/k/v/o projections run once over all rows,
+   * RoPE, the cache append and attention per segment on its own K/V cache.
+   */
+  forwardBatch(x: Float32Array, segments: readonly AttentionSegment<KvCache>[]): Float32Array {
     const { hidden: D, nHeads: H, nKvHeads: G, headDim: dk } = this.dims;
     const dv = this.vHeadDim, dr = this.ropeDim;
-    const q = new Float32Array(T * H * dk), k = new Float32Array(T * G * dk), v = new Float32Array(T * G * dv);
-    this.ops.linear(q, x, T, D, this.w.q, H * dk);
-    this.ops.linear(k, x, T, D, this.w.k, G * dk);
-    this.ops.linear(v, x, T, D, this.w.v, G * dv);
-    addBias(q, T, this.w.qBias);
-    addBias(k, T, this.w.kBias);
-    addBias(v, T, this.w.vBias);
-    if (this.rope && dr > 0) {
-      const { cos, sin } = this.rope.table(cache.length, T);
-      const rotate = this.dims.ropeStyle === "halves" ? ropeHalves : ropeInterleaved;
-      rotate(q, T, H, dr, dk - dr, H * dk, dk, cos, sin);
-      rotate(k, T, G, dr, dk - dr, G * dk, dk, cos, sin);
+    const N = segments.reduce((s, g) => s + g.T, 0);
+    const q = new Float32Array(N * H * dk), k = new Float32Array(N * G * dk), v = new Float32Array(N * G * dv);
+    this.ops.linear(q, x, N, D, this.w.q, H * dk);
+    this.ops.linear(k, x, N, D, this.w.k, G * dk);
+    this.ops.linear(v, x, N, D, this.w.v, G * dv);
+    addBias(q, N, this.w.qBias);
+    addBias(k, N, this.w.kBias);
+    addBias(v, N, this.w.vBias);
+    const o = new Float32Array(N * H * dv);
+    let r = 0;
+    for (const { T, cache } of segments) {
+      const qs = q.subarray(r * H * dk, (r + T) * H * dk), ks = k.subarray(r * G * dk, (r + T) * G * dk);
+      if (this.rope && dr > 0) {
+        const { cos, sin } = this.rope.table(cache.length, T);
+        const rotate = this.dims.ropeStyle === "halves" ? ropeHalves : ropeInterleaved;
+        rotate(qs, T, H, dr, dk - dr, H * dk, dk, cos, sin);
+        rotate(ks, T, G, dr, dk - dr, G * dk, dk, cos, sin);
+      }
+      cache.k.append(ks, T);
+      cache.v.append(v.subarray(r * G * dv, (r + T) * G * dv), T);
+      this.attendCache(o.subarray(r * H * dv, (r + T) * H * dv), qs, T, cache);
+      r += T;
     }
-    cache.k.append(k, T);
-    cache.v.append(v, T);
-    const o = new Float32Array(T * H * dv);
-    this.attendCache(o, q, T, cache);
-    const out = new Float32Array(T * D);
-    this.ops.linear(out, o, T, H * dv, this.w.o, D);
-    addBias(out, T, this.w.oBias);
+    const out = new Float32Array(N * D);
+    this.ops.linear(out, o, N, H * dv, this.w.o, D);
+    addBias(out, N, this.w.oBias);
     return out;
   }
 

@@ -68,6 +68,12 @@ export function transposeUK(kvB: Tensor, H: number, dn: number, dv: number, dc: 
   return tensor(kvB.dtype, [H * dc, dn], out);
 }
 
+/** T consecutive rows of a batched activation that belong to one sequence, with that sequence's cache. */
+export interface AttentionSegment<C> {
+  readonly T: number;
+  readonly cache: C;
+}
+
 /** Multi-head Latent Attention of DeepSeek-V2/V3 over a latent cache. */
 export class MultiHeadLatentAttention {
   /** (W^UK)^T per head, for the absorbed form (see transposeUK). */
@@ -86,22 +92,36 @@ export class MultiHeadLatentAttention {
 
   /** Attention output [T, D] for T new tokens x [T, D] (already normed), appending their latents to `cache`. */
   forward(x: Float32Array, T: number, cache: LatentCache, mode: MlaMode = "auto"): Float32Array {
+    return this.forwardBatch(x, [{ T, cache }], mode);
+  }
+
+  /**
+   * Several sequences in one pass: x holds the rows of every segment back to back (segment i: T_i new tokens of
+   * its own sequence). The projections (W^DQ/W^DKV, W^UQ, W^O) run once over all rows, so each weight matrix is
+   * streamed once per step whatever the batch; RoPE, the cache append and attention run per segment on its own
+   * latent cache (the form chosen per segment: `auto` absorbs a one-token decode, up-projects a prefill).
+   */
+  forwardBatch(x: Float32Array, segments: readonly AttentionSegment<LatentCache>[], mode: MlaMode = "auto"): Float32Array {
     const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
-    const { cos, sin } = this.rope.table(cache.length, T);
-    const { down, R, qRows } = this.project(x, T); // per token [c_Q or q | c_KV | k_rope], row stride R
-
-    const q = this.query(down, T, R); // [T, H, dn + dr]
-    ropeInterleaved(q, T, H, dr, dn, H * (dn + dr), dn + dr, cos, sin);
-
+    const N = segments.reduce((s, g) => s + g.T, 0);
+    const { down, R, qRows } = this.project(x, N); // per token [c_Q or q | c_KV | k_rope], row stride R
+    const q = this.query(down, N, R); // [N, H, dn + dr]
     // c_KV = RMSNorm(W^DKV x), k_rope = RoPE(W^KR x): one cache row [c_KV | k_rope] per token.
     const lat = down.subarray(qRows);
-    this.ops.rmsNorm(lat, lat, T, dc, this.w.kvANorm, LATENT_NORM_EPS, R, R);
-    ropeInterleaved(lat, T, 1, dr, dc, R, 0, cos, sin);
-    cache.append(down, T, R, qRows);
-
-    const o = resolveMlaMode(mode, T) === "naive" ? this.attendNaive(q, T, cache) : this.attendAbsorbed(q, T, cache);
-    const out = new Float32Array(T * this.dims.hidden);
-    this.ops.linear(out, o, T, H * dv, this.w.o, this.dims.hidden);
+    this.ops.rmsNorm(lat, lat, N, dc, this.w.kvANorm, LATENT_NORM_EPS, R, R);
+    const o = new Float32Array(N * H * dv);
+    let r = 0;
+    for (const { T, cache } of segments) {
+      const { cos, sin } = this.rope.table(cache.length, T);
+      const qs = q.subarray(r * H * (dn + dr), (r + T) * H * (dn + dr));
+      ropeInterleaved(qs, T, H, dr, dn, H * (dn + dr), dn + dr, cos, sin);
+      ropeInterleaved(lat.subarray(r * R), T, 1, dr, dc, R, 0, cos, sin);
+      cache.append(down, T, R, r * R + qRows);
+      o.set(resolveMlaMode(mode, T) === "naive" ? this.attendNaive(qs, T, cache) : this.attendAbsorbed(qs, T, cache), r * H * dv);
+      r += T;
+    }
+    const out = new Float32Array(N * this.dims.hidden);
+    this.ops.linear(out, o, N, H * dv, this.w.o, this.dims.hidden);
     return out;
   }
 

@@ -19,6 +19,31 @@ export interface CausalLM<S extends ModelState = ModelState> {
   newState(capacity?: number): S;
   /** Run T new tokens at positions state.position.., appending to the state's caches; logits [1, V] or [T, V]. */
   forward(ids: ArrayLike<number>, state: S, opts?: ForwardOptions): Float32Array;
+  /**
+   * Several sequences in one pass (continuous batching): the new tokens of every item go through each linear layer
+   * together (one weight pass serves the whole batch), attention runs per item on its own cache. Logits [B, V]: row
+   * b is the last new position of items[b]. Optional: `forwardBatch()` below falls back to one forward per item.
+   */
+  forwardBatch?(items: readonly BatchItem<S>[], opts?: BatchForwardOptions): Float32Array;
+}
+
+/** One sequence's share of a batched step: its new tokens (one when decoding, a prompt chunk when prefilling). */
+export interface BatchItem<S extends ModelState = ModelState> {
+  readonly ids: ArrayLike<number>;
+  readonly state: S;
+}
+
+export interface BatchForwardOptions {
+  /** MLA form, resolved per item (`auto`: an item of one token decodes absorbed, a longer one prefills naive). */
+  readonly mode?: MlaMode;
+}
+
+/** Logits [B, V] of a batched step: the model's own batched forward, else one forward per item. */
+export function forwardBatch<S extends ModelState>(model: CausalLM<S>, items: readonly BatchItem<S>[], opts: BatchForwardOptions = {}): Float32Array {
+  if (model.forwardBatch) return model.forwardBatch(items, opts);
+  const V = model.config.vocabSize, out = new Float32Array(items.length * V);
+  items.forEach((it, b) => out.set(model.forward(it.ids, it.state, { mode: opts.mode }), b * V));
+  return out;
 }
 
 /** Per-sequence state: the caches of every layer. Their length is the next token's position. */
@@ -57,6 +82,45 @@ export function checkInput(c: ModelConfig, ids: ArrayLike<number>, position: num
   if (position + ids.length > c.maxPositionEmbeddings) {
     throw new MlaError(`sequence of ${position + ids.length} tokens exceeds the context length ${c.maxPositionEmbeddings} (max_position_embeddings)`);
   }
+}
+
+/**
+ * Validate a batch before any cache is touched: every item's ids and context, and no state twice (each sequence
+ * appends to its own caches). Returns the total row count.
+ */
+export function checkBatch(c: ModelConfig, items: readonly BatchItem[]): number {
+  if (items.length === 0) throw new MlaError("empty batch");
+  const seen = new Set<ModelState>();
+  let n = 0;
+  for (const it of items) {
+    if (seen.has(it.state)) throw new MlaError("a batch holds the same sequence state twice");
+    seen.add(it.state);
+    checkInput(c, it.ids, it.state.position);
+    n += it.ids.length;
+  }
+  return n;
+}
+
+/** Embedding rows of the ids of every item, back to back ([sum T, D]). */
+export function embedBatch(w: DecoderWeights<unknown>, D: number, items: readonly BatchItem[], N: number): Float32Array {
+  const h = new Float32Array(N * D);
+  let r = 0;
+  for (const it of items) {
+    h.set(embedTokens(w, D, it.ids), r * D);
+    r += it.ids.length;
+  }
+  return h;
+}
+
+/** Logits [B, V] of the last row of each item: the rows gathered first, so lm_head streams its weights once. */
+export function lastRowLogits(c: ModelConfig, w: DecoderWeights<unknown>, ops: Ops, h: Float32Array, items: readonly BatchItem[]): Float32Array {
+  const D = c.hiddenSize, B = items.length, last = new Float32Array(B * D);
+  let r = 0;
+  items.forEach((it, b) => {
+    r += it.ids.length;
+    last.set(h.subarray((r - 1) * D, r * D), b * D);
+  });
+  return lmHeadLogits(c, w, ops, last, B, B);
 }
 
 /** Embedding rows of the ids, widened to F32 ([T, D]). */

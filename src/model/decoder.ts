@@ -1,14 +1,17 @@
 import { MlaError } from "../errors.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
 import { LatentCache, type CacheAlloc, type RowCache } from "../attention/cache.js";
-import { MultiHeadLatentAttention } from "../attention/mla.js";
+import { MultiHeadLatentAttention, type MlaMode } from "../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../attention/rope.js";
 import { Checkpoint } from "./checkpoint.js";
 import { isMoeLayer, loadConfig, type ModelConfig } from "./config.js";
 import { mlpForward } from "./mlp.js";
 import { moeForward, type RouterKind } from "./moe.js";
 import { loadWeights, type ModelWeights } from "./weights.js";
-import { checkInput, embedTokens, lmHeadLogits, type CausalLM, type ForwardOptions, type LoadOptions, type ModelState } from "./causal-lm.js";
+import {
+  checkBatch, embedBatch, lastRowLogits, lmHeadLogits,
+  type BatchForwardOptions, type BatchItem, type CausalLM, type ForwardOptions, type LoadOptions, type ModelState,
+} from "./causal-lm.js";
 
 export type { ForwardOptions, LoadOptions } from "./causal-lm.js";
 
@@ -73,24 +76,43 @@ export class DeepseekModel implements CausalLM<RunState> {
     return new RunState(this.config, capacity, (n) => this.ops.allocCache(n));
   }
 
-  /** Run T new tokens through the model at positions state.position.., appending to the caches. */
+  /** Run T new tokens at positions state.position.., appending to the caches. */
   forward(ids: ArrayLike<number>, state: RunState, opts: ForwardOptions = {}): Float32Array {
-    const c = this.config, D = c.hiddenSize, T = ids.length;
-    if (!(state instanceof RunState)) throw new MlaError("this run state was made by another kind of model (use model.newState())");
-    checkInput(c, ids, state.position);
-    const h = embedTokens(this.weights, D, ids);
-    opts.hiddenStates?.push(h.slice());
-    const x = new Float32Array(T * D);
+    const item = [{ ids, state }];
+    this.checkStates(item);
+    const T = checkBatch(this.config, item);
+    const h = this.hidden(item, T, opts.mode ?? "auto", opts.hiddenStates);
+    return lmHeadLogits(this.config, this.weights, this.ops, h, T, opts.allLogits ? T : 1);
+  }
+
+  /** Several sequences in one pass (see CausalLM.forwardBatch): logits [B, V] of each item's last new position. */
+  forwardBatch(items: readonly BatchItem<RunState>[], opts: BatchForwardOptions = {}): Float32Array {
+    this.checkStates(items);
+    const N = checkBatch(this.config, items);
+    return lastRowLogits(this.config, this.weights, this.ops, this.hidden(items, N, opts.mode ?? "auto"), items);
+  }
+
+  private checkStates(items: readonly BatchItem<RunState>[]): void {
+    for (const it of items) if (!(it.state instanceof RunState)) throw new MlaError("this run state was made by another kind of model (use model.newState())");
+  }
+
+  /** The decoder stack over the N rows of all items (already checked): final hidden states [N, D]. */
+  private hidden(items: readonly BatchItem<RunState>[], N: number, mode: MlaMode, hiddenStates?: Float32Array[]): Float32Array {
+    const c = this.config, D = c.hiddenSize;
+    const h = embedBatch(this.weights, D, items, N);
+    hiddenStates?.push(h.slice());
+    const x = new Float32Array(N * D);
     for (let i = 0; i < c.numLayers; i++) {
       const l = this.weights.layers[i];
-      this.ops.rmsNorm(x, h, T, D, l.inputNorm, c.rmsNormEps);
-      const a = this.attention[i].forward(x, T, state.caches[i], opts.mode ?? "auto");
-      for (let j = 0; j < T * D; j++) h[j] += a[j];
-      this.ops.rmsNorm(x, h, T, D, l.postNorm, c.rmsNormEps);
-      const f = isMoeLayer(c, i) ? moeForward(this.router, l.moe!, x, T, c, this.ops) : mlpForward(l.mlp!, x, T, this.ops);
-      for (let j = 0; j < T * D; j++) h[j] += f[j];
-      opts.hiddenStates?.push(h.slice());
+      const segs = items.map((it) => ({ T: it.ids.length, cache: it.state.caches[i] }));
+      this.ops.rmsNorm(x, h, N, D, l.inputNorm, c.rmsNormEps);
+      const a = this.attention[i].forwardBatch(x, segs, mode);
+      for (let j = 0; j < N * D; j++) h[j] += a[j];
+      this.ops.rmsNorm(x, h, N, D, l.postNorm, c.rmsNormEps);
+      const f = isMoeLayer(c, i) ? moeForward(this.router, l.moe!, x, N, c, this.ops) : mlpForward(l.mlp!, x, N, this.ops);
+      for (let j = 0; j < N * D; j++) h[j] += f[j];
+      hiddenStates?.push(h.slice());
     }
-    return lmHeadLogits(c, this.weights, this.ops, h, T, opts.allLogits ? T : 1);
+    return h;
   }
 }
