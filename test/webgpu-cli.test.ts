@@ -8,7 +8,7 @@ import { FIXTURES } from "./helpers.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const SWIFTSHADER = "/usr/lib/chromium/vk_swiftshader_icd.json";
-const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? "/tmp" };
+const env: NodeJS.ProcessEnv = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? "/tmp" };
 if (!env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) env.VK_ICD_FILENAMES = SWIFTSHADER;
 const cli = (args: string[]) => {
   const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], { cwd: root, encoding: "utf8", timeout: 120_000, env });

@@ -13,10 +13,11 @@ import { LATENT_NORM_EPS } from "../../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../../attention/rope.js";
 import { kernels as K, type Pass, type WebGpuBackend, type GpuWeight } from "../../backends/webgpu/backend.js";
 import { Checkpoint } from "../checkpoint.js";
-import { isMoeLayer, loadConfig, type ModelConfig } from "../config.js";
+import { isMoeLayer, loadConfig, parseConfig, type ModelConfig } from "../config.js";
+import type { Tensor } from "../../tensor/tensor.js";
 import { route, type RouterKind } from "../moe.js";
 import { checkInput } from "../causal-lm.js";
-import { loadLlamaWeights, loadWeights, type LoadProgress } from "../weights.js";
+import { assemble, assembleLlama, expectedTensors, loadLlamaWeights, loadWeights, type LoadProgress } from "../weights.js";
 import { uploadWeights, type GpuLayer, type GpuMlp, type GpuWeights } from "./weights.js";
 
 /** One sequence's caches on the GPU: per layer the latent rows (MLA) or K and V rows (GQA). */
@@ -126,6 +127,24 @@ export class GpuModel {
       this.cacheWidths = [c.numKvHeads * c.headDim, c.numKvHeads * c.headDim];
     }
     this.cacheBytesPerToken = this.cacheWidths.reduce((a, b) => a + b, 0) * 4 * c.numLayers;
+  }
+
+  /**
+   * A model from config.json's object and tensors already in memory (a browser's fetched safetensors, see
+   * src/io/safetensors-buffer.ts); every expected tensor must be there with its shape.
+   */
+  static fromTensors(configJson: Record<string, unknown>, tensors: ReadonlyMap<string, Tensor>, gpu: WebGpuBackend): GpuModel {
+    const config = parseConfig(configJson);
+    const expected = expectedTensors(config);
+    const missing = [...expected.keys()].filter((n) => !tensors.has(n));
+    if (missing.length) throw new MlaError(`missing tensors: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
+    for (const [name, shape] of expected) {
+      const t = tensors.get(name)!;
+      if (t.shape.join() !== shape.join()) throw new MlaError(`tensor ${name} has shape [${t.shape.join(", ")}], the config implies [${shape.join(", ")}]`);
+    }
+    const get = (name: string) => tensors.get(name)!;
+    const w = config.attention === "mla" ? assemble(config, get) : assembleLlama(config, get);
+    return new GpuModel(config, uploadWeights(gpu, w), gpu);
   }
 
   /** Load a checkpoint folder (any supported model type) onto the GPU. */
