@@ -36,6 +36,14 @@ export class TextTokenizer {
   tokenToId(token: string): number | undefined {
     return this.tok.token_to_id(token);
   }
+
+  /** A special token named in tokenizer_config.json (bos_token, eos_token, ...), as a string or {content}. */
+  specialToken(name: string): string | undefined {
+    const v = this.config[name];
+    if (typeof v === "string") return v;
+    if (v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string") return (v as { content: string }).content;
+    return undefined;
+  }
 }
 
 function readJson(path: string): Record<string, unknown> {
@@ -47,30 +55,41 @@ function readJson(path: string): Record<string, unknown> {
 }
 
 /**
- * Turns a growing list of token ids into text deltas. Decoding tokens one by one breaks multi-byte characters and
- * word-boundary spaces, so it decodes the whole tail and emits only what is new once it no longer ends in U+FFFD
- * (an incomplete UTF-8 sequence).
+ * Turns a growing list of token ids into text deltas without ever emitting broken UTF-8. Decoding tokens one by
+ * one breaks multi-byte characters (byte-level BPE splits them across tokens) and the spaces that decoders add or
+ * strip at word boundaries, so, as text-generation-inference does, it decodes a short window: the tokens already
+ * emitted since the last boundary (prefix) plus the new ones, and emits the difference once the window's text no
+ * longer ends in U+FFFD (an incomplete UTF-8 sequence). Each push decodes O(window) tokens, not the whole text.
  */
 export class StreamDecoder {
   private ids: number[] = [];
-  private emitted = "";
+  /** Window start: tokens before it are emitted and never decoded again. */
+  private prefixOffset = 0;
+  /** Tokens before it are emitted. */
+  private readOffset = 0;
 
   constructor(private readonly tok: TextTokenizer, private readonly skipSpecial = false) {}
 
+  /** Text that token `id` completes ("" while a character is still incomplete). */
   push(id: number): string {
     this.ids.push(id);
-    const text = this.tok.decode(this.ids, this.skipSpecial);
-    if (text.endsWith("\uFFFD") || !text.startsWith(this.emitted)) return "";
-    const delta = text.slice(this.emitted.length);
-    this.emitted = text;
-    return delta;
+    const prefix = this.decode(this.prefixOffset, this.readOffset);
+    const text = this.decode(this.prefixOffset, this.ids.length);
+    if (text.length <= prefix.length || text.endsWith("\uFFFD") || !text.startsWith(prefix)) return "";
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
 
-  /** Whatever is left (e.g. a final incomplete character). */
+  /** Whatever is left at the end (an incomplete character comes out as U+FFFD, as a full decode would give it). */
   flush(): string {
-    const text = this.tok.decode(this.ids, this.skipSpecial);
-    const delta = text.startsWith(this.emitted) ? text.slice(this.emitted.length) : "";
-    this.emitted = text;
-    return delta;
+    const prefix = this.decode(this.prefixOffset, this.readOffset);
+    const text = this.decode(this.prefixOffset, this.ids.length);
+    this.prefixOffset = this.readOffset = this.ids.length;
+    return text.startsWith(prefix) ? text.slice(prefix.length) : "";
+  }
+
+  private decode(from: number, to: number): string {
+    return from >= to ? "" : this.tok.decode(this.ids.slice(from, to), this.skipSpecial);
   }
 }

@@ -1,0 +1,96 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Template } from "@huggingface/jinja";
+import { MlaError } from "../errors.js";
+import type { ModelConfig } from "../model/config.js";
+import type { TextTokenizer } from "./tokenizer.js";
+
+export interface ChatMessage {
+  readonly role: string;
+  readonly content: string;
+}
+
+/**
+ * The template used when a checkpoint has none (no `chat_template` in tokenizer_config.json, no
+ * chat_template.jinja): BOS, then one "role: content" line per message, then "assistant:" for the reply. With it,
+ * the text "\nuser:" marks the end of the reply (see ChatTemplate.stopStrings).
+ */
+export const DEFAULT_CHAT_TEMPLATE =
+  "{{ bos_token }}{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}" +
+  "{% if add_generation_prompt %}assistant:{% endif %}";
+
+/** A Hugging Face chat template (Jinja, rendered by @huggingface/jinja) with the tokenizer's special tokens. */
+export class ChatTemplate {
+  private readonly template: Template;
+
+  constructor(readonly source: string, private readonly specials: Record<string, string> = {}, readonly isDefault = false) {
+    try {
+      this.template = new Template(source);
+    } catch (e) {
+      throw new MlaError(`the chat template could not be parsed: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * The checkpoint's template: tokenizer_config.json's `chat_template` (a string, or a list of {name, template}
+   * whose "default" entry is taken), else chat_template.jinja beside it, else DEFAULT_CHAT_TEMPLATE.
+   */
+  static load(dir: string, tok: TextTokenizer): ChatTemplate {
+    const specials: Record<string, string> = {};
+    for (const name of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
+      const v = tok.specialToken(name);
+      if (v !== undefined) specials[name] = v;
+    }
+    let src: unknown = tok.config.chat_template;
+    if (Array.isArray(src)) {
+      const named = src as { name?: unknown; template?: unknown }[];
+      src = (named.find((t) => t.name === "default") ?? named[0])?.template;
+    }
+    if (typeof src === "string") return new ChatTemplate(src, specials);
+    const file = join(dir, "chat_template.jinja");
+    if (existsSync(file)) return new ChatTemplate(readFileSync(file, "utf8"), specials);
+    return new ChatTemplate(DEFAULT_CHAT_TEMPLATE, specials, true);
+  }
+
+  /** The prompt text for these messages (with the assistant's turn opened when addGenerationPrompt). */
+  render(messages: readonly ChatMessage[], addGenerationPrompt = true): string {
+    try {
+      return this.template.render({
+        messages, add_generation_prompt: addGenerationPrompt, bos_token: "", eos_token: "", ...this.specials,
+      });
+    } catch (e) {
+      throw new MlaError(`the chat template failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** Text that ends an assistant turn besides EOS: the next "user:" line under the default template. */
+  stopStrings(): string[] {
+    return this.isDefault ? ["\nuser:"] : [];
+  }
+}
+
+/**
+ * Token ids that end generation: config.json's eos_token_id, generation_config.json's (an id or a list; chat
+ * models often add their end-of-turn token there) and tokenizer_config.json's eos_token.
+ */
+export function stopTokenIds(dir: string, config: ModelConfig, tok: TextTokenizer | null): number[] {
+  const ids = new Set(config.eosTokenIds);
+  const gen = join(dir, "generation_config.json");
+  if (existsSync(gen)) {
+    let g: { eos_token_id?: unknown };
+    try {
+      g = JSON.parse(readFileSync(gen, "utf8"));
+    } catch (e) {
+      throw new MlaError(`${gen} is not valid JSON: ${(e as Error).message}`);
+    }
+    const v = g.eos_token_id;
+    for (const x of Array.isArray(v) ? v : v == null ? [] : [v]) {
+      if (!Number.isInteger(x)) throw new MlaError(`${gen}: eos_token_id must be an integer or a list of integers`);
+      ids.add(x as number);
+    }
+  }
+  const eos = tok?.specialToken("eos_token");
+  const id = eos === undefined ? undefined : tok!.tokenToId(eos);
+  if (id !== undefined) ids.add(id);
+  return [...ids].filter((i) => i >= 0 && i < config.vocabSize);
+}
