@@ -64,6 +64,20 @@ function withOps(o: { backend?: string; threads?: string; quantize?: string }, f
   });
 }
 
+/** As withOps, for commands that keep running (serve, chat): batched decoding runs on the cpu backends. */
+function withOpsAsync(o: { backend?: string; threads?: string; quantize?: string }, fn: (ops: Ops) => Promise<void>): Promise<void> {
+  return run(async () => {
+    if (o.backend === "webgpu") throw new MlaError("chat and serve run on the cpu backends (cpu, cpu-scalar); the webgpu decoder has no batched forward yet");
+    const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
+    const { ops, close } = await openBackend({ backend: o.backend, threads, quantize: o.quantize });
+    try {
+      await fn(ops);
+    } finally {
+      await close();
+    }
+  });
+}
+
 const attentionOpt = () => new Option("--attention <form>", "MLA form: auto (naive prefill, absorbed decode), naive or absorb (MLA models; GQA models have one form)").default("auto");
 
 const program = new Command()
@@ -153,6 +167,56 @@ backendOpts(program
     });
     return withOps(o, (ops) => benchCommand(opts(), ops), (g) => gpuBenchCommand(opts(), g));
   });
+
+backendOpts(program
+  .command("chat")
+  .description("interactive chat in the terminal, replies streamed (/reset clears the history, Ctrl-C stops a reply)")
+  .addOption(modelOpt())
+  .option("-n, --max-tokens <n>", "new tokens per reply at most", "256")
+  .option("--temperature <t>", "sample with this temperature (default: greedy)")
+  .option("--top-k <k>", "sample among the k most likely tokens")
+  .option("--top-p <p>", "sample from the smallest set with probability >= p")
+  .option("--seed <s>", "random seed for sampling")
+  .option("--system <text>", "a system message at the start of the conversation")
+  .addOption(attentionOpt()))
+  .action((o) =>
+    withOpsAsync(o, async (ops) => {
+      const { chatCommand } = await import("./commands/chat.js");
+      await chatCommand({
+        model: o.model, maxTokens: parseInt10(o.maxTokens, "--max-tokens", 1),
+        temperature: o.temperature === undefined ? undefined : parseFloatArg(o.temperature, "--temperature"),
+        topK: o.topK === undefined ? undefined : parseInt10(o.topK, "--top-k"),
+        topP: o.topP === undefined ? undefined : parseFloatArg(o.topP, "--top-p"),
+        seed: o.seed === undefined ? undefined : parseInt10(o.seed, "--seed"),
+        system: o.system, attention: parseMode(o.attention),
+      }, ops);
+    }),
+  );
+
+backendOpts(program
+  .command("serve")
+  .description("OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models, /health) with continuous batching")
+  .addOption(modelOpt())
+  .option("--host <host>", "address to listen on", "127.0.0.1")
+  .option("--port <n>", "port (0: any free port)", "8080")
+  .option("--name <id>", "model id the API reports (default: the model folder's name)")
+  .option("--max-cache-mb <n>", "cache memory budget: a request is admitted when its whole cache (prompt + max_tokens) fits", "1024")
+  .option("--max-batch <n>", "sequences decoded together at most", "32")
+  .option("--max-queue <n>", "requests waiting for room at most; past it the server answers 429 with Retry-After", "64")
+  .option("--max-body-kb <n>", "largest request body (413 past it)", "1024")
+  .option("--quiet", "no per-request log lines on stderr")
+  .addOption(attentionOpt()))
+  .action((o) =>
+    withOpsAsync(o, async (ops) => {
+      const { serveCommand } = await import("./commands/serve.js");
+      await serveCommand({
+        model: o.model, host: o.host, port: parseInt10(o.port, "--port"), name: o.name,
+        maxCacheMb: parseFloatArg(o.maxCacheMb, "--max-cache-mb"), maxBatch: parseInt10(o.maxBatch, "--max-batch", 1),
+        maxQueue: parseInt10(o.maxQueue, "--max-queue", 1), maxBodyKb: parseInt10(o.maxBodyKb, "--max-body-kb", 1),
+        attention: parseMode(o.attention), quiet: o.quiet,
+      }, ops);
+    }),
+  );
 
 const tokenizerCmd = program.command("tokenizer").description("byte-level BPE tokenizers (Hugging Face tokenizer.json)");
 tokenizerCmd

@@ -1,0 +1,89 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const MAIN = join(ROOT, "src/cli/main.ts");
+
+function start(args: string[]): ChildProcessWithoutNullStreams & { out: () => string; err: () => string } {
+  const p = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], { cwd: ROOT });
+  let out = "", err = "";
+  p.stdout.on("data", (d) => (out += d));
+  p.stderr.on("data", (d) => (err += d));
+  return Object.assign(p, { out: () => out, err: () => err });
+}
+
+/** Resolve once `pred` holds on the process's output (checked as output arrives); reject if it exits first. */
+function until(p: ReturnType<typeof start>, pred: () => boolean, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (pred()) {
+        p.stdout.off("data", check);
+        p.stderr.off("data", check);
+        p.off("exit", gone);
+        resolve();
+      }
+    };
+    const gone = () => (pred() ? resolve() : reject(new Error(`exited before ${what}: ${p.err()}`)));
+    p.stdout.on("data", check);
+    p.stderr.on("data", check);
+    p.on("exit", gone);
+    check();
+  });
+}
+
+const exited = (p: ReturnType<typeof start>) => new Promise<number | null>((r) => (p.exitCode !== null ? r(p.exitCode) : p.on("exit", (c) => r(c))));
+
+test("mla chat: one reply per line from piped input, /reset, /exit", () => {
+  const r = spawnSync(process.execPath, ["--import", "tsx", MAIN, "chat", "--backend", "cpu-scalar", "-n", "6"], {
+    cwd: ROOT, encoding: "utf8", input: "Hello there\nWhat did the jury say?\n/reset\nAnd then?\n/exit\nnever read\n",
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.split("\n").filter((l) => l.length > 0);
+  assert.equal(lines.length, 4, `three replies and the reset note: ${JSON.stringify(r.stdout)}`);
+  assert.equal(lines[2], "(history cleared)", "reset acknowledged");
+  assert.ok(lines.every((l) => !l.includes("user:")), "replies end before the next turn's marker");
+});
+
+test("mla chat: SIGINT stops the reply, the chat goes on; twice at the prompt exits", async () => {
+  const p = start(["chat", "--backend", "cpu-scalar", "-n", "2000"]);
+  p.stdin.write("Tell me everything\n");
+  await until(p, () => p.out().length > 40, "the reply started");
+  p.kill("SIGINT");
+  await until(p, () => p.out().includes("[stopped]"), "the reply was stopped");
+  p.stdin.write("/reset\n");
+  await until(p, () => p.out().includes("(history cleared)"), "the next line was read");
+  p.kill("SIGINT");
+  await until(p, () => p.out().includes("Ctrl-C again"), "the exit hint");
+  p.kill("SIGINT");
+  assert.equal(await exited(p), 0, `clean exit: ${p.err()}`);
+});
+
+test("mla serve: listens, answers an OpenAI request, shuts down on SIGTERM", async () => {
+  const p = start(["serve", "--backend", "cpu-scalar", "--port", "0", "--name", "brown"]);
+  await until(p, () => /on http:\/\/127\.0\.0\.1:\d+\/v1/.test(p.err()), "listening");
+  const port = Number(/127\.0\.0\.1:(\d+)/.exec(p.err())![1]);
+  const r = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "brown", messages: [{ role: "user", content: "Hi" }], max_tokens: 4 }),
+  });
+  assert.equal(r.status, 200, "ok");
+  const body = await r.json();
+  assert.equal(body.usage.completion_tokens <= 4, true, "at most max_tokens");
+  await until(p, () => /POST \/v1\/chat\/completions 200/.test(p.err()), "a log line for the request");
+  p.kill("SIGTERM");
+  assert.equal(await exited(p), 0, `clean exit: ${p.err()}`);
+});
+
+test("mla serve: bad options are one-line errors", () => {
+  const run = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", MAIN, "serve", ...args], { cwd: ROOT, encoding: "utf8" });
+  let r = run("--model", join(ROOT, "test/fixtures/tiny-llama"), "--backend", "cpu-scalar");
+  assert.equal(r.status, 1, "no tokenizer");
+  assert.match(r.stderr, /^error: .*no tokenizer\.json/, r.stderr);
+  r = run("--max-cache-mb", "0", "--backend", "cpu-scalar");
+  assert.match(r.stderr, /^error: the cache budget must be positive/, r.stderr);
+  r = run("--backend", "webgpu");
+  assert.match(r.stderr, /^error: chat and serve run on the cpu backends/, r.stderr);
+});
