@@ -102,7 +102,7 @@ test("webgpu rmsNorm, rope (interleaved and halves), siluMul, axpy, gather, embe
   assert.equal(new Uint32Array(await gpu.read(amo, 4))[0], 613, "argmax takes the first of two equal maxima");
 });
 
-for (const [T, L, H, dc, dr, chunk] of [[1, 1, 3, 40, 8, 64], [1, 300, 11, 64, 16, 37], [6, 45, 5, 24, 4, 1000], [4, 200, 9, 72, 8, 16]]) {
+for (const [T, L, H, dc, dr, chunk] of [[1, 1, 3, 40, 8, 64], [1, 300, 11, 64, 16, 37], [6, 45, 5, 24, 4, 1000], [4, 200, 9, 72, 8, 16], [1, 37, 10, 512, 64, 16]]) {
   test(`webgpu absorbed MLA attention T=${T} L=${L} H=${H} d_c=${dc} d_h^R=${dr} (chunk ${chunk}): equals the CPU attend over the latent cache`, async () => {
     gpu ??= await gpuBackend();
     const dn = 6, dv = 10, dqk = dn + dr, seed = L + H + dc;

@@ -89,9 +89,20 @@ export class WebGpuBackend {
   /** Bytes of GPU buffers created through this backend and not yet destroyed. */
   allocatedBytes = 0;
 
+  /** The first validation/out-of-memory error the device reported; thrown at the next read. */
+  private deviceError: string | null = null;
+
   private constructor(readonly ctx: GpuContext) {
     this.device = ctx.device;
     this.dummy = this.buffer(16);
+    // a failed pipeline or dispatch is otherwise silent: the kernels would just not run
+    this.device.onuncapturederror = (e) => {
+      this.deviceError ??= e.error.message;
+    };
+  }
+
+  private checkErrors(): void {
+    if (this.deviceError) throw new MlaError(`webgpu: the device reported an error: ${this.deviceError}`);
   }
 
   static async create(): Promise<WebGpuBackend> {
@@ -181,6 +192,7 @@ export class WebGpuBackend {
     enc.copyBufferToBuffer(src, srcOffset, dst, 0, size);
     this.device.queue.submit([enc.finish()]);
     await dst.mapAsync(GPUMapMode.READ, 0, size);
+    this.checkErrors();
     const out = dst.getMappedRange(0, size).slice(0, bytes);
     dst.unmap();
     return out;
@@ -252,8 +264,9 @@ export const kernels = {
   /** Partial results need T * nSplit * H * (dc + 2) floats in part/ml. */
   latentAttend(p: Pass, part: GPUBuffer, ml: GPUBuffer, qc: GPUBuffer, q: GPUBuffer, cache: GPUBuffer,
     T: number, H: number, dc: number, dr: number, dqk: number, dn: number, p0: number, chunk: number, nSplit: number, scale: number): void {
-    p.dispatch(`latent-${dc}-${dr}`, () => S.latentAttend(dc, dr), [qc, q, cache, part, ml],
-      [T, H, dc, dr, dqk, dn, p0, chunk, nSplit, f32bits(scale)], [nSplit, Math.ceil(H / S.LATENT.HG), T]);
+    const tiles = S.latentTiles(dc + dr, p.gpu.device.limits.maxComputeWorkgroupStorageSize);
+    p.dispatch(`latent-${dc}-${dr}`, () => S.latentAttend(dc, dr, tiles), [qc, q, cache, part, ml],
+      [T, H, dc, dr, dqk, dn, p0, chunk, nSplit, f32bits(scale)], [nSplit, Math.ceil(H / tiles.HG), T]);
   },
   latentCombine(p: Pass, lat: GPUBuffer, part: GPUBuffer, ml: GPUBuffer, T: number, H: number, dc: number, nSplit: number): void {
     p.dispatch("latent-combine", () => S.LATENT_COMBINE, [part, ml, lat], [T, H, dc, nSplit], [Math.ceil(dc / 64), H, T]);

@@ -42,6 +42,8 @@ export async function requestGpu(): Promise<GpuContext> {
       maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
       maxBufferSize: adapter.limits.maxBufferSize,
       maxStorageBuffersPerShaderStage: Math.min(8, adapter.limits.maxStorageBuffersPerShaderStage),
+      // the fused MLA attention sizes its tiles by this (16 KiB by default; 32 KiB on SwiftShader, 48 on the H100)
+      maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
     },
   });
   device.lost.then((info) => {

@@ -295,8 +295,20 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
 }`;
 }
 
-/** Latent-attention tile sizes: positions per block, heads per workgroup, threads. */
-export const LATENT = { SB: 16, HG: 8, WG: 64 } as const;
+/**
+ * Latent-attention tiles: HG heads per workgroup and SB cached rows per block, as large as the workgroup storage
+ * limit allows (blocks of rows and the group's queries live there: (SB + HG) rows of d_c + d_h^R floats).
+ */
+export function latentTiles(R: number, maxWorkgroupBytes: number): { SB: number; HG: number; WG: number } {
+  const HG = 8, WG = 64;
+  const room = Math.floor((maxWorkgroupBytes - 256) / 4) - HG * R;
+  const SB = Math.max(1, Math.min(16, Math.floor(room / (R + HG))));
+  if (room < R + HG) {
+    const hg = Math.max(1, Math.floor((maxWorkgroupBytes / 4 - 64) / (R + 1)) - 1);
+    return { SB: 1, HG: hg, WG };
+  }
+  return { SB, HG, WG };
+}
 
 /**
  * Fused absorbed-MLA attention, flash-decoding style. Workgroup (split, head group, token t) runs over its chunk of
@@ -307,8 +319,8 @@ export const LATENT = { SB: 16, HG: 8, WG: 64 } as const;
  * The accumulators are owned by threads (element e = tid + WG i of HG*dc), so dc*HG/WG registers per thread.
  * Params: T H dc dr dqk dn p0 chunk nSplit scale(f32). Bindings: QC [T,H,dc], Q [T,H,dqk], C, PART, ML.
  */
-export function latentAttend(dc: number, dr: number): string {
-  const { SB, HG, WG } = LATENT;
+export function latentAttend(dc: number, dr: number, tiles: { SB: number; HG: number; WG: number }): string {
+  const { SB, HG, WG } = tiles;
   const NE = Math.ceil((HG * dc) / WG);
   const R = dc + dr;
   return HEADER + /* wgsl */ `
