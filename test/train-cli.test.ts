@@ -118,3 +118,24 @@ test("mla train: bad flags and states are one-line errors", () => {
     assert.match(r.stderr, /^error: [^\n]*\n$/, `one line: ${r.stderr}`);
   }
 });
+
+test("mla train --attention mqa|gqa writes a llama checkpoint that the engine runs; bad attention flags are clear errors", () => {
+  const out = join(tmp, "run-mqa");
+  const args = ["--vocab", "300", "--layers", "1", "--hidden", "32", "--heads", "4", "--intermediate", "48", "--batch", "2", "--seq", "16", "--warmup", "1"];
+  const r = cli(["train", "--out", out, "--text", text, ...args, "--attention", "mqa", "--steps", "4", "--json"]);
+  assert.equal(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.equal(summary.kvCachePerToken, 2 * 1 * 8, "MQA caches one K and one V head of 8 per token");
+  const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
+  assert.equal(cfg.model_type, "llama");
+  assert.equal(cfg.num_key_value_heads, 1);
+  const g = cli(["generate", "--model", out, "--prompt", "The cat", "-n", "3", "--json"]);
+  assert.equal(g.code, 0, g.stderr);
+  assert.equal(JSON.parse(g.stdout).tokens.length, 3);
+  const bad = cli(["train", "--out", join(tmp, "bad"), "--text", text, ...args, "--attention", "foo"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /--attention must be one of mla, mha, gqa, mqa/);
+  const badKv = cli(["train", "--out", join(tmp, "bad2"), "--text", text, ...args, "--attention", "gqa", "--kv-heads", "3"]);
+  assert.equal(badKv.code, 1);
+  assert.match(badKv.stderr, /--heads 4 is not a multiple of --kv-heads 3/);
+});

@@ -69,3 +69,24 @@ test("train llama model: config errors are clear", () => {
   assert.throws(() => new TrainModel({ ...llamaConfig(SPEC), attention_bias: true }), /biases/);
   assert.throws(() => new TrainModel({ ...llamaConfig(SPEC), head_dim: 7 }), /even/);
 });
+
+test("train llama model: logits equal the inference engine's LlamaModel on the same weights (MHA, GQA, MQA)", async () => {
+  const { parseConfig } = await import("../src/model/config.js");
+  const { assembleLlama } = await import("../src/model/weights.js");
+  const { LlamaModel } = await import("../src/model/llama.js");
+  const { f32Tensor } = await import("../src/tensor/tensor.js");
+  for (const kv of [4, 2, 1]) {
+    const json = llamaConfig({ ...SPEC, numKvHeads: kv });
+    const m = new TrainModel(json, { seed: 21 + kv, initStd: "fan-in" });
+    const cfg = parseConfig(json);
+    const engine = new LlamaModel(cfg, assembleLlama(cfg, (name) => f32Tensor(m.shapes.get(name)!, m.params.get(name) as Float32Array)));
+    const B = 2, T = 9, V = SPEC.vocabSize;
+    const { ids } = randomBatch(B, T, V, 300 + kv);
+    const lt = m.logits(ids);
+    for (let b = 0; b < B; b++) {
+      const le = engine.forward(ids[b], engine.newState(), { allLogits: true });
+      const e = relErr(lt.subarray(b * T * V, (b + 1) * T * V), le);
+      assert.ok(e < 1e-5, `${kv} KV heads, sequence ${b}: rel err ${e}`);
+    }
+  }
+});
