@@ -25,21 +25,22 @@ for (const name of MODELS) {
     test(`${name} on ${bname}: batched decode and mixed prefill equal one forward per sequence`, () => {
       const m = loadModel(join(FIXTURES, name), { ops });
       const V = m.config.vocabSize;
-      const prompts = [ids(3, 1, V), ids(7, 2, V), ids(1, 3, V), ids(9, 4, V)];
+      // six sequences: more than the 4 heads, so MLA's absorbed decodes take the per-head batched path
+      const prompts = [ids(3, 1, V), ids(7, 2, V), ids(1, 3, V), ids(9, 4, V), ids(2, 5, V), ids(4, 6, V)];
       const alone = prompts.map(() => m.newState());
       const batched = prompts.map(() => m.newState());
-      // prefill: sequences 0 and 1 alone, 2 and 3 in one batched step with different lengths
-      for (let b = 0; b < 4; b++) m.forward(prompts[b], alone[b]);
+      // prefill: sequences 0 and 1 alone, the others in one batched step with different lengths
+      for (let b = 0; b < prompts.length; b++) m.forward(prompts[b], alone[b]);
       m.forward(prompts[0], batched[0]);
       m.forward(prompts[1], batched[1]);
-      m.forwardBatch!([{ ids: prompts[2], state: batched[2] }, { ids: prompts[3], state: batched[3] }]);
-      // decode steps of all four together (positions 3, 7, 1, 9: past mistral's window of 5), then a step where
+      m.forwardBatch!(prompts.slice(2).map((p, i) => ({ ids: p, state: batched[i + 2] })));
+      // decode steps of all together (positions up to 9: past mistral's window of 5), then a step where
       // one sequence prefills two tokens while the others decode one
       for (let step = 0; step < 4; step++) {
         const items = prompts.map((_, b) => ({ ids: step === 3 && b === 1 ? [(step * 7 + b) % V, 5] : [(step * 7 + b) % V], state: batched[b] }));
         const got = m.forwardBatch!(items);
-        assert.equal(got.length, 4 * V, "one row of logits per sequence");
-        for (let b = 0; b < 4; b++) {
+        assert.equal(got.length, prompts.length * V, "one row of logits per sequence");
+        for (let b = 0; b < prompts.length; b++) {
           const want = m.forward(items[b].ids, alone[b]);
           const e = relErr(got.subarray(b * V, (b + 1) * V), want);
           assert.ok(e <= 1e-5, `${name} ${bname} step ${step} sequence ${b}: rel err ${e}`);

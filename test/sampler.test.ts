@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Sampler, argmax } from "../src/generate/sampler.js";
+import { Sampler, argmax, byLogitDesc } from "../src/generate/sampler.js";
 import { MlaError } from "../src/errors.js";
 import { randn } from "./helpers.js";
 
@@ -145,4 +145,15 @@ test("no temperature means greedy (the library's default, like the CLI's)", () =
   const s = new Sampler({ seed: 3 });
   assert.equal(s.greedy, true, "greedy without a temperature");
   for (let i = 0; i < 20; i++) assert.equal(s.sample(l), 1, `draw ${i}`);
+});
+
+test("byLogitDesc orders like the comparator sort: logit descending, ties by id (-0 and +0 tie)", () => {
+  for (let trial = 0; trial < 60; trial++) {
+    const V = [3, 100, 2048, 32000][trial % 4];
+    const l = new Float32Array(V);
+    for (let i = 0; i < V; i++) l[i] = trial % 3 === 0 ? Math.round(Math.sin(i * 7.1 + trial) * 4) : Math.sin(i * 12.9898 + trial) * 10;
+    if (trial % 5 === 0) (l[0] = -0), (l[1] = 0), (l[2] = -1e30);
+    const want = Array.from({ length: V }, (_, i) => i).sort((a, b) => l[b] - l[a] || a - b);
+    assert.deepEqual(byLogitDesc(l), want, `trial ${trial}`);
+  }
 });

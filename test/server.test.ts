@@ -152,7 +152,7 @@ test("concurrent greedy requests are batched and equal the same requests run one
   const ask = (p: string, i: number) =>
     i % 2 === 0
       ? call("/v1/completions", { prompt: p, max_tokens: 20, temperature: 0 }).then((r) => r.body.choices[0].text as string)
-      : client.chat.completions.create({ messages: [{ role: "user", content: p }], max_tokens: 20, temperature: 0 }).then((r) => r.choices[0].message.content as string);
+      : client.chat.completions.create({ model: "mla-brown", messages: [{ role: "user", content: p }], max_tokens: 20, temperature: 0 }).then((r) => r.choices[0].message.content as string);
   const one: string[] = [];
   for (const [i, p] of prompts.entries()) one.push(await ask(p, i));
   await waitIdle();
@@ -180,7 +180,7 @@ test("a client that disconnects mid-stream is cancelled and its cache freed; oth
   assert.equal(s.reservedBytes, 0, "reservation returned");
   assert.equal(s.cacheBytes, 0, "no cache held");
   assert.ok(s.tokens - mid.tokens < 1000, "stopped long before max_tokens");
-  const r = await client.completions.create({ prompt: "Next", max_tokens: 2 });
+  const r = await client.completions.create({ model: "mla-brown", prompt: "Next", max_tokens: 2 });
   assert.equal(r.choices[0].finish_reason, "length", "the server goes on serving");
 });
 
@@ -239,7 +239,7 @@ test("bad input: each gets an OpenAI error object with its status, and the serve
   // the openai client raises its typed errors for these
   await assert.rejects(client.completions.create({ model: "gpt-4", prompt: "x" }), (e: unknown) => e instanceof OpenAI.NotFoundError, "NotFoundError");
   await assert.rejects(client.completions.create({ model: "mla-brown", prompt: "x", max_tokens: -1 }), (e: unknown) => e instanceof OpenAI.BadRequestError, "BadRequestError");
-  const ok = await client.chat.completions.create({ messages: [{ role: "user", content: "still there?" }], max_tokens: 2 });
+  const ok = await client.chat.completions.create({ model: "mla-brown", messages: [{ role: "user", content: "still there?" }], max_tokens: 2 });
   assert.equal(ok.choices.length, 1, "still serving");
   const s = await waitIdle();
   assert.equal(s.reservedBytes, 0, "no cache left behind by failed requests");

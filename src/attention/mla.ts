@@ -110,6 +110,7 @@ export class MultiHeadLatentAttention {
     const lat = down.subarray(qRows);
     this.ops.rmsNorm(lat, lat, N, dc, this.w.kvANorm, LATENT_NORM_EPS, R, R);
     const o = new Float32Array(N * H * dv);
+    const decode: { row: number; cache: LatentCache }[] = []; // absorbed one-token segments, batched below
     let r = 0;
     for (const { T, cache } of segments) {
       const { cos, sin } = this.rope.table(cache.length, T);
@@ -117,9 +118,13 @@ export class MultiHeadLatentAttention {
       ropeInterleaved(qs, T, H, dr, dn, H * (dn + dr), dn + dr, cos, sin);
       ropeInterleaved(lat.subarray(r * R), T, 1, dr, dc, R, 0, cos, sin);
       cache.append(down, T, R, r * R + qRows);
-      o.set(resolveMlaMode(mode, T) === "naive" ? this.attendNaive(qs, T, cache) : this.attendAbsorbed(qs, T, cache), r * H * dv);
+      const form = resolveMlaMode(mode, T);
+      if (form === "absorb" && T === 1) decode.push({ row: r, cache });
+      else o.set(form === "naive" ? this.attendNaive(qs, T, cache) : this.attendAbsorbed(qs, T, cache), r * H * dv);
       r += T;
     }
+    if (decode.length > H) this.attendAbsorbedDecodes(q, decode, o);
+    else for (const { row, cache } of decode) o.set(this.attendAbsorbed(q.subarray(row * H * (dn + dr), (row + 1) * H * (dn + dr)), 1, cache), row * H * dv);
     const out = new Float32Array(N * this.dims.hidden);
     this.ops.linear(out, o, N, H * dv, this.w.o, this.dims.hidden);
     return out;
@@ -172,6 +177,30 @@ export class MultiHeadLatentAttention {
       { data: kv, offset: dn, rowStride: H * (dn + dv), headStride: dn + dv },
       dv, H, L, this.scale);
     return o;
+  }
+
+  /**
+   * The absorbed decode of n single-token sequences at once: W^UK and W^UV are position-free, so instead of one
+   * grouped product per sequence (over its H heads) it runs one per head (over the n sequences: weight stride 0,
+   * the head's block read once for all of them). Only the attention itself runs per sequence, on its own latent
+   * cache. The same kernel computes every output element as the one-sequence path does, so results are identical.
+   */
+  private attendAbsorbedDecodes(q: Float32Array, decode: readonly { row: number; cache: LatentCache }[], o: Float32Array): void {
+    const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
+    const n = decode.length, w = dc + dr, qw = H * (dn + dr);
+    const qd = new Float32Array(n * qw);
+    decode.forEach(({ row }, i) => qd.set(q.subarray(row * qw, (row + 1) * qw), i * qw));
+    const qa = new Float32Array(n * H * w);
+    for (let h = 0; h < H; h++) this.ops.linearGrouped(qa.subarray(h * w), qd.subarray(h * (dn + dr)), n, dn, this.ukT, dc, qw, H * w, h * dc, 0);
+    for (let i = 0; i < n * H; i++) qa.set(qd.subarray(i * (dn + dr) + dn, (i + 1) * (dn + dr)), i * w + dc);
+    const oLat = new Float32Array(n * H * dc);
+    decode.forEach(({ cache }, i) => {
+      const view = { data: cache.data, offset: 0, rowStride: w, headStride: 0 };
+      this.ops.attend(oLat.subarray(i * H * dc, (i + 1) * H * dc), qa.subarray(i * H * w, (i + 1) * H * w), 1, H, w, view, view, dc, 1, cache.length, this.scale);
+    });
+    const od = new Float32Array(n * H * dv);
+    for (let h = 0; h < H; h++) this.ops.linearGrouped(od.subarray(h * dv), oLat.subarray(h * dc), n, dc, this.w.kvB, dv, H * dc, H * dv, h * (dn + dv) + dn, 0);
+    decode.forEach(({ row }, i) => o.set(od.subarray(i * H * dv, (i + 1) * H * dv), row * H * dv));
   }
 
   /** q~_h = (W^UK_h)^T q_nope_h; attend over [c_KV | k_rope] rows (MQA-like); o_h = W^UV_h o~_h. */
