@@ -6,7 +6,7 @@
  * (docs/attention-experiment.md; the discussion around them is written by hand) and the plot next to it.
  */
 import * as fs from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { cpus } from "node:os";
 import { defaultPlan, runExperiment, summarize, type ExperimentPlan, type VariantSummary } from "../src/train/experiment.js";
 import { scatterSvg } from "../src/train/plot.js";
@@ -69,7 +69,7 @@ ${table}
 
 ![validation loss vs KV cache](${svgName})
 
-Command: \`${command}\` (runs in \`${basename(runs)}/\`; finished runs are reused). Training time ${(trainSeconds / 60).toFixed(1)} min over
+Command: \`${command}\` (runs in \`${relative(process.cwd(), runs)}/\`; finished runs are reused). Training time ${(trainSeconds / 60).toFixed(1)} min over
 ${results.length} runs (this invocation: ${(wall / 60).toFixed(1)} min), ${cpus().length} cores (${cpus()[0]?.model.trim()}), ${new Date().toISOString().slice(0, 10)}.
 <!-- results:end -->`;
 const old = fs.existsSync(doc) ? fs.readFileSync(doc, "utf8") : "# MLA vs MHA / GQA / MQA on Brown\n\n<!-- results:begin -->\n<!-- results:end -->\n";
