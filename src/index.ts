@@ -28,18 +28,41 @@ export {
   loadWeights, loadLlamaWeights, assemble, assembleLlama, expectedTensors,
   type ModelWeights, type LayerWeights, type LlamaWeights, type LlamaLayerWeights, type DecoderWeights,
 } from "./model/weights.js";
-export { type CausalLM, type ModelState, type ForwardOptions, type LoadOptions } from "./model/causal-lm.js";
+export {
+  forwardBatch, type CausalLM, type ModelState, type ForwardOptions, type LoadOptions, type BatchItem, type BatchForwardOptions,
+} from "./model/causal-lm.js";
 export { loadModel } from "./model/load.js";
 export { DeepseekModel, RunState } from "./model/decoder.js";
 export { LlamaModel, KvRunState } from "./model/llama.js";
 export { routeSigmoidGrouped, routeSoftmax, type Routing, type RouterConfig } from "./model/router.js";
 export { describeModel, kvCacheInfo, type ModelInfo, type KvCacheInfo } from "./model/info.js";
 
+// WebGPU (Node via the npm package webgpu, browsers via navigator.gpu)
+export { WebGpuBackend, type GpuWeight } from "./backends/webgpu/backend.js";
+export { GpuModel, GpuState, type GpuForwardOptions, type GpuLoadOptions } from "./model/gpu/model.js";
+export { generateAsync, type AsyncCausalLM, type AsyncGenerateResult } from "./generate/generate-async.js";
+export { parseSafetensorsBuffer } from "./io/safetensors-buffer.js";
+
 // generation and text
 export { generate, type GenerateOptions, type GenerateResult } from "./generate/generate.js";
 export { Sampler, argmax, type SamplingOptions } from "./generate/sampler.js";
 export { TextTokenizer, StreamDecoder } from "./tokenizer/tokenizer.js";
+export { ChatTemplate, DEFAULT_CHAT_TEMPLATE, stopTokenIds, type ChatMessage } from "./tokenizer/chat.js";
+export {
+  BatchScheduler, BusyError, type SchedulerOptions, type SchedulerStats, type SequenceRequest, type SequenceResult, type SequenceHandle,
+} from "./generate/batch.js";
+export { TextEngine, StopMatcher, type TextRequest, type TextResult, type TextJob, type TextEngineOptions } from "./generate/text.js";
+
+// serving
+export { ApiServer, type ServerOptions } from "./server/server.js";
+export { ApiError } from "./server/openai.js";
 export { trainByteLevelBpe, writeTokenizer, ByteLevelBpe, bytesPerToken } from "./tokenizer/bpe-train.js";
+
+// training
+export { TrainModel, type TrainModelOptions, type TrainDims } from "./train/model.js";
+export { denseMlaConfig, llamaConfig, type DenseMlaSpec, type LlamaSpec } from "./train/configs.js";
+export { AdamW, lrAt } from "./train/adamw.js";
+export { runTraining, DEFAULT_SETTINGS, type TrainSettings, type RunOptions, type RunSummary, type AttentionKind as TrainAttentionKind } from "./train/trainer.js";
 
 // data
 export { loadBrown, brownStats } from "./data/brown.js";

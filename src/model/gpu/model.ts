@@ -11,7 +11,7 @@
 import { MlaError } from "../../errors.js";
 import { LATENT_NORM_EPS } from "../../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../../attention/rope.js";
-import { kernels as K, type Pass, type WebGpuBackend, type GpuWeight } from "../../backends/webgpu/backend.js";
+import { kernels as K, type Pass, type WebGpuBackend } from "../../backends/webgpu/backend.js";
 import { Checkpoint } from "../checkpoint.js";
 import { isMoeLayer, loadConfig, parseConfig, type ModelConfig } from "../config.js";
 import type { Tensor } from "../../tensor/tensor.js";
@@ -319,6 +319,3 @@ export class GpuModel {
     return this.gpu.allocatedBytes;
   }
 }
-
-/** The GPU weight a name refers to (for tests and tools). */
-export type { GpuWeight };
