@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { LATENT_EPS, covariance, fitLatent } from "../src/convert/latent.js";
+import { COVARIANCE_SHRINK, LATENT_EPS, UP_RIDGE, covariance, fitLatent } from "../src/convert/latent.js";
 import { gram, matmul, svd, transpose } from "../src/convert/linalg.js";
 import { randn, relErr } from "./helpers.js";
 
@@ -35,6 +35,9 @@ test("covariance is Z^T Z / n (the identity without samples)", () => {
   for (let t = 0; t < 9; t++) for (let a = 0; a < 5; a++) for (let b = 0; b < 5; b++) ref[a * 5 + b] += (z[t * 5 + a] * z[t * 5 + b]) / 9;
   assert.ok(relErr(covariance(z, 9, 5), ref) < 1e-15, "Z^T Z / n");
   assert.ok(relErr(covariance(null, 0, 3), [1, 0, 0, 0, 1, 0, 0, 0, 1]) < 1e-15, "identity");
+  const s = COVARIANCE_SHRINK, tr = ref[0] + ref[6] + ref[12] + ref[18] + ref[24];
+  const shrunk = ref.map((v, i) => (1 - s) * v + (i % 6 === 0 ? (s * tr) / 5 : 0));
+  assert.ok(relErr(covariance(z, 9, 5, s), shrunk) < 1e-15, "shrunk toward tr/dim I");
 });
 
 test("fitLatent without data: full rank is exact (B Q = M, Q orthonormal); rank R gives the truncated SVD of M", () => {
@@ -68,7 +71,7 @@ test("fitLatent: past the rank of M the extra dims are orthonormal ballast and B
   }
 });
 
-test("fitLatent with data: B is the least-squares fit to the RMS-normalized latents; at full rank it is exact for unit-RMS inputs", () => {
+test("fitLatent with data: B is the (lightly ridged) least-squares fit to the RMS-normalized latents; at full rank it is exact for unit-RMS inputs", () => {
   const rows = 10, dim = 6, n = 50;
   const m = f64(rows * dim, 6), z = unitRmsSamples(n, dim, 7);
   const norm = (q: Float64Array, R: number) => {
@@ -87,11 +90,19 @@ test("fitLatent with data: B is the least-squares fit to the RMS-normalized late
   const R = 3, low = fitLatent({ m, rows, dim, rank: R, z, n });
   const c = norm(low.q, R);
   const resid = matmul(c, transpose(low.b, rows, R), n, R, rows).map((v, i) => y[i] - v);
-  const grad = matmul(transpose(c, n, R), resid, R, n, rows); // normal equations: C^T (Y - C B^T) = 0
-  const scale = Math.sqrt(gram(c, n, R).reduce((a, v) => a + v * v, 0)) * Math.sqrt(resid.reduce((a, v) => a + v * v, 0));
-  assert.ok(Math.sqrt(grad.reduce((a, v) => a + v * v, 0)) < 1e-10 * scale, "the residual is orthogonal to the latents");
-  // energy: the share of sum_t ||y_t||^2 that M P z_t keeps, P the projection onto span(Q)
-  const yq = matmul(matmul(z, transpose(low.q, R, dim), n, dim, R), matmul(low.q, transpose(m, rows, dim), R, dim, rows), n, R, rows);
-  const share = yq.reduce((a, v) => a + v * v, 0) / y.reduce((a, v) => a + v * v, 0);
-  assert.ok(Math.abs(low.energy - share) < 1e-12, `energy ${low.energy} vs ${share}`);
+  // normal equations of the ridge toward B0 = M Q^T: C^T (Y - C B^T) = lambda (B - B0)^T, lambda = UP_RIDGE tr(C^T C) / R
+  const grad = matmul(transpose(c, n, R), resid, R, n, rows);
+  const ctc = gram(c, n, R);
+  const lambda = (UP_RIDGE * (ctc[0] + ctc[R + 1] + ctc[2 * R + 2])) / R;
+  const b0 = matmul(m, transpose(low.q, R, dim), rows, dim, R);
+  const rhs = new Float64Array(R * rows);
+  for (let j = 0; j < R; j++) for (let i = 0; i < rows; i++) rhs[j * rows + i] = lambda * (low.b[i * R + j] - b0[i * R + j]);
+  assert.ok(relErr(grad, rhs) < 1e-8, `normal equations hold: ${relErr(grad, rhs)}`);
+  // energy: tr(M P S P M^T) / tr(M S M^T), P the projection onto span(Q), S the (shrunk) sample covariance
+  const S = covariance(z, n, dim, COVARIANCE_SHRINK), P = gram(low.q, R, dim);
+  const tr = (a: Float64Array) => Array.from({ length: rows }, (_, i) => a[i * rows + i]).reduce((x, v) => x + v, 0);
+  const mt = transpose(m, rows, dim);
+  const num = tr(matmul(matmul(matmul(matmul(m, P, rows, dim, dim), S, rows, dim, dim), P, rows, dim, dim), mt, rows, dim, rows));
+  const den = tr(matmul(matmul(m, S, rows, dim, dim), mt, rows, dim, rows));
+  assert.ok(Math.abs(low.energy - num / den) < 1e-12, `energy ${low.energy} vs ${num / den}`);
 });

@@ -47,15 +47,25 @@ export interface Latent {
   readonly energy: number;
 }
 
-/** Sigma_z = Z^T Z / n, or the identity. */
-export function covariance(z: ArrayLike<number> | null | undefined, n: number, dim: number): Mat {
+/** Share of the identity mixed into a sample covariance (see covariance). */
+export const COVARIANCE_SHRINK = 1e-3;
+
+/**
+ * Sigma_z = Z^T Z / n, shrunk toward the identity by `shrink` (default 0): (1 - s) Z^T Z / n + s tr/dim I, so that
+ * directions the samples never visit (few calibration tokens) are still ordered by the weights. The identity
+ * without samples.
+ */
+export function covariance(z: ArrayLike<number> | null | undefined, n: number, dim: number, shrink = 0): Mat {
+  const s = new Float64Array(dim * dim);
   if (!z) {
-    const s = new Float64Array(dim * dim);
     for (let i = 0; i < dim; i++) s[i * dim + i] = 1;
     return s;
   }
-  const s = gram(z, n, dim);
-  for (let i = 0; i < s.length; i++) s[i] /= n;
+  const g = gram(z, n, dim);
+  let tr = 0;
+  for (let i = 0; i < dim; i++) tr += g[i * dim + i];
+  for (let i = 0; i < s.length; i++) s[i] = ((1 - shrink) * g[i]) / n;
+  for (let i = 0; i < dim; i++) s[i * dim + i] += (shrink * tr) / n / dim;
   return s;
 }
 
@@ -64,7 +74,7 @@ export function fitLatent(inp: LatentInput): Latent {
   if (!Number.isInteger(rank) || rank < 1 || rank > dim) throw new MlaError(`latent rank must be an integer in 1..${dim}, got ${rank}`);
   const n = inp.n ?? 0;
   if (inp.z && (n < 1 || inp.z.length !== n * dim)) throw new MlaError(`calibration samples: expected [${n}, ${dim}], got ${inp.z.length} values`);
-  const sigma = covariance(inp.z, n, dim);
+  const sigma = covariance(inp.z, n, dim, COVARIANCE_SHRINK);
   // principal directions of y = M z: eigenvectors of M Sigma M^T [rows, rows]
   const ms = matmul(m, sigma, rows, dim, dim);
   const cy = matmul(ms, transpose(m, rows, dim), rows, dim, rows);
@@ -97,7 +107,7 @@ export function fitLatent(inp: LatentInput): Latent {
   for (let i = 0; i < rows * rank; i++) inside += t[i] * mq[i];
   const energy = total > 0 ? Math.min(1, inside / total) : 1;
 
-  const b = inp.z ? leastSquaresUp(inp.z, n, dim, m, rows, q, rank) : mq;
+  const b = inp.z ? leastSquaresUp(inp.z, n, dim, m, rows, q, rank, mq) : mq;
   return { q, b, rank, informative, energy };
 }
 
@@ -121,11 +131,16 @@ function withBallast(q0: Mat, k: number, sigma: Mat, dim: number, rank: number):
   return all.q.slice(0, rank * dim);
 }
 
+/** Weight of the pull toward the weights-only up-projection in leastSquaresUp, relative to the latents' energy. */
+export const UP_RIDGE = 1e-3;
+
 /**
- * B [rows, R] minimizing sum_t ||M z_t - B RMSNorm(q z_t)||^2 over the calibration samples: the up-projection fitted
- * to the latents as deepseek_v3 normalizes them.
+ * B [rows, R] minimizing sum_t ||M z_t - B RMSNorm(q z_t)||^2 + lambda ||B - B0||^2 over the calibration samples:
+ * the up-projection fitted to the latents as deepseek_v3 normalizes them, pulled slightly toward B0 = M q^T (exact
+ * for unit-RMS latents) so that latent directions the samples do not visit keep the weights' answer.
+ * lambda = UP_RIDGE tr(C^T C) / R.
  */
-function leastSquaresUp(z: ArrayLike<number>, n: number, dim: number, m: ArrayLike<number>, rows: number, q: Mat, rank: number): Mat {
+function leastSquaresUp(z: ArrayLike<number>, n: number, dim: number, m: ArrayLike<number>, rows: number, q: Mat, rank: number, b0: Mat): Mat {
   const c = matmul(z, transpose(q, rank, dim), n, dim, rank); // [n, R]
   for (let t = 0; t < n; t++) {
     let ss = 0;
@@ -136,6 +151,13 @@ function leastSquaresUp(z: ArrayLike<number>, n: number, dim: number, m: ArrayLi
   const y = matmul(z, transpose(m, rows, dim), n, dim, rows); // [n, rows]
   const ctc = gram(c, n, rank);
   const cty = matmul(transpose(c, n, rank), y, rank, n, rows); // [R, rows]
-  const bt = solveSpd(ctc, cty, rank, rows, 1e-10);
+  let tr = 0;
+  for (let j = 0; j < rank; j++) tr += ctc[j * rank + j];
+  const lambda = (UP_RIDGE * tr) / rank;
+  for (let j = 0; j < rank; j++) {
+    ctc[j * rank + j] += lambda;
+    for (let i = 0; i < rows; i++) cty[j * rows + i] += lambda * b0[i * rank + j];
+  }
+  const bt = solveSpd(ctc, cty, rank, rows, 1e-12);
   return transpose(bt, rank, rows);
 }
