@@ -308,4 +308,33 @@ program
     }),
   );
 
+program
+  .command("convert")
+  .description("convert a llama/qwen2/mistral (MHA or GQA) checkpoint into a deepseek_v3 MLA checkpoint with a smaller KV cache (docs/conversion.md)")
+  .addOption(modelOpt())
+  .requiredOption("--out <dir>", "folder for the converted checkpoint (config.json, model.safetensors, conversion.json, tokenizer)")
+  .requiredOption("--kv-rank <n>", "latent width d_c (kv_lora_rank), 1..hidden_size; hidden_size is full rank")
+  .requiredOption("--rope-dim <n>", "decoupled RoPE width d_h^R (qk_rope_head_dim), even, 2..head_dim")
+  .option("--rope-select <how>", "which rotated pairs to keep: high (default), uniform or norm")
+  .option("--nope <how>", "rotated dims without a RoPE slot: mean (their mean rotation, default with --calibration) or plain (unrotated)")
+  .option("--calibration <text>", "fit to activations on text: brown (train split) or a UTF-8 file (needs tokenizer.json in --model)")
+  .option("--calibration-windows <n>", "calibration windows of --seq tokens (default 32)")
+  .option("--finetune-steps <n>", "AdamW steps after converting, on the --calibration text (default brown); 0 = none (default)")
+  .option("--finetune-lr <x>", "peak fine-tune learning rate (default 1e-3)")
+  .option("--batch <n>", "fine-tune sequences per step (default 16)")
+  .option("--seq <n>", "tokens per window (default 64)")
+  .option("--eval-windows <n>", "held-out windows for the logit error and perplexity (default 64)")
+  .option("--seed <n>", "seed of calibration and fine-tune windows (default 0)")
+  .option("--backend <name>", "fine-tune matmuls: cpu (WebAssembly SIMD, default) or cpu-scalar")
+  .option("--threads <n>", "threads of the cpu backend")
+  .option("--json", "print the result as a JSON object")
+  .action((o) =>
+    run(async () => {
+      const { convertCommand } = await import("./commands/convert.js");
+      const res = await convertCommand(o, o.json ? () => {} : (line) => console.log(line));
+      if (o.json) process.stdout.write(JSON.stringify(res) + "\n");
+      else console.log(`wrote ${res.out} in ${res.seconds.toFixed(1)} s`);
+    }),
+  );
+
 await program.parseAsync();
