@@ -8,7 +8,7 @@ import { TrainModel, llamaConfig, type LlamaSpec } from "../src/train/model.js";
 import { saveCheckpoint } from "../src/train/save.js";
 import { convertModel, readSource, writeConverted, type ConvertOptions } from "../src/convert/convert.js";
 import { calibrate } from "../src/convert/calibrate.js";
-import { logitError, validationLoss } from "../src/convert/evaluate.js";
+import { evaluate } from "../src/convert/evaluate.js";
 import { finetune, loadTrainModel } from "../src/convert/finetune.js";
 import { loadModel } from "../src/model/load.js";
 import { parseConfig } from "../src/model/config.js";
@@ -130,8 +130,18 @@ test("the converted checkpoint is a dense deepseek_v3 that the trainer loads (sa
   assert.ok(mean(losses.slice(-3)) < mean(losses.slice(0, 3)), `fine-tune lowers the loss: ${losses.map((l) => l.toFixed(3)).join(" ")}`);
   saveCheckpoint(dst, model);
   const val = { ids: [Array.from(tokens.subarray(0, 8))], targets: [Array.from(tokens.subarray(1, 9))] };
-  assert.ok(Number.isFinite(validationLoss(loadModel(dst), val).loss), "the fine-tuned checkpoint loads in the engine");
-  assert.ok(logitError(loadModel(dst), loadModel(src), [ids]) > 0, "logit error against the source is measurable");
+  const ref = evaluate(loadModel(src), val), tuned = evaluate(loadModel(dst), val, ref.logits);
+  assert.ok(Number.isFinite(tuned.loss), "the fine-tuned checkpoint loads in the engine");
+  assert.ok(tuned.logitError! > 0, "logit error against the source is measurable");
+  // the reference: the same logits straight from the engine
+  const eng = loadModel(dst), a = eng.forward(val.ids[0], eng.newState(), { allLogits: true }), b = ref.logits[0];
+  assert.ok(Math.abs(tuned.logitError! - relErr(a, b)) < 1e-9, "logitError is ||a - b|| / ||b||");
+  let ce = 0;
+  for (let t = 0; t < 8; t++) {
+    const row = Array.from(a.subarray(t * 37, (t + 1) * 37)), mx = Math.max(...row);
+    ce += Math.log(row.reduce((s2, v) => s2 + Math.exp(v - mx), 0)) + mx - row[val.targets[0][t]];
+  }
+  assert.ok(Math.abs(tuned.loss - ce / 8) < 1e-9, `loss ${tuned.loss} vs ${ce / 8}`);
 });
 
 test("bad input gets a clear error: MLA or unsupported sources, biases, rank or RoPE width out of range, missing tensors, unrepresentable RoPE scaling", () => {

@@ -320,7 +320,7 @@ program
   .option("--calibration <text>", "fit to activations on text: brown (train split) or a UTF-8 file (needs tokenizer.json in --model)")
   .option("--calibration-windows <n>", "calibration windows of --seq tokens (default 32)")
   .option("--finetune-steps <n>", "AdamW steps after converting, on the --calibration text (default brown); 0 = none (default)")
-  .option("--finetune-lr <x>", "peak fine-tune learning rate (default 1e-3)")
+  .option("--finetune-lr <x>", "peak fine-tune learning rate (default 3e-4)")
   .option("--batch <n>", "fine-tune sequences per step (default 16)")
   .option("--seq <n>", "tokens per window (default 64)")
   .option("--eval-windows <n>", "held-out windows for the logit error and perplexity (default 64)")

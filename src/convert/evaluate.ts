@@ -1,38 +1,38 @@
 /**
- * How close a converted model is to its source, measured with the engine (what users run): the relative error of
- * the logits, ||converted - source|| / ||source|| over every position of some windows, and the validation loss
- * (mean next-token cross-entropy) and perplexity on held-out windows.
+ * How close a converted model is to its source, measured with the engine (what users run): the validation loss
+ * (mean next-token cross-entropy) and perplexity on held-out windows, and the relative error of the logits,
+ * ||model - reference|| / ||reference|| over every position of those windows.
  */
 import { MlaError } from "../errors.js";
 import type { CausalLM } from "../model/causal-lm.js";
+
+export interface Evaluation {
+  readonly loss: number;
+  readonly perplexity: number;
+  /** Against the reference logits, when given. */
+  readonly logitError: number | null;
+  /** Logits [T, V] of each window (to serve as the reference of another evaluation). */
+  readonly logits: readonly Float32Array[];
+}
 
 /** Logits [T, V] of one window from a fresh state. */
 export function windowLogits(model: CausalLM, ids: readonly number[]): Float32Array {
   return model.forward(ids, model.newState(ids.length), { allLogits: true });
 }
 
-/** ||a - b|| / ||b|| over all the windows' logits (b: the reference model). */
-export function logitError(a: CausalLM, b: CausalLM, windows: readonly (readonly number[])[]): number {
-  if (a.config.vocabSize !== b.config.vocabSize) throw new MlaError(`the models have different vocabularies (${a.config.vocabSize} vs ${b.config.vocabSize})`);
-  let num = 0, den = 0;
-  for (const ids of windows) {
-    const la = windowLogits(a, ids), lb = windowLogits(b, ids);
-    for (let i = 0; i < la.length; i++) {
-      num += (la[i] - lb[i]) ** 2;
-      den += lb[i] ** 2;
-    }
-  }
-  return Math.sqrt(num / den);
-}
-
-/** Mean cross-entropy of targets[w][t] given ids[w][..t], and its exp. */
-export function validationLoss(model: CausalLM, data: { ids: readonly (readonly number[])[]; targets: readonly (readonly number[])[] }): { loss: number; perplexity: number } {
+/** Loss and perplexity of targets[w][t] given ids[w][..t]; the logit error against `reference` (same windows). */
+export function evaluate(
+  model: CausalLM,
+  data: { ids: readonly (readonly number[])[]; targets: readonly (readonly number[])[] },
+  reference?: readonly Float32Array[],
+): Evaluation {
+  if (reference && reference.length !== data.ids.length) throw new MlaError(`reference logits for ${reference.length} windows, data has ${data.ids.length}`);
   const V = model.config.vocabSize;
-  let sum = 0, n = 0;
-  data.ids.forEach((ids, w) => {
-    const logits = windowLogits(model, ids);
+  let sum = 0, n = 0, num = 0, den = 0;
+  const logits = data.ids.map((ids, w) => {
+    const l = windowLogits(model, ids);
     for (let t = 0; t < ids.length; t++) {
-      const row = logits.subarray(t * V, (t + 1) * V);
+      const row = l.subarray(t * V, (t + 1) * V);
       let mx = -Infinity;
       for (let v = 0; v < V; v++) mx = Math.max(mx, row[v]);
       let z = 0;
@@ -40,6 +40,15 @@ export function validationLoss(model: CausalLM, data: { ids: readonly (readonly 
       sum += Math.log(z) + mx - row[data.targets[w][t]];
       n++;
     }
+    const ref = reference?.[w];
+    if (ref) {
+      if (ref.length !== l.length) throw new MlaError(`reference logits of window ${w} have ${ref.length} values, the model gives ${l.length}`);
+      for (let i = 0; i < l.length; i++) {
+        num += (l[i] - ref[i]) ** 2;
+        den += ref[i] ** 2;
+      }
+    }
+    return l;
   });
-  return { loss: sum / n, perplexity: Math.exp(sum / n) };
+  return { loss: sum / n, perplexity: Math.exp(sum / n), logitError: reference ? Math.sqrt(num / den) : null, logits };
 }

@@ -18,7 +18,7 @@ export interface FinetuneOptions {
   /** Sequences per step (default 16) of seq tokens (default 64). */
   readonly batch?: number;
   readonly seq?: number;
-  /** Peak learning rate (default 1e-3), decayed to minLr (default lr / 10) by a cosine after `warmup` steps (default steps / 10). */
+  /** Peak learning rate (default 3e-4), decayed to minLr (default lr / 10) by a cosine after `warmup` steps (default steps / 10). */
   readonly lr?: number;
   readonly minLr?: number;
   readonly warmup?: number;
@@ -52,7 +52,7 @@ export function loadTrainModel(dir: string, backend: WasmBackend | null = null):
 /** Train `model` in place on windows of `tokens`; returns each step's loss. */
 export function finetune(model: TrainModel, tokens: Int32Array, o: FinetuneOptions): number[] {
   if (!Number.isInteger(o.steps) || o.steps < 1) throw new MlaError(`--finetune-steps must be a positive integer, got ${o.steps}`);
-  const lr = o.lr ?? 1e-3;
+  const lr = o.lr ?? 3e-4;
   if (!(lr > 0)) throw new MlaError(`--finetune-lr must be positive, got ${lr}`);
   return train(model, tokens, {
     steps: o.steps, batchSize: o.batch ?? 16, seqLen: o.seq ?? 64, maxLr: lr, minLr: o.minLr ?? lr / 10,

@@ -5,7 +5,7 @@ import { loadModel } from "../../model/load.js";
 import { calibrate } from "../../convert/calibrate.js";
 import { convertModel, readSource, writeConverted, type ConversionSummary } from "../../convert/convert.js";
 import { corpusTokens, evalWindows, sampleWindows, type CorpusTokens } from "../../convert/data.js";
-import { logitError, validationLoss } from "../../convert/evaluate.js";
+import { evaluate } from "../../convert/evaluate.js";
 import { finetune, loadTrainModel } from "../../convert/finetune.js";
 import { NOPE_ROTATIONS, type NopeRotation } from "../../convert/nope-rotation.js";
 import { ROPE_SELECTS, type RopeSelect } from "../../convert/rope-select.js";
@@ -87,9 +87,9 @@ export async function convertCommand(o: ConvertFlags, log: (line: string) => voi
   if (!tokens || !source) return { out: o.out, summary: s, seconds: (performance.now() - t0) / 1000 };
 
   const val = evalWindows(tokens.validation, nEval, seq);
-  const converted = loadModel(o.out);
-  const before = validationLoss(converted, val), ref = validationLoss(source, val);
-  const err = logitError(converted, source, val.ids);
+  const ref = evaluate(source, val);
+  const before = evaluate(loadModel(o.out), val, ref.logits);
+  const err = before.logitError!;
   log(`held-out perplexity: source ${ref.perplexity.toFixed(2)}, converted ${before.perplexity.toFixed(2)}; logit error ${err.toExponential(2)}`);
   if (steps === 0) {
     return {
@@ -113,14 +113,13 @@ export async function convertCommand(o: ConvertFlags, log: (line: string) => voi
     await backend?.close();
   }
   const ftSeconds = (performance.now() - ft0) / 1000;
-  const tuned = loadModel(o.out);
-  const after = validationLoss(tuned, val);
+  const after = evaluate(loadModel(o.out), val, ref.logits);
   log(`after ${steps} fine-tune steps (${ftSeconds.toFixed(0)} s): held-out perplexity ${after.perplexity.toFixed(2)}`);
   return {
     out: o.out, summary: s, seconds: (performance.now() - t0) / 1000,
     eval: {
       windows: val.ids.length, logitError: err, sourcePerplexity: ref.perplexity, convertedPerplexity: before.perplexity,
-      finetunedPerplexity: after.perplexity, finetuneLogitError: logitError(tuned, source, val.ids),
+      finetunedPerplexity: after.perplexity, finetuneLogitError: after.logitError!,
     },
     finetune: { steps, firstLoss: losses[0], lastLoss: losses[losses.length - 1], seconds: ftSeconds },
   };
