@@ -172,16 +172,14 @@ export class GpuModel {
 
   /** Greedy step: the argmax of the last position's logits, computed on the GPU (4 bytes come back). */
   async forwardArgmax(ids: ArrayLike<number>, state: GpuState): Promise<number> {
-    const logits = await this.run(ids, state, 1);
     const out = this.scratch.get("argmax", 4);
-    const p = this.gpu.pass();
-    K.argmax(p, out, logits, this.config.vocabSize);
-    p.submit();
+    // the argmax goes into the step's own submission
+    await this.run(ids, state, 1, (p, logits) => K.argmax(p, out, logits, this.config.vocabSize));
     return new Uint32Array(await this.gpu.read(out, 4))[0];
   }
 
-  /** Record and submit the step; returns the logits buffer (rows x V). */
-  private async run(ids: ArrayLike<number>, state: GpuState, rows: number): Promise<GPUBuffer> {
+  /** Record and submit the step (plus `tail`, recorded after the logits); returns the logits buffer (rows x V). */
+  private async run(ids: ArrayLike<number>, state: GpuState, rows: number, tail?: (p: Pass, logits: GPUBuffer) => void): Promise<GPUBuffer> {
     const c = this.config, T = ids.length, D = c.hiddenSize, g = this.gpu, S = this.scratch;
     checkInput(c, ids, state.position);
     state.ensure(state.position + T);
@@ -211,6 +209,7 @@ export class GpuModel {
     const hn = S.get("hn", rows * D), logits = S.get("logits", rows * c.vocabSize);
     K.rmsNorm(p, hn, h, rows, D, this.weights.norm, c.rmsNormEps, { xo: (T - rows) * D });
     K.linear(p, logits, hn, rows, D, this.weights.lmHead, c.vocabSize);
+    tail?.(p, logits);
     p.submit();
     state.position = p0 + T;
     return logits;
