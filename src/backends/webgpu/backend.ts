@@ -66,10 +66,8 @@ export class Pass {
     const enc = dev.createCommandEncoder();
     const pass = enc.beginComputePass();
     this.list.forEach((d, i) => {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uni, offset: i * SLOT, size: WORDS * 4 } }];
-      d.buffers.forEach((b, j) => entries.push({ binding: j + 1, resource: { buffer: b } }));
       pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, dev.createBindGroup({ layout: d.pipeline.getBindGroupLayout(0), entries }));
+      pass.setBindGroup(0, g.bindGroup(d.pipeline, uni, i * SLOT, d.buffers));
       pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
     });
     pass.end();
@@ -84,6 +82,9 @@ export class WebGpuBackend {
   readonly device: GPUDevice;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private uniformBuffer: GPUBuffer | null = null;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly ids = new WeakMap<object, number>();
+  private nextId = 1;
   private staging: GPUBuffer | null = null;
   private readonly dummy: GPUBuffer;
   /** Bytes of GPU buffers created through this backend and not yet destroyed. */
@@ -118,6 +119,29 @@ export class WebGpuBackend {
     return this.dummy;
   }
 
+  /**
+   * The bind group of a dispatch, cached: a decode step repeats the same kernels on the same buffers at the same
+   * uniform slots, so after the first token no bind group is created (each costs microseconds of CPU time).
+   */
+  bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, offset: number, buffers: readonly GPUBuffer[]): GPUBindGroup {
+    const key = `${this.idOf(pipeline)}:${this.idOf(uniforms)}:${offset}:${buffers.map((b) => this.idOf(b)).join(",")}`;
+    let bg = this.bindGroups.get(key);
+    if (!bg) {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset, size: WORDS * 4 } }];
+      buffers.forEach((b, j) => entries.push({ binding: j + 1, resource: { buffer: b } }));
+      bg = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      if (this.bindGroups.size > 20000) this.bindGroups.clear(); // stale entries of released buffers
+      this.bindGroups.set(key, bg);
+    }
+    return bg;
+  }
+
+  private idOf(o: object): number {
+    let id = this.ids.get(o);
+    if (id === undefined) this.ids.set(o, (id = this.nextId++));
+    return id;
+  }
+
   pipeline(key: string, source: () => string): GPUComputePipeline {
     let p = this.pipelines.get(key);
     if (!p) {
@@ -148,6 +172,8 @@ export class WebGpuBackend {
 
   release(b: GPUBuffer): void {
     this.allocatedBytes -= b.size;
+    const id = this.ids.get(b);
+    if (id !== undefined) for (const k of this.bindGroups.keys()) if (k.split(":")[3].split(",").includes(String(id))) this.bindGroups.delete(k);
     b.destroy();
   }
 
