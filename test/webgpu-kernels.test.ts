@@ -156,3 +156,27 @@ for (const [T, L, H, G, dk, dv] of [[1, 1, 4, 4, 8, 8], [1, 150, 6, 2, 16, 12], 
     assert.ok(relErr(got, ref) < 1e-5, `relative error ${relErr(got, ref)}`);
   });
 }
+
+test("webgpu MoE routing equals src/model/router.ts (V3 sigmoid-grouped with bias, V2 greedy and group-limited)", async () => {
+  gpu ??= await gpuBackend();
+  const { routeSigmoidGrouped, routeSoftmax } = await import("../src/model/router.js");
+  const T = 7, E = 24, k = 5;
+  const logits = randn(T * E, 77, 2), bias = randn(E, 78, 0.3);
+  const cases = [
+    { method: 0 as const, c: { nRoutedExperts: E, numExpertsPerTok: k, nGroup: 4, topkGroup: 2, topkMethod: "noaux_tc", normTopkProb: true, routedScalingFactor: 2.5 } },
+    { method: 1 as const, c: { nRoutedExperts: E, numExpertsPerTok: k, nGroup: 1, topkGroup: 1, topkMethod: "greedy", normTopkProb: false, routedScalingFactor: 1 } },
+    { method: 2 as const, c: { nRoutedExperts: E, numExpertsPerTok: k, nGroup: 6, topkGroup: 3, topkMethod: "group_limited_greedy", normTopkProb: true, routedScalingFactor: 16 } },
+  ];
+  for (const { method, c } of cases) {
+    const ref = method === 0 ? routeSigmoidGrouped(logits, T, bias, c) : routeSoftmax(logits, T, c);
+    const lb = gpu.uploadF32(logits), bb = gpu.uploadF32(bias), eb = gpu.buffer(T * k * 4), wb = gpu.buffer(T * k * 4);
+    const p = gpu.pass();
+    K.route(p, eb, wb, lb, method === 0 ? bb : null, T, {
+      E, k, nGroup: c.nGroup, topkGroup: c.topkGroup, method, norm: method === 0 ? c.normTopkProb : c.normTopkProb && k > 1, scaling: c.routedScalingFactor,
+    });
+    p.submit();
+    const experts = new Uint32Array(await gpu.read(eb, T * k * 4)), weights = await gpu.readF32(wb, T * k);
+    assert.deepEqual(Array.from(experts), Array.from(ref.experts), `method ${method}: experts`);
+    assert.ok(relErr(weights, ref.weights) < 1e-5, `method ${method}: weights rel err ${relErr(weights, ref.weights)}`);
+  }
+});

@@ -204,6 +204,22 @@ export class WebGpuBackend {
     return { buffer, dtype: t.dtype, shape: t.shape };
   }
 
+  /** Matrices of one dtype and width stacked by rows into one buffer (MoE experts, indexed by row offset). */
+  uploadStacked(ts: readonly Tensor[], label?: string): GpuWeight {
+    const dtype = ts[0].dtype, cols = ts[0].shape[1];
+    if (dtype !== "F32" && dtype !== "BF16" && dtype !== "F16") throw new MlaError(`webgpu: weights of dtype ${dtype} are not supported (F32, BF16, F16)`);
+    if (ts.some((t) => t.dtype !== dtype || t.shape[1] !== cols)) throw new MlaError("webgpu: stacked matrices differ in dtype or width");
+    const bytes = ts.reduce((a, t) => a + t.data.byteLength, 0);
+    const buffer = this.buffer(bytes, label);
+    let off = 0;
+    for (const t of ts) {
+      if (off % 4 !== 0) throw new MlaError("webgpu: stacked matrices must each fill whole 4-byte words");
+      this.write(buffer, t.data as Float32Array | Uint16Array, off);
+      off += t.data.byteLength;
+    }
+    return { buffer, dtype, shape: [ts.reduce((a, t) => a + t.shape[0], 0), cols] };
+  }
+
   /** Read `bytes` from a storage buffer (waits for the queue). */
   async read(src: GPUBuffer, bytes: number, srcOffset = 0): Promise<ArrayBuffer> {
     const size = Math.ceil(bytes / 4) * 4;
@@ -301,6 +317,17 @@ export const kernels = {
   gqaAttend(p: Pass, o: GPUBuffer, q: GPUBuffer, k: GPUBuffer, v: GPUBuffer, T: number, H: number, G: number, dk: number, dv: number, p0: number, scale: number, window = 0): void {
     if (dv > 256) throw new MlaError(`webgpu: value heads wider than 256 (${dv}) are not supported`);
     p.dispatch("gqa", () => S.GQA_ATTEND, [q, k, v, o], [T, H, G, dk, dv, p0, f32bits(scale), window], [H, T, 1]);
+  },
+  /** MoE routing on the GPU (see wgsl.ts ROUTE); method 0 sigmoid-grouped (V3), 1 softmax greedy, 2 softmax group-limited. */
+  route(p: Pass, experts: GPUBuffer, weights: GPUBuffer, logits: GPUBuffer, bias: GPUBuffer | null, T: number,
+    c: { E: number; k: number; nGroup: number; topkGroup: number; method: 0 | 1 | 2; norm: boolean; scaling: number }): void {
+    if (c.E > S.MAX_EXPERTS) throw new MlaError(`webgpu: MoE routing holds at most ${S.MAX_EXPERTS} experts per token, the model has ${c.E}`);
+    p.dispatch("route", () => S.ROUTE, [logits, bias ?? p.gpu.empty, experts, weights],
+      [T, c.E, c.k, c.nGroup, c.topkGroup, c.method, c.norm ? 1 : 0, f32bits(c.scaling), bias ? 1 : 0], [Math.ceil(T / 64), 1, 1]);
+  },
+  /** out[s, n] = x[s / xdiv] . W[(expert[s] * R + n)]: S slots through their experts' rows of a stacked weight. */
+  slotLinear(p: Pass, out: GPUBuffer, x: GPUBuffer, experts: GPUBuffer, S_: number, K: number, w: GpuWeight, N: number, R: number, xdiv: number): void {
+    p.dispatch(`slotmv-${w.dtype}`, () => S.slotMatvec(w.dtype), [w.buffer, x, experts, out], [S_, K, N, R, xdiv], [Math.ceil(N / 4), S_, 1]);
   },
   argmax(p: Pass, out: GPUBuffer, x: GPUBuffer, N: number): void {
     p.dispatch("argmax", () => S.ARGMAX, [x, out], [N], [1, 1, 1]);

@@ -498,3 +498,106 @@ fn main(@builtin(local_invocation_id) l: vec3u) {
   }
   if (l.x == 0u) { OUT[0] = bi[0]; }
 }`;
+
+/** Largest expert count the routing kernel holds per token (DeepSeek-V3 has 256). */
+export const MAX_EXPERTS = 256;
+
+/**
+ * MoE routing of T tokens, one invocation per token, as src/model/router.ts (ties to the lower index):
+ * method 0 (DeepSeek-V3 noaux_tc): s = sigmoid(logit), choice = s + bias, groups ranked by the sum of their top-2
+ * choices; method 1 (V2 greedy) and 2 (V2 group_limited_greedy): s = softmax(logits), method 2 zeroes all but the
+ * topk_group groups with the highest max(s). Top-k by choice (or s) among kept experts; weights = s, normalised
+ * when asked (method 0: norm_topk_prob; 1-2: norm_topk_prob and k > 1), times routed_scaling_factor.
+ * Params: T E k nGroup topkGroup method norm scaling(f32) hasBias. Bindings: L [T,E], BIAS [E], EXP [T,k] u32, WT [T,k].
+ */
+export const ROUTE = HEADER + /* wgsl */ `
+const ME = ${MAX_EXPERTS}u;
+@group(0) @binding(1) var<storage, read> L: array<f32>;
+@group(0) @binding(2) var<storage, read> BIAS: array<f32>;
+@group(0) @binding(3) var<storage, read_write> EXP: array<u32>;
+@group(0) @binding(4) var<storage, read_write> WT: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let t = g.x; let E = pu(1u); let k = pu(2u); let nG = pu(3u); let kG = pu(4u); let method = pu(5u);
+  if (t >= pu(0u)) { return; }
+  var s: array<f32, ME>; var ch: array<f32, ME>; var keep: array<bool, ME>;
+  if (method == 0u) {
+    for (var e = 0u; e < E; e++) {
+      s[e] = 1.0 / (1.0 + exp(-L[t * E + e]));
+      ch[e] = s[e];
+      if (pu(8u) != 0u) { ch[e] += BIAS[e]; }
+    }
+  } else {
+    var m = -3.4e38;
+    for (var e = 0u; e < E; e++) { m = max(m, L[t * E + e]); }
+    var sum = 0.0;
+    for (var e = 0u; e < E; e++) { s[e] = exp(L[t * E + e] - m); sum += s[e]; }
+    for (var e = 0u; e < E; e++) { s[e] /= sum; ch[e] = s[e]; }
+  }
+  // group selection (every group kept when topk_group >= n_group or the method has none)
+  let per = E / nG;
+  var gs: array<f32, ME>; var gk: array<bool, ME>;
+  for (var gi = 0u; gi < nG; gi++) {
+    var m1 = -3.4e38; var m2 = -3.4e38;
+    for (var j = 0u; j < per; j++) {
+      let v = ch[gi * per + j];
+      if (v > m1) { m2 = m1; m1 = v; } else if (v > m2) { m2 = v; }
+    }
+    if (method == 0u) { gs[gi] = select(m1 + m2, m1, per == 1u); } else { gs[gi] = m1; }
+    gk[gi] = false;
+  }
+  let grouped = method != 1u && kG < nG;
+  if (grouped) {
+    for (var r = 0u; r < kG; r++) {
+      var best = -3.4e38; var bi = 0xffffffffu;
+      for (var gi = 0u; gi < nG; gi++) { if (!gk[gi] && (bi == 0xffffffffu || gs[gi] > best)) { best = gs[gi]; bi = gi; } }
+      gk[bi] = true;
+    }
+  }
+  for (var e = 0u; e < E; e++) {
+    keep[e] = !grouped || gk[e / per];
+    if (method == 2u && !keep[e]) { ch[e] = 0.0; s[e] = 0.0; keep[e] = true; }
+  }
+  var total = 0.0;
+  for (var j = 0u; j < k; j++) {
+    var best = -3.4e38; var bi = 0xffffffffu;
+    for (var e = 0u; e < E; e++) { if (keep[e] && (bi == 0xffffffffu || ch[e] > best)) { best = ch[e]; bi = e; } }
+    keep[bi] = false;
+    EXP[t * k + j] = bi;
+    WT[t * k + j] = s[bi];
+    total += s[bi];
+  }
+  var d = 1.0;
+  if (pu(6u) != 0u) { d = total + 1e-20; }
+  for (var j = 0u; j < k; j++) { WT[t * k + j] = WT[t * k + j] / d * pf(7u); }
+}`;
+
+/**
+ * Expert products by slot, for decode (T*k slots, no readback): out[s, n] = sum_c X[xrow(s)*K + c] W[(EXP[s]*R + n)*K + c]
+ * for n < N, where R rows belong to each expert in the stacked weight and xrow(s) = s / xdiv (xdiv = k: the slot's
+ * token; 1: the slot's own row). 4 rows per workgroup of 64, 16 threads per row. Params: S K N R xdiv. Bindings: W, X, EXP, O.
+ */
+export function slotMatvec(t: WeightType): string {
+  return HEADER + weightDecl(1, t) + /* wgsl */ `
+@group(0) @binding(2) var<storage, read> X: array<f32>;
+@group(0) @binding(3) var<storage, read> EXP: array<u32>;
+@group(0) @binding(4) var<storage, read_write> O: array<f32>;
+var<workgroup> red: array<f32, 64>;
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
+  let K = pu(1u); let N = pu(2u); let R = pu(3u);
+  let s = wg.y; let lane = l.x & 15u; let n = wg.x * 4u + (l.x >> 4u);
+  var a = 0.0;
+  if (n < N) {
+    let wo = (EXP[s] * R + n) * K; let xo = (s / pu(4u)) * K;
+    for (var c = lane; c < K; c += 16u) { a += wld(wo + c) * X[xo + c]; }
+  }
+  red[l.x] = a;
+  workgroupBarrier();
+  for (var k = 8u; k > 0u; k >>= 1u) {
+    if (lane < k) { red[l.x] += red[l.x + k]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < N) { O[s * N + n] = red[l.x]; }
+}`;
+}

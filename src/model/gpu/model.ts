@@ -18,7 +18,7 @@ import type { Tensor } from "../../tensor/tensor.js";
 import { route, type RouterKind } from "../moe.js";
 import { checkInput } from "../causal-lm.js";
 import { assemble, assembleLlama, expectedTensors, loadLlamaWeights, loadWeights, type LoadProgress } from "../weights.js";
-import { uploadWeights, type GpuLayer, type GpuMlp, type GpuWeights } from "./weights.js";
+import { uploadWeights, type GpuLayer, type GpuMlp, type GpuMoe, type GpuWeights } from "./weights.js";
 
 /** One sequence's caches on the GPU: per layer the latent rows (MLA) or K and V rows (GQA). */
 export class GpuState {
@@ -112,6 +112,8 @@ export class GpuModel {
   readonly cacheBytesPerToken: number;
   private readonly scratch: Scratch;
   private readonly router: RouterKind;
+  /** Scratch buffers whose constant contents were written. */
+  private readonly written = new Set<string>();
 
   constructor(readonly config: ModelConfig, readonly weights: GpuWeights, readonly gpu: WebGpuBackend) {
     const c = config;
@@ -273,22 +275,56 @@ export class GpuModel {
   }
 
   /**
-   * MoE: submit what is recorded, read the normed input back, route on the CPU (the engine's router), then gather
-   * each chosen expert's tokens, run it, and scatter-add its weighted output into h; the shared experts run on all.
+   * MoE. Decode (T <= 4): route on the GPU and run each token's k experts by slot from the stacked expert weights,
+   * so the step stays one submission. Prefill: submit what is recorded, read the normed input back, route on the
+   * CPU (the engine's router), then gather each chosen expert's tokens, run it once for all of them, and
+   * scatter-add its weighted output into h. The shared experts run on every token.
    */
   private async moe(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, T: number): Promise<Pass> {
-    const c = this.config, D = c.hiddenSize, moe = l.moe!, S = this.scratch, k = c.numExpertsPerTok;
+    const moe = l.moe!;
+    const q = T <= 4 ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
+    if (moe.shared) this.mlp(q, moe.shared, x, h, T, "shared");
+    return q;
+  }
+
+  private moeOnGpu(p: Pass, moe: GpuMoe, x: GPUBuffer, h: GPUBuffer, T: number): void {
+    const c = this.config, D = c.hiddenSize, S = this.scratch, k = c.numExpertsPerTok, E = c.nRoutedExperts, F = moe.width, n = T * k;
+    const logits = S.get("moe.logits", T * E), experts = S.get("moe.experts", n), weights = S.get("moe.weights", n);
+    K.linear(p, logits, x, T, D, moe.gate, E);
+    const method = this.router === "sigmoid-grouped" ? 0 : c.topkMethod === "group_limited_greedy" ? 2 : 1;
+    const norm = method === 0 ? c.normTopkProb : c.normTopkProb && k > 1;
+    K.route(p, experts, weights, logits, moe.bias, T, { E, k, nGroup: c.nGroup, topkGroup: c.topkGroup, method, norm, scaling: c.routedScalingFactor });
+    const gb = S.get("moe.g", n * F), ub = S.get("moe.u", n * F), sb = S.get("moe.s", n * F), yb = S.get("moe.y", n * D);
+    K.slotLinear(p, gb, x, experts, n, D, moe.gates, F, F, k);
+    K.slotLinear(p, ub, x, experts, n, D, moe.ups, F, F, k);
+    K.siluMul(p, sb, gb, ub, n, F);
+    K.slotLinear(p, yb, sb, experts, n, F, moe.downs, D, D, 1);
+    K.axpy(p, h, yb, n, D, 1, this.slotTokens(n, k), weights);
+  }
+
+  /** slot -> token (slot / k) for n slots: fixed, so written once per size. */
+  private slotTokens(n: number, k: number): GPUBuffer {
+    const key = `moe.slot-tokens.${k}.${n}`;
+    const b = this.scratch.get(key, n);
+    if (!this.written.has(key)) {
+      this.gpu.write(b, Uint32Array.from({ length: n }, (_, s) => Math.floor(s / k)));
+      this.written.add(key);
+    }
+    return b;
+  }
+
+  private async moeRoutedOnCpu(p: Pass, moe: GpuMoe, x: GPUBuffer, h: GPUBuffer, T: number): Promise<Pass> {
+    const c = this.config, D = c.hiddenSize, S = this.scratch, k = c.numExpertsPerTok, F = moe.width;
     p.submit();
     const xs = await this.gpu.readF32(x, T * D);
     const { experts, weights } = route(this.router, moe.router, xs, T, D, c);
     const byExpert = new Map<number, number[]>();
     experts.forEach((e, slot) => byExpert.set(e, [...(byExpert.get(e) ?? []), slot]));
-    const order = [...byExpert].sort((a, b) => a[0] - b[0]);
     const idx = new Uint32Array(T * k), wt = new Float32Array(T * k);
+    const runs: [number, number, number][] = []; // expert, first entry, count
     let n = 0;
-    const starts: [number, number, number][] = [];
-    for (const [e, slots] of order) {
-      starts.push([e, n, slots.length]);
+    for (const [e, slots] of [...byExpert].sort((a, b) => a[0] - b[0])) {
+      runs.push([e, n, slots.length]);
       for (const s of slots) {
         idx[n] = Math.floor(s / k);
         wt[n++] = weights[s];
@@ -299,17 +335,15 @@ export class GpuModel {
     this.gpu.write(wtBuf, wt);
     const q = this.gpu.pass();
     const xe = S.get("moe.x", T * k * D), ye = S.get("moe.y", T * k * D);
-    for (const [e, i0, m] of starts) {
-      const ex = moe.experts[e], F = ex.gate.shape[0];
+    const gb = S.get("moe.g", T * k * F), ub = S.get("moe.u", T * k * F), sb = S.get("moe.s", T * k * F);
+    for (const [e, i0, m] of runs) {
       K.gather(q, xe, x, idxBuf, m, D, i0);
-      const gb = S.get("moe.g", T * k * F), ub = S.get("moe.u", T * k * F), sb = S.get("moe.s", T * k * F);
-      K.linear(q, gb, xe, m, D, ex.gate, F);
-      K.linear(q, ub, xe, m, D, ex.up, F);
+      K.linear(q, gb, xe, m, D, moe.gates, F, { row0: e * F });
+      K.linear(q, ub, xe, m, D, moe.ups, F, { row0: e * F });
       K.siluMul(q, sb, gb, ub, m, F);
-      K.linear(q, ye, sb, m, F, ex.down, D);
+      K.linear(q, ye, sb, m, F, moe.downs, D, { row0: e * D });
       K.axpy(q, h, ye, m, D, 1, idxBuf, wtBuf, i0);
     }
-    if (moe.shared) this.mlp(q, moe.shared, x, h, T, "shared");
     return q;
   }
 

@@ -37,9 +37,17 @@ export interface GpuGqa {
 }
 
 export interface GpuMoe {
-  /** The CPU-side router (gate [E, D] F32 and bias): routing reads the normed activations back. */
+  /** The CPU-side router (gate [E, D] F32 and bias), for prefill, which reads the normed activations back. */
   readonly router: MoeWeights;
-  readonly experts: readonly GpuMlp[];
+  /** The router on the GPU (decode routes there): mlp.gate.weight [E, D] and e_score_correction_bias [E]. */
+  readonly gate: GpuWeight;
+  readonly bias: GPUBuffer | null;
+  /** Every expert's gate_proj / up_proj stacked [E F, D] and down_proj [E D, F]: expert e is rows e*F.. (e*D..). */
+  readonly gates: GpuWeight;
+  readonly ups: GpuWeight;
+  readonly downs: GpuWeight;
+  /** Expert width F. */
+  readonly width: number;
   readonly shared: GpuMlp | null;
 }
 
@@ -63,6 +71,20 @@ function mlp(g: WebGpuBackend, m: MlpWeights): GpuMlp {
   return { gate: g.uploadWeight(m.gate), up: g.uploadWeight(m.up), down: g.uploadWeight(m.down) };
 }
 
+function moe(g: WebGpuBackend, m: MoeWeights): GpuMoe {
+  const E = m.experts.length;
+  return {
+    router: m,
+    gate: g.uploadWeight({ dtype: "F32", shape: [E, m.gate.length / E], data: m.gate }),
+    bias: m.scoreBias ? g.uploadF32(m.scoreBias) : null,
+    gates: g.uploadStacked(m.experts.map((e) => e.gate), "experts.gate"),
+    ups: g.uploadStacked(m.experts.map((e) => e.up), "experts.up"),
+    downs: g.uploadStacked(m.experts.map((e) => e.down), "experts.down"),
+    width: m.experts[0].gate.shape[0],
+    shared: m.shared ? mlp(g, m.shared) : null,
+  };
+}
+
 const opt = <T, R>(x: T | undefined, f: (x: T) => R): R | undefined => (x === undefined ? undefined : f(x));
 
 function layer(g: WebGpuBackend, l: LayerWeights | LlamaLayerWeights): GpuLayer {
@@ -78,7 +100,7 @@ function layer(g: WebGpuBackend, l: LayerWeights | LlamaLayerWeights): GpuLayer 
         kvA: w(a.kvA), kvANorm: vec(a.kvANorm), kvB: w(a.kvB), o: w(a.o),
       },
       mlp: d.mlp ? mlp(g, d.mlp) : undefined,
-      moe: d.moe ? { router: d.moe, experts: d.moe.experts.map((e) => mlp(g, e)), shared: d.moe.shared ? mlp(g, d.moe.shared) : null } : undefined,
+      moe: d.moe ? moe(g, d.moe) : undefined,
     };
   }
   const q = l as LlamaLayerWeights, a = q.attn;
