@@ -1,0 +1,197 @@
+/**
+ * Loading models/mla-brown from the page's origin and running it: WebGPU (GpuModel on navigator.gpu) when the
+ * browser has it, else the engine's plain-JavaScript CPU kernels (DeepseekModel on cpuOps; the WebAssembly
+ * backend needs Node's worker_threads). Both stream tokens through generateAsync and report their cache size.
+ */
+import { WebGpuBackend } from "../../src/backends/webgpu/backend.js";
+import { cpuOps } from "../../src/backends/ops.js";
+import { generateAsync, type AsyncCausalLM, type AsyncState } from "../../src/generate/generate-async.js";
+import { parseSafetensorsBuffer } from "../../src/io/safetensors-buffer.js";
+import { parseConfig, type ModelConfig } from "../../src/model/config.js";
+import { DeepseekModel, type RunState } from "../../src/model/decoder.js";
+import { GpuModel } from "../../src/model/gpu/model.js";
+import { assemble } from "../../src/model/weights.js";
+import type { Tensor } from "../../src/tensor/tensor.js";
+import { StreamDecoder, TextTokenizer } from "../../src/tokenizer/tokenizer.js";
+
+export interface LoadedModel {
+  readonly configJson: Record<string, unknown>;
+  readonly config: ModelConfig;
+  readonly tensors: Map<string, Tensor>;
+  readonly tokenizer: TextTokenizer;
+  readonly weightBytes: number;
+}
+
+/** Fetch a file's bytes, reporting bytes as they arrive. */
+async function fetchBytes(url: string, onBytes: (n: number, total: number | null) => void): Promise<Uint8Array> {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  const len = Number(res.headers.get("content-length")) || null;
+  if (!res.body) {
+    const b = new Uint8Array(await res.arrayBuffer());
+    onBytes(b.byteLength, len);
+    return b;
+  }
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let got = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    got += value.byteLength;
+    onBytes(got, len);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(got);
+  let o = 0;
+  for (const c of chunks) out.set(c, o), (o += c.byteLength);
+  return out;
+}
+
+/** Config, tokenizer and weights from `base` (a folder URL); onProgress(fraction 0..1, bytes so far). */
+export async function loadModelFiles(base: string, onProgress: (fraction: number, bytes: number) => void): Promise<LoadedModel> {
+  const files = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"];
+  const got = files.map(() => 0), totals = files.map((): number | null => null);
+  const report = () => {
+    const bytes = got.reduce((a, b) => a + b, 0);
+    const known = totals.every((t) => t !== null);
+    const total = known ? totals.reduce((a: number, b) => a + b!, 0) : 0;
+    onProgress(known && total ? Math.min(1, bytes / total) : 0, bytes);
+  };
+  const [configBytes, tokBytes, tokCfgBytes, weights] = await Promise.all(
+    files.map((f, i) => fetchBytes(`${base}/${f}`, (n, total) => ((got[i] = n), (totals[i] = total ?? n), report()))),
+  );
+  const text = new TextDecoder();
+  const configJson = JSON.parse(text.decode(configBytes)) as Record<string, unknown>;
+  const tokenizer = TextTokenizer.fromJson(JSON.parse(text.decode(tokBytes)), JSON.parse(text.decode(tokCfgBytes)));
+  return { configJson, config: parseConfig(configJson), tensors: parseSafetensorsBuffer(weights), tokenizer, weightBytes: weights.byteLength };
+}
+
+export interface StepInfo {
+  /** Text this token completes ("" while a character is incomplete). */
+  readonly text: string;
+  /** Tokens in the cache after this step. */
+  readonly position: number;
+  /** Bytes the model's cache holds now, as the state reports it. */
+  readonly cacheBytes: number;
+  readonly index: number;
+  readonly prefillMs: number;
+  /** Milliseconds since the first token (decode time so far). */
+  readonly decodeMs: number;
+}
+
+export interface GenerateSettings {
+  readonly maxNewTokens: number;
+  readonly temperature: number;
+  readonly topP: number;
+  readonly seed: number;
+}
+
+export interface GenerateSummary {
+  readonly promptTokens: number;
+  readonly newTokens: number;
+  readonly prefillMs: number;
+  readonly decodeMs: number;
+  readonly stopReason: "eos" | "length" | "stopped";
+  /** Text the stream decoder still held at the end (an incomplete character). */
+  readonly tail: string;
+}
+
+/** A backend with the model on it. */
+export interface Runner {
+  readonly kind: "webgpu" | "cpu";
+  /** What runs it, for the page ("WebGPU: <adapter>", "CPU: ..."). */
+  readonly label: string;
+  generate(prompt: number[], settings: GenerateSettings, onStep: (s: StepInfo) => void, signal: AbortSignal): Promise<GenerateSummary>;
+}
+
+export class StoppedError extends Error {
+  constructor() {
+    super("stopped");
+  }
+}
+
+/** Yield to the page between steps (so it repaints), and stop when asked. */
+function stoppable<S extends AsyncState>(inner: AsyncCausalLM<S>, signal: AbortSignal): AsyncCausalLM<S> {
+  const check = async () => {
+    await new Promise<void>((r) => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => r();
+      ch.port2.postMessage(0);
+    });
+    if (signal.aborted) throw new StoppedError();
+  };
+  const m: AsyncCausalLM<S> = {
+    config: inner.config,
+    newState: (c) => inner.newState(c),
+    forward: async (ids, s) => (await check(), inner.forward(ids, s)),
+  };
+  if (inner.forwardArgmax) {
+    const argmax = inner.forwardArgmax.bind(inner);
+    (m as { forwardArgmax?: typeof argmax }).forwardArgmax = async (ids, s) => (await check(), argmax(ids, s));
+  }
+  return m;
+}
+
+async function run<S extends AsyncState & { cacheBytes: number }>(
+  model: AsyncCausalLM<S>, tok: TextTokenizer, prompt: number[], settings: GenerateSettings,
+  onStep: (s: StepInfo) => void, signal: AbortSignal, release: (s: S) => void,
+): Promise<GenerateSummary> {
+  const state = model.newState(Math.min(prompt.length + settings.maxNewTokens, model.config.maxPositionEmbeddings));
+  const decoder = new StreamDecoder(tok, true);
+  const t0 = performance.now();
+  let tFirst = 0, prefillMs = 0, count = 0;
+  try {
+    const r = await generateAsync(stoppable(model, signal), prompt, {
+      state, maxNewTokens: settings.maxNewTokens, temperature: settings.temperature, topP: settings.topP, seed: settings.seed,
+      onToken: (id, index) => {
+        const now = performance.now();
+        if (index === 0) (tFirst = now), (prefillMs = now - t0);
+        count = index + 1;
+        onStep({ text: decoder.push(id), position: state.position, cacheBytes: state.cacheBytes, index, prefillMs, decodeMs: now - tFirst });
+      },
+    });
+    return {
+      promptTokens: prompt.length, newTokens: r.tokens.length, prefillMs: r.prefillMs, decodeMs: r.decodeMs.reduce((a, b) => a + b, 0),
+      stopReason: r.stopReason, tail: decoder.flush(),
+    };
+  } catch (e) {
+    if (!(e instanceof StoppedError)) throw e;
+    return { promptTokens: prompt.length, newTokens: count, prefillMs, decodeMs: tFirst ? performance.now() - tFirst : 0, stopReason: "stopped", tail: decoder.flush() };
+  } finally {
+    release(state);
+  }
+}
+
+/** The model on WebGPU; throws (with the reason) when the browser has no usable adapter. */
+export async function webgpuRunner(m: LoadedModel): Promise<Runner> {
+  if (!(globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) throw new Error("this browser has no navigator.gpu");
+  const gpu = await WebGpuBackend.create();
+  const model = GpuModel.fromTensors(m.configJson, m.tensors, gpu);
+  return {
+    kind: "webgpu",
+    label: `WebGPU: ${gpu.name.replace(/^webgpu \((.*)\)$/, "$1")}`,
+    generate: (prompt, settings, onStep, signal) => run(model, m.tokenizer, prompt, settings, onStep, signal, (s) => s.release()),
+  };
+}
+
+/** The model (MLA, absorbed as on the GPU) on the plain-JavaScript CPU kernels, wrapped as an asynchronous model. */
+export function cpuRunner(m: LoadedModel): Runner {
+  const c = m.config, get = (n: string) => {
+    const t = m.tensors.get(n);
+    if (!t) throw new Error(`model.safetensors has no tensor ${n}`);
+    return t;
+  };
+  const model = new DeepseekModel(c, assemble(c, get), cpuOps);
+  const asyncModel: AsyncCausalLM<RunState> = {
+    config: c,
+    newState: (cap) => model.newState(cap),
+    forward: async (ids, s) => model.forward(ids, s, { mode: "absorb" }),
+  };
+  return {
+    kind: "cpu",
+    label: "CPU: the engine's plain-JavaScript kernels, one thread",
+    generate: (prompt, settings, onStep, signal) => run(asyncModel, m.tokenizer, prompt, settings, onStep, signal, () => undefined),
+  };
+}
