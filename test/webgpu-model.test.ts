@@ -39,6 +39,14 @@ for (const name of FIXTURE_NAMES) {
     assert.equal(state.cacheBytes, ids.length * model.cacheBytesPerToken);
     assert.equal(full.length, ids.length * V);
     t.diagnostic(`${name}: worst logits rel err ${worst.toExponential(2)}`);
+    if (model.config.nRoutedExperts > 0) {
+      // decode routed on the CPU (float64 sums, the option for exact near-ties) gives the same logits
+      const onCpu = GpuModel.load(join(FIXTURES, name), gpu, { moeRouting: "cpu" });
+      const sc = onCpu.newState(1), csteps: number[] = [];
+      for (const id of ids) csteps.push(...(await onCpu.forward([id], sc)));
+      const ec = relErr(csteps, full);
+      assert.ok(ec < 1e-5, `CPU-routed decode vs prefill: rel err ${ec}`);
+    }
   });
 }
 

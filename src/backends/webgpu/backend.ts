@@ -262,8 +262,10 @@ export const kernels = {
     o: { row0?: number; xs?: number; os?: number; xo?: number; oo?: number; accumulate?: boolean } = {}): void {
     const params = [T, K, N, o.row0 ?? 0, o.xs ?? K, o.os ?? N, o.xo ?? 0, o.oo ?? 0, o.accumulate ? 1 : 0];
     if (T <= 4) {
-      const wgs = Math.ceil(N / 4);
-      p.dispatch(`matvec-${w.dtype}`, () => S.matvec(w.dtype), [w.buffer, x, out], params, [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1]);
+      const wgs = Math.ceil(N / 4), groups = [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1] as const;
+      // rows of a multiple of 8 weights start on 16-byte boundaries (32 for F32): wide loads
+      if (K % 8 === 0) p.dispatch(`matvec8-${w.dtype}`, () => S.matvecWide(w.dtype), [w.buffer, x, out], params, groups);
+      else p.dispatch(`matvec-${w.dtype}`, () => S.matvec(w.dtype), [w.buffer, x, out], params, groups);
     } else {
       p.dispatch(`matmul-${w.dtype}`, () => S.matmulTiled(w.dtype), [w.buffer, x, out], params, [Math.ceil(N / S.MATMUL_TILE), Math.ceil(T / S.MATMUL_TILE), 1]);
     }
@@ -279,7 +281,14 @@ export const kernels = {
   siluMul(p: Pass, out: GPUBuffer, g: GPUBuffer, u: GPUBuffer, T: number, F: number, o: { gs?: number; us?: number; os?: number; go?: number; uo?: number } = {}): void {
     p.dispatch("silumul", () => S.SILU_MUL, [g, u, out], [T, F, o.gs ?? F, o.us ?? F, o.os ?? F, o.go ?? 0, o.uo ?? 0], [Math.ceil(F / 64), T, 1]);
   },
-  /** y[row] += a x[t] (rows in order), or y[idx[i0+t]] += wt[i0+t] x[t] when idx/wt are given. */
+  /** h[t] += sum_j wt[t k + j] y[t k + j] over each token's k slots (MoE decode, no write conflicts). */
+  moeCombine(p: Pass, h: GPUBuffer, y: GPUBuffer, wt: GPUBuffer, T: number, D: number, k: number): void {
+    p.dispatch("moe-combine", () => S.MOE_COMBINE, [h, y, wt], [T, D, k], [Math.ceil(D / 64), T, 1]);
+  },
+  /**
+   * y[row] += a x[t] (rows in order), or y[idx[i0+t]] += wt[i0+t] x[t] when idx/wt are given; indexed rows must be
+   * distinct within one call (invocations of the same row would race).
+   */
   axpy(p: Pass, y: GPUBuffer, x: GPUBuffer, T: number, D: number, a = 1, idx?: GPUBuffer, wt?: GPUBuffer, i0 = 0): void {
     const e = p.gpu.empty;
     p.dispatch("axpy", () => S.AXPY, [y, x, idx ?? e, wt ?? e], [T, D, idx ? 1 : 0, f32bits(a), i0], [Math.ceil(D / 64), T, 1]);

@@ -601,3 +601,77 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   if (lane == 0u && n < N) { O[s * N + n] = red[l.x]; }
 }`;
 }
+
+/**
+ * matvec with wide loads, for K % 8 == 0: each of 16 threads per row reads 8 consecutive weights per step as one
+ * 16-byte load (two for F32) from the raw words of W, widened in registers (BF16: shift/mask; F16: unpack).
+ * Same params, bindings and output as `matvec`.
+ */
+export function matvecWide(t: WeightType): string {
+  const decode = t === "F32"
+    ? `let a = W[i * 2u]; let b = W[i * 2u + 1u];
+      let w0 = bitcast<vec4<f32>>(a); let w1 = bitcast<vec4<f32>>(b);`
+    : t === "BF16"
+      ? `let a = W[i];
+      let w0 = vec4<f32>(bitcast<f32>(a.x << 16u), bitcast<f32>(a.x & 0xffff0000u), bitcast<f32>(a.y << 16u), bitcast<f32>(a.y & 0xffff0000u));
+      let w1 = vec4<f32>(bitcast<f32>(a.z << 16u), bitcast<f32>(a.z & 0xffff0000u), bitcast<f32>(a.w << 16u), bitcast<f32>(a.w & 0xffff0000u));`
+      : `let a = W[i];
+      let w0 = vec4<f32>(unpack2x16float(a.x), unpack2x16float(a.y)); let w1 = vec4<f32>(unpack2x16float(a.z), unpack2x16float(a.w));`;
+  // F32: 8 weights = two vec4<u32>; 16-bit: one
+  const per = t === "F32" ? 2 : 1;
+  return HEADER + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> X: array<f32>;
+@group(0) @binding(3) var<storage, read_write> O: array<f32>;
+var<workgroup> red: array<f32, 256>;
+fn xv(o: u32) -> vec4<f32> { return vec4<f32>(X[o], X[o + 1u], X[o + 2u], X[o + 3u]); }
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
+  let T = pu(0u); let K = pu(1u); let N = pu(2u); let row0 = pu(3u);
+  let xs = pu(4u); let os = pu(5u); let xo = pu(6u); let oo = pu(7u);
+  let lane = l.x & 15u; let r = l.x >> 4u;
+  let n = (wg.x + wg.y * 65535u) * 4u + r;
+  var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
+  if (n < N) {
+    let base = (row0 + n) * (K / 8u); // in units of 8 weights
+    for (var k8 = lane; k8 < K / 8u; k8 += 16u) {
+      let i = base + k8;
+      ${decode}
+      let k = k8 * 8u;
+      a0 += dot(w0, xv(xo + k)) + dot(w1, xv(xo + k + 4u));
+      if (T > 1u) { a1 += dot(w0, xv(xo + xs + k)) + dot(w1, xv(xo + xs + k + 4u)); }
+      if (T > 2u) { a2 += dot(w0, xv(xo + 2u * xs + k)) + dot(w1, xv(xo + 2u * xs + k + 4u)); }
+      if (T > 3u) { a3 += dot(w0, xv(xo + 3u * xs + k)) + dot(w1, xv(xo + 3u * xs + k + 4u)); }
+    }
+  }
+  red[l.x] = a0; red[64u + l.x] = a1; red[128u + l.x] = a2; red[192u + l.x] = a3;
+  workgroupBarrier();
+  for (var s = 8u; s > 0u; s >>= 1u) {
+    if (lane < s) { for (var tt = 0u; tt < 4u; tt++) { red[tt * 64u + l.x] += red[tt * 64u + l.x + s]; } }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < N) {
+    for (var tt = 0u; tt < T; tt++) {
+      let o = oo + tt * os + n;
+      if (pu(8u) != 0u) { O[o] += red[tt * 64u + l.x]; } else { O[o] = red[tt * 64u + l.x]; }
+    }
+  }
+}`;
+}
+
+/**
+ * H[t, i] += sum_j WT[t*k + j] Y[(t*k + j), i]: each token's k expert outputs, weighted, in slot order (one
+ * invocation per element, so no two write the same place). Params: T D k. Bindings: H, Y, WT.
+ */
+export const MOE_COMBINE = HEADER + /* wgsl */ `
+@group(0) @binding(1) var<storage, read_write> H: array<f32>;
+@group(0) @binding(2) var<storage, read> Y: array<f32>;
+@group(0) @binding(3) var<storage, read> WT: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let D = pu(1u); let k = pu(2u); let i = g.x; let t = g.y;
+  if (i >= D || t >= pu(0u)) { return; }
+  var s = 0.0;
+  for (var j = 0u; j < k; j++) { s += WT[t * k + j] * Y[(t * k + j) * D + i]; }
+  H[t * D + i] += s;
+}`;

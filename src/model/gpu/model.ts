@@ -78,6 +78,13 @@ export interface GpuForwardOptions {
 
 export interface GpuLoadOptions {
   readonly onProgress?: LoadProgress;
+  /**
+   * Where decode steps route MoE tokens. "gpu" (default): a routing kernel on float32 sums keeps the step in one
+   * submission. "cpu": the engine's router on float64 sums, which decides near-ties between experts exactly as
+   * the CPU backends and a float64 reference do; costs one read-back per MoE layer. Prefill always routes on the
+   * CPU.
+   */
+  readonly moeRouting?: "cpu" | "gpu";
 }
 
 /** Activation buffers, grown to the largest T seen. */
@@ -112,10 +119,8 @@ export class GpuModel {
   readonly cacheBytesPerToken: number;
   private readonly scratch: Scratch;
   private readonly router: RouterKind;
-  /** Scratch buffers whose constant contents were written. */
-  private readonly written = new Set<string>();
 
-  constructor(readonly config: ModelConfig, readonly weights: GpuWeights, readonly gpu: WebGpuBackend) {
+  constructor(readonly config: ModelConfig, readonly weights: GpuWeights, readonly gpu: WebGpuBackend, readonly moeRouting: "cpu" | "gpu" = "gpu") {
     const c = config;
     this.scratch = new Scratch(gpu);
     this.router = c.modelType === "deepseek_v3" ? "sigmoid-grouped" : "softmax";
@@ -135,7 +140,7 @@ export class GpuModel {
    * A model from config.json's object and tensors already in memory (a browser's fetched safetensors, see
    * src/io/safetensors-buffer.ts); every expected tensor must be there with its shape.
    */
-  static fromTensors(configJson: Record<string, unknown>, tensors: ReadonlyMap<string, Tensor>, gpu: WebGpuBackend): GpuModel {
+  static fromTensors(configJson: Record<string, unknown>, tensors: ReadonlyMap<string, Tensor>, gpu: WebGpuBackend, opts: GpuLoadOptions = {}): GpuModel {
     const config = parseConfig(configJson);
     const expected = expectedTensors(config);
     const missing = [...expected.keys()].filter((n) => !tensors.has(n));
@@ -146,7 +151,7 @@ export class GpuModel {
     }
     const get = (name: string) => tensors.get(name)!;
     const w = config.attention === "mla" ? assemble(config, get) : assembleLlama(config, get);
-    return new GpuModel(config, uploadWeights(gpu, w), gpu);
+    return new GpuModel(config, uploadWeights(gpu, w), gpu, opts.moeRouting);
   }
 
   /** Load a checkpoint folder (any supported model type) onto the GPU. */
@@ -155,7 +160,7 @@ export class GpuModel {
     const ckpt = Checkpoint.open(dir);
     try {
       const w = config.attention === "mla" ? loadWeights(config, ckpt, opts.onProgress) : loadLlamaWeights(config, ckpt, opts.onProgress);
-      return new GpuModel(config, uploadWeights(gpu, w), gpu);
+      return new GpuModel(config, uploadWeights(gpu, w), gpu, opts.moeRouting);
     } finally {
       ckpt.close();
     }
@@ -275,14 +280,14 @@ export class GpuModel {
   }
 
   /**
-   * MoE. Decode (T <= 4): route on the GPU and run each token's k experts by slot from the stacked expert weights,
-   * so the step stays one submission. Prefill: submit what is recorded, read the normed input back, route on the
-   * CPU (the engine's router), then gather each chosen expert's tokens, run it once for all of them, and
-   * scatter-add its weighted output into h. The shared experts run on every token.
+   * MoE. With moeRouting "gpu", decode steps (T <= 4) route on the GPU and run each token's k experts by slot from
+   * the stacked expert weights, so the step stays one submission. Otherwise: submit what is recorded, read the
+   * normed input back, route on the CPU (the engine's router), then gather each chosen expert's tokens, run it
+   * once for all of them, and scatter-add its weighted output into h. The shared experts run on every token.
    */
   private async moe(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, T: number): Promise<Pass> {
     const moe = l.moe!;
-    const q = T <= 4 ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
+    const q = T <= 4 && this.moeRouting === "gpu" ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
     if (moe.shared) this.mlp(q, moe.shared, x, h, T, "shared");
     return q;
   }
@@ -299,18 +304,7 @@ export class GpuModel {
     K.slotLinear(p, ub, x, experts, n, D, moe.ups, F, F, k);
     K.siluMul(p, sb, gb, ub, n, F);
     K.slotLinear(p, yb, sb, experts, n, F, moe.downs, D, D, 1);
-    K.axpy(p, h, yb, n, D, 1, this.slotTokens(n, k), weights);
-  }
-
-  /** slot -> token (slot / k) for n slots: fixed, so written once per size. */
-  private slotTokens(n: number, k: number): GPUBuffer {
-    const key = `moe.slot-tokens.${k}.${n}`;
-    const b = this.scratch.get(key, n);
-    if (!this.written.has(key)) {
-      this.gpu.write(b, Uint32Array.from({ length: n }, (_, s) => Math.floor(s / k)));
-      this.written.add(key);
-    }
-    return b;
+    K.moeCombine(p, h, yb, weights, T, D, k);
   }
 
   private async moeRoutedOnCpu(p: Pass, moe: GpuMoe, x: GPUBuffer, h: GPUBuffer, T: number): Promise<Pass> {
