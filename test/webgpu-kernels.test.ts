@@ -16,7 +16,7 @@ test("webgpu: an adapter is found (SwiftShader on CPU-only machines)", async (t)
 });
 
 for (const dtype of ["F32", "BF16", "F16"] as const) {
-  for (const [T, K_, N] of [[1, 67, 45], [3, 130, 29], [70, 37, 131]]) {
+  for (const [T, K_, N] of [[1, 67, 45], [3, 130, 29], [70, 37, 131], [1, 136, 45], [4, 264, 33]]) {
     test(`webgpu linear ${dtype} T=${T} K=${K_} N=${N}: equals the CPU kernel (row offset, strides, accumulate)`, async () => {
       gpu ??= await gpuBackend();
       const seed = T * 1000 + K_ + N;
