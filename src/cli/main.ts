@@ -299,7 +299,7 @@ program
   .option("--stop-at <step>", "stop (after saving) at this step, as if interrupted; continue with --resume")
   .option("--resume", "continue the run saved in --out (same data order and losses)")
   .option("--json", "print the summary as a JSON object")
-  .option("--backend <name>", "cpu: WebAssembly SIMD matmuls on worker threads (default); cpu-scalar: the scalar reference")
+  .option("--backend <name>", "cpu: WebAssembly SIMD matmuls on worker threads (default); cpu-scalar: the scalar reference; webgpu: the matmuls on the GPU")
   .option("--threads <n>", "threads of the cpu backend (default: available cores, at most 8)")
   .action((o) =>
     run(async () => {

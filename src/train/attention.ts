@@ -5,10 +5,10 @@
  */
 import type { RotaryEmbedding } from "../attention/rope.js";
 import type { Vec } from "./grad/index.js";
-import type { TrainMatmul } from "./fast.js";
+import type { MatmulOps } from "./fast.js";
 
 export interface TrainCtx {
-  readonly mm: TrainMatmul;
+  readonly mm: MatmulOps;
   /** New zeroed activation array (Float32Array, or Float64Array in float64 mode). */
   readonly alloc: (n: number) => Vec;
   /** Parameter / gradient by Hugging Face name. */

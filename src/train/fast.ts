@@ -36,8 +36,15 @@ export function linScalar(out: Vec, x: Vec, T: number, K: number, W: Vec, N: num
   }
 }
 
+/** Training's three products, whatever runs them (TrainMatmul here, GpuTrainMatmul in ./gpu-matmul.ts). */
+export interface MatmulOps {
+  forward(out: Vec, x: Vec, T: number, K: number, W: Vec, N: number, xs?: number, os?: number): void;
+  backwardInput(dx: Vec, dy: Vec, T: number, N: number, W: Vec, K: number, accumulate?: boolean): void;
+  backwardWeight(dW: Vec, dy: Vec, x: Vec, T: number, N: number, K: number): void;
+}
+
 /** The matmuls of TrainModel: scalar JS (no backend) or WasmBackend.linear. */
-export class TrainMatmul {
+export class TrainMatmul implements MatmulOps {
   constructor(readonly backend: WasmBackend | null = null) {}
 
   /** out[t, n] = sum_k x[t*xs + k] W[n, k] for t < T, n < N; out rows at stride os (overwritten). */

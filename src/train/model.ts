@@ -24,7 +24,7 @@ import {
 } from "./grad/index.js";
 import { Rng } from "../generate/rng.js";
 import type { WasmBackend } from "../backends/wasm/index.js";
-import { TrainMatmul } from "./fast.js";
+import { TrainMatmul, type MatmulOps } from "./fast.js";
 import { llamaTensors, parseLlamaSpec, type Json } from "./configs.js";
 import type { TrainAttention, TrainCtx } from "./attention.js";
 import { MlaTrainAttention } from "./attention-mla.js";
@@ -46,6 +46,8 @@ export interface TrainModelOptions {
    * caller owns the backend (closes it). Default: scalar JS everywhere (the reference).
    */
   readonly backend?: WasmBackend | null;
+  /** Run the products on these instead (e.g. GpuTrainMatmul, WebGPU); overrides `backend`. Float32 only. */
+  readonly matmul?: MatmulOps;
 }
 
 /** The sizes every variant shares. */
@@ -117,7 +119,7 @@ export class TrainModel {
   private saved: Saved | null = null;
 
   constructor(configJson: Json, opts: TrainModelOptions = {}) {
-    if (opts.backend && opts.float64) throw new MlaError("training: a wasm backend needs float32 parameters (float64 is scalar only)");
+    if ((opts.backend || opts.matmul) && opts.float64) throw new MlaError("training: a wasm or GPU backend needs float32 parameters (float64 is scalar only)");
     const arch = architecture(configJson);
     this.dims = arch.dims;
     this.attention = arch.attention;
@@ -141,7 +143,7 @@ export class TrainModel {
     }
     const params = this.params, grads = this.grads;
     this.ctx = {
-      mm: new TrainMatmul(opts.backend ?? null),
+      mm: opts.matmul ?? new TrainMatmul(opts.backend ?? null),
       alloc,
       p(name) {
         const v = params.get(name);

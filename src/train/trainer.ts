@@ -91,7 +91,7 @@ export interface StepInfo {
   readonly etaSeconds: number;
 }
 
-export type TrainBackend = "cpu" | "cpu-scalar";
+export type TrainBackend = "cpu" | "cpu-scalar" | "webgpu";
 
 export interface RunOptions {
   readonly out: string;
@@ -104,7 +104,7 @@ export interface RunOptions {
   readonly stopAt?: number;
   /**
    * Where the matrix products run: "cpu" (default) the WebAssembly SIMD kernels on a worker pool (./fast.ts),
-   * "cpu-scalar" the single-threaded scalar reference. Not part of the saved settings (a run may resume on either).
+   * "cpu-scalar" the single-threaded scalar reference, "webgpu" the GPU through a worker (./gpu-matmul.ts). Not part of the saved settings (a run may resume on either).
    */
   readonly backend?: TrainBackend;
   /** Threads of the "cpu" backend (default: WasmBackend's, os.availableParallelism() capped at 8). */
@@ -298,17 +298,19 @@ export async function runTraining(opts: RunOptions): Promise<RunSummary> {
   // model and optimizer
   const cfg = modelConfig(s, vocabSize, tokJson.added_tokens[0]?.id ?? null, tokJson.added_tokens[1]?.id ?? null);
   const backendKind = opts.backend ?? "cpu";
-  check(backendKind === "cpu" || backendKind === "cpu-scalar", `--backend must be cpu or cpu-scalar, got "${String(backendKind)}"`);
+  check(backendKind === "cpu" || backendKind === "cpu-scalar" || backendKind === "webgpu", `--backend must be cpu, cpu-scalar or webgpu, got "${String(backendKind)}"`);
   check(opts.threads === undefined || (Number.isInteger(opts.threads) && opts.threads >= 1), `--threads must be an integer >= 1, got ${opts.threads}`);
   const backend = backendKind === "cpu" ? await WasmBackend.create({ threads: opts.threads }) : null;
+  const gpu = backendKind === "webgpu" ? await (await import("./gpu-matmul.js")).GpuTrainMatmul.create() : null;
   try {
     return await trainWith(backend);
   } finally {
     await backend?.close();
+    await gpu?.close();
   }
 
   async function trainWith(backend: WasmBackend | null): Promise<RunSummary> {
-    const model = new TrainModel(cfg, { seed: s.seed, backend });
+    const model = new TrainModel(cfg, { seed: s.seed, backend, matmul: gpu ?? undefined });
     const opt = new AdamW(model.params, model.shapes, { weightDecay: s.wd, clipNorm: s.clip });
     const losses: number[] = state ? [...state.losses] : [];
     const evals: [number, number][] = state ? state.evals.map(([a, b]) => [a, b]) : [];

@@ -93,7 +93,7 @@ export async function trainCommand(o: TrainFlags): Promise<void> {
   const evalEvery = parseInt10(o.evalEvery ?? "50", "--eval-every", 1);
   const stopAt = o.stopAt === undefined ? undefined : parseInt10(o.stopAt, "--stop-at", 1);
   const backend = o.backend ?? "cpu";
-  if (backend !== "cpu" && backend !== "cpu-scalar") throw new MlaError(`--backend must be cpu or cpu-scalar, got "${backend}"`);
+  if (backend !== "cpu" && backend !== "cpu-scalar" && backend !== "webgpu") throw new MlaError(`--backend must be cpu, cpu-scalar or webgpu, got "${backend}"`);
   const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
   const tty = !!process.stderr.isTTY;
   const bar = tty
