@@ -3,9 +3,7 @@
  * context checks. Greedy decoding asks the model for the argmax when it can compute it itself, so only a token
  * id crosses back from the GPU.
  */
-import { MlaError } from "../errors.js";
-import { Sampler } from "./sampler.js";
-import type { GenerateOptions } from "./generate.js";
+import { startGeneration, type GenerateOptions, type GenerateResult } from "./generate.js";
 import type { ModelConfig } from "../model/config.js";
 
 export interface AsyncState {
@@ -20,29 +18,13 @@ export interface AsyncCausalLM<S extends AsyncState> {
   forwardArgmax?(ids: ArrayLike<number>, state: S): Promise<number>;
 }
 
-export interface AsyncGenerateResult<S> {
-  readonly tokens: number[];
-  readonly stopReason: "eos" | "length";
-  readonly promptTokens: number;
-  readonly prefillMs: number;
-  readonly decodeMs: number[];
-  readonly state: S;
-}
+/** The result of generateAsync: generate's. */
+export type AsyncGenerateResult<S extends AsyncState> = GenerateResult<S>;
 
 export async function generateAsync<S extends AsyncState>(
   model: AsyncCausalLM<S>, prompt: readonly number[], opts: Omit<GenerateOptions, "state" | "mode"> & { state?: S } = {},
 ): Promise<AsyncGenerateResult<S>> {
-  const c = model.config;
-  const maxNew = opts.maxNewTokens ?? 32;
-  if (!Number.isInteger(maxNew) || maxNew < 0) throw new MlaError(`max new tokens must be a non-negative integer, got ${maxNew}`);
-  if (prompt.length === 0) throw new MlaError("the prompt is empty");
-  const state = opts.state ?? model.newState(Math.min(prompt.length + maxNew, c.maxPositionEmbeddings));
-  if (state.position + prompt.length > c.maxPositionEmbeddings) {
-    throw new MlaError(`prompt of ${state.position + prompt.length} tokens is longer than the context length ${c.maxPositionEmbeddings}`);
-  }
-  const budget = Math.min(maxNew, c.maxPositionEmbeddings - state.position - prompt.length + 1);
-  const eos = new Set(opts.eosTokenIds ?? c.eosTokenIds);
-  const sampler = new Sampler(opts);
+  const { state, budget, eos, sampler } = startGeneration(model, prompt, opts);
   const onDevice = sampler.greedy && model.forwardArgmax ? model.forwardArgmax.bind(model) : null;
   const step = async (ids: readonly number[]) => (onDevice ? onDevice(ids, state) : sampler.sample(await model.forward(ids, state)));
   const tokens: number[] = [], decodeMs: number[] = [];

@@ -2,6 +2,7 @@ import { MlaError } from "../errors.js";
 import type { MlaMode } from "../attention/mla.js";
 import type { CausalLM, ModelState } from "../model/causal-lm.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
+import type { ModelConfig } from "../model/config.js";
 
 export interface GenerateOptions<S extends ModelState = ModelState> extends SamplingOptions {
   readonly maxNewTokens?: number;
@@ -15,7 +16,7 @@ export interface GenerateOptions<S extends ModelState = ModelState> extends Samp
   readonly state?: S;
 }
 
-export interface GenerateResult<S extends ModelState = ModelState> {
+export interface GenerateResult<S extends { readonly position: number } = ModelState> {
   /** The new token ids (an EOS token that stopped generation is included, as transformers does). */
   readonly tokens: number[];
   readonly stopReason: "eos" | "length";
@@ -26,8 +27,15 @@ export interface GenerateResult<S extends ModelState = ModelState> {
   readonly state: S;
 }
 
-/** Prefill the prompt, then decode one token at a time on the model's cache (latent or K/V). */
-export function generate<S extends ModelState>(model: CausalLM<S>, prompt: readonly number[], opts: GenerateOptions<S> = {}): GenerateResult<S> {
+/**
+ * What generate and generateAsync (./generate-async.ts) check and set up before the prefill: the options, the
+ * state (fresh, sized for the prompt and the new tokens, or the caller's), the token budget the context allows,
+ * the stop set and the sampler.
+ */
+export function startGeneration<S extends { readonly position: number }>(
+  model: { readonly config: ModelConfig; newState(capacity?: number): S }, prompt: readonly number[],
+  opts: SamplingOptions & { readonly maxNewTokens?: number; readonly eosTokenIds?: readonly number[]; readonly state?: S },
+): { state: S; budget: number; eos: Set<number>; sampler: Sampler } {
   const c = model.config;
   const maxNew = opts.maxNewTokens ?? 32;
   if (!Number.isInteger(maxNew) || maxNew < 0) throw new MlaError(`max new tokens must be a non-negative integer, got ${maxNew}`);
@@ -37,8 +45,12 @@ export function generate<S extends ModelState>(model: CausalLM<S>, prompt: reado
     throw new MlaError(`prompt of ${state.position + prompt.length} tokens is longer than the context length ${c.maxPositionEmbeddings}`);
   }
   const budget = Math.min(maxNew, c.maxPositionEmbeddings - state.position - prompt.length + 1);
-  const eos = new Set(opts.eosTokenIds ?? c.eosTokenIds);
-  const sampler = new Sampler(opts);
+  return { state, budget, eos: new Set(opts.eosTokenIds ?? c.eosTokenIds), sampler: new Sampler(opts) };
+}
+
+/** Prefill the prompt, then decode one token at a time on the model's cache (latent or K/V). */
+export function generate<S extends ModelState>(model: CausalLM<S>, prompt: readonly number[], opts: GenerateOptions<S> = {}): GenerateResult<S> {
+  const { state, budget, eos, sampler } = startGeneration(model, prompt, opts);
   const tokens: number[] = [];
   const decodeMs: number[] = [];
   let t0 = performance.now();

@@ -86,15 +86,20 @@ function fillSyntheticCache(caches: readonly RowCache[], n: number, rand: () => 
 }
 
 export function benchCommand(opts: BenchOptions, ops?: Ops): void {
-  const r = runBench(opts, ops);
-  if (opts.json) {
+  printBench(runBench(opts, ops), opts.json);
+}
+
+/** Both backends' report; `gpuBytes` (webgpu) adds the GPU memory held. */
+export function printBench(r: BenchResult & { readonly gpuBytes?: number }, json?: boolean): void {
+  if (json) {
     process.stdout.write(JSON.stringify(r) + "\n");
     return;
   }
+  const gpu = r.gpuBytes === undefined ? "" : `, GPU memory ${(r.gpuBytes / 2 ** 20).toFixed(1)} MiB`;
   process.stdout.write(
     `${r.model} (${r.kernels}, attention ${r.attention}${r.context ? `, after a synthetic ${r.context}-token cache` : ""})\n` +
       `prefill ${r.promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s\n` +
       `decode  ${r.decodeTokens} tokens: ${r.decodeMsPerToken.toFixed(2)} ms/token (median), ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n` +
-      `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, ${r.cacheKind} ${(r.kvCacheBytes / 2 ** 20).toFixed(2)} MiB\n`,
+      `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB${gpu}, ${r.cacheKind} ${(r.kvCacheBytes / 2 ** 20).toFixed(2)} MiB\n`,
   );
 }

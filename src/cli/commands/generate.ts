@@ -21,7 +21,7 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-export function timing(r: GenerateResult): { prefillMs: number; prefillTokensPerSecond: number; decodeMsPerToken: number; decodeTokensPerSecond: number } {
+export function timing(r: GenerateResult<{ readonly position: number }>): { prefillMs: number; prefillTokensPerSecond: number; decodeMsPerToken: number; decodeTokensPerSecond: number } {
   const d = median(r.decodeMs);
   return {
     prefillMs: r.prefillMs,

@@ -7,13 +7,12 @@ import type { WebGpuBackend } from "../../backends/webgpu/backend.js";
 import { GpuModel } from "../../model/gpu/model.js";
 import { generateAsync } from "../../generate/generate-async.js";
 import { mulberry32 } from "../../generate/rng.js";
-import { argmax } from "../../generate/sampler.js";
 import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
 import { describeModel } from "../../model/info.js";
 import { loadingBar } from "../progress.js";
-import { median, promptTokens, type GenerateCliOptions } from "./generate.js";
-import type { LogitsOptions } from "./logits.js";
-import type { BenchOptions, BenchResult } from "./bench.js";
+import { median, promptTokens, timing, type GenerateCliOptions } from "./generate.js";
+import { printLogits, type LogitsOptions } from "./logits.js";
+import { printBench, type BenchOptions, type BenchResult } from "./bench.js";
 import { infoText } from "./info.js";
 
 function load(dir: string, gpu: WebGpuBackend): GpuModel {
@@ -33,17 +32,7 @@ function checkForm(mode: string): void {
 export async function gpuLogitsCommand(opts: LogitsOptions, gpu: WebGpuBackend): Promise<void> {
   checkForm(opts.attention);
   const model = load(opts.model, gpu);
-  const V = model.config.vocabSize, T = opts.ids.length;
-  const logits = await model.forward(opts.ids, model.newState(T), { allLogits: true });
-  if (logits.some((x) => !Number.isFinite(x))) throw new MlaError("the model produced non-finite logits (corrupt weights?)");
-  if (opts.json) {
-    process.stdout.write(JSON.stringify({ logits: Array.from({ length: T }, (_, t) => Array.from(logits.subarray(t * V, (t + 1) * V))) }) + "\n");
-    return;
-  }
-  for (let t = 0; t < T; t++) {
-    const row = logits.subarray(t * V, (t + 1) * V), best = argmax(row);
-    process.stdout.write(`position ${t} (token ${opts.ids[t]}): argmax ${best} (${row[best].toFixed(4)})\n`);
-  }
+  printLogits(await model.forward(opts.ids, model.newState(opts.ids.length), { allLogits: true }), opts.ids, model.config.vocabSize, opts.json);
 }
 
 export async function gpuGenerateCommand(opts: GenerateCliOptions, gpu: WebGpuBackend): Promise<void> {
@@ -54,15 +43,14 @@ export async function gpuGenerateCommand(opts: GenerateCliOptions, gpu: WebGpuBa
   const stream = tok ? new StreamDecoder(tok) : null, out = process.stdout;
   const onToken = opts.json ? undefined : (id: number, i: number) => void out.write(stream ? stream.push(id) : `${i ? " " : ""}${id}`);
   const r = await generateAsync(model, prompt, { ...opts, onToken });
-  const d = median(r.decodeMs);
-  const timing = { prefillMs: r.prefillMs, prefillTokensPerSecond: (r.promptTokens / r.prefillMs) * 1000, decodeMsPerToken: d, decodeTokensPerSecond: 1000 / d };
+  const t = timing(r);
   if (opts.json) {
-    out.write(JSON.stringify({ tokens: r.tokens, text: tok?.decode(r.tokens), stopReason: r.stopReason, promptTokens: r.promptTokens, timing }) + "\n");
+    out.write(JSON.stringify({ tokens: r.tokens, text: tok?.decode(r.tokens), stopReason: r.stopReason, promptTokens: r.promptTokens, timing: t }) + "\n");
     return;
   }
   out.write((stream ? stream.flush() : "") + "\n");
-  process.stderr.write(`[${r.tokens.length} tokens, stop: ${r.stopReason}; prefill ${r.promptTokens} tok at ${timing.prefillTokensPerSecond.toFixed(1)} tok/s; ` +
-    `decode ${Number.isNaN(d) ? "-" : d.toFixed(2)} ms/token; ${gpu.name}]\n`);
+  process.stderr.write(`[${r.tokens.length} tokens, stop: ${r.stopReason}; prefill ${r.promptTokens} tok at ${t.prefillTokensPerSecond.toFixed(1)} tok/s; ` +
+    `decode ${Number.isNaN(t.decodeMsPerToken) ? "-" : t.decodeMsPerToken.toFixed(2)} ms/token; ${gpu.name}]\n`);
 }
 
 export interface GpuBenchResult extends BenchResult {
@@ -114,17 +102,7 @@ export async function runGpuBench(opts: BenchOptions, gpu: WebGpuBackend): Promi
 }
 
 export async function gpuBenchCommand(opts: BenchOptions, gpu: WebGpuBackend): Promise<void> {
-  const r = await runGpuBench(opts, gpu);
-  if (opts.json) {
-    process.stdout.write(JSON.stringify(r) + "\n");
-    return;
-  }
-  process.stdout.write(
-    `${r.model} (${r.kernels}${r.context ? `, after a synthetic ${r.context}-token cache` : ""})\n` +
-      `prefill ${r.promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s\n` +
-      `decode  ${r.decodeTokens} tokens: ${r.decodeMsPerToken.toFixed(2)} ms/token (median), ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n` +
-      `peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB, GPU memory ${(r.gpuBytes / 2 ** 20).toFixed(1)} MiB, ${r.cacheKind} ${(r.kvCacheBytes / 2 ** 20).toFixed(2)} MiB\n`,
-  );
+  printBench(await runGpuBench(opts, gpu), opts.json);
 }
 
 /** `npm start` on the GPU: the cache comparison and one sampled generation. */

@@ -17,8 +17,14 @@ export function logitsCommand(opts: LogitsOptions, ops?: Ops): void {
   checkAttentionForm(model, opts.attention);
   const V = model.config.vocabSize, T = opts.ids.length;
   const logits = model.forward(opts.ids, model.newState(T), { mode: opts.attention, allLogits: true });
+  printLogits(logits, opts.ids, V, opts.json);
+}
+
+/** Both backends' output: {"logits": rows} with --json, else each position's argmax. */
+export function printLogits(logits: Float32Array, ids: readonly number[], V: number, json?: boolean): void {
   if (logits.some((x) => !Number.isFinite(x))) throw new MlaError("the model produced non-finite logits (corrupt weights?)");
-  if (opts.json) {
+  const T = ids.length;
+  if (json) {
     const rows = Array.from({ length: T }, (_, t) => Array.from(logits.subarray(t * V, (t + 1) * V)));
     process.stdout.write(JSON.stringify({ logits: rows }) + "\n");
     return;
@@ -26,6 +32,6 @@ export function logitsCommand(opts: LogitsOptions, ops?: Ops): void {
   for (let t = 0; t < T; t++) {
     const row = logits.subarray(t * V, (t + 1) * V);
     const best = argmax(row);
-    process.stdout.write(`position ${t} (token ${opts.ids[t]}): argmax ${best} (${row[best].toFixed(4)})\n`);
+    process.stdout.write(`position ${t} (token ${ids[t]}): argmax ${best} (${row[best].toFixed(4)})\n`);
   }
 }
