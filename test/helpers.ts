@@ -102,3 +102,16 @@ export function finiteDiff(p: Float32Array | Float64Array, f: () => number, eps 
   }
   return g;
 }
+
+/**
+ * Parameters away from a model's init's symmetric point (gradient tests): matrices ~0.5 randn, norm vectors
+ * 1 +- 0.3 randn; one seed per tensor, starting at `seed`.
+ */
+export function randomizeParams(m: { params: Map<string, Float32Array | Float64Array>; shapes: Map<string, readonly number[]> }, seed: number): void {
+  let s = seed;
+  for (const [name, p] of m.params) {
+    const shape = m.shapes.get(name)!;
+    const r = randn(p.length, s++);
+    for (let i = 0; i < p.length; i++) p[i] = shape.length === 1 ? 1 + 0.3 * r[i] : 0.5 * r[i];
+  }
+}

@@ -3,20 +3,11 @@ import assert from "node:assert/strict";
 import { TrainModel, llamaConfig, type LlamaSpec } from "../src/train/model.js";
 import { ropeHalves } from "../src/backends/cpu/rope.js";
 import { ropeHalvesBackward } from "../src/train/grad/index.js";
-import { finiteDiff, randn, relErr, randomBatch } from "./helpers.js";
+import { finiteDiff, randn, randomizeParams, relErr, randomBatch } from "./helpers.js";
 
 const SPEC: LlamaSpec = {
   vocabSize: 31, hiddenSize: 15, intermediateSize: 22, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 6, rmsNormEps: 1e-5,
 };
-
-function randomize(m: TrainModel, seed: number): void {
-  let s = seed;
-  for (const [name, p] of m.params) {
-    const shape = m.shapes.get(name)!;
-    const r = randn(p.length, s++);
-    for (let i = 0; i < p.length; i++) p[i] = shape.length === 1 ? 1 + 0.3 * r[i] : 0.5 * r[i];
-  }
-}
 
 test("ropeHalves equals x*cos + rotate_half(x)*sin with cos/sin repeated over both halves (transformers' Llama)", () => {
   const T = 3, H = 5, d = 10, half = d / 2;
@@ -46,7 +37,7 @@ test("ropeHalves equals x*cos + rotate_half(x)*sin with cos/sin repeated over bo
 for (const [label, kv] of [["MHA", 4], ["GQA", 2], ["MQA", 1]] as const) {
   test(`train llama model (${label}, ${kv} KV heads): every parameter's gradient matches float64 central differences`, (t) => {
     const m = new TrainModel(llamaConfig({ ...SPEC, numKvHeads: kv }), { float64: true, seed: 3 });
-    randomize(m, 900 + kv);
+    randomizeParams(m, 900 + kv);
     const { ids, targets } = randomBatch(2, 5, SPEC.vocabSize, 70 + kv);
     targets[0][3] = -100;
     m.zeroGrad();

@@ -6,27 +6,17 @@ import { DeepseekModel } from "../src/model/decoder.js";
 import { assemble } from "../src/model/weights.js";
 import { parseConfig } from "../src/model/config.js";
 import { f32Tensor } from "../src/tensor/tensor.js";
-import { finiteDiff, randn, relErr, randomBatch } from "./helpers.js";
+import { finiteDiff, randomizeParams, relErr, randomBatch } from "./helpers.js";
 
 const SPEC: DenseMlaSpec = {
   vocabSize: 37, hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 2,
   kvLoraRank: 8, qkNopeHeadDim: 4, qkRopeHeadDim: 4, vHeadDim: 6, rmsNormEps: 1e-5,
 };
 
-/** Parameters away from the init's symmetric point: matrices uniform(-0.5, 0.5), norms 1 +- 0.3. */
-function randomize(m: TrainModel, seed: number): void {
-  let s = seed;
-  for (const [name, p] of m.params) {
-    const shape = m.shapes.get(name)!;
-    const r = randn(p.length, s++);
-    for (let i = 0; i < p.length; i++) p[i] = shape.length === 1 ? 1 + 0.3 * r[i] : 0.5 * r[i];
-  }
-}
-
 for (const qLoraRank of [null, 8]) {
   test(`train model (q_lora_rank ${qLoraRank}): every parameter's gradient matches float64 central differences`, (t) => {
     const m = new TrainModel(denseMlaConfig({ ...SPEC, qLoraRank }), { float64: true, seed: 3 });
-    randomize(m, 500);
+    randomizeParams(m, 500);
     const { ids, targets } = randomBatch(2, 5, SPEC.vocabSize, 77);
     targets[1][2] = -100; // an ignored position
     m.zeroGrad();

@@ -6,8 +6,8 @@
  */
 import { DEFAULT_ROPE, RotaryEmbedding } from "../attention/rope.js";
 import { ropeHalves } from "../backends/cpu/rope.js";
-import { attendBackward, ropeHalvesBackward, type Vec } from "./grad/index.js";
-import { attendBatch, batchRope, type TrainAttention, type TrainCtx } from "./attention.js";
+import { ropeHalvesBackward, type Vec } from "./grad/index.js";
+import { attendBackwardBatch, attendBatch, batchRope, type TrainAttention, type TrainCtx } from "./attention.js";
 import type { LlamaSpec } from "./configs.js";
 
 interface GqaSaved {
@@ -52,14 +52,7 @@ export class GqaTrainAttention implements TrainAttention<GqaSaved> {
     x.mm.backwardInput(datt, dy, N, D, x.p(`${at}o_proj.weight`), H * hd);
     x.mm.backwardWeight(x.g(`${at}o_proj.weight`), dy, L.att, N, D, H * hd);
     const dq = A(N * H * hd), dk = A(N * G * hd), dv = A(N * G * hd);
-    for (let b = 0; b < B; b++) {
-      const qo = b * T * H * hd, ko = b * T * G * hd;
-      attendBackward(
-        dq.subarray(qo), dk.subarray(ko), dv.subarray(ko),
-        L.q.subarray(qo), L.k.subarray(ko), L.v.subarray(ko), datt.subarray(qo),
-        T, H, G, hd, hd, this.scale,
-      );
-    }
+    attendBackwardBatch(dq, dk, dv, L.q, L.k, L.v, datt, B, T, H, G, hd, hd, this.scale);
     ropeHalvesBackward(dq, N, H, hd, 0, H * hd, hd, cos, sin);
     ropeHalvesBackward(dk, N, G, hd, 0, G * hd, hd, cos, sin);
     const dxn = A(N * D);

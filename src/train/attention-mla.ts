@@ -11,9 +11,9 @@ import { LATENT_NORM_EPS } from "../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../attention/rope.js";
 import type { ModelConfig } from "../model/config.js";
 import { ropeInterleaved } from "../backends/cpu/rope.js";
-import { attendBackward, rmsNormBackward, ropeInterleavedBackward, type Vec } from "./grad/index.js";
-import { attendBatch, batchRope, type TrainAttention, type TrainCtx } from "./attention.js";
-import { rmsRows } from "./norm.js";
+import { rmsNormBackward, ropeInterleavedBackward, type Vec } from "./grad/index.js";
+import { attendBackwardBatch, attendBatch, batchRope, type TrainAttention, type TrainCtx } from "./attention.js";
+import { rmsNorm } from "../backends/cpu/norm.js";
 
 interface MlaSaved {
   xn: Vec; //          [N, D]
@@ -48,7 +48,7 @@ export class MlaTrainAttention implements TrainAttention<MlaSaved> {
       cq = A(N * qr);
       cqn = A(N * qr);
       x.mm.forward(cq, xn, N, D, x.p(`${at}q_a_proj.weight`), qr);
-      rmsRows(cqn, cq, N, qr, x.p(`${at}q_a_layernorm.weight`), LATENT_NORM_EPS);
+      rmsNorm(cqn, cq, N, qr, x.p(`${at}q_a_layernorm.weight`), LATENT_NORM_EPS);
       x.mm.forward(q, cqn, N, qr, x.p(`${at}q_b_proj.weight`), H * dqk);
     } else {
       x.mm.forward(q, xn, N, D, x.p(`${at}q_proj.weight`), H * dqk);
@@ -57,7 +57,7 @@ export class MlaTrainAttention implements TrainAttention<MlaSaved> {
     const a = A(N * (dc + dr));
     x.mm.forward(a, xn, N, D, x.p(`${at}kv_a_proj_with_mqa.weight`), dc + dr);
     const ckv = A(N * dc);
-    rmsRows(ckv, a, N, dc, x.p(`${at}kv_a_layernorm.weight`), LATENT_NORM_EPS, dc + dr, dc);
+    rmsNorm(ckv, a, N, dc, x.p(`${at}kv_a_layernorm.weight`), LATENT_NORM_EPS, dc + dr, dc);
     const kr = a.slice();
     ropeInterleaved(kr, N, 1, dr, dc, dc + dr, 0, cos, sin);
     const kv = A(N * H * (dn + dv));
@@ -84,14 +84,7 @@ export class MlaTrainAttention implements TrainAttention<MlaSaved> {
     x.mm.backwardInput(datt, dy, N, D, x.p(`${at}o_proj.weight`), H * dv);
     x.mm.backwardWeight(x.g(`${at}o_proj.weight`), dy, L.att, N, D, H * dv);
     const dq = A(N * H * dqk), dk = A(N * H * dqk), dvv = A(N * H * dv);
-    for (let b = 0; b < B; b++) {
-      const qo = b * T * H * dqk, vo = b * T * H * dv;
-      attendBackward(
-        dq.subarray(qo), dk.subarray(qo), dvv.subarray(vo),
-        L.q.subarray(qo), L.k.subarray(qo), L.v.subarray(vo), datt.subarray(vo),
-        T, H, H, dqk, dv, this.scale,
-      );
-    }
+    attendBackwardBatch(dq, dk, dvv, L.q, L.k, L.v, datt, B, T, H, H, dqk, dv, this.scale);
     // k = [kv_b(c_KV) nope rows | shared k_rope], v = kv_b value rows
     const dkv = A(N * H * (dn + dv)), da = A(N * (dc + dr));
     for (let r = 0; r < N; r++) for (let hh = 0; hh < H; hh++) {

@@ -4,7 +4,7 @@
  * o_proj output [N, D], keeping what its backward needs; the backward returns d(xn) and adds parameter gradients.
  */
 import type { RotaryEmbedding } from "../attention/rope.js";
-import type { Vec } from "./grad/index.js";
+import { attendBackward, type Vec } from "./grad/index.js";
 import type { MatmulOps } from "./fast.js";
 
 export interface TrainCtx {
@@ -70,5 +70,16 @@ export function attendCausal(out: Vec, q: Vec, k: Vec, v: Vec, T: number, H: num
 export function attendBatch(out: Vec, q: Vec, k: Vec, v: Vec, B: number, T: number, H: number, G: number, dk: number, dv: number, scale: number): void {
   for (let b = 0; b < B; b++) {
     attendCausal(out.subarray(b * T * H * dv), q.subarray(b * T * H * dk), k.subarray(b * T * G * dk), v.subarray(b * T * G * dv), T, H, G, dk, dv, scale);
+  }
+}
+
+/** attendBackward over each of B sequences of a batch (the layouts of attendBatch; gradients overwritten). */
+export function attendBackwardBatch(
+  dq: Vec, dk: Vec, dv: Vec, q: Vec, k: Vec, v: Vec, dout: Vec,
+  B: number, T: number, H: number, G: number, hdk: number, hdv: number, scale: number,
+): void {
+  for (let b = 0; b < B; b++) {
+    const qo = b * T * H * hdk, ko = b * T * G * hdk, vo = b * T * G * hdv, oo = b * T * H * hdv;
+    attendBackward(dq.subarray(qo), dk.subarray(ko), dv.subarray(vo), q.subarray(qo), k.subarray(ko), v.subarray(vo), dout.subarray(oo), T, H, G, hdk, hdv, scale);
   }
 }

@@ -8,23 +8,51 @@ import { MlaError } from "../errors.js";
 
 export type Json = Record<string, unknown>;
 
-/** Sizes of a dense MLA model; the config.json it implies comes from `denseMlaConfig`. */
-export interface DenseMlaSpec {
+/** What every trained decoder's config has, whatever its attention. */
+export interface DecoderSpec {
   readonly vocabSize: number;
   readonly hiddenSize: number;
   readonly intermediateSize: number;
   readonly numLayers: number;
   readonly numHeads: number;
-  readonly kvLoraRank: number;
-  readonly qLoraRank?: number | null;
-  readonly qkNopeHeadDim: number;
-  readonly qkRopeHeadDim: number;
-  readonly vHeadDim: number;
   readonly maxPositionEmbeddings?: number;
   readonly rmsNormEps?: number;
   readonly ropeTheta?: number;
   readonly bosTokenId?: number | null;
   readonly eosTokenId?: number | null;
+}
+
+/** config.json fields of a DecoderSpec, in the hub spelling: dense SwiGLU, untied, no RoPE scaling, float32. */
+function decoderFields(s: DecoderSpec): Json {
+  return {
+    vocab_size: s.vocabSize,
+    hidden_size: s.hiddenSize,
+    intermediate_size: s.intermediateSize,
+    num_hidden_layers: s.numLayers,
+    num_attention_heads: s.numHeads,
+    hidden_act: "silu",
+    max_position_embeddings: s.maxPositionEmbeddings ?? 2048,
+    initializer_range: 0.02,
+    rms_norm_eps: s.rmsNormEps ?? 1e-6,
+    rope_theta: s.ropeTheta ?? 10000.0,
+    rope_scaling: null,
+    attention_bias: false,
+    attention_dropout: 0.0,
+    tie_word_embeddings: false,
+    use_cache: true,
+    bos_token_id: s.bosTokenId ?? null,
+    eos_token_id: s.eosTokenId ?? null,
+    torch_dtype: "float32",
+  };
+}
+
+/** Sizes of a dense MLA model; the config.json it implies comes from `denseMlaConfig`. */
+export interface DenseMlaSpec extends DecoderSpec {
+  readonly kvLoraRank: number;
+  readonly qLoraRank?: number | null;
+  readonly qkNopeHeadDim: number;
+  readonly qkRopeHeadDim: number;
+  readonly vHeadDim: number;
 }
 
 /**
@@ -36,12 +64,8 @@ export function denseMlaConfig(s: DenseMlaSpec): Json {
   return {
     architectures: ["DeepseekV3ForCausalLM"],
     model_type: "deepseek_v3",
-    vocab_size: s.vocabSize,
-    hidden_size: s.hiddenSize,
-    intermediate_size: s.intermediateSize,
+    ...decoderFields(s),
     moe_intermediate_size: s.intermediateSize,
-    num_hidden_layers: s.numLayers,
-    num_attention_heads: s.numHeads,
     num_key_value_heads: s.numHeads,
     n_shared_experts: null,
     n_routed_experts: null,
@@ -57,39 +81,16 @@ export function denseMlaConfig(s: DenseMlaSpec): Json {
     qk_nope_head_dim: s.qkNopeHeadDim,
     qk_rope_head_dim: s.qkRopeHeadDim,
     v_head_dim: s.vHeadDim,
-    hidden_act: "silu",
-    max_position_embeddings: s.maxPositionEmbeddings ?? 2048,
-    initializer_range: 0.02,
-    rms_norm_eps: s.rmsNormEps ?? 1e-6,
-    rope_theta: s.ropeTheta ?? 10000.0,
-    rope_scaling: null,
     rope_interleave: true,
-    attention_bias: false,
-    attention_dropout: 0.0,
-    tie_word_embeddings: false,
-    use_cache: true,
     num_nextn_predict_layers: 0,
-    bos_token_id: s.bosTokenId ?? null,
-    eos_token_id: s.eosTokenId ?? null,
-    torch_dtype: "float32",
   };
 }
 
 /** Sizes of a dense Llama-layout model (MHA / GQA / MQA by numKvHeads). */
-export interface LlamaSpec {
-  readonly vocabSize: number;
-  readonly hiddenSize: number;
-  readonly intermediateSize: number;
-  readonly numLayers: number;
-  readonly numHeads: number;
+export interface LlamaSpec extends DecoderSpec {
   /** numHeads: MHA; 1: MQA; a divisor in between: GQA. */
   readonly numKvHeads: number;
   readonly headDim: number;
-  readonly maxPositionEmbeddings?: number;
-  readonly rmsNormEps?: number;
-  readonly ropeTheta?: number;
-  readonly bosTokenId?: number | null;
-  readonly eosTokenId?: number | null;
 }
 
 /** config.json of a `llama` model in the hub spelling (top-level rope_theta, rope_scaling null, explicit head_dim). */
@@ -97,28 +98,11 @@ export function llamaConfig(s: LlamaSpec): Json {
   return {
     architectures: ["LlamaForCausalLM"],
     model_type: "llama",
-    vocab_size: s.vocabSize,
-    hidden_size: s.hiddenSize,
-    intermediate_size: s.intermediateSize,
-    num_hidden_layers: s.numLayers,
-    num_attention_heads: s.numHeads,
+    ...decoderFields(s),
     num_key_value_heads: s.numKvHeads,
     head_dim: s.headDim,
-    hidden_act: "silu",
-    max_position_embeddings: s.maxPositionEmbeddings ?? 2048,
-    initializer_range: 0.02,
-    rms_norm_eps: s.rmsNormEps ?? 1e-6,
-    rope_theta: s.ropeTheta ?? 10000.0,
-    rope_scaling: null,
-    attention_bias: false,
-    attention_dropout: 0.0,
     mlp_bias: false,
     pretraining_tp: 1,
-    tie_word_embeddings: false,
-    use_cache: true,
-    bos_token_id: s.bosTokenId ?? null,
-    eos_token_id: s.eosTokenId ?? null,
-    torch_dtype: "float32",
   };
 }
 

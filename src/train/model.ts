@@ -29,7 +29,7 @@ import { llamaTensors, parseLlamaSpec, type Json } from "./configs.js";
 import type { TrainAttention, TrainCtx } from "./attention.js";
 import { MlaTrainAttention } from "./attention-mla.js";
 import { GqaTrainAttention } from "./attention-gqa.js";
-import { rmsRows } from "./norm.js";
+import { rmsNorm } from "../backends/cpu/norm.js";
 
 export { denseMlaConfig, llamaConfig, type DenseMlaSpec, type LlamaSpec, type Json } from "./configs.js";
 
@@ -210,13 +210,13 @@ export class TrainModel {
       const pre = `model.layers.${i}.`;
       const hIn = h;
       const xn = A(N * D);
-      rmsRows(xn, hIn, N, D, x.p(`${pre}input_layernorm.weight`), eps);
+      rmsNorm(xn, hIn, N, D, x.p(`${pre}input_layernorm.weight`), eps);
       const { y, saved: attn } = this.attention.forward(x, `${pre}self_attn.`, xn, B, T);
       const hMid = A(N * D);
       for (let j = 0; j < N * D; j++) hMid[j] = hIn[j] + y[j];
 
       const xn2 = A(N * D);
-      rmsRows(xn2, hMid, N, D, x.p(`${pre}post_attention_layernorm.weight`), eps);
+      rmsNorm(xn2, hMid, N, D, x.p(`${pre}post_attention_layernorm.weight`), eps);
       const g = A(N * F), u = A(N * F), s = A(N * F);
       x.mm.forward(g, xn2, N, D, x.p(`${pre}mlp.gate_proj.weight`), F);
       x.mm.forward(u, xn2, N, D, x.p(`${pre}mlp.up_proj.weight`), F);
@@ -229,7 +229,7 @@ export class TrainModel {
       h = hOut;
     }
     const hf = A(N * D);
-    rmsRows(hf, h, N, D, x.p("model.norm.weight"), eps);
+    rmsNorm(hf, h, N, D, x.p("model.norm.weight"), eps);
     const V = c.vocabSize;
     const logits = A(N * V);
     x.mm.forward(logits, hf, N, D, x.p("lm_head.weight"), V);

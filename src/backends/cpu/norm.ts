@@ -1,5 +1,7 @@
-/** RMSNorm over rows of width D: out = w * x / sqrt(mean(x^2) + eps). out may alias x. */
-export function rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride = D, outStride = D): void {
+type F = Float32Array | Float64Array;
+
+/** RMSNorm over rows of width D: out = w * x / sqrt(mean(x^2) + eps). out may alias x. Float64 arrays too (training's gradient checks). */
+export function rmsNorm(out: F, x: F, T: number, D: number, w: F, eps: number, xStride = D, outStride = D): void {
   for (let t = 0; t < T; t++) {
     const xo = t * xStride;
     const oo = t * outStride;

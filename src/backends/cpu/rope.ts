@@ -1,11 +1,11 @@
 /**
- * Rotary embedding on interleaved pairs (x0,x1),(x2,x3),... of a d-wide slice, in place.
- * x holds T rows (stride `rowStride`) of `heads` slices each (stride `headStride`, starting at `offset`);
- * cos/sin hold T rows of d/2 values (the caller's positions).
+ * Rotary embedding in place on T rows (stride `rowStride`) of `heads` d-wide slices each (stride `headStride`,
+ * starting at `offset`); cos/sin hold T rows of d/2 values (the caller's positions). Pair j rotates by the angle of
+ * frequency j; the two layouts differ only in which dims form pair j.
  */
-export function ropeInterleaved(
+function rotatePairs(
   x: Float32Array | Float64Array, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number,
-  cos: ArrayLike<number>, sin: ArrayLike<number>,
+  cos: ArrayLike<number>, sin: ArrayLike<number>, step: number, gap: number,
 ): void {
   const half = d >> 1;
   for (let t = 0; t < T; t++) {
@@ -13,32 +13,27 @@ export function ropeInterleaved(
       const o = t * rowStride + h * headStride + offset;
       for (let j = 0; j < half; j++) {
         const c = cos[t * half + j], s = sin[t * half + j];
-        const a = x[o + 2 * j], b = x[o + 2 * j + 1];
-        x[o + 2 * j] = a * c - b * s;
-        x[o + 2 * j + 1] = a * s + b * c;
+        const ia = o + j * step, ib = ia + gap;
+        const a = x[ia], b = x[ib];
+        x[ia] = a * c - b * s;
+        x[ib] = a * s + b * c;
       }
     }
   }
 }
 
-/**
- * Rotary embedding by halves (transformers' Llama `rotate_half`): pairs (x_j, x_{j+d/2}) of a d-wide slice rotate
- * by the angle of frequency j, in place. Same layout arguments as `ropeInterleaved`.
- */
+/** Interleaved pairs (x0,x1),(x2,x3),... (DeepSeek). */
+export function ropeInterleaved(
+  x: Float32Array | Float64Array, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number,
+  cos: ArrayLike<number>, sin: ArrayLike<number>,
+): void {
+  rotatePairs(x, T, heads, d, offset, rowStride, headStride, cos, sin, 2, 1);
+}
+
+/** By halves, pairs (x_j, x_{j+d/2}) (transformers' Llama `rotate_half`). Same layout arguments. */
 export function ropeHalves(
   x: Float32Array | Float64Array, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number,
   cos: ArrayLike<number>, sin: ArrayLike<number>,
 ): void {
-  const half = d >> 1;
-  for (let t = 0; t < T; t++) {
-    for (let h = 0; h < heads; h++) {
-      const o = t * rowStride + h * headStride + offset;
-      for (let j = 0; j < half; j++) {
-        const c = cos[t * half + j], s = sin[t * half + j];
-        const a = x[o + j], b = x[o + half + j];
-        x[o + j] = a * c - b * s;
-        x[o + half + j] = a * s + b * c;
-      }
-    }
-  }
+  rotatePairs(x, T, heads, d, offset, rowStride, headStride, cos, sin, 1, d >> 1);
 }
