@@ -21,9 +21,14 @@ export function exitAfterTests(): void {
   });
 }
 
-export function gpuBackend(): Promise<WebGpuBackend> {
+/** Point this process (and the children that inherit its environment) at SwiftShader when no ICD is chosen. */
+export function useSwiftShaderIfNoGpu(): void {
   if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
   process.env.XDG_RUNTIME_DIR ??= "/tmp";
+}
+
+export function gpuBackend(): Promise<WebGpuBackend> {
+  useSwiftShaderIfNoGpu();
   shared ??= WebGpuBackend.create();
   return shared;
 }

@@ -1,14 +1,12 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { GpuTrainMatmul } from "../src/train/gpu-matmul.js";
 import { TrainModel, denseMlaConfig, llamaConfig } from "../src/train/model.js";
 import { randomBatch, relErr } from "./helpers.js";
+import { useSwiftShaderIfNoGpu } from "./gpu-env.js";
 
 // Training's products on WebGPU (issue 4: "on WebGPU when available"), on SwiftShader where no GPU is present.
-const SWIFTSHADER = "/usr/lib/chromium/vk_swiftshader_icd.json";
-if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
-process.env.XDG_RUNTIME_DIR ??= "/tmp";
+useSwiftShaderIfNoGpu();
 const gpu = await GpuTrainMatmul.create();
 after(() => gpu.close());
 
@@ -49,7 +47,7 @@ test("mla train --backend webgpu: the same per-step losses as --backend cpu-scal
       const out = join(dir, backend);
       const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", "train", "--out", out, "--text", text, "--vocab", "300",
         "--layers", "1", "--hidden", "32", "--heads", "2", "--kv-lora-rank", "16", "--nope", "8", "--rope", "8", "--v", "8", "--intermediate", "48",
-        "--batch", "2", "--seq", "16", "--steps", "4", "--backend", backend, "--json"], { cwd: root, encoding: "utf8", timeout: 120_000, env: process.env });
+        "--batch", "2", "--seq", "16", "--steps", "4", "--backend", backend, "--json"], { cwd: root, encoding: "utf8", timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
       return readFileSync(join(out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l)).filter((m) => "loss" in m).map((m) => m.loss as number);
     };

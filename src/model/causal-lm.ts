@@ -112,6 +112,34 @@ export function embedBatch(w: DecoderWeights<unknown>, D: number, items: readonl
   return h;
 }
 
+/**
+ * The pre-norm residual stack both families share, over the N rows of all items: embeddings, then per layer
+ * h += attention_i(input_layernorm(h)) and h += ffn_i(post_attention_layernorm(h)). Returns the final hidden
+ * states [N, D]; hiddenStates, when given, receives the embedding output and each layer's output.
+ */
+export function residualStack<L extends { readonly inputNorm: Float32Array; readonly postNorm: Float32Array }>(
+  c: ModelConfig, ops: Ops, w: DecoderWeights<L>, items: readonly BatchItem[], N: number,
+  attention: (i: number, x: Float32Array) => Float32Array,
+  ffn: (i: number, layer: L, x: Float32Array) => Float32Array,
+  hiddenStates?: Float32Array[],
+): Float32Array {
+  const D = c.hiddenSize;
+  const h = embedBatch(w, D, items, N);
+  hiddenStates?.push(h.slice());
+  const x = new Float32Array(N * D);
+  for (let i = 0; i < c.numLayers; i++) {
+    const l = w.layers[i];
+    ops.rmsNorm(x, h, N, D, l.inputNorm, c.rmsNormEps);
+    const a = attention(i, x);
+    for (let j = 0; j < N * D; j++) h[j] += a[j];
+    ops.rmsNorm(x, h, N, D, l.postNorm, c.rmsNormEps);
+    const f = ffn(i, l, x);
+    for (let j = 0; j < N * D; j++) h[j] += f[j];
+    hiddenStates?.push(h.slice());
+  }
+  return h;
+}
+
 /** Logits [B, V] of the last row of each item: the rows gathered first, so lm_head streams its weights once. */
 export function lastRowLogits(c: ModelConfig, w: DecoderWeights<unknown>, ops: Ops, h: Float32Array, items: readonly BatchItem[]): Float32Array {
   const D = c.hiddenSize, B = items.length, last = new Float32Array(B * D);

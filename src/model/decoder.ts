@@ -9,7 +9,7 @@ import { mlpForward } from "./mlp.js";
 import { moeForward, type RouterKind } from "./moe.js";
 import { loadWeights, type ModelWeights } from "./weights.js";
 import {
-  checkBatch, embedBatch, lastRowLogits, lmHeadLogits,
+  checkBatch, lastRowLogits, lmHeadLogits, residualStack,
   type BatchForwardOptions, type BatchItem, type CausalLM, type ForwardOptions, type LoadOptions, type ModelState,
 } from "./causal-lm.js";
 
@@ -98,21 +98,10 @@ export class DeepseekModel implements CausalLM<RunState> {
 
   /** The decoder stack over the N rows of all items (already checked): final hidden states [N, D]. */
   private hidden(items: readonly BatchItem<RunState>[], N: number, mode: MlaMode, hiddenStates?: Float32Array[]): Float32Array {
-    const c = this.config, D = c.hiddenSize;
-    const h = embedBatch(this.weights, D, items, N);
-    hiddenStates?.push(h.slice());
-    const x = new Float32Array(N * D);
-    for (let i = 0; i < c.numLayers; i++) {
-      const l = this.weights.layers[i];
-      const segs = items.map((it) => ({ T: it.ids.length, cache: it.state.caches[i] }));
-      this.ops.rmsNorm(x, h, N, D, l.inputNorm, c.rmsNormEps);
-      const a = this.attention[i].forwardBatch(x, segs, mode);
-      for (let j = 0; j < N * D; j++) h[j] += a[j];
-      this.ops.rmsNorm(x, h, N, D, l.postNorm, c.rmsNormEps);
-      const f = isMoeLayer(c, i) ? moeForward(this.router, l.moe!, x, N, c, this.ops) : mlpForward(l.mlp!, x, N, this.ops);
-      for (let j = 0; j < N * D; j++) h[j] += f[j];
-      hiddenStates?.push(h.slice());
-    }
-    return h;
+    const c = this.config;
+    return residualStack(c, this.ops, this.weights, items, N,
+      (i, x) => this.attention[i].forwardBatch(x, items.map((it) => ({ T: it.ids.length, cache: it.state.caches[i] })), mode),
+      (i, l, x) => (isMoeLayer(c, i) ? moeForward(this.router, l.moe!, x, N, c, this.ops) : mlpForward(l.mlp!, x, N, this.ops)),
+      hiddenStates);
   }
 }

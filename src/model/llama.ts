@@ -9,7 +9,7 @@ import { loadConfig, type ModelConfig } from "./config.js";
 import { mlpForward } from "./mlp.js";
 import { loadLlamaWeights, type LlamaWeights } from "./weights.js";
 import {
-  checkBatch, embedBatch, lastRowLogits, lmHeadLogits,
+  checkBatch, lastRowLogits, lmHeadLogits, residualStack,
   type BatchForwardOptions, type BatchItem, type CausalLM, type ForwardOptions, type LoadOptions, type ModelState,
 } from "./causal-lm.js";
 
@@ -97,21 +97,9 @@ export class LlamaModel implements CausalLM<KvRunState> {
 
   /** The decoder stack over the N rows of all items (already checked): final hidden states [N, D]. */
   private hidden(items: readonly BatchItem<KvRunState>[], N: number, _mode?: MlaMode, hiddenStates?: Float32Array[]): Float32Array {
-    const c = this.config, D = c.hiddenSize;
-    const h = embedBatch(this.weights, D, items, N);
-    hiddenStates?.push(h.slice());
-    const x = new Float32Array(N * D);
-    for (let i = 0; i < c.numLayers; i++) {
-      const l = this.weights.layers[i];
-      const segs = items.map((it) => ({ T: it.ids.length, cache: it.state.caches[i] }));
-      this.ops.rmsNorm(x, h, N, D, l.inputNorm, c.rmsNormEps);
-      const a = this.attention[i].forwardBatch(x, segs);
-      for (let j = 0; j < N * D; j++) h[j] += a[j];
-      this.ops.rmsNorm(x, h, N, D, l.postNorm, c.rmsNormEps);
-      const f = mlpForward(l.mlp, x, N, this.ops);
-      for (let j = 0; j < N * D; j++) h[j] += f[j];
-      hiddenStates?.push(h.slice());
-    }
-    return h;
+    return residualStack(this.config, this.ops, this.weights, items, N,
+      (i, x) => this.attention[i].forwardBatch(x, items.map((it) => ({ T: it.ids.length, cache: it.state.caches[i] }))),
+      (_i, l, x) => mlpForward(l.mlp, x, N, this.ops),
+      hiddenStates);
   }
 }

@@ -19,18 +19,23 @@ export function route(kind: RouterKind, w: MoeWeights, x: Float32Array, T: numbe
   return kind === "sigmoid-grouped" ? routeSigmoidGrouped(logits, T, w.scoreBias, c) : routeSoftmax(logits, T, c);
 }
 
+/** The routing slots (t*k + j) of each chosen expert, experts in increasing order, so each expert runs once. */
+export function slotsByExpert(experts: ArrayLike<number>): [number, number[]][] {
+  const byExpert = new Map<number, number[]>();
+  for (let slot = 0; slot < experts.length; slot++) {
+    const list = byExpert.get(experts[slot]);
+    if (list) list.push(slot);
+    else byExpert.set(experts[slot], [slot]);
+  }
+  return [...byExpert].sort((a, b) => a[0] - b[0]);
+}
+
 /** out = sum_k weight_k expert_k(x) + shared(x); tokens are batched per expert so each expert runs once. */
 export function moeForward(kind: RouterKind, w: MoeWeights, x: Float32Array, T: number, c: RouterConfig, ops: Ops = cpuOps): Float32Array {
   const D = w.experts[0].gate.shape[1], k = c.numExpertsPerTok;
   const { experts, weights } = route(kind, w, x, T, D, c);
   const out = new Float32Array(T * D);
-  const byExpert = new Map<number, number[]>(); // expert -> slots t*k+j
-  experts.forEach((e, slot) => {
-    const list = byExpert.get(e);
-    if (list) list.push(slot);
-    else byExpert.set(e, [slot]);
-  });
-  for (const [e, slots] of [...byExpert].sort((a, b) => a[0] - b[0])) {
+  for (const [e, slots] of slotsByExpert(experts)) {
     const xs = new Float32Array(slots.length * D);
     slots.forEach((slot, i) => xs.set(x.subarray(Math.floor(slot / k) * D, Math.floor(slot / k) * D + D), i * D));
     const ys = mlpForward(w.experts[e], xs, slots.length, ops);

@@ -21,6 +21,13 @@ export interface GpuWeight {
 const SLOT = 256; // minUniformBufferOffsetAlignment
 const WORDS = 16;
 
+/** The weight dtypes the shaders widen (WeightType); Q8 and others are refused. */
+function checkWeightDtype(dtype: string): asserts dtype is WeightType {
+  if (dtype !== "F32" && dtype !== "BF16" && dtype !== "F16") {
+    throw new MlaError(`webgpu: weights of dtype ${dtype} are not supported (F32, BF16, F16; --quantize is CPU-only)`);
+  }
+}
+
 /** Float bits for a params word. */
 export function f32bits(x: number): number {
   const b = new Float32Array([x]);
@@ -196,9 +203,7 @@ export class WebGpuBackend {
 
   /** Upload a weight tensor as stored (F32, BF16, F16); Q8 and other dtypes are refused. */
   uploadWeight(t: Tensor, label?: string): GpuWeight {
-    if (t.dtype !== "F32" && t.dtype !== "BF16" && t.dtype !== "F16") {
-      throw new MlaError(`webgpu: weights of dtype ${t.dtype} are not supported (F32, BF16, F16; --quantize is CPU-only)`);
-    }
+    checkWeightDtype(t.dtype);
     const buffer = this.buffer(t.data.byteLength, label);
     this.write(buffer, t.data as Float32Array | Uint16Array);
     return { buffer, dtype: t.dtype, shape: t.shape };
@@ -207,7 +212,7 @@ export class WebGpuBackend {
   /** Matrices of one dtype and width stacked by rows into one buffer (MoE experts, indexed by row offset). */
   uploadStacked(ts: readonly Tensor[], label?: string): GpuWeight {
     const dtype = ts[0].dtype, cols = ts[0].shape[1];
-    if (dtype !== "F32" && dtype !== "BF16" && dtype !== "F16") throw new MlaError(`webgpu: weights of dtype ${dtype} are not supported (F32, BF16, F16)`);
+    checkWeightDtype(dtype);
     if (ts.some((t) => t.dtype !== dtype || t.shape[1] !== cols)) throw new MlaError("webgpu: stacked matrices differ in dtype or width");
     const bytes = ts.reduce((a, t) => a + t.data.byteLength, 0);
     const buffer = this.buffer(bytes, label);

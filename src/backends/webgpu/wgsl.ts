@@ -90,18 +90,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
  * Workgroups are laid out 2-D (x + y * 65535) so vocabulary-sized N fits the dispatch limit.
  */
 export function matvec(t: WeightType): string {
-  return HEADER + weightDecl(1, t) + /* wgsl */ `
-@group(0) @binding(2) var<storage, read> X: array<f32>;
-@group(0) @binding(3) var<storage, read_write> O: array<f32>;
-var<workgroup> red: array<f32, 256>;
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let T = pu(0u); let K = pu(1u); let N = pu(2u); let row0 = pu(3u);
-  let xs = pu(4u); let os = pu(5u); let xo = pu(6u); let oo = pu(7u);
-  let lane = l.x & 15u; let r = l.x >> 4u;
-  let n = (wg.x + wg.y * 65535u) * 4u + r;
-  var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
-  if (n < N) {
+  return matvecShader(weightDecl(1, t), `
     let wo = (row0 + n) * K;
     for (var k = lane; k < K; k += 16u) {
       let w = wld(wo + k);
@@ -109,7 +98,28 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       if (T > 1u) { a1 += w * X[xo + xs + k]; }
       if (T > 2u) { a2 += w * X[xo + 2u * xs + k]; }
       if (T > 3u) { a3 += w * X[xo + 3u * xs + k]; }
-    }
+    }`);
+}
+
+/**
+ * The skeleton both matrix-vector products share: 4 rows per workgroup of 64 (16 threads a row), per-thread sums
+ * a0..a3 for up to 4 tokens from `loop` (which sees T K N row0 xs xo, lane and the row n < N), then a tree
+ * reduction in workgroup memory and the (accumulating) store.
+ */
+function matvecShader(weights: string, loop: string): string {
+  return HEADER + weights + /* wgsl */ `
+@group(0) @binding(2) var<storage, read> X: array<f32>;
+@group(0) @binding(3) var<storage, read_write> O: array<f32>;
+var<workgroup> red: array<f32, 256>;
+fn xv(o: u32) -> vec4<f32> { return vec4<f32>(X[o], X[o + 1u], X[o + 2u], X[o + 3u]); }
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
+  let T = pu(0u); let K = pu(1u); let N = pu(2u); let row0 = pu(3u);
+  let xs = pu(4u); let os = pu(5u); let xo = pu(6u); let oo = pu(7u);
+  let lane = l.x & 15u; let r = l.x >> 4u;
+  let n = (wg.x + wg.y * 65535u) * 4u + r;
+  var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
+  if (n < N) {${loop}
   }
   red[l.x] = a0; red[64u + l.x] = a1; red[128u + l.x] = a2; red[192u + l.x] = a3;
   workgroupBarrier();
@@ -618,21 +628,7 @@ export function matvecWide(t: WeightType): string {
       : `let a = W[i];
       let w0 = vec4<f32>(unpack2x16float(a.x), unpack2x16float(a.y)); let w1 = vec4<f32>(unpack2x16float(a.z), unpack2x16float(a.w));`;
   // F32: 8 weights = two vec4<u32>; 16-bit: one
-  const per = t === "F32" ? 2 : 1;
-  return HEADER + /* wgsl */ `
-@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> X: array<f32>;
-@group(0) @binding(3) var<storage, read_write> O: array<f32>;
-var<workgroup> red: array<f32, 256>;
-fn xv(o: u32) -> vec4<f32> { return vec4<f32>(X[o], X[o + 1u], X[o + 2u], X[o + 3u]); }
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let T = pu(0u); let K = pu(1u); let N = pu(2u); let row0 = pu(3u);
-  let xs = pu(4u); let os = pu(5u); let xo = pu(6u); let oo = pu(7u);
-  let lane = l.x & 15u; let r = l.x >> 4u;
-  let n = (wg.x + wg.y * 65535u) * 4u + r;
-  var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
-  if (n < N) {
+  return matvecShader("@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;\n", `
     let base = (row0 + n) * (K / 8u); // in units of 8 weights
     for (var k8 = lane; k8 < K / 8u; k8 += 16u) {
       let i = base + k8;
@@ -642,21 +638,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       if (T > 1u) { a1 += dot(w0, xv(xo + xs + k)) + dot(w1, xv(xo + xs + k + 4u)); }
       if (T > 2u) { a2 += dot(w0, xv(xo + 2u * xs + k)) + dot(w1, xv(xo + 2u * xs + k + 4u)); }
       if (T > 3u) { a3 += dot(w0, xv(xo + 3u * xs + k)) + dot(w1, xv(xo + 3u * xs + k + 4u)); }
-    }
-  }
-  red[l.x] = a0; red[64u + l.x] = a1; red[128u + l.x] = a2; red[192u + l.x] = a3;
-  workgroupBarrier();
-  for (var s = 8u; s > 0u; s >>= 1u) {
-    if (lane < s) { for (var tt = 0u; tt < 4u; tt++) { red[tt * 64u + l.x] += red[tt * 64u + l.x + s]; } }
-    workgroupBarrier();
-  }
-  if (lane == 0u && n < N) {
-    for (var tt = 0u; tt < T; tt++) {
-      let o = oo + tt * os + n;
-      if (pu(8u) != 0u) { O[o] += red[tt * 64u + l.x]; } else { O[o] = red[tt * 64u + l.x]; }
-    }
-  }
-}`;
+    }`);
 }
 
 /**

@@ -15,7 +15,7 @@ import { kernels as K, type Pass, type WebGpuBackend } from "../../backends/webg
 import { Checkpoint } from "../checkpoint.js";
 import { isMoeLayer, loadConfig, parseConfig, type ModelConfig } from "../config.js";
 import type { Tensor } from "../../tensor/tensor.js";
-import { route, type RouterKind } from "../moe.js";
+import { route, slotsByExpert, type RouterKind } from "../moe.js";
 import { checkInput } from "../causal-lm.js";
 import { assemble, assembleLlama, expectedTensors, loadLlamaWeights, loadWeights, type LoadProgress } from "../weights.js";
 import { uploadWeights, type GpuLayer, type GpuMlp, type GpuMoe, type GpuWeights } from "./weights.js";
@@ -312,12 +312,10 @@ export class GpuModel {
     p.submit();
     const xs = await this.gpu.readF32(x, T * D);
     const { experts, weights } = route(this.router, moe.router, xs, T, D, c);
-    const byExpert = new Map<number, number[]>();
-    experts.forEach((e, slot) => byExpert.set(e, [...(byExpert.get(e) ?? []), slot]));
     const idx = new Uint32Array(T * k), wt = new Float32Array(T * k);
     const runs: [number, number, number][] = []; // expert, first entry, count
     let n = 0;
-    for (const [e, slots] of [...byExpert].sort((a, b) => a[0] - b[0])) {
+    for (const [e, slots] of slotsByExpert(experts)) {
       runs.push([e, n, slots.length]);
       for (const s of slots) {
         idx[n] = Math.floor(s / k);
