@@ -132,7 +132,7 @@ async function main(): Promise<void> {
 
   // --- prefill -------------------------------------------------------------------------------
   const prefill: Row[] = [];
-  for (const [N, K, T] of want("prefill") ? ([[2816, 1024, 64], [1024, 2816, 64]] as const) : []) {
+  for (const [N, K, T] of want("prefill") ? ([[2816, 1024, 8], [2816, 1024, 64], [1024, 2816, 64], [2816, 1024, 512]] as const) : []) {
     for (const dt of DTYPES) {
       for (const be of backends) {
         const mark = be.heap.mark();
@@ -146,7 +146,7 @@ async function main(): Promise<void> {
     }
   }
   if (prefill.length) {
-    console.log("## prefill (T=64): weight rows reused across tokens");
+    console.log("## batched decode (T=8) and prefill (T=64, 512): weight rows reused across tokens");
     table(prefill);
   }
 

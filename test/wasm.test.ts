@@ -66,7 +66,7 @@ describe("wasm kernels", () => {
     let seed = 100;
     for (const dt of DTYPES) {
       for (const [N, K] of [[37, 96], [101, 160], [64, 40]]) {
-        for (const T of [1, 3, 8]) {
+        for (const T of [1, 3, 7, 8, 13, 70]) {
           const wt = fromF32(randn(N * K, seed++), dt, [N, K]);
           const x = randn(T * K, seed++);
           const ref = new Float32Array(T * N).fill(12345);
@@ -86,7 +86,7 @@ describe("wasm kernels", () => {
   test("linear with row0, strided x and out (nothing outside the outputs is written)", () => {
     let seed = 300;
     for (const dt of [...DTYPES, "Q8" as const]) {
-      for (const T of [1, 3, 8]) {
+      for (const T of [1, 3, 7, 8, 13, 70]) {
         const rows = 150, K = 96, N = 101, row0 = 29, xStride = K + 3, outStride = N + 7;
         const wf = randn(rows * K, seed++);
         const x = randn(T * xStride, seed++);
@@ -118,7 +118,7 @@ describe("wasm kernels", () => {
   test("linear Q8 vs the dequantized weights, and the quantization error vs F32", (t) => {
     let seed = 500;
     for (const [N, K] of [[37, 96], [101, 160], [250, 1024]]) {
-      for (const T of [1, 3, 8]) {
+      for (const T of [1, 3, 7, 8, 13, 70]) {
         const wf = randn(N * K, seed++);
         const x = randn(T * K, seed++);
         const q8 = quantizeQ8(wf, N, K);

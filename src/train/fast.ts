@@ -18,7 +18,7 @@ import { MlaError } from "../errors.js";
 import type { WasmBackend } from "../backends/wasm/index.js";
 import { linearBackwardInput, linearBackwardWeight, type Vec } from "./grad/index.js";
 
-/** Reduced dimensions up to this fit the backend's preallocated scratch (1 MiB per thread >= 16 K + 64 bytes). */
+/** Reduced dimensions above this go to scalar code (the kernels' per-thread scratch grows with K: ~272 K bytes). */
 const MAX_K = 65528;
 
 const pad8 = (n: number) => (n + 7) & ~7;
@@ -52,6 +52,7 @@ export class TrainMatmul implements MatmulOps {
     const be = this.backend;
     const Kp = pad8(K);
     if (!be || Kp > MAX_K || T === 0 || N === 0) return linScalar(out, x, T, K, W, N, xs, os);
+    be.reserveLinear(Kp); // before the mark: scratch that grows inside it would pin the heap
     const heap = be.heap, mark = heap.mark();
     try {
       const xw = heap.allocF32(T * Kp), ww = heap.allocF32(N * Kp), ow = heap.allocF32(T * N);
@@ -71,6 +72,7 @@ export class TrainMatmul implements MatmulOps {
     const be = this.backend;
     const Np = pad8(N);
     if (!be || Np > MAX_K || T === 0 || K === 0) return linearBackwardInput(dx, dy, T, N, W, K, accumulate);
+    be.reserveLinear(Np); // before the mark: scratch that grows inside it would pin the heap
     const heap = be.heap, mark = heap.mark();
     try {
       const xw = heap.allocF32(T * Np), wt = heap.allocF32(K * Np), ow = heap.allocF32(T * K);
@@ -90,6 +92,7 @@ export class TrainMatmul implements MatmulOps {
     const be = this.backend;
     const Tp = pad8(T);
     if (!be || Tp > MAX_K || N === 0 || K === 0) return linearBackwardWeight(dW, dy, x, T, N, K);
+    be.reserveLinear(Tp); // before the mark: scratch that grows inside it would pin the heap
     const heap = be.heap, mark = heap.mark();
     try {
       const dyt = heap.allocF32(N * Tp), xt = heap.allocF32(K * Tp), ow = heap.allocF32(N * K);

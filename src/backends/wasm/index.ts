@@ -57,6 +57,7 @@ export interface KernelExports {
   linear_bf16(out: number, x: number, T: number, K: number, w: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
   linear_f16(out: number, x: number, T: number, K: number, w: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
   linear_q8(out: number, x: number, T: number, K: number, wq: number, scales: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
+  linear_scratch(K: number): number;
   rmsnorm(out: number, x: number, D: number, w: number, eps: number, t0: number, t1: number, xStride: number, outStride: number): void;
   silu_mul(out: number, gate: number, up: number, i0: number, i1: number): void;
   softmax(x: number, n: number): void;
@@ -185,6 +186,14 @@ export class WasmBackend {
   }
 
   /**
+   * Make sure products with inner dimension up to K need no new scratch. Scratch that grows later is taken from the
+   * heap and pins it (see ensureScratch), so callers that allocate and release around `linear` reserve first.
+   */
+  reserveLinear(K: number): void {
+    this.ensureScratch(Math.max(16 * K + 64, this.kernels.linear_scratch(K)));
+  }
+
+  /**
    * Per-thread scratch of at least `bytes`. The first 1 MiB per thread is set aside at creation (enough for K up to
    * 65532); growing past it takes new heap memory and pins the heap there (old buffers are abandoned).
    */
@@ -244,7 +253,8 @@ export class WasmBackend {
     if (K % 8 !== 0 || (w.dtype === "Q8" && K % Q8_BLOCK !== 0)) throw new MlaError(`linear: K=${K} must be a multiple of ${w.dtype === "Q8" ? 32 : 8}`);
     if (row0 < 0 || row0 + N > w.rows) throw new MlaError(`linear: rows [${row0}, ${row0 + N}) outside the weight's ${w.rows}`);
     if (T <= 0 || N <= 0) return;
-    this.ensureScratch(16 * K + 64); // T > 1: 4 widened rows; T = 1: x deinterleaved (BF16/F16, 4*K) or as int16 (Q8)
+    // T = 1: x deinterleaved (BF16/F16, 4*K bytes) or as int16 (Q8); T > 1: a packed token block and 4 widened rows
+    this.ensureScratch(T === 1 ? 16 * K + 64 : this.kernels.linear_scratch(K));
     const maxThreads = N * K * T >= this.minWork ? this.threads : 1;
     if (w.dtype === "Q8") {
       const nb = K / Q8_BLOCK;
