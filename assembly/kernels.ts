@@ -940,6 +940,19 @@ export function attend_latent(out: usize, q: usize, cache: usize, L: i32, w: i32
   }
 }
 
+/**
+ * attend_latent for sequences [s0, s1) of a batch, each with one query token and its own latent cache: sequence s has
+ * q at q + s*H*w*4, out at out + s*H*dc*4, and its cache described at table + s*12 as i32 (cache pointer, rows L,
+ * row stride in floats). One call for every decoding sequence of a step: the pool splits the sequences.
+ */
+export function attend_latent_many(out: usize, q: usize, table: usize, H: i32, w: i32, dc: i32, scale: f32, s0: i32, s1: i32, scratch: usize): void {
+  for (let s = s0; s < s1; s++) {
+    const t = table + <usize>s * 12;
+    attend_latent(out + <usize>s * <usize>H * (<usize>dc << 2), q + <usize>s * <usize>H * (<usize>w << 2),
+      <usize>load<i32>(t), load<i32>(t, 4), w, dc, load<i32>(t, 8), scale, 0, H, scratch);
+  }
+}
+
 /** First free byte after the module's static data: the JS allocator starts above this. */
 export function heap_base(): usize {
   return __heap_base;

@@ -1,7 +1,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { WasmOps } from "../src/backends/wasm/ops.js";
-import { cpuOps } from "../src/backends/ops.js";
+import { attendLatentEach, cpuOps } from "../src/backends/ops.js";
 import { GroupedQueryAttention } from "../src/attention/gqa.js";
 import { KvCache } from "../src/attention/cache.js";
 import { RotaryEmbedding, DEFAULT_ROPE } from "../src/attention/rope.js";
@@ -116,4 +116,28 @@ test("cache memory of dropped run states is reused (no growth over many sequence
   const grown = ops.be.heap.used - before;
   // without reuse each cycle takes 4 x 4096 x 80 floats (5.2 MB): 105 MB over 20 cycles
   assert.ok(grown < 4 * 4096 * 80 * 4 * 2, `heap grew by ${grown} bytes over 20 sequences`);
+});
+
+test("attendLatentMany (all decoding sequences in one call) equals attend per sequence, and the scalar kernel", () => {
+  const H = 5, dc = 20, dr = 8, w = dc + dr;
+  const lengths = [1, 37, 6, 130, 64, 3, 9];
+  const caches = lengths.map((L, i) => {
+    const data = ops.allocCache(w * (L + 4)); // capacity past the length: unused rows must not be read
+    data.set(randn(w * (L + 4), 700 + i, 1));
+    return { data, length: L, width: w };
+  });
+  const n = caches.length;
+  const q = randn(n * H * w, 777, 1);
+  const many = new Float32Array(n * H * dc), each = new Float32Array(n * H * dc), ref = new Float32Array(n * H * dc);
+  ops.attendLatentMany(many, q, H, w, dc, caches, 0.21);
+  attendLatentEach(ops, each, q, H, w, dc, caches, 0.21);
+  attendLatentEach(cpuOps, ref, q, H, w, dc, caches, 0.21);
+  assert.deepEqual(Array.from(many), Array.from(each), "the batched call computes each sequence as attend does");
+  const e = relErr(many, ref);
+  assert.ok(e < 1e-5, `rel err vs scalar ${e}`);
+  // a cache outside wasm memory (plain JS) takes the per-sequence path with the same results
+  const plain = caches.map((c) => ({ ...c, data: c.data.slice() }));
+  const mixed = new Float32Array(n * H * dc);
+  ops.attendLatentMany(mixed, q, H, w, dc, plain, 0.21);
+  assert.ok(relErr(mixed, ref) < 1e-5);
 });

@@ -1,7 +1,7 @@
 import { rowF32, tensor, type Tensor } from "../tensor/tensor.js";
 import { MlaError } from "../errors.js";
 import { ropeInterleaved } from "../backends/cpu/index.js";
-import { cpuOps, type Ops } from "../backends/ops.js";
+import { attendLatentRows, cpuOps, type Ops } from "../backends/ops.js";
 import type { LatentCache } from "./cache.js";
 import type { RotaryEmbedding } from "./rope.js";
 
@@ -194,10 +194,7 @@ export class MultiHeadLatentAttention {
     for (let h = 0; h < H; h++) this.ops.linearGrouped(qa.subarray(h * w), qd.subarray(h * (dn + dr)), n, dn, this.ukT, dc, qw, H * w, h * dc, 0);
     for (let i = 0; i < n * H; i++) qa.set(qd.subarray(i * (dn + dr) + dn, (i + 1) * (dn + dr)), i * w + dc);
     const oLat = new Float32Array(n * H * dc);
-    decode.forEach(({ cache }, i) => {
-      const view = { data: cache.data, offset: 0, rowStride: w, headStride: 0 };
-      this.ops.attend(oLat.subarray(i * H * dc, (i + 1) * H * dc), qa.subarray(i * H * w, (i + 1) * H * w), 1, H, w, view, view, dc, 1, cache.length, this.scale);
-    });
+    attendLatentRows(this.ops, oLat, qa, H, w, dc, decode.map((d) => d.cache), this.scale);
     const od = new Float32Array(n * H * dv);
     for (let h = 0; h < H; h++) this.ops.linearGrouped(od.subarray(h * dv), oLat.subarray(h * dc), n, dc, this.w.kvB, dv, H * dc, H * dv, h * (dn + dv) + dn, 0);
     decode.forEach(({ row }, i) => o.set(od.subarray(i * H * dv, (i + 1) * H * dv), row * H * dv));

@@ -22,6 +22,34 @@ export interface Ops {
   siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
   /** Causal attention (see backends/cpu/attention.ts). */
   attend(out: Float32Array, q: Float32Array, T: number, H: number, dk: number, k: KvView, v: KvView, dv: number, Hkv: number, L: number, scale: number): void;
+  /**
+   * Optional: the absorbed-MLA decode attention of n sequences in one call. Sequence i's query q[i] ([H, w] of
+   * q [n, H, w]) attends over all rows of its own latent cache rows[i] (row = [c_KV (dc) | k_rope], w floats) and
+   * writes out[i] ([H, dc] of out [n, H, dc]); each result must equal `attend` on that sequence alone. Without it,
+   * models call `attend` once per sequence (see attendLatentRows).
+   */
+  attendLatentMany?(out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: readonly LatentRows[], scale: number): void;
+}
+
+/** A sequence's latent cache as attention reads it: `length` rows of `width` floats at the start of `data`. */
+export interface LatentRows {
+  readonly data: Float32Array;
+  readonly length: number;
+  readonly width: number;
+}
+
+/** ops.attendLatentMany when the backend has it, else `attend` per sequence. */
+export function attendLatentRows(ops: Ops, out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: readonly LatentRows[], scale: number): void {
+  if (ops.attendLatentMany) ops.attendLatentMany(out, q, H, w, dc, rows, scale);
+  else attendLatentEach(ops, out, q, H, w, dc, rows, scale);
+}
+
+/** The absorbed decode of each sequence through `attend`: MQA with the latent row as key and its c_KV prefix as value. */
+export function attendLatentEach(ops: Pick<Ops, "attend">, out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: readonly LatentRows[], scale: number): void {
+  rows.forEach((c, i) => {
+    const view = { data: c.data, offset: 0, rowStride: c.width, headStride: 0 };
+    ops.attend(out.subarray(i * H * dc, (i + 1) * H * dc), q.subarray(i * H * w, (i + 1) * H * w), 1, H, w, view, view, dc, 1, c.length, scale);
+  });
 }
 
 /** The scalar reference kernels: plain JS, float64 sums. Correct everywhere, slow. */

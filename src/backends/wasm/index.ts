@@ -63,6 +63,7 @@ export interface KernelExports {
   softmax(x: number, n: number): void;
   attend_latent(out: number, q: number, cache: number, L: number, w: number, dc: number, cStride: number, scale: number, h0: number, h1: number, scratch: number): void;
   attend_latent_scratch(H: number, dc: number): number;
+  attend_latent_many(out: number, q: number, table: number, H: number, w: number, dc: number, scale: number, s0: number, s1: number, scratch: number): void;
   linear_grouped(dt: number, out: number, x: number, K: number, w: number, scales: number, N: number, row0: number, gs: number, g0: number, g1: number, xg: number, og: number, scratch: number): void;
   attend_heads(out: number, q: number, k: number, v: number, L: number, dk: number, dv: number, kRow: number, vRow: number, kHead: number, vHead: number, group: number, scale: number, h0: number, h1: number, scratch: number): void;
   attend_heads_scratch(L: number): number;
@@ -71,9 +72,9 @@ export interface KernelExports {
 }
 
 /** Kernels the pool can run, by index, and where each takes its (r0, r1) row range. */
-const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent", "linear_grouped", "attend_heads", "softmax_causal"] as const;
+const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent", "linear_grouped", "attend_heads", "softmax_causal", "attend_latent_many"] as const;
 const K_LINEAR: Record<WasmDType, number> = { F32: 0, BF16: 1, F16: 2, Q8: 3 };
-const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6, K_GROUPED = 7, K_HEADS = 8, K_SOFTMAX_CAUSAL = 9;
+const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6, K_GROUPED = 7, K_HEADS = 8, K_SOFTMAX_CAUSAL = 9, K_ATTEND_MANY = 10;
 
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
@@ -313,6 +314,19 @@ export class WasmBackend {
     this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
     const maxThreads = H * L * w >= this.minWork ? this.threads : 1;
     this.pool.run(K_ATTEND, [out, q, cache, L, w, dc, cStride, scale], 8, H, 4, maxThreads);
+  }
+
+  /**
+   * attendLatent for n sequences in one call, each with one query token and its own cache: q [n, H, w], out
+   * [n, H, dc]; `table` points at n triples of i32 (cache pointer, rows L >= 1, row stride in floats). Sequences are
+   * split across threads; each is computed exactly as attendLatent computes it alone.
+   */
+  attendLatentMany(out: number, q: number, n: number, H: number, table: number, w: number, dc: number, scale: number, totalRows: number): void {
+    if (w % 4 !== 0 || dc % 4 !== 0 || dc > w) throw new MlaError(`attendLatentMany: needs w % 4 == 0, dc % 4 == 0, dc <= w (w=${w}, dc=${dc})`);
+    if (n <= 0) return;
+    this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
+    const maxThreads = H * totalRows * w >= this.minWork ? this.threads : 1;
+    this.pool.run(K_ATTEND_MANY, [out, q, table, H, w, dc, scale], 7, n, 1, maxThreads);
   }
 
   /**

@@ -2,7 +2,7 @@ import type { Tensor } from "../../tensor/tensor.js";
 import { MlaError } from "../../errors.js";
 import { tensor } from "../../tensor/tensor.js";
 import type { KvView } from "../cpu/attention.js";
-import { cpuOps, type Ops } from "../ops.js";
+import { attendLatentEach, cpuOps, type LatentRows, type Ops } from "../ops.js";
 import type { Arena } from "./memory.js";
 import { WasmBackend, type WasmBackendOptions, type WasmWeight } from "./index.js";
 
@@ -130,6 +130,33 @@ export class WasmOps implements Ops {
     if (T === 1 && dk % 4 === 0 && dv % 4 === 0) return this.attendHeads(out, q, H, dk, k, v, dv, Hkv, L, scale);
     if (dk % 8 !== 0) return cpuOps.attend(out, q, T, H, dk, k, v, dv, Hkv, L, scale);
     this.attendGeneral(out, q, T, H, dk, k, v, dv, Hkv, L, scale);
+  }
+
+  /**
+   * Absorbed MLA decode of several sequences in one kernel call (split across threads by sequence), when every cache
+   * lives in wasm memory; otherwise attend per sequence.
+   */
+  attendLatentMany(out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: readonly LatentRows[], scale: number): void {
+    const ptrs = rows.map((r) => this.cachePtrs.get(r.data));
+    if (w % 4 !== 0 || dc % 4 !== 0 || dc > w || ptrs.some((p, i) => p === undefined || rows[i].width !== w || rows[i].length < 1)) {
+      return attendLatentEach(this, out, q, H, w, dc, rows, scale);
+    }
+    const n = rows.length;
+    this.step((a) => {
+      const qp = this.input(a, q, n * H * w);
+      const op = a.allocF32(n * H * dc).ptr;
+      const table = a.allocF32(n * 3);
+      const t32 = new Int32Array(this.be.heap.buffer, table.ptr, n * 3);
+      let total = 0;
+      rows.forEach((r, i) => {
+        t32[3 * i] = ptrs[i]!;
+        t32[3 * i + 1] = r.length;
+        t32[3 * i + 2] = w;
+        total += r.length;
+      });
+      this.be.attendLatentMany(op, qp, n, H, table.ptr, w, dc, scale, total);
+      out.set(this.be.heap.f32(op, n * H * dc));
+    });
   }
 
   /** Absorbed MLA decode: every head reads the latent rows [c_KV | k_rope] once (the kernel tiles heads). */
