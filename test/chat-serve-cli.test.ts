@@ -4,6 +4,8 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:chil
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
+import { useSwiftShaderIfNoGpu } from "./gpu-env.js";
+
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MAIN = join(ROOT, "src/cli/main.ts");
 
@@ -84,6 +86,28 @@ test("mla serve: bad options are one-line errors", () => {
   assert.match(r.stderr, /^error: .*no tokenizer\.json/, r.stderr);
   r = run("--max-cache-mb", "0", "--backend", "cpu-scalar");
   assert.match(r.stderr, /^error: the cache budget must be positive/, r.stderr);
-  r = run("--backend", "webgpu");
-  assert.match(r.stderr, /^error: chat and serve run on the cpu backends/, r.stderr);
+  r = run("--backend", "webgpu", "--attention", "naive");
+  assert.match(r.stderr, /^error: --attention naive: the webgpu backend always runs MLA absorbed/, r.stderr);
+});
+
+test("mla serve --backend webgpu: the GPU decoder answers as the CPU does (greedy), shuts down on SIGTERM", async () => {
+  useSwiftShaderIfNoGpu();
+  const ask = async (port: number) => {
+    const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prompt: "The jury said", max_tokens: 5, temperature: 0 }),
+    });
+    assert.equal(r.status, 200);
+    return ((await r.json()) as { choices: { text: string }[] }).choices[0].text;
+  };
+  const texts: string[] = [];
+  for (const backend of ["webgpu", "cpu-scalar"]) {
+    const p = start(["serve", "--backend", backend, "--port", "0", "--quiet"]);
+    await until(p, () => /on http:\/\/127\.0\.0\.1:\d+\/v1/.test(p.err()), `listening (${backend})`);
+    if (backend === "webgpu") assert.match(p.err(), /webgpu/, "the banner names the GPU backend");
+    texts.push(await ask(Number(/127\.0\.0\.1:(\d+)/.exec(p.err())![1])));
+    p.kill("SIGTERM");
+    assert.equal(await exited(p), 0, `clean exit (${backend}): ${p.err()}`);
+  }
+  assert.equal(texts[0], texts[1], "same greedy text");
 });

@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { exitAfterTests, gpuBackend } from "./gpu-env.js";
 import { GpuModel } from "../src/model/gpu/model.js";
 import { generateAsync } from "../src/generate/generate-async.js";
+import { TextEngine } from "../src/generate/text.js";
+import { cpuOps } from "../src/backends/ops.js";
 import { FIXTURES, FIXTURE_NAMES, batchRow, loadReference, relErr } from "./helpers.js";
 
 // The WebGPU backend against the float64 transformers reference (issue 5: relative error <= 1e-3, greedy tokens
@@ -71,4 +73,28 @@ test("webgpu: a model whose weights are q8 or unsupported is refused with a clea
   const { WebGpuBackend } = await import("../src/backends/webgpu/backend.js");
   assert.ok(WebGpuBackend, "module loads");
   assert.throws(() => gpu.uploadWeight({ dtype: "Q8", shape: [2, 32], data: new Int8Array(64), scales: new Float32Array(2) }), /Q8 are not supported/);
+});
+
+test("webgpu TextEngine (chat/serve on the GPU decoder): concurrent greedy requests equal the CPU engine's, cancelled and finished sequences free their GPU caches", async () => {
+  const dir = join(FIXTURES, "..", "..", "models", "mla-brown");
+  const ge = TextEngine.withModel(dir, GpuModel.load(dir, gpu), { maxCacheBytes: 64 << 20, maxBatch: 8 });
+  const ce = TextEngine.open(dir, { ops: cpuOps, maxCacheBytes: 64 << 20 });
+  const prompts = ["The jury said", "It was a", "He went to the"];
+  const run = (e: TextEngine, p: string) => e.start({ prompt: e.encode(p), maxTokens: 6, greedy: true }).done;
+  await Promise.all([...prompts, "Once"].map((p) => run(ge, p))); // scratch buffers reach their size for 4 sequences
+  await gpu.device.queue.onSubmittedWorkDone();
+  const base = gpu.allocatedBytes;
+  const long = ge.start({ prompt: ge.encode("Once"), maxTokens: 500, greedy: true });
+  const got = await Promise.all(prompts.map((p) => run(ge, p)));
+  long.cancel();
+  const cancelled = await long.done;
+  assert.equal(cancelled.finishReason, "cancelled");
+  const want = await Promise.all(prompts.map((p) => run(ce, p)));
+  got.forEach((g, i) => assert.deepEqual(g.tokens, want[i].tokens, `request ${i}: ${JSON.stringify(g.text)} vs ${JSON.stringify(want[i].text)}`));
+  const s = ge.scheduler.stats();
+  assert.ok(s.maxBatchSeen >= 3, `decoded together (max batch ${s.maxBatchSeen})`);
+  assert.equal(s.reservedBytes, 0);
+  await gpu.device.queue.onSubmittedWorkDone();
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(gpu.allocatedBytes, base, "every sequence's GPU cache and the step's row buffers were released");
 });

@@ -11,6 +11,7 @@ import { benchCommand } from "./commands/bench.js";
 import { openBackend } from "./backend.js";
 import type { Ops } from "../backends/ops.js";
 import type { WebGpuBackend } from "../backends/webgpu/backend.js";
+import type { TextBackend } from "./text-backend.js";
 import { gpuBenchCommand, gpuDemoCommand, gpuGenerateCommand, gpuLogitsCommand } from "./commands/gpu.js";
 
 /** The model bundled in the repo (models/ beside src/ and dist/). */
@@ -64,14 +65,27 @@ function withOps(o: { backend?: string; threads?: string; quantize?: string }, f
   });
 }
 
-/** As withOps, for commands that keep running (serve, chat): batched decoding runs on the cpu backends. */
-function withOpsAsync(o: { backend?: string; threads?: string; quantize?: string }, fn: (ops: Ops) => Promise<void>): Promise<void> {
+/** As withOps, for commands that keep running (serve, chat), on the CPU kernels or the WebGPU decoder. */
+function withTextBackend(o: { backend?: string; threads?: string; quantize?: string; attention?: string }, fn: (b: TextBackend) => Promise<void>): Promise<void> {
   return run(async () => {
-    if (o.backend === "webgpu") throw new MlaError("chat and serve run on the cpu backends (cpu, cpu-scalar); the webgpu decoder has no batched forward yet");
+    if (o.backend === "webgpu") {
+      if (o.quantize !== undefined) throw new MlaError("--quantize applies to the cpu backends (the webgpu backend keeps weights as stored: F32, BF16 or F16)");
+      const mode = parseMode(o.attention ?? "auto");
+      if (mode !== "auto") throw new MlaError(`--attention ${mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
+      const { WebGpuBackend } = await import("../backends/webgpu/backend.js");
+      const gpu = await WebGpuBackend.create();
+      try {
+        await fn({ kind: "webgpu", gpu });
+      } finally {
+        // as withOps: leave explicitly rather than through Dawn's own teardown
+        process.stdout.write("", () => process.exit(process.exitCode ?? 0));
+      }
+      return;
+    }
     const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
     const { ops, close } = await openBackend({ backend: o.backend, threads, quantize: o.quantize });
     try {
-      await fn(ops);
+      await fn({ kind: "cpu", ops });
     } finally {
       await close();
     }
@@ -180,7 +194,7 @@ backendOpts(program
   .option("--system <text>", "a system message at the start of the conversation")
   .addOption(attentionOpt()))
   .action((o) =>
-    withOpsAsync(o, async (ops) => {
+    withTextBackend(o, async (backend) => {
       const { chatCommand } = await import("./commands/chat.js");
       await chatCommand({
         model: o.model, maxTokens: parseInt10(o.maxTokens, "--max-tokens", 1),
@@ -189,7 +203,7 @@ backendOpts(program
         topP: o.topP === undefined ? undefined : parseFloatArg(o.topP, "--top-p"),
         seed: o.seed === undefined ? undefined : parseInt10(o.seed, "--seed"),
         system: o.system, attention: parseMode(o.attention),
-      }, ops);
+      }, backend);
     }),
   );
 
@@ -207,14 +221,14 @@ backendOpts(program
   .option("--quiet", "no per-request log lines on stderr")
   .addOption(attentionOpt()))
   .action((o) =>
-    withOpsAsync(o, async (ops) => {
+    withTextBackend(o, async (backend) => {
       const { serveCommand } = await import("./commands/serve.js");
       await serveCommand({
         model: o.model, host: o.host, port: parseInt10(o.port, "--port"), name: o.name,
         maxCacheMb: parseFloatArg(o.maxCacheMb, "--max-cache-mb"), maxBatch: parseInt10(o.maxBatch, "--max-batch", 1),
         maxQueue: parseInt10(o.maxQueue, "--max-queue", 1), maxBodyKb: parseInt10(o.maxBodyKb, "--max-body-kb", 1),
         attention: parseMode(o.attention), quiet: o.quiet,
-      }, ops);
+      }, backend);
     }),
   );
 

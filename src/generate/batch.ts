@@ -1,9 +1,40 @@
 import { MlaError } from "../errors.js";
 import type { MlaMode } from "../attention/mla.js";
 import { forwardBatch, type BatchItem, type CausalLM, type ModelState } from "../model/causal-lm.js";
+import type { ModelConfig } from "../model/config.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
 
 /** The queue is full: come back later (HTTP 429 with Retry-After). */
+/** What the scheduler needs of a sequence's run state. */
+export interface StepState {
+  /** Tokens in the caches (the next token's position). */
+  readonly position: number;
+  /** Bytes the caches hold now. */
+  readonly cacheBytes: number;
+}
+
+/**
+ * A model whose batched step completes later: the WebGPU decoder (GpuModel). The scheduler awaits each step, so
+ * sockets and timers are served while the GPU works, and hands finished states back through releaseState once
+ * no step in flight uses them (GPU buffers are freed explicitly, not by the garbage collector).
+ */
+export interface AsyncBatchModel<S extends StepState = StepState> {
+  readonly config: ModelConfig;
+  /** Exact cache bytes one token takes in a state. */
+  readonly cacheBytesPerToken: number;
+  newState(capacity: number): S;
+  /** Logits [B, V] of each item's last new position; each item's tokens are appended to its state. */
+  forwardBatchAsync(items: readonly { readonly ids: ArrayLike<number>; readonly state: S }[]): Promise<Float32Array>;
+  releaseState(state: S): void;
+}
+
+/** A model the scheduler can drive: a CPU CausalLM (synchronous steps) or an AsyncBatchModel. */
+export type BatchModel = CausalLM | AsyncBatchModel;
+
+function isAsync(m: BatchModel): m is AsyncBatchModel {
+  return "forwardBatchAsync" in m;
+}
+
 export class BusyError extends MlaError {
   constructor(message: string, readonly retryAfterSeconds: number) {
     super(message);
@@ -59,7 +90,7 @@ interface Sequence {
   readonly eos: ReadonlySet<number>;
   /** Cache rows reserved: prompt + new tokens, capped at the context. */
   readonly rows: number;
-  state: ModelState | null;
+  state: StepState | null;
   /** Prompt tokens already in the cache. */
   prefilled: number;
   readonly tokens: number[];
@@ -110,8 +141,12 @@ export class BatchScheduler {
   private tokensOut = 0;
   private maxBatchSeen = 0;
 
-  constructor(readonly model: CausalLM, private readonly opts: SchedulerOptions) {
-    this.cacheBytesPerToken = model.newState(1).rowCaches.reduce((s, c) => s + c.width * 4, 0);
+  /** States of finished sequences that a step in flight may still use: released when it ends (async models). */
+  private readonly toRelease: StepState[] = [];
+  private stepping = false;
+
+  constructor(readonly model: BatchModel, private readonly opts: SchedulerOptions) {
+    this.cacheBytesPerToken = isAsync(model) ? model.cacheBytesPerToken : model.newState(1).rowCaches.reduce((s, c) => s + c.width * 4, 0);
     if (!(opts.maxCacheBytes > 0)) throw new MlaError(`the cache budget must be positive, got ${opts.maxCacheBytes} bytes`);
     this.maxCacheBytes = opts.maxCacheBytes;
     this.maxBatch = positive(opts.maxBatch ?? 32, "max batch");
@@ -185,10 +220,24 @@ export class BatchScheduler {
     if (this.scheduled || (this.active.length === 0 && this.waiting.length === 0)) return;
     this.scheduled = true;
     setImmediate(() => {
-      this.scheduled = false;
-      this.step();
-      this.schedule();
+      const after = (): void => {
+        this.stepping = false;
+        for (const st of this.toRelease.splice(0)) this.release(st);
+        this.scheduled = false;
+        this.schedule();
+      };
+      this.stepping = true;
+      const r = this.step();
+      if (r) void r.then(after);
+      else after();
     });
+  }
+
+  /** An async model's state goes back now, or after the step that may still use it. */
+  private release(state: StepState): void {
+    if (!isAsync(this.model)) return; // CPU caches are garbage-collected (the wasm backend reuses their memory)
+    if (this.stepping) this.toRelease.push(state);
+    else this.model.releaseState(state);
   }
 
   /** Remove a sequence (idempotent): its cache and reservation go back to the budget. */
@@ -202,14 +251,18 @@ export class BatchScheduler {
       this.active.splice(a, 1);
       this.reserved -= seq.rows * this.cacheBytesPerToken;
     }
-    seq.state = null; // the caches become garbage (the wasm backend reuses their memory)
+    if (seq.state) this.release(seq.state);
+    seq.state = null;
     if (error !== undefined) seq.reject(error);
     else seq.resolve({ tokens: seq.tokens, finishReason: reason, promptTokens: seq.req.prompt.length });
     this.schedule();
   }
 
-  /** One forward pass: admit what fits, prefill chunks of new prompts, decode one token of every other sequence. */
-  private step(): void {
+  /**
+   * One forward pass: admit what fits, prefill chunks of new prompts, decode one token of every other sequence.
+   * Returns a promise when the model's step is asynchronous.
+   */
+  private step(): Promise<void> | void {
     while (this.waiting.length > 0 && this.fitsNow(this.waiting[0].rows)) {
       const seq = this.waiting.shift()!;
       seq.state = this.model.newState(seq.rows);
@@ -232,14 +285,32 @@ export class BatchScheduler {
       }
     }
     if (batch.length === 0) return;
+    const fail = (e: unknown): void => {
+      for (const b of batch) this.finish(b.seq, "cancelled", e);
+    };
+    const m = this.model;
+    if (isAsync(m)) {
+      let pending: Promise<Float32Array>;
+      try {
+        pending = m.forwardBatchAsync(batch.map((b) => ({ ids: b.ids, state: b.seq.state! })));
+      } catch (e) {
+        return fail(e);
+      }
+      return pending.then((logits) => this.sample(batch, logits), fail);
+    }
     let logits: Float32Array;
     try {
-      const items: BatchItem[] = batch.map((b) => ({ ids: b.ids, state: b.seq.state! }));
-      logits = forwardBatch(this.model, items, { mode: this.opts.mode });
+      // a CausalLM's own states (made by m.newState in step())
+      const items: BatchItem[] = batch.map((b) => ({ ids: b.ids, state: b.seq.state as ModelState }));
+      logits = forwardBatch(m, items, { mode: this.opts.mode });
     } catch (e) {
-      for (const b of batch) this.finish(b.seq, "cancelled", e);
-      return;
+      return fail(e);
     }
+    this.sample(batch, logits);
+  }
+
+  /** After a step: each sequence's next token from its logits row, then the stop rules. */
+  private sample(batch: readonly { seq: Sequence; ids: readonly number[] }[], logits: Float32Array): void {
     this.steps++;
     this.maxBatchSeen = Math.max(this.maxBatchSeen, batch.length);
     const V = this.model.config.vocabSize;

@@ -6,7 +6,7 @@ import { loadModel } from "../model/load.js";
 import type { LoadProgress } from "../model/weights.js";
 import { ChatTemplate, stopTokenIds, type ChatMessage } from "../tokenizer/chat.js";
 import { StreamDecoder, TextTokenizer } from "../tokenizer/tokenizer.js";
-import { BatchScheduler, type SchedulerOptions } from "./batch.js";
+import { BatchScheduler, type BatchModel, type SchedulerOptions } from "./batch.js";
 import type { SamplingOptions } from "./sampler.js";
 
 /**
@@ -76,6 +76,12 @@ export interface TextJob {
   cancel(): void;
 }
 
+function loadTokenizer(dir: string): TextTokenizer {
+  const tok = TextTokenizer.load(dir);
+  if (!tok) throw new MlaError(`${dir} has no tokenizer.json: text generation needs one`);
+  return tok;
+}
+
 export interface TextEngineOptions extends SchedulerOptions {
   readonly ops?: Ops;
   /** Name the API reports (default: the folder's name). */
@@ -83,22 +89,28 @@ export interface TextEngineOptions extends SchedulerOptions {
   readonly onProgress?: LoadProgress;
 }
 
-/** A model with its tokenizer, chat template and stop tokens, generating text through a BatchScheduler. */
-export class TextEngine {
+/**
+ * A model with its tokenizer, chat template and stop tokens, generating text through a BatchScheduler. M is a CPU
+ * CausalLM (TextEngine.open) or an asynchronous model such as the WebGPU decoder (TextEngine.withModel).
+ */
+export class TextEngine<M extends BatchModel = BatchModel> {
   readonly scheduler: BatchScheduler;
 
   constructor(
-    readonly name: string, readonly model: CausalLM, readonly tokenizer: TextTokenizer, readonly chat: ChatTemplate,
+    readonly name: string, readonly model: M, readonly tokenizer: TextTokenizer, readonly chat: ChatTemplate,
     readonly stopIds: readonly number[], schedulerOptions: SchedulerOptions,
   ) {
     this.scheduler = new BatchScheduler(model, schedulerOptions);
   }
 
-  /** Load a checkpoint folder that has a tokenizer.json. */
-  static open(dir: string, opts: TextEngineOptions): TextEngine {
-    const tok = TextTokenizer.load(dir);
-    if (!tok) throw new MlaError(`${dir} has no tokenizer.json: text generation needs one`);
-    const model = loadModel(dir, { ops: opts.ops, onProgress: opts.onProgress });
+  /** Load a checkpoint folder that has a tokenizer.json onto the CPU kernels `opts.ops`. */
+  static open(dir: string, opts: TextEngineOptions): TextEngine<CausalLM> {
+    const tok = loadTokenizer(dir);
+    return TextEngine.withModel(dir, loadModel(dir, { ops: opts.ops, onProgress: opts.onProgress }), opts, tok);
+  }
+
+  /** The tokenizer, chat template and stop tokens of checkpoint folder `dir` around a model already loaded from it. */
+  static withModel<M extends BatchModel>(dir: string, model: M, opts: SchedulerOptions & { readonly name?: string }, tok = loadTokenizer(dir)): TextEngine<M> {
     return new TextEngine(opts.name ?? basename(resolve(dir)), model, tok, ChatTemplate.load(dir, tok), stopTokenIds(dir, model.config, tok), opts);
   }
 

@@ -184,6 +184,11 @@ export class WebGpuBackend {
     b.destroy();
   }
 
+  /** Release b once the work submitted so far has finished (a submission in flight may still use it). */
+  releaseAfterQueue(b: GPUBuffer): void {
+    this.device.queue.onSubmittedWorkDone().then(() => this.release(b), () => undefined);
+  }
+
   write(b: GPUBuffer, data: Float32Array | Uint32Array | Uint16Array, offsetBytes = 0): void {
     // writeBuffer wants a multiple of 4 bytes
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength) as Uint8Array<ArrayBuffer>;

@@ -1,7 +1,7 @@
-import { TextEngine } from "../../generate/text.js";
+import type { TextEngine } from "../../generate/text.js";
 import { ApiServer } from "../../server/server.js";
 import type { MlaMode } from "../../attention/mla.js";
-import type { Ops } from "../../backends/ops.js";
+import { openTextEngine, textBackendName, type TextBackend } from "../text-backend.js";
 import { loadingBar } from "../progress.js";
 import { fmtBytes } from "../format.js";
 
@@ -19,12 +19,12 @@ export interface ServeOptions {
 }
 
 /** Serve until SIGINT/SIGTERM; resolves after a clean shutdown. */
-export async function serveCommand(opts: ServeOptions, ops: Ops): Promise<void> {
+export async function serveCommand(opts: ServeOptions, backend: TextBackend): Promise<void> {
   const bar = loadingBar("loading weights");
   let engine: TextEngine;
   try {
-    engine = TextEngine.open(opts.model, {
-      ops, name: opts.name, onProgress: bar.onProgress, mode: opts.attention,
+    engine = await openTextEngine(opts.model, backend, {
+      name: opts.name, onProgress: bar.onProgress, mode: opts.attention,
       maxCacheBytes: opts.maxCacheMb * 2 ** 20, maxBatch: opts.maxBatch, maxQueue: opts.maxQueue,
     });
   } finally {
@@ -36,7 +36,7 @@ export async function serveCommand(opts: ServeOptions, ops: Ops): Promise<void> 
   const s = engine.scheduler;
   const c = engine.model.config;
   process.stderr.write(
-    `serving ${engine.name} (${c.modelType}, ${c.attention}, ${ops.name}) on http://${addr.address}:${addr.port}/v1\n` +
+    `serving ${engine.name} (${c.modelType}, ${c.attention}, ${textBackendName(backend)}) on http://${addr.address}:${addr.port}/v1\n` +
       `cache: ${s.cacheBytesPerToken} bytes/token, budget ${fmtBytes(s.maxCacheBytes)} (${Math.floor(s.maxCacheBytes / s.cacheBytesPerToken)} tokens); ` +
       `batch <= ${opts.maxBatch}, queue <= ${opts.maxQueue}; context ${engine.contextLength}\n`,
   );

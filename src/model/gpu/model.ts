@@ -54,7 +54,7 @@ export class GpuState {
         const next = g.buffer(cap * w * 4, "cache");
         if (this.position) enc.copyBufferToBuffer(buf, 0, next, 0, this.position * w * 4);
         layer[j] = next;
-        g.device.queue.onSubmittedWorkDone().then(() => g.release(buf), () => undefined);
+        g.releaseAfterQueue(buf);
       });
     }
     g.device.queue.submit([enc.finish()]);
@@ -96,7 +96,8 @@ class Scratch {
     const bytes = Math.max(16, floats * 4);
     let b = this.bufs.get(name);
     if (!b || b.size < bytes) {
-      if (b) this.gpu.release(b);
+      // work already submitted (an earlier item of a batched step) may still read the old buffer
+      if (b) this.gpu.releaseAfterQueue(b);
       b = this.gpu.buffer(bytes, name);
       this.bufs.set(name, b);
     }
@@ -175,6 +176,38 @@ export class GpuModel {
     const rows = opts.allLogits ? ids.length : 1;
     const logits = await this.run(ids, state, rows);
     return this.gpu.readF32(logits, rows * this.config.vocabSize);
+  }
+
+  /**
+   * Several sequences' new tokens (continuous batching, see AsyncBatchModel): logits [B, V] of each item's last
+   * position. The items run one after another on the GPU's queue, each its own submission (so each reads its own
+   * token ids and positions), and their logits rows are gathered into one buffer read back once. Unlike the CPU
+   * decoder the items do not yet share one pass over the weights.
+   */
+  async forwardBatchAsync(items: readonly { readonly ids: ArrayLike<number>; readonly state: GpuState }[]): Promise<Float32Array> {
+    const V = this.config.vocabSize, B = items.length, g = this.gpu;
+    for (const it of items) checkInput(this.config, it.ids, it.state.position); // nothing is submitted for a bad batch
+    const rows: GPUBuffer[] = [];
+    for (const it of items) {
+      const logits = await this.run(it.ids, it.state, 1);
+      // the next item reuses the logits buffer: copy this row out in the queue's order
+      const row = g.buffer(V * 4, "batch.row");
+      const enc = g.device.createCommandEncoder();
+      enc.copyBufferToBuffer(logits, 0, row, 0, V * 4);
+      g.device.queue.submit([enc.finish()]);
+      rows.push(row);
+    }
+    const out = this.scratch.get("batch.logits", B * V);
+    const enc = g.device.createCommandEncoder();
+    rows.forEach((r, b) => enc.copyBufferToBuffer(r, 0, out, b * V * 4, V * 4));
+    g.device.queue.submit([enc.finish()]);
+    for (const r of rows) g.releaseAfterQueue(r);
+    return g.readF32(out, B * V);
+  }
+
+  /** Free a sequence's GPU caches (the scheduler calls this once no submitted work uses them). */
+  releaseState(state: GpuState): void {
+    state.release();
   }
 
   /** Greedy step: the argmax of the last position's logits, computed on the GPU (4 bytes come back). */
