@@ -78,6 +78,35 @@ test("full-rank conversion is exact (1e-4): MQA with every RoPE pair, GQA and MH
   }
 });
 
+test("grouped RoPE key (longrope table): full-rank conversion of any GQA and MHA is exact (1e-4), also from llama3-scaled RoPE", () => {
+  for (const [G, name] of [[2, "GQA 4/2"], [4, "MHA"]] as const) {
+    for (const rope of [undefined, { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 }]) {
+      const src = makeLlama(G, 30 + G);
+      if (rope) {
+        // the same weights read with Llama 3.1's frequency scaling (training itself writes plain RoPE)
+        const cfgPath = join(src, "config.json"), cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
+        writeFileSync(cfgPath, JSON.stringify({ ...cfg, rope_scaling: rope }));
+      }
+      // (plain RoPE cannot express llama3's scaled pairs at all: the shared key refuses that source)
+      const shared = rope ? Infinity : worstError(src, convertTo(src, { kvRank: D, ropeDim: d }));
+      const dst = convertTo(src, { kvRank: D, ropeDim: G * d, ropeKey: "grouped" });
+      const err = worstError(src, dst);
+      assert.ok(err < 1e-4, `${name}${rope ? " llama3" : ""}: logits differ by ${err}`);
+      assert.ok(shared > 1e-3, `${name}: the shared key (one slot per frequency) is not exact here (${shared})`);
+      const cfg = JSON.parse(readFileSync(join(dst, "config.json"), "utf8"));
+      assert.equal(cfg.qk_rope_head_dim, G * d);
+      assert.equal(cfg.rope_scaling.rope_type, "longrope");
+      assert.deepEqual(cfg.rope_scaling.short_factor, cfg.rope_scaling.long_factor);
+    }
+  }
+  // partial: one pair per group of the 3, the rest as NoPE: a smaller cache, no longer exact but close to the shared key's error
+  const src = makeLlama(2, 40);
+  const part = worstError(src, convertTo(src, { kvRank: D, ropeDim: 4, ropeKey: "grouped" }));
+  assert.ok(part < 1, `partial grouped key: ${part}`);
+  assert.throws(() => convertModel(readSource(src), { kvRank: D, ropeDim: 6, ropeKey: "grouped" }), /multiple of 4/);
+  assert.throws(() => convertModel(readSource(src), { kvRank: D, ropeDim: 16, ropeKey: "grouped" }), /between 4 and 12/);
+});
+
 test("exact with partial RoPE too, for every representable choice of pairs, when the dropped pairs carry no key; and with calibration data", () => {
   // only pairs 0 and 2 have keys: stride 2 keeps exactly them (rope_theta = base^(2 r / d)); "high" (stride 1)
   // keeps pair 1 instead and pair 2 loses its rotation
@@ -181,6 +210,14 @@ test("mla convert (CLI): calibrates on a text file, converts, measures and fine-
   assert.equal(res.summary.rope.nope, "mean", "calibration turns on the mean rotation");
   assert.ok(res.eval.logitError > 0 && Number.isFinite(res.eval.finetunedPerplexity), "logit error and perplexities reported");
   assert.ok(existsSync(join(out, "tokenizer.json")), "the tokenizer is copied");
+  // a grouped RoPE key (longrope config) goes through calibration, the engine and the trainer alike
+  const g = run("--model", src, "--out", join(tmp(), "g"), "--kv-rank", "12", "--rope-dim", "4", "--rope-key", "grouped", "--calibration", text,
+    "--calibration-windows", "4", "--seq", "16", "--finetune-steps", "2", "--batch", "2", "--eval-windows", "2", "--backend", "cpu-scalar", "--json");
+  assert.equal(g.status, 0, `grouped convert failed: ${g.stderr}`);
+  const gr = JSON.parse(g.stdout);
+  assert.equal(gr.summary.rope.key, "grouped");
+  assert.ok(Number.isFinite(gr.eval.finetunedPerplexity), "fine-tuned with the longrope table");
+  assert.match(run("--model", src, "--out", join(tmp(), "y"), "--kv-rank", "12", "--rope-dim", "4", "--rope-key", "both").stderr.trim(), /^error: --rope-key must be one of shared, grouped/);
   const bad = run("--model", src, "--out", join(tmp(), "x"), "--kv-rank", "99", "--rope-dim", "4");
   assert.notEqual(bad.status, 0, "rank 99 fails");
   assert.match(bad.stderr.trim(), /^error: --kv-rank 99 is larger than possible/, "one clear line");

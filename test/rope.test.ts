@@ -209,7 +209,7 @@ test("parseRope: rope_scaling null or type default mean plain RoPE", () => {
 test("parseRope: unsupported rope type throws MlaError", () => {
   assert.throws(() => parseRope({ rope_theta: 10000, rope_scaling: { type: "dynamic", factor: 2 } }), MlaError);
   assert.throws(() => parseRope({ rope_parameters: { rope_type: "linear", rope_theta: 10000, factor: 2 } }), MlaError);
-  assert.throws(() => parseRope({ rope_parameters: { rope_type: "longrope", rope_theta: 10000 } }), /not supported/);
+  assert.throws(() => parseRope({ rope_parameters: { rope_type: "longrope", rope_theta: 10000 } }), /short_factor must be a list/);
   // yarn without its required fields is an error too
   assert.throws(() => parseRope({ rope_parameters: { rope_type: "yarn", rope_theta: 10000 } }), MlaError);
 });
@@ -242,4 +242,20 @@ test("RotaryEmbedding.table at p0.. equals cos/sin(p*theta) * attentionFactor", 
     assert.deepEqual(Array.from(again.sin), Array.from(sin.subarray(half, 2 * half)));
   }
   assert.throws(() => new RotaryEmbedding(DEFAULT_ROPE, 7), MlaError);
+});
+
+test("parseRope longrope (what mla convert --rope-key grouped writes): theta_j = 1 / (f_j base^(2j/d)); unsupported variants are refused", () => {
+  const f = [1, 0.5, 3, 1.25];
+  const rope = parseRope({ rope_theta: 500, rope_scaling: { rope_type: "longrope", short_factor: f, long_factor: [...f], factor: 1.0, attention_factor: 1.0 } });
+  const inv = ropeInvFreq(rope, 8), plain = plainTheta(500, 8);
+  inv.forEach((x, j) => assert.ok(Math.abs(x - plain[j] / f[j]) <= 1e-15 * x, `pair ${j}`));
+  assert.equal(ropeAttentionFactor(rope), 1);
+  assert.equal(attentionScale(24, rope), 1 / Math.sqrt(24));
+  assert.equal(ropeAttentionFactor(parseRope({ rope_scaling: { rope_type: "longrope", short_factor: f, long_factor: f, factor: 4, attention_factor: 1.3 } })), 1.3);
+  const bad = (params: Record<string, unknown>, re: RegExp) => assert.throws(() => parseRope({ rope_scaling: { rope_type: "longrope", ...params } }), (e: unknown) => e instanceof MlaError && re.test(e.message));
+  bad({ short_factor: f, long_factor: [1, 1, 1, 1] }, /different short_factor and long_factor/);
+  bad({ short_factor: f, long_factor: f, factor: 4 }, /explicit attention_factor/);
+  bad({ short_factor: "x", long_factor: f }, /list of positive numbers/);
+  assert.throws(() => new RotaryEmbedding(rope, 6), /3 pairs/);
+  assert.throws(() => parseRope({ rope_scaling: { rope_type: "longrope", short_factor: f, long_factor: f } }, ["default", "linear", "llama3"]), /not supported/);
 });

@@ -2,8 +2,12 @@ import { MlaError } from "../errors.js";
 
 /** Rotary embedding settings, normalised from either config spelling (see model/config.ts). */
 export interface RopeScaling {
-  /** default, YaRN (DeepSeek), or linear / llama3 frequency scaling (the llama family). */
-  readonly type: "default" | "yarn" | "linear" | "llama3";
+  /**
+   * default, YaRN (DeepSeek), linear / llama3 frequency scaling (the llama family), or longrope: one factor per
+   * rotated pair, theta_j = 1 / (extFactors[j] base^(2j/dim)) (how `mla convert --rope-key grouped` gives every KV
+   * group its own copy of the source's frequencies).
+   */
+  readonly type: "default" | "yarn" | "linear" | "llama3" | "longrope";
   readonly theta: number;
   /** YaRN, linear, llama3: context extension factor s. */
   readonly factor: number;
@@ -16,8 +20,10 @@ export interface RopeScaling {
   readonly betaSlow: number;
   readonly mscale: number;
   readonly mscaleAllDim: number;
-  /** An explicit `attention_factor` in the config overrides the mscale ratio. */
+  /** An explicit `attention_factor` in the config overrides the mscale ratio (YaRN) or the default 1 (longrope). */
   readonly attentionFactor?: number;
+  /** longrope: the per-pair factors (short_factor, which must equal long_factor). */
+  readonly extFactors?: readonly number[];
 }
 
 export const DEFAULT_ROPE: RopeScaling = {
@@ -38,6 +44,11 @@ export function ropeInvFreq(rope: RopeScaling, dim: number): Float64Array {
   const half = dim >> 1;
   const inv = new Float64Array(half);
   for (let j = 0; j < half; j++) inv[j] = 1 / rope.theta ** ((2 * j) / dim);
+  if (rope.type === "longrope") {
+    const ext = rope.extFactors ?? [];
+    if (ext.length !== half) throw new MlaError(`longrope: ${ext.length} factors for a RoPE of ${dim} dims (${half} pairs)`);
+    return inv.map((f, j) => f / ext[j]);
+  }
   if (rope.type === "linear") return inv.map((f) => f / rope.factor);
   if (rope.type === "llama3") return llama3InvFreq(rope, inv);
   if (rope.type !== "yarn") return inv;
@@ -67,6 +78,7 @@ function llama3InvFreq(rope: RopeScaling, inv: Float64Array): Float64Array {
 
 /** The factor cos/sin are multiplied by, as transformers computes it for YaRN. */
 export function ropeAttentionFactor(rope: RopeScaling): number {
+  if (rope.type === "longrope") return rope.attentionFactor ?? 1;
   if (rope.type !== "yarn") return 1;
   if (rope.attentionFactor !== undefined) return rope.attentionFactor;
   if (rope.mscale && rope.mscaleAllDim) return yarnMscale(rope.factor, rope.mscale) / yarnMscale(rope.factor, rope.mscaleAllDim);

@@ -37,11 +37,25 @@ import type { Calibration } from "./calibrate.js";
 import { NOPE_ROTATIONS, attentionDistances, meanRotation, type NopeRotation } from "./nope-rotation.js";
 import { ropeInvFreq } from "../attention/rope.js";
 
+/**
+ * How the decoupled RoPE key is formed from the G KV heads:
+ *   shared   one key for all heads (r/2 pairs, each the principal combination of the G heads' pair keys), plain
+ *            RoPE at a chosen rope_theta: what the rest of the ecosystem loads, exact only when G = 1
+ *   grouped  every KV group keeps its own r/(2G) pairs side by side in the key (each head's query uses its group's
+ *            slots), rotated at the source's own frequencies through a longrope table (one factor per pair): exact
+ *            at full rank for any GQA/MHA, at r = G d for full RoPE; loads in the engine and in transformers, but
+ *            not in the PyTorch peer of ../shared/peers, which implements only default and YaRN RoPE
+ */
+export type RopeKey = "shared" | "grouped";
+export const ROPE_KEYS: readonly RopeKey[] = ["shared", "grouped"];
+
 export interface ConvertOptions {
   /** Latent width d_c = kv_lora_rank (1..hidden_size). */
   readonly kvRank: number;
-  /** Decoupled RoPE width d_h^R = qk_rope_head_dim (even, 2..head_dim). */
+  /** Decoupled RoPE width d_h^R = qk_rope_head_dim (even, 2..head_dim; grouped: a multiple of 2G up to G head_dim). */
   readonly ropeDim: number;
+  /** How the RoPE key is formed (default "shared"). */
+  readonly ropeKey?: RopeKey;
   /** Which rotated pairs to keep (default "high"). */
   readonly ropeSelect?: RopeSelect;
   /** How rotated components without a RoPE slot enter the scores (./nope-rotation.ts; default "mean" with
@@ -72,7 +86,7 @@ export interface ConversionSummary {
   readonly target: { readonly kvLoraRank: number; readonly qkRopeHeadDim: number; readonly qkNopeHeadDim: number; readonly kvPerTokenPerLayer: number };
   /** Converted cache / source cache. */
   readonly cacheRatio: number;
-  readonly rope: RopeChoice & { readonly select: RopeSelect; readonly nope: NopeRotation };
+  readonly rope: RopeChoice & { readonly select: RopeSelect; readonly nope: NopeRotation; readonly key: RopeKey };
   readonly calibrationTokens: number;
   readonly layers: readonly LayerReport[];
   readonly notes: readonly string[];
@@ -142,7 +156,7 @@ function quad(w: Float32Array, row: number, s: Float64Array, D: number): number 
 }
 
 /** The RoPE pairs to keep, for all layers at once (one rope_theta per model). */
-function chooseRope(src: SourceModel, r: number, how: RopeSelect, sigmaX: (layer: number) => Float64Array): RopeChoice {
+function chooseRope(src: SourceModel, r: number, how: RopeSelect, sigmaX: (layer: number) => Float64Array, plainRope: boolean): RopeChoice {
   const c = src.config, d = c.headDim, half = d / 2, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads;
   let choice: RopeChoice;
   if (how === "norm") {
@@ -164,15 +178,36 @@ function chooseRope(src: SourceModel, r: number, how: RopeSelect, sigmaX: (layer
   } else {
     choice = selectRope(c.rope.theta, d, r, how);
   }
-  checkRopeFrequencies(c.rope, d, r, choice);
+  // plain RoPE must reproduce the kept frequencies through rope_theta alone; a longrope table sets each one
+  if (plainRope) checkRopeFrequencies(c.rope, d, r, choice);
   return choice;
+}
+
+/** r for a grouped key: a multiple of 2G (whole pairs per group) of at most G head_dim. */
+function checkGroupedRopeDim(d: number, G: number, r: number): void {
+  if (!Number.isInteger(r) || r < 2 * G || r % (2 * G) || r > G * d) {
+    throw new MlaError(`--rope-key grouped: --rope-dim must be a multiple of ${2 * G} (whole RoPE pairs for each of the ${G} KV groups) between ${2 * G} and ${G * d}, got ${r}`);
+  }
+}
+
+/**
+ * longrope factors that make deepseek_v3's RoPE of width r (pairs i = 0..r/2-1 at 1 / (f_i base^(2i/r))) rotate
+ * slot i at the source frequency freqs[i].
+ */
+function longropeFactors(base: number, r: number, freqs: readonly number[]): number[] {
+  return freqs.map((f, i) => 1 / (f * base ** ((2 * i) / r)));
 }
 
 /** Convert a source model in memory. */
 export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedModel {
   const c = src.config, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, d = c.headDim, half = d / 2;
-  const R = opts.kvRank, r = opts.ropeDim, how = opts.ropeSelect ?? "high";
-  checkRopeDim(d, r);
+  const R = opts.kvRank, r = opts.ropeDim, how = opts.ropeSelect ?? "high", key = opts.ropeKey ?? "shared";
+  if (!ROPE_KEYS.includes(key)) throw new MlaError(`--rope-key must be one of ${ROPE_KEYS.join(", ")}, got "${String(key)}"`);
+  const grouped = key === "grouped";
+  // pairs kept per KV group (grouped) or in the one shared key
+  const rKept = grouped ? r / G : r;
+  if (grouped) checkGroupedRopeDim(d, G, r);
+  else checkRopeDim(d, r);
   if (!Number.isInteger(R) || R < 1) throw new MlaError(`--kv-rank must be a positive integer, got ${R}`);
   if (R > D) {
     throw new MlaError(
@@ -193,11 +228,14 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
   }
   const sigmaZ = (i: number) => covariance(cal?.layers[i] ?? null, cal?.n ?? 0, D, COVARIANCE_SHRINK);
   const gammaOf = (i: number) => src.tensors.get(`model.layers.${i}.input_layernorm.weight`)!;
-  const choice = chooseRope(src, r, how, (i) => scaleCov(sigmaZ(i), gammaOf(i), D));
+  const choice = chooseRope(src, rKept, how, (i) => scaleCov(sigmaZ(i), gammaOf(i), D), !grouped);
   const pairIndex = new Map(choice.pairs.map((j, i) => [j, i]));
   const alpha = Math.sqrt((d + r) / d);
   const invFreq = ropeInvFreq(c.rope, d);
   const groupOf = (h: number) => Math.floor(h / (H / G));
+  const P = choice.pairs.length;
+  // RoPE slot (a pair of interleaved dims of the key) of kept pair pi for group g
+  const slot = (pi: number, g: number) => (grouped ? g * P + pi : pi);
 
   const out = new Map<string, { shape: number[]; data: Float32Array }>();
   const copy = (name: string, to = name) => {
@@ -212,8 +250,9 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
     const wq = src.tensors.get(`${a}q_proj.weight`)!, wk = src.tensors.get(`${a}k_proj.weight`)!, wv = src.tensors.get(`${a}v_proj.weight`)!;
     const gamma = gammaOf(i);
     const sz = sigmaZ(i);
-    const shared = sharedRopeKey(wk, scaleCov(sz, gamma, D), G, d, D, choice.pairs);
-    const u = (pi: number, g: number) => shared.u[pi * G + g];
+    // shared: each group's weight in the one key per pair; grouped: every group has its own slot, weight 1
+    const shared = grouped ? null : sharedRopeKey(wk, scaleCov(sz, gamma, D), G, d, D, choice.pairs);
+    const u = (pi: number, g: number) => (shared ? shared.u[pi * G + g] : 1);
 
     // keys without rotation (per KV group, the head's d dims in source order) and values: M [2 G d, D] in z-space
     const rows = 2 * G * d;
@@ -225,10 +264,10 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
         for (let x = 0; x < D; x++) {
           let w = wk[o + x];
           if (pi !== undefined) {
-            // the part of a kept pair the shared key misses
+            // the part of a kept pair the RoPE key misses (none when every group has its own slot)
             let sk = 0;
-            for (let g2 = 0; g2 < G; g2++) sk += u(pi, g2) * wk[(g2 * d + dim) * D + x];
-            w -= u(pi, g) * sk;
+            if (!grouped) for (let g2 = 0; g2 < G; g2++) sk += u(pi, g2) * wk[(g2 * d + dim) * D + x];
+            w = grouped ? 0 : w - u(pi, g) * sk;
           }
           m[o + x] = w * gamma[x];
           m[(G * d + g * d + dim) * D + x] = wv[o + x] * gamma[x];
@@ -242,9 +281,8 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
     for (let k = 0; k < R; k++) for (let x = 0; x < D; x++) kva[k * D + x] = gamma[x] === 0 ? 0 : lat.q[k * D + x] / gamma[x];
     choice.pairs.forEach((j, pi) => {
       for (let s = 0; s < 2; s++) {
-        const o = (R + 2 * pi + s) * D;
         for (let g = 0; g < G; g++) {
-          const src0 = (g * d + j + s * half) * D, ug = u(pi, g);
+          const o = (R + 2 * slot(pi, g) + s) * D, src0 = (g * d + j + s * half) * D, ug = u(pi, g);
           for (let x = 0; x < D; x++) kva[o + x] += ug * wk[src0 + x];
         }
       }
@@ -270,7 +308,7 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
       const g = groupOf(h), o = h * (d + r);
       for (let j = 0; j < half; j++) {
         const pi = pairIndex.get(j);
-        if (pi !== undefined && G === 1) continue; // nothing missed: the NoPE key rows are zero
+        if (pi !== undefined && (G === 1 || grouped)) continue; // nothing missed: the NoPE key rows are zero
         const { c: mc, s: ms } = dist ? meanRotation(dist.dist, h * dist.maxLen, dist.maxLen, invFreq[j]) : { c: 1, s: 0 };
         const ra = (h * d + j) * D, rb = (h * d + j + half) * D, qa = (o + j) * D, qb = (o + j + half) * D;
         for (let x = 0; x < D; x++) {
@@ -280,7 +318,7 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
       }
       choice.pairs.forEach((j, pi) => {
         for (let s = 0; s < 2; s++) {
-          const f = alpha * u(pi, g), srcRow = (h * d + j + s * half) * D, dst = (o + d + 2 * pi + s) * D;
+          const f = alpha * u(pi, g), srcRow = (h * d + j + s * half) * D, dst = (o + d + 2 * slot(pi, g) + s) * D;
           for (let x = 0; x < D; x++) q[dst + x] = f * wq[srcRow + x];
         }
       });
@@ -294,8 +332,8 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
     copy(`${a}o_proj.weight`);
     for (const w of ["gate_proj", "up_proj", "down_proj"]) copy(`${p}mlp.${w}.weight`);
     let cap = 0;
-    for (const x of shared.captured) cap += x;
-    layers.push({ latentEnergy: lat.energy, informative: lat.informative, ropeCaptured: cap / shared.captured.length });
+    if (shared) for (const x of shared.captured) cap += x;
+    layers.push({ latentEnergy: lat.energy, informative: lat.informative, ropeCaptured: shared ? cap / shared.captured.length : 1 });
   }
   copy("model.norm.weight");
   if (c.tieWordEmbeddings) {
@@ -309,17 +347,27 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
     ...denseMlaConfig({
       vocabSize: c.vocabSize, hiddenSize: D, intermediateSize: c.intermediateSize, numLayers: c.numLayers, numHeads: H,
       kvLoraRank: R, qLoraRank: null, qkNopeHeadDim: d, qkRopeHeadDim: r, vHeadDim: d,
-      maxPositionEmbeddings: c.maxPositionEmbeddings, rmsNormEps: c.rmsNormEps, ropeTheta: choice.theta,
+      maxPositionEmbeddings: c.maxPositionEmbeddings, rmsNormEps: c.rmsNormEps, ropeTheta: grouped ? c.rope.theta : choice.theta,
       bosTokenId: c.bosTokenId,
     }),
     eos_token_id: c.eosTokenIds.length === 0 ? null : c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : [...c.eosTokenIds],
   };
+  if (grouped) {
+    // slot g P + pi rotates at the source frequency of pair pairs[pi]; equal short and long factors and an explicit
+    // attention factor of 1 keep transformers' longrope independent of the sequence length
+    const freqs = Array.from({ length: G * P }, (_, sl) => invFreq[choice.pairs[sl % P]]);
+    const factors = longropeFactors(c.rope.theta, r, freqs);
+    configJson.rope_scaling = {
+      rope_type: "longrope", short_factor: factors, long_factor: [...factors], factor: 1.0, attention_factor: 1.0,
+      original_max_position_embeddings: c.maxPositionEmbeddings,
+    };
+  }
   const srcCache = sourceCachePerLayer(c);
   const summary: ConversionSummary = {
     source: { modelType: c.modelType, numHeads: H, numKvHeads: G, headDim: d, kvPerTokenPerLayer: srcCache },
     target: { kvLoraRank: R, qkRopeHeadDim: r, qkNopeHeadDim: d, kvPerTokenPerLayer: R + r },
     cacheRatio: (R + r) / srcCache,
-    rope: { ...choice, select: how, nope },
+    rope: { ...choice, ...(grouped ? { theta: c.rope.theta } : {}), select: how, nope, key },
     calibrationTokens: cal?.n ?? 0,
     layers,
     notes,

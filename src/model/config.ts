@@ -83,7 +83,7 @@ function posInt(c: Json, key: string, fallback?: number): number {
  * rope_parameters (transformers >= 5) or top-level rope_theta + rope_scaling {type|rope_type} (hub checkpoints).
  * `supported` is per family: DeepSeek uses default and YaRN; the llama family default, linear and llama3.
  */
-export function parseRope(c: Json, supported: readonly RopeScaling["type"][] = ["default", "yarn"]): RopeScaling {
+export function parseRope(c: Json, supported: readonly RopeScaling["type"][] = ["default", "yarn", "longrope"]): RopeScaling {
   const params = (c.rope_parameters ?? c.rope_scaling ?? {}) as Json;
   if (typeof params !== "object") throw new MlaError("config.json: rope_parameters/rope_scaling must be an object or null");
   const theta = num(params, "rope_theta", num(c, "rope_theta", DEFAULT_ROPE.theta));
@@ -92,6 +92,7 @@ export function parseRope(c: Json, supported: readonly RopeScaling["type"][] = [
     throw new MlaError(`config.json: rope type "${type}" is not supported (supported: ${supported.join(", ")})`);
   }
   if (type === "default") return { ...DEFAULT_ROPE, theta };
+  if (type === "longrope") return parseLongrope(params, theta);
   // mscale_all_dim 0: these types leave the softmax scale at 1/sqrt(d) (see attentionScale)
   if (type === "linear") return { ...DEFAULT_ROPE, type, theta, factor: num(params, "factor") };
   if (type === "llama3") {
@@ -115,6 +116,32 @@ export function parseRope(c: Json, supported: readonly RopeScaling["type"][] = [
     mscaleAllDim: num(params, "mscale_all_dim", 0),
     attentionFactor: params.attention_factor == null ? undefined : num(params, "attention_factor"),
   };
+}
+
+/**
+ * longrope as transformers computes it, for the cases that do not depend on the sequence length: short_factor and
+ * long_factor equal (transformers switches between them once a forward pass reaches
+ * original_max_position_embeddings, which would also change keys already cached), and attention_factor given or
+ * factor at most 1 (attention factor 1).
+ */
+function parseLongrope(params: Json, theta: number): RopeScaling {
+  const list = (k: string): number[] => {
+    const v = params[k];
+    if (!Array.isArray(v) || !v.every((x) => typeof x === "number" && Number.isFinite(x) && x > 0)) {
+      throw new MlaError(`config.json: longrope ${k} must be a list of positive numbers`);
+    }
+    return v as number[];
+  };
+  const short = list("short_factor"), long = list("long_factor");
+  if (short.length !== long.length || short.some((x, i) => x !== long[i])) {
+    throw new MlaError("config.json: longrope with different short_factor and long_factor is not supported (transformers switches between them by sequence length, which also changes the keys already cached)");
+  }
+  const factor = params.factor == null ? 1 : num(params, "factor");
+  const attentionFactor = params.attention_factor == null ? undefined : num(params, "attention_factor");
+  if (attentionFactor === undefined && factor > 1) {
+    throw new MlaError("config.json: longrope with factor > 1 needs an explicit attention_factor (its default depends on original_max_position_embeddings conventions)");
+  }
+  return { ...DEFAULT_ROPE, type: "longrope", theta, factor, extFactors: short, attentionFactor };
 }
 
 function eosIds(v: unknown): number[] {

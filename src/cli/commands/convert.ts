@@ -3,7 +3,7 @@ import { MlaError } from "../../errors.js";
 import { parseFloatArg, parseInt10 } from "../args.js";
 import { loadModel } from "../../model/load.js";
 import { calibrate } from "../../convert/calibrate.js";
-import { convertModel, readSource, writeConverted, type ConversionSummary } from "../../convert/convert.js";
+import { ROPE_KEYS, convertModel, readSource, writeConverted, type ConversionSummary, type RopeKey } from "../../convert/convert.js";
 import { corpusTokens, evalWindows, sampleWindows, type CorpusTokens } from "../../convert/data.js";
 import { evaluate } from "../../convert/evaluate.js";
 import { finetune, loadTrainModel } from "../../convert/finetune.js";
@@ -19,6 +19,7 @@ export interface ConvertFlags {
   kvRank: string;
   ropeDim: string;
   ropeSelect?: string;
+  ropeKey?: string;
   nope?: string;
   calibration?: string;
   calibrationWindows?: string;
@@ -61,6 +62,7 @@ export async function convertCommand(o: ConvertFlags, log: (line: string) => voi
   if (resolve(o.out) === resolve(o.model)) throw new MlaError("--out must differ from --model (the source is not overwritten)");
   const kvRank = parseInt10(o.kvRank, "--kv-rank", 1), ropeDim = parseInt10(o.ropeDim, "--rope-dim", 2);
   const ropeSelect = oneOf<RopeSelect>(o.ropeSelect, ROPE_SELECTS, "--rope-select");
+  const ropeKey = oneOf<RopeKey>(o.ropeKey, ROPE_KEYS, "--rope-key");
   const nope = oneOf<NopeRotation>(o.nope, NOPE_ROTATIONS, "--nope");
   const calWindows = parseInt10(o.calibrationWindows ?? "32", "--calibration-windows", 1);
   const steps = parseInt10(o.finetuneSteps ?? "0", "--finetune-steps", 0);
@@ -79,7 +81,7 @@ export async function convertCommand(o: ConvertFlags, log: (line: string) => voi
   }
   const source = tokens ? loadModel(o.model) : null;
   const calibration = o.calibration !== undefined ? calibrate(source!, sampleWindows(tokens!.train, calWindows, seq, seed)) : null;
-  const conv = convertModel(src, { kvRank, ropeDim, ropeSelect, nope, calibration });
+  const conv = convertModel(src, { kvRank, ropeDim, ropeSelect, ropeKey, nope, calibration });
   writeConverted(o.out, conv, o.model);
   const s = conv.summary;
   log(`converted: KV cache ${s.source.kvPerTokenPerLayer} -> ${s.target.kvPerTokenPerLayer} numbers per token and layer (${(s.cacheRatio * 100).toFixed(1)}%)`);
