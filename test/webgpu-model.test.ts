@@ -98,3 +98,30 @@ test("webgpu TextEngine (chat/serve on the GPU decoder): concurrent greedy reque
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(gpu.allocatedBytes, base, "every sequence's GPU cache and the step's row buffers were released");
 });
+
+test("webgpu forwardBatchAsync: a decode step of several sequences (one submission, every weight read once) equals each sequence alone", async () => {
+  for (const name of ["tiny-deepseek-v3", "tiny-mla-dense", "tiny-llama", "tiny-qwen2", "tiny-mistral"]) {
+    const model = GpuModel.load(join(FIXTURES, name), gpu);
+    const V = model.config.vocabSize;
+    // 5 sequences: past 4 tokens a step routes MoE on the CPU, 4 or fewer on the GPU (the second step drops one)
+    const prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16], [17, 18]];
+    const batched = prompts.map(() => model.newState(2)), alone = prompts.map(() => model.newState(2)); // caches grow mid-batch
+    for (const [i, ids] of prompts.entries()) {
+      await model.forward(ids, batched[i]);
+      await model.forward(ids, alone[i]);
+    }
+    let worst = 0;
+    for (let step = 0; step < 3; step++) {
+      const active = step === 1 ? [0, 1, 3, 4] : [0, 1, 2, 3, 4];
+      const next = active.map((i) => (i * 7 + step * 5 + 3) % V);
+      const got = await model.forwardBatchAsync(active.map((i, k) => ({ ids: [next[k]], state: batched[i] })));
+      for (const [k, i] of active.entries()) {
+        const want = await model.forward([next[k]], alone[i]);
+        worst = Math.max(worst, relErr(got.subarray(k * V, (k + 1) * V), want));
+        assert.equal(batched[i].position, alone[i].position);
+      }
+    }
+    assert.ok(worst < 1e-5, `${name}: batched decode vs one at a time: rel err ${worst}`);
+    for (const s of [...batched, ...alone]) model.releaseState(s);
+  }
+});

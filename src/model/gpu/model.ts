@@ -180,13 +180,17 @@ export class GpuModel {
 
   /**
    * Several sequences' new tokens (continuous batching, see AsyncBatchModel): logits [B, V] of each item's last
-   * position. The items run one after another on the GPU's queue, each its own submission (so each reads its own
-   * token ids and positions), and their logits rows are gathered into one buffer read back once. Unlike the CPU
-   * decoder the items do not yet share one pass over the weights.
+   * position. A step where every item decodes one token is one submission over all rows (decodeBatch: each weight
+   * read once for the batch). A step with prompt chunks runs its items one after another on the GPU's queue, each
+   * its own submission (so each reads its own token ids and positions), their logits rows gathered into one
+   * buffer read back once.
    */
   async forwardBatchAsync(items: readonly { readonly ids: ArrayLike<number>; readonly state: GpuState }[]): Promise<Float32Array> {
     const V = this.config.vocabSize, B = items.length, g = this.gpu;
     for (const it of items) checkInput(this.config, it.ids, it.state.position); // nothing is submitted for a bad batch
+    if (B > 1 && items.every((it) => it.ids.length === 1) && new Set(items.map((it) => it.state)).size === B) {
+      return g.readF32(await this.decodeBatch(items.map((it) => ({ id: it.ids[0], state: it.state }))), B * V);
+    }
     const rows: GPUBuffer[] = [];
     for (const it of items) {
       const logits = await this.run(it.ids, it.state, 1);
@@ -203,6 +207,109 @@ export class GpuModel {
     g.device.queue.submit([enc.finish()]);
     for (const r of rows) g.releaseAfterQueue(r);
     return g.readF32(out, B * V);
+  }
+
+  /**
+   * One new token for each of B sequences in one submission (continuous batching's decode step): embedding, norms,
+   * every projection, the MLP and lm_head run on all B rows, so each weight is read once for the whole batch; RoPE
+   * uses each row's own position; the cache writes and the attention run per sequence on its own cache. Returns
+   * the logits buffer [B, V].
+   */
+  private async decodeBatch(items: readonly { readonly id: number; readonly state: GpuState }[]): Promise<GPUBuffer> {
+    const c = this.config, B = items.length, D = c.hiddenSize, g = this.gpu, S = this.scratch;
+    for (const it of items) it.state.ensure(it.state.position + 1);
+    const pos = items.map((it) => it.state.position);
+    const idBuf = S.get("ids", B);
+    g.write(idBuf, Uint32Array.from(items.map((it) => it.id)));
+    const half = this.rope.dim / 2, cs = new Float32Array(B * 2 * half);
+    pos.forEach((p0, b) => {
+      const { cos, sin } = this.rope.table(p0, 1);
+      cs.set(cos, b * 2 * half);
+      cs.set(sin, b * 2 * half + half);
+    });
+    const csBuf = S.get("rope", cs.length);
+    g.write(csBuf, cs);
+    const h = S.get("h", B * D), x = S.get("x", B * D);
+    let p = g.pass();
+    K.embed(p, h, this.weights.embed, idBuf, B, D);
+    for (let i = 0; i < c.numLayers; i++) {
+      const l = this.weights.layers[i], caches = items.map((it) => it.state.caches[i]);
+      K.rmsNorm(p, x, h, B, D, l.inputNorm, c.rmsNormEps);
+      if (l.mla) this.mlaDecodeBatch(p, l, x, h, caches.map((cc) => cc[0]), pos, csBuf);
+      else this.gqaDecodeBatch(p, l, x, h, caches, pos, csBuf);
+      K.rmsNorm(p, x, h, B, D, l.postNorm, c.rmsNormEps);
+      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, B);
+      else this.mlp(p, l.mlp!, x, h, B, "mlp");
+    }
+    const hn = S.get("hn", B * D), logits = S.get("logits", B * c.vocabSize);
+    K.rmsNorm(p, hn, h, B, D, this.weights.norm, c.rmsNormEps);
+    K.linear(p, logits, hn, B, D, this.weights.lmHead, c.vocabSize);
+    p.submit();
+    for (const it of items) it.state.position += 1;
+    return logits;
+  }
+
+  /** mla() for B single-token rows of different sequences (see decodeBatch). */
+  private mlaDecodeBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, caches: readonly GPUBuffer[], pos: readonly number[], cs: GPUBuffer): void {
+    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, B = caches.length;
+    const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
+    const q = S.get("q", B * H * dqk);
+    if (w.qA) {
+      const qr = c.qLoraRank!, cq = S.get("cq", B * qr), cqn = S.get("cqn", B * qr);
+      K.linear(p, cq, x, B, D, w.qA, qr);
+      K.rmsNorm(p, cqn, cq, B, qr, w.qANorm!, LATENT_NORM_EPS);
+      K.linear(p, q, cqn, B, qr, w.qB!, H * dqk);
+    } else {
+      K.linear(p, q, x, B, D, w.q!, H * dqk);
+    }
+    K.rope(p, q, cs, B, H, dr, dn, H * dqk, dqk, false);
+    // [c | k_rope] = kv_a x for every row; k_rope turned at each row's position before it goes to its cache
+    const a = S.get("kva", B * R);
+    K.linear(p, a, x, B, D, w.kvA, R);
+    K.rope(p, a, cs, B, 1, dr, dc, R, 0, false);
+    const qc = S.get("qc", B * H * dc), lat = S.get("lat", B * H * dc), ov = S.get("ov", B * H * dv);
+    K.absorbQuery(p, qc, q, w.kvB, B, H, dn, dv, dc, dqk);
+    // per sequence: its cache row, then attention over its own cache from one-row copies of its query
+    const sp = pos.map((p0) => splits(1, p0 + 1)), most = Math.max(...sp.map((s) => s.nSplit));
+    const part = S.get("part", most * H * dc), ml = S.get("ml", most * H * 2); // sized once: no buffer swaps mid-pass
+    const q1 = S.get("q1", H * dqk), qc1 = S.get("qc1", H * dc), lat1 = S.get("lat1", H * dc);
+    caches.forEach((cache, b) => {
+      const p0 = pos[b], { nSplit, chunk } = sp[b];
+      K.rmsNorm(p, cache, a, 1, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: b * R, oo: p0 * R });
+      K.copyRows(p, cache, a, 1, dr, R, b * R + dc, R, dc, p0);
+      K.copyRows(p, q1, q, 1, H * dqk, 0, b * H * dqk, 0, 0, 0);
+      K.copyRows(p, qc1, qc, 1, H * dc, 0, b * H * dc, 0, 0, 0);
+      K.latentAttend(p, part, ml, qc1, q1, cache, 1, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
+      K.latentCombine(p, lat1, part, ml, 1, H, dc, nSplit);
+      K.copyRows(p, lat, lat1, 1, H * dc, 0, 0, 0, b * H * dc, 0);
+    });
+    K.absorbOutput(p, ov, lat, w.kvB, B, H, dn, dv, dc);
+    K.linear(p, h, ov, B, H * dv, w.o, D, { accumulate: true });
+  }
+
+  /** gqa() for B single-token rows of different sequences (see decodeBatch). */
+  private gqaDecodeBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, caches: readonly GPUBuffer[][], pos: readonly number[], cs: GPUBuffer): void {
+    const c = this.config, w = l.gqa!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim, B = caches.length;
+    const q = S.get("q", B * H * hd), k = S.get("k.rows", B * G * hd), v = S.get("v.rows", B * G * hd), o = S.get("att", B * H * hd);
+    K.linear(p, q, x, B, D, w.q, H * hd);
+    K.linear(p, k, x, B, D, w.k, G * hd);
+    K.linear(p, v, x, B, D, w.v, G * hd);
+    if (w.qBias) K.bias(p, q, w.qBias, B, H * hd);
+    if (w.kBias) K.bias(p, k, w.kBias, B, G * hd);
+    if (w.vBias) K.bias(p, v, w.vBias, B, G * hd);
+    K.rope(p, q, cs, B, H, hd, 0, H * hd, hd, true);
+    K.rope(p, k, cs, B, G, hd, 0, G * hd, hd, true);
+    const q1 = S.get("q1", H * hd), o1 = S.get("att1", H * hd);
+    caches.forEach(([kc, vc], b) => {
+      const p0 = pos[b];
+      K.copyRows(p, kc, k, 1, G * hd, 0, b * G * hd, G * hd, 0, p0);
+      K.copyRows(p, vc, v, 1, G * hd, 0, b * G * hd, G * hd, 0, p0);
+      K.copyRows(p, q1, q, 1, H * hd, 0, b * H * hd, 0, 0, 0);
+      K.gqaAttend(p, o1, q1, kc, vc, 1, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
+      K.copyRows(p, o, o1, 1, H * hd, 0, 0, 0, b * H * hd, 0);
+    });
+    K.linear(p, h, o, B, H * hd, w.o, D, { accumulate: true });
+    if (w.oBias) K.bias(p, h, w.oBias, B, D);
   }
 
   /** Free a sequence's GPU caches (the scheduler calls this once no submitted work uses them). */
