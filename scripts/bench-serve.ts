@@ -5,14 +5,18 @@
  * and errors, and the throughput of the highest level relative to one client.
  *
  *   npm run bench:serve -- [--model DIR] [--concurrency 1,2,4,8] [--seconds 15] [--max-tokens 64]
- *                          [--backend cpu|cpu-scalar] [--threads 1] [--json]
+ *                          [--backend cpu|cpu-scalar|webgpu] [--threads 1] [--json]
+ *
+ * With --backend webgpu the model is the GPU decoder (continuous batching through GpuModel.forwardBatchAsync).
  */
 import { Worker } from "node:worker_threads";
 import { basename, join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
 import { openBackend } from "../src/cli/backend.js";
-import { TextEngine } from "../src/generate/text.js";
+import { openTextEngine, textBackendName, type TextBackend } from "../src/cli/text-backend.js";
+import { forwardBatch } from "../src/model/causal-lm.js";
+import type { BatchModel, StepState } from "../src/generate/batch.js";
 import { ApiServer } from "../src/server/server.js";
 import { argmax } from "../src/generate/sampler.js";
 
@@ -89,8 +93,18 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-const { ops, close } = await openBackend({ backend, threads });
-const engine = TextEngine.open(model, { ops, maxCacheBytes: 1 << 30, maxBatch: 64, maxQueue: 256 });
+let tb: TextBackend, close: () => Promise<void>;
+if (backend === "webgpu") {
+  const { WebGpuBackend } = await import("../src/backends/webgpu/backend.js");
+  const gpu = await WebGpuBackend.create();
+  tb = { kind: "webgpu", gpu };
+  close = async () => {};
+} else {
+  const cpu = await openBackend({ backend, threads });
+  tb = { kind: "cpu", ops: cpu.ops };
+  close = cpu.close;
+}
+const engine = await openTextEngine(model, tb, { maxCacheBytes: 1 << 30, maxBatch: 64, maxQueue: 256, mode: "auto" });
 const server = new ApiServer(engine);
 const { port } = await server.listen(0);
 const url = `http://127.0.0.1:${port}`;
@@ -137,20 +151,25 @@ await server.close();
 // The same levels without HTTP: decode steps of the batched forward alone (prompts of 8 tokens, then greedy
 // steps), to separate what the kernels allow from what the server adds. Levels alternate over 7 rounds of 64 steps
 // and the median round counts (the VM's neighbours move single runs by 2x).
-const m = engine.model;
+const m: BatchModel = engine.model;
 const V = m.config.vocabSize;
+type Item = { ids: number[]; state: StepState };
+/** One batched step of the engine's model: the CPU decoder's forwardBatch, or the GPU decoder's, awaited. */
+const step = async (items: Item[]): Promise<Float32Array> =>
+  "forwardBatchAsync" in m ? m.forwardBatchAsync(items as never) : forwardBatch(m, items as never);
 const perLevel: number[][] = levels.map(() => []);
 for (let round = 0; round < 7; round++) {
-  levels.forEach((n, li) => {
-    const states = Array.from({ length: n }, () => m.newState(128));
-    let logits = m.forwardBatch!(states.map((state, i) => ({ ids: Array.from({ length: 8 }, (_, j) => (i * 13 + j * 7 + round + 2) % V), state })));
+  for (const [li, n] of levels.entries()) {
+    const states: StepState[] = Array.from({ length: n }, () => m.newState(128));
+    let logits = await step(states.map((state, i) => ({ ids: Array.from({ length: 8 }, (_, j) => (i * 13 + j * 7 + round + 2) % V), state })));
     const steps = 64, t0 = performance.now();
     for (let s = 0; s < steps; s++) {
       const next = states.map((_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
-      logits = m.forwardBatch!(states.map((state, b) => ({ ids: [next[b]], state })));
+      logits = await step(states.map((state, b) => ({ ids: [next[b]], state })));
     }
     perLevel[li].push((performance.now() - t0) / steps);
-  });
+    if ("releaseState" in m) for (const st of states) m.releaseState(st);
+  }
 }
 const engineRows = levels.map((n, li) => {
   const ms = pct(perLevel[li], 50);
@@ -161,7 +180,7 @@ await close();
 const base = Number(rows[0].tokensPerSecond);
 const top = rows[rows.length - 1];
 const summary = {
-  model: basename(model), backend: ops.name, cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version,
+  model: basename(model), backend: textBackendName(tb), cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version,
   secondsPerLevel: seconds, maxTokens, rows, engineOnly: engineRows,
   speedup: Number((Number(top.tokensPerSecond) / base).toFixed(2)),
   maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
