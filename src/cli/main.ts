@@ -39,18 +39,23 @@ const backendOpts = (cmd: Command) =>
     .option("--threads <n>", "threads for the cpu backend (default: cores, at most 8)")
     .option("--quantize <q8>", "quantize weight matrices to 8 bits (blocks of 32) while loading");
 
-/** Run a command on the chosen kernels, stopping worker threads afterwards; `gpu` runs it on --backend webgpu. */
-function withOps(o: { backend?: string; threads?: string; quantize?: string }, fn: (ops: Ops) => void, gpu?: (g: WebGpuBackend) => Promise<void>): Promise<void> {
+type BackendFlags = { backend?: string; threads?: string; quantize?: string };
+
+/**
+ * Run fn on the backend the flags choose: the WebGPU device (then leave explicitly: Dawn for Node crashes in its
+ * own teardown when Node exits by itself), or the CPU kernels (worker threads stopped afterwards).
+ */
+function withBackend(o: BackendFlags, gpu: ((g: WebGpuBackend) => Promise<void>) | undefined, cpu: (ops: Ops) => Promise<void> | void, checkGpu?: () => void): Promise<void> {
   return run(async () => {
     if (o.backend === "webgpu") {
       if (!gpu) throw new MlaError("this command has no webgpu path");
+      checkGpu?.(); // flag errors before the device is opened
       if (o.quantize !== undefined) throw new MlaError("--quantize applies to the cpu backends (the webgpu backend keeps weights as stored: F32, BF16 or F16)");
       const { WebGpuBackend } = await import("../backends/webgpu/backend.js");
       const g = await WebGpuBackend.create();
       try {
         await gpu(g);
       } finally {
-        // Dawn for Node crashes in its own teardown when Node exits by itself: leave explicitly once output is out
         process.stdout.write("", () => process.exit(process.exitCode ?? 0));
       }
       return;
@@ -58,38 +63,25 @@ function withOps(o: { backend?: string; threads?: string; quantize?: string }, f
     const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
     const { ops, close } = await openBackend({ backend: o.backend, threads, quantize: o.quantize });
     try {
-      fn(ops);
+      await cpu(ops);
     } finally {
       await close();
     }
   });
 }
 
-/** As withOps, for commands that keep running (serve, chat), on the CPU kernels or the WebGPU decoder. */
-function withTextBackend(o: { backend?: string; threads?: string; quantize?: string; attention?: string }, fn: (b: TextBackend) => Promise<void>): Promise<void> {
-  return run(async () => {
-    if (o.backend === "webgpu") {
-      if (o.quantize !== undefined) throw new MlaError("--quantize applies to the cpu backends (the webgpu backend keeps weights as stored: F32, BF16 or F16)");
-      const mode = parseMode(o.attention ?? "auto");
-      if (mode !== "auto") throw new MlaError(`--attention ${mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
-      const { WebGpuBackend } = await import("../backends/webgpu/backend.js");
-      const gpu = await WebGpuBackend.create();
-      try {
-        await fn({ kind: "webgpu", gpu });
-      } finally {
-        // as withOps: leave explicitly rather than through Dawn's own teardown
-        process.stdout.write("", () => process.exit(process.exitCode ?? 0));
-      }
-      return;
-    }
-    const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
-    const { ops, close } = await openBackend({ backend: o.backend, threads, quantize: o.quantize });
-    try {
-      await fn({ kind: "cpu", ops });
-    } finally {
-      await close();
-    }
-  });
+/** Run a one-shot command on the chosen kernels; `gpu` runs it on --backend webgpu. */
+function withOps(o: BackendFlags, fn: (ops: Ops) => void, gpu?: (g: WebGpuBackend) => Promise<void>): Promise<void> {
+  return withBackend(o, gpu, fn);
+}
+
+/** For commands that keep running (serve, chat): the CPU kernels or the WebGPU decoder (MLA absorbed only). */
+function withTextBackend(o: BackendFlags & { attention?: string }, fn: (b: TextBackend) => Promise<void>): Promise<void> {
+  const checkGpu = () => {
+    const mode = parseMode(o.attention ?? "auto");
+    if (mode !== "auto") throw new MlaError(`--attention ${mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
+  };
+  return withBackend(o, (g) => fn({ kind: "webgpu", gpu: g }), (ops) => fn({ kind: "cpu", ops }), checkGpu);
 }
 
 const attentionOpt = () => new Option("--attention <form>", "MLA form: auto (naive prefill, absorbed decode), naive or absorb (MLA models; GQA models have one form)").default("auto");

@@ -221,14 +221,7 @@ export class GpuModel {
     const pos = items.map((it) => it.state.position);
     const idBuf = S.get("ids", B);
     g.write(idBuf, Uint32Array.from(items.map((it) => it.id)));
-    const half = this.rope.dim / 2, cs = new Float32Array(B * 2 * half);
-    pos.forEach((p0, b) => {
-      const { cos, sin } = this.rope.table(p0, 1);
-      cs.set(cos, b * 2 * half);
-      cs.set(sin, b * 2 * half + half);
-    });
-    const csBuf = S.get("rope", cs.length);
-    g.write(csBuf, cs);
+    const csBuf = this.ropeRows(pos);
     const h = S.get("h", B * D), x = S.get("x", B * D);
     let p = g.pass();
     K.embed(p, h, this.weights.embed, idBuf, B, D);
@@ -253,16 +246,7 @@ export class GpuModel {
   private mlaDecodeBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, caches: readonly GPUBuffer[], pos: readonly number[], cs: GPUBuffer): void {
     const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, B = caches.length;
     const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
-    const q = S.get("q", B * H * dqk);
-    if (w.qA) {
-      const qr = c.qLoraRank!, cq = S.get("cq", B * qr), cqn = S.get("cqn", B * qr);
-      K.linear(p, cq, x, B, D, w.qA, qr);
-      K.rmsNorm(p, cqn, cq, B, qr, w.qANorm!, LATENT_NORM_EPS);
-      K.linear(p, q, cqn, B, qr, w.qB!, H * dqk);
-    } else {
-      K.linear(p, q, x, B, D, w.q!, H * dqk);
-    }
-    K.rope(p, q, cs, B, H, dr, dn, H * dqk, dqk, false);
+    const q = this.mlaQuery(p, w, x, B, cs);
     // [c | k_rope] = kv_a x for every row; k_rope turned at each row's position before it goes to its cache
     const a = S.get("kva", B * R);
     K.linear(p, a, x, B, D, w.kvA, R);
@@ -333,14 +317,7 @@ export class GpuModel {
     const p0 = state.position;
     const idBuf = S.get("ids", T);
     g.write(idBuf, Uint32Array.from(ids as ArrayLike<number>));
-    const { cos, sin } = this.rope.table(p0, T);
-    const half = this.rope.dim / 2, cs = new Float32Array(T * 2 * half);
-    for (let t = 0; t < T; t++) {
-      cs.set(cos.subarray(t * half, (t + 1) * half), t * 2 * half);
-      cs.set(sin.subarray(t * half, (t + 1) * half), t * 2 * half + half);
-    }
-    const csBuf = S.get("rope", cs.length);
-    g.write(csBuf, cs);
+    const csBuf = this.ropeRows(Array.from({ length: T }, (_, t) => p0 + t));
     const h = S.get("h", T * D), x = S.get("x", T * D);
     let p = g.pass();
     K.embed(p, h, this.weights.embed, idBuf, T, D);
@@ -362,10 +339,22 @@ export class GpuModel {
     return logits;
   }
 
-  /** Absorbed MLA; appends the new latent rows to the cache and adds o_proj's output to h. */
-  private mla(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, cache: GPUBuffer, T: number, p0: number, cs: GPUBuffer): void {
-    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads;
-    const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
+  /** Rows [cos d/2 | sin d/2] for the given positions (one per token row), in the "rope" scratch buffer. */
+  private ropeRows(positions: readonly number[]): GPUBuffer {
+    const half = this.rope.dim / 2, cs = new Float32Array(positions.length * 2 * half);
+    positions.forEach((p0, t) => {
+      const { cos, sin } = this.rope.table(p0, 1);
+      cs.set(cos, t * 2 * half);
+      cs.set(sin, t * 2 * half + half);
+    });
+    const buf = this.scratch.get("rope", cs.length);
+    this.gpu.write(buf, cs);
+    return buf;
+  }
+
+  /** q [T, H, dn + dr] of T rows of x: c_Q -> RMSNorm -> W^UQ|W^QR (or q_proj), the RoPE part turned by cs's rows. */
+  private mlaQuery(p: Pass, w: NonNullable<GpuLayer["mla"]>, x: GPUBuffer, T: number, cs: GPUBuffer): GPUBuffer {
+    const c = this.config, S = this.scratch, D = c.hiddenSize, H = c.numHeads, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dqk = dn + dr;
     const q = S.get("q", T * H * dqk);
     if (w.qA) {
       const qr = c.qLoraRank!, cq = S.get("cq", T * qr), cqn = S.get("cqn", T * qr);
@@ -376,6 +365,14 @@ export class GpuModel {
       K.linear(p, q, x, T, D, w.q!, H * dqk);
     }
     K.rope(p, q, cs, T, H, dr, dn, H * dqk, dqk, false);
+    return q;
+  }
+
+  /** Absorbed MLA; appends the new latent rows to the cache and adds o_proj's output to h. */
+  private mla(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, cache: GPUBuffer, T: number, p0: number, cs: GPUBuffer): void {
+    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads;
+    const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
+    const q = this.mlaQuery(p, w, x, T, cs);
     // [c | k_rope] = kv_a x; the cache row is [RMSNorm(c) | RoPE(k_rope)]
     const a = S.get("kva", T * R);
     K.linear(p, a, x, T, D, w.kvA, R);
