@@ -99,7 +99,7 @@ test("webgpu TextEngine (chat/serve on the GPU decoder): concurrent greedy reque
   assert.equal(gpu.allocatedBytes, base, "every sequence's GPU cache and the step's row buffers were released");
 });
 
-test("webgpu forwardBatchAsync: a decode step of several sequences (one submission, every weight read once) equals each sequence alone", async () => {
+test("webgpu forwardBatchAsync: a step of several sequences (one submission, every weight read once; decodes and prompt chunks mixed) equals each sequence alone", async () => {
   for (const name of ["tiny-deepseek-v3", "tiny-mla-dense", "tiny-llama", "tiny-qwen2", "tiny-mistral"]) {
     const model = GpuModel.load(join(FIXTURES, name), gpu);
     const V = model.config.vocabSize;
@@ -111,16 +111,18 @@ test("webgpu forwardBatchAsync: a decode step of several sequences (one submissi
       await model.forward(ids, alone[i]);
     }
     let worst = 0;
-    for (let step = 0; step < 3; step++) {
+    for (let step = 0; step < 4; step++) {
       const active = step === 1 ? [0, 1, 3, 4] : [0, 1, 2, 3, 4];
-      const next = active.map((i) => (i * 7 + step * 5 + 3) % V);
-      const got = await model.forwardBatchAsync(active.map((i, k) => ({ ids: [next[k]], state: batched[i] })));
+      const ids = active.map((i) => [(i * 7 + step * 5 + 3) % V]);
+      if (step === 2) ids[1] = [20, 21, 22, 23]; // a prompt chunk of sequence 1 among the decodes
+      const got = await model.forwardBatchAsync(active.map((i, k) => ({ ids: ids[k], state: batched[i] })));
       for (const [k, i] of active.entries()) {
-        const want = await model.forward([next[k]], alone[i]);
+        const want = await model.forward(ids[k], alone[i]);
         worst = Math.max(worst, relErr(got.subarray(k * V, (k + 1) * V), want));
         assert.equal(batched[i].position, alone[i].position);
       }
     }
+    await assert.rejects(model.forwardBatchAsync([{ ids: [1], state: batched[0] }, { ids: [2], state: batched[0] }]), /once/);
     assert.ok(worst < 1e-5, `${name}: batched decode vs one at a time: rel err ${worst}`);
     for (const s of [...batched, ...alone]) model.releaseState(s);
   }

@@ -105,6 +105,13 @@ class Scratch {
   }
 }
 
+/** A sequence's rows in a batched step: rows [row, row + T) of the step, at positions p0 .. p0 + T - 1. */
+interface Segment {
+  readonly row: number;
+  readonly T: number;
+  readonly p0: number;
+}
+
 /** Latent-attention splits for decode: enough workgroups to fill a GPU, chunks of at least 256 positions. */
 function splits(T: number, L: number): { nSplit: number; chunk: number } {
   if (T > 1) return { nSplit: 1, chunk: L };
@@ -180,120 +187,109 @@ export class GpuModel {
 
   /**
    * Several sequences' new tokens (continuous batching, see AsyncBatchModel): logits [B, V] of each item's last
-   * position. A step where every item decodes one token is one submission over all rows (decodeBatch: each weight
-   * read once for the batch). A step with prompt chunks runs its items one after another on the GPU's queue, each
-   * its own submission (so each reads its own token ids and positions), their logits rows gathered into one
-   * buffer read back once.
+   * position, from one submission (stepBatch) and one read-back.
    */
   async forwardBatchAsync(items: readonly { readonly ids: ArrayLike<number>; readonly state: GpuState }[]): Promise<Float32Array> {
-    const V = this.config.vocabSize, B = items.length, g = this.gpu;
     for (const it of items) checkInput(this.config, it.ids, it.state.position); // nothing is submitted for a bad batch
-    if (B > 1 && items.every((it) => it.ids.length === 1) && new Set(items.map((it) => it.state)).size === B) {
-      return g.readF32(await this.decodeBatch(items.map((it) => ({ id: it.ids[0], state: it.state }))), B * V);
-    }
-    const rows: GPUBuffer[] = [];
-    for (const it of items) {
-      const logits = await this.run(it.ids, it.state, 1);
-      // the next item reuses the logits buffer: copy this row out in the queue's order
-      const row = g.buffer(V * 4, "batch.row");
-      const enc = g.device.createCommandEncoder();
-      enc.copyBufferToBuffer(logits, 0, row, 0, V * 4);
-      g.device.queue.submit([enc.finish()]);
-      rows.push(row);
-    }
-    const out = this.scratch.get("batch.logits", B * V);
-    const enc = g.device.createCommandEncoder();
-    rows.forEach((r, b) => enc.copyBufferToBuffer(r, 0, out, b * V * 4, V * 4));
-    g.device.queue.submit([enc.finish()]);
-    for (const r of rows) g.releaseAfterQueue(r);
-    return g.readF32(out, B * V);
+    if (new Set(items.map((it) => it.state)).size !== items.length) throw new MlaError("a batch holds each sequence's state once");
+    if (items.length === 0) return new Float32Array(0);
+    return this.gpu.readF32(await this.stepBatch(items), items.length * this.config.vocabSize);
   }
 
   /**
-   * One new token for each of B sequences in one submission (continuous batching's decode step): embedding, norms,
-   * every projection, the MLP and lm_head run on all B rows, so each weight is read once for the whole batch; RoPE
-   * uses each row's own position; the cache writes and the attention run per sequence on its own cache. Returns
-   * the logits buffer [B, V].
+   * One step of several sequences in one submission (continuous batching): item b brings T_b new tokens at its own
+   * positions (one when decoding, a prompt chunk when prefilling). Embedding, norms, every projection, the MLP and
+   * lm_head run on all rows together, so each weight is read once per step; RoPE uses each row's own position; the
+   * cache writes and the attention run per sequence on its own cache. Returns the logits buffer [B, V] (each item's
+   * last row).
    */
-  private async decodeBatch(items: readonly { readonly id: number; readonly state: GpuState }[]): Promise<GPUBuffer> {
+  private async stepBatch(items: readonly { readonly ids: ArrayLike<number>; readonly state: GpuState }[]): Promise<GPUBuffer> {
     const c = this.config, B = items.length, D = c.hiddenSize, g = this.gpu, S = this.scratch;
-    for (const it of items) it.state.ensure(it.state.position + 1);
-    const pos = items.map((it) => it.state.position);
-    const idBuf = S.get("ids", B);
-    g.write(idBuf, Uint32Array.from(items.map((it) => it.id)));
-    const csBuf = this.ropeRows(pos);
-    const h = S.get("h", B * D), x = S.get("x", B * D);
+    const segs: Segment[] = [];
+    let N = 0;
+    for (const it of items) {
+      it.state.ensure(it.state.position + it.ids.length);
+      segs.push({ row: N, T: it.ids.length, p0: it.state.position });
+      N += it.ids.length;
+    }
+    const idBuf = S.get("ids", N);
+    g.write(idBuf, Uint32Array.from(items.flatMap((it) => Array.from(it.ids))));
+    const csBuf = this.ropeRows(segs.flatMap((sg) => Array.from({ length: sg.T }, (_, t) => sg.p0 + t)));
+    const h = S.get("h", N * D), x = S.get("x", N * D);
     let p = g.pass();
-    K.embed(p, h, this.weights.embed, idBuf, B, D);
+    K.embed(p, h, this.weights.embed, idBuf, N, D);
     for (let i = 0; i < c.numLayers; i++) {
       const l = this.weights.layers[i], caches = items.map((it) => it.state.caches[i]);
-      K.rmsNorm(p, x, h, B, D, l.inputNorm, c.rmsNormEps);
-      if (l.mla) this.mlaDecodeBatch(p, l, x, h, caches.map((cc) => cc[0]), pos, csBuf);
-      else this.gqaDecodeBatch(p, l, x, h, caches, pos, csBuf);
-      K.rmsNorm(p, x, h, B, D, l.postNorm, c.rmsNormEps);
-      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, B);
-      else this.mlp(p, l.mlp!, x, h, B, "mlp");
+      K.rmsNorm(p, x, h, N, D, l.inputNorm, c.rmsNormEps);
+      if (l.mla) this.mlaBatch(p, l, x, h, N, caches.map((cc) => cc[0]), segs, csBuf);
+      else this.gqaBatch(p, l, x, h, N, caches, segs, csBuf);
+      K.rmsNorm(p, x, h, N, D, l.postNorm, c.rmsNormEps);
+      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, N);
+      else this.mlp(p, l.mlp!, x, h, N, "mlp");
     }
     const hn = S.get("hn", B * D), logits = S.get("logits", B * c.vocabSize);
-    K.rmsNorm(p, hn, h, B, D, this.weights.norm, c.rmsNormEps);
+    segs.forEach((sg, b) => K.rmsNorm(p, hn, h, 1, D, this.weights.norm, c.rmsNormEps, { xo: (sg.row + sg.T - 1) * D, oo: b * D }));
     K.linear(p, logits, hn, B, D, this.weights.lmHead, c.vocabSize);
     p.submit();
-    for (const it of items) it.state.position += 1;
+    items.forEach((it) => (it.state.position += it.ids.length));
     return logits;
   }
 
-  /** mla() for B single-token rows of different sequences (see decodeBatch). */
-  private mlaDecodeBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, caches: readonly GPUBuffer[], pos: readonly number[], cs: GPUBuffer): void {
-    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, B = caches.length;
+  /** mla() for the N rows of several sequences (see stepBatch). */
+  private mlaBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[], segs: readonly Segment[], cs: GPUBuffer): void {
+    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads;
     const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
-    const q = this.mlaQuery(p, w, x, B, cs);
+    const q = this.mlaQuery(p, w, x, N, cs);
     // [c | k_rope] = kv_a x for every row; k_rope turned at each row's position before it goes to its cache
-    const a = S.get("kva", B * R);
-    K.linear(p, a, x, B, D, w.kvA, R);
-    K.rope(p, a, cs, B, 1, dr, dc, R, 0, false);
-    const qc = S.get("qc", B * H * dc), lat = S.get("lat", B * H * dc), ov = S.get("ov", B * H * dv);
-    K.absorbQuery(p, qc, q, w.kvB, B, H, dn, dv, dc, dqk);
-    // per sequence: its cache row, then attention over its own cache from one-row copies of its query
-    const sp = pos.map((p0) => splits(1, p0 + 1)), most = Math.max(...sp.map((s) => s.nSplit));
-    const part = S.get("part", most * H * dc), ml = S.get("ml", most * H * 2); // sized once: no buffer swaps mid-pass
-    const q1 = S.get("q1", H * dqk), qc1 = S.get("qc1", H * dc), lat1 = S.get("lat1", H * dc);
+    const a = S.get("kva", N * R);
+    K.linear(p, a, x, N, D, w.kvA, R);
+    K.rope(p, a, cs, N, 1, dr, dc, R, 0, false);
+    const qc = S.get("qc", N * H * dc), lat = S.get("lat", N * H * dc), ov = S.get("ov", N * H * dv);
+    K.absorbQuery(p, qc, q, w.kvB, N, H, dn, dv, dc, dqk);
+    // per sequence: its cache rows, then attention over its own cache from copies of its query rows; scratch is
+    // sized for the largest sequence first, so no buffer is swapped while the pass is being recorded
+    const sp = segs.map((sg) => splits(sg.T, sg.p0 + sg.T));
+    const Tmax = Math.max(...segs.map((sg) => sg.T)), most = Math.max(...segs.map((sg, b) => sg.T * sp[b].nSplit));
+    const part = S.get("part", most * H * dc), ml = S.get("ml", most * H * 2);
+    const q1 = S.get("q1", Tmax * H * dqk), qc1 = S.get("qc1", Tmax * H * dc), lat1 = S.get("lat1", Tmax * H * dc);
     caches.forEach((cache, b) => {
-      const p0 = pos[b], { nSplit, chunk } = sp[b];
-      K.rmsNorm(p, cache, a, 1, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: b * R, oo: p0 * R });
-      K.copyRows(p, cache, a, 1, dr, R, b * R + dc, R, dc, p0);
-      K.copyRows(p, q1, q, 1, H * dqk, 0, b * H * dqk, 0, 0, 0);
-      K.copyRows(p, qc1, qc, 1, H * dc, 0, b * H * dc, 0, 0, 0);
-      K.latentAttend(p, part, ml, qc1, q1, cache, 1, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
-      K.latentCombine(p, lat1, part, ml, 1, H, dc, nSplit);
-      K.copyRows(p, lat, lat1, 1, H * dc, 0, 0, 0, b * H * dc, 0);
+      const { row, T, p0 } = segs[b], { nSplit, chunk } = sp[b];
+      K.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: row * R, oo: p0 * R });
+      K.copyRows(p, cache, a, T, dr, R, row * R + dc, R, dc, p0);
+      K.copyRows(p, q1, q, T, H * dqk, H * dqk, row * H * dqk, H * dqk, 0, 0);
+      K.copyRows(p, qc1, qc, T, H * dc, H * dc, row * H * dc, H * dc, 0, 0);
+      K.latentAttend(p, part, ml, qc1, q1, cache, T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
+      K.latentCombine(p, lat1, part, ml, T, H, dc, nSplit);
+      K.copyRows(p, lat, lat1, T, H * dc, H * dc, 0, H * dc, 0, row);
     });
-    K.absorbOutput(p, ov, lat, w.kvB, B, H, dn, dv, dc);
-    K.linear(p, h, ov, B, H * dv, w.o, D, { accumulate: true });
+    K.absorbOutput(p, ov, lat, w.kvB, N, H, dn, dv, dc);
+    K.linear(p, h, ov, N, H * dv, w.o, D, { accumulate: true });
   }
 
-  /** gqa() for B single-token rows of different sequences (see decodeBatch). */
-  private gqaDecodeBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, caches: readonly GPUBuffer[][], pos: readonly number[], cs: GPUBuffer): void {
-    const c = this.config, w = l.gqa!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim, B = caches.length;
-    const q = S.get("q", B * H * hd), k = S.get("k.rows", B * G * hd), v = S.get("v.rows", B * G * hd), o = S.get("att", B * H * hd);
-    K.linear(p, q, x, B, D, w.q, H * hd);
-    K.linear(p, k, x, B, D, w.k, G * hd);
-    K.linear(p, v, x, B, D, w.v, G * hd);
-    if (w.qBias) K.bias(p, q, w.qBias, B, H * hd);
-    if (w.kBias) K.bias(p, k, w.kBias, B, G * hd);
-    if (w.vBias) K.bias(p, v, w.vBias, B, G * hd);
-    K.rope(p, q, cs, B, H, hd, 0, H * hd, hd, true);
-    K.rope(p, k, cs, B, G, hd, 0, G * hd, hd, true);
-    const q1 = S.get("q1", H * hd), o1 = S.get("att1", H * hd);
+  /** gqa() for the N rows of several sequences (see stepBatch). */
+  private gqaBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[][], segs: readonly Segment[], cs: GPUBuffer): void {
+    const c = this.config, w = l.gqa!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim;
+    const q = S.get("q", N * H * hd), k = S.get("k.rows", N * G * hd), v = S.get("v.rows", N * G * hd), o = S.get("att", N * H * hd);
+    K.linear(p, q, x, N, D, w.q, H * hd);
+    K.linear(p, k, x, N, D, w.k, G * hd);
+    K.linear(p, v, x, N, D, w.v, G * hd);
+    if (w.qBias) K.bias(p, q, w.qBias, N, H * hd);
+    if (w.kBias) K.bias(p, k, w.kBias, N, G * hd);
+    if (w.vBias) K.bias(p, v, w.vBias, N, G * hd);
+    K.rope(p, q, cs, N, H, hd, 0, H * hd, hd, true);
+    K.rope(p, k, cs, N, G, hd, 0, G * hd, hd, true);
+    const Tmax = Math.max(...segs.map((sg) => sg.T));
+    const q1 = S.get("q1", Tmax * H * hd), o1 = S.get("att1", Tmax * H * hd);
     caches.forEach(([kc, vc], b) => {
-      const p0 = pos[b];
-      K.copyRows(p, kc, k, 1, G * hd, 0, b * G * hd, G * hd, 0, p0);
-      K.copyRows(p, vc, v, 1, G * hd, 0, b * G * hd, G * hd, 0, p0);
-      K.copyRows(p, q1, q, 1, H * hd, 0, b * H * hd, 0, 0, 0);
-      K.gqaAttend(p, o1, q1, kc, vc, 1, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
-      K.copyRows(p, o, o1, 1, H * hd, 0, 0, 0, b * H * hd, 0);
+      const { row, T, p0 } = segs[b];
+      K.copyRows(p, kc, k, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
+      K.copyRows(p, vc, v, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
+      K.copyRows(p, q1, q, T, H * hd, H * hd, row * H * hd, H * hd, 0, 0);
+      K.gqaAttend(p, o1, q1, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
+      K.copyRows(p, o, o1, T, H * hd, H * hd, 0, H * hd, 0, row);
     });
-    K.linear(p, h, o, B, H * hd, w.o, D, { accumulate: true });
-    if (w.oBias) K.bias(p, h, w.oBias, B, D);
+    K.linear(p, h, o, N, H * hd, w.o, D, { accumulate: true });
+    if (w.oBias) K.bias(p, h, w.oBias, N, D);
   }
 
   /** Free a sequence's GPU caches (the scheduler calls this once no submitted work uses them). */
