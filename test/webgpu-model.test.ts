@@ -103,7 +103,8 @@ test("webgpu forwardBatchAsync: a step of several sequences (one submission, eve
   for (const name of ["tiny-deepseek-v3", "tiny-mla-dense", "tiny-llama", "tiny-qwen2", "tiny-mistral"]) {
     const model = GpuModel.load(join(FIXTURES, name), gpu);
     const V = model.config.vocabSize;
-    // 5 sequences: past 4 tokens a step routes MoE on the CPU, 4 or fewer on the GPU (the second step drops one)
+    // 5 sequences, one dropping out for a step; decode-only steps route MoE on the GPU, the step with a prompt chunk
+    // (step 2) groups tokens by expert on the CPU
     const prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16], [17, 18]];
     const batched = prompts.map(() => model.newState(2)), alone = prompts.map(() => model.newState(2)); // caches grow mid-batch
     for (const [i, ids] of prompts.entries()) {

@@ -105,6 +105,12 @@ class Scratch {
   }
 }
 
+/**
+ * Most rows a batched decode step routes through the MoE on the GPU (each token's k experts by slot). Past it, and
+ * for prompt chunks, tokens are grouped by expert on the CPU, so each chosen expert's weights are read once.
+ */
+const MAX_GPU_ROUTED = 64;
+
 /** A sequence's rows in a batched step: rows [row, row + T) of the step, at positions p0 .. p0 + T - 1. */
 interface Segment {
   readonly row: number;
@@ -224,7 +230,8 @@ export class GpuModel {
       if (l.mla) this.mlaBatch(p, l, x, h, N, caches.map((cc) => cc[0]), segs, csBuf);
       else this.gqaBatch(p, l, x, h, N, caches, segs, csBuf);
       K.rmsNorm(p, x, h, N, D, l.postNorm, c.rmsNormEps);
-      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, N);
+      // a step of decode tokens only (up to MAX_GPU_ROUTED rows) routes on the GPU, as one sequence's decode does
+      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, N, N <= MAX_GPU_ROUTED && segs.every((sg) => sg.T === 1));
       else this.mlp(p, l.mlp!, x, h, N, "mlp");
     }
     const hn = S.get("hn", B * D), logits = S.get("logits", B * c.vocabSize);
@@ -413,14 +420,15 @@ export class GpuModel {
   }
 
   /**
-   * MoE. With moeRouting "gpu", decode steps (T <= 4) route on the GPU and run each token's k experts by slot from
-   * the stacked expert weights, so the step stays one submission. Otherwise: submit what is recorded, read the
+   * MoE. With moeRouting "gpu", decode steps (one sequence's T <= 4, or a batch of single tokens) route on the
+   * GPU and run each token's k experts by slot from the stacked expert weights, so the step stays one submission.
+   * Otherwise: submit what is recorded, read the
    * normed input back, route on the CPU (the engine's router), then gather each chosen expert's tokens, run it
    * once for all of them, and scatter-add its weighted output into h. The shared experts run on every token.
    */
-  private async moe(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, T: number): Promise<Pass> {
+  private async moe(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, T: number, decode = T <= 4): Promise<Pass> {
     const moe = l.moe!;
-    const q = T <= 4 && this.moeRouting === "gpu" ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
+    const q = decode && this.moeRouting === "gpu" ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
     if (moe.shared) this.mlp(q, moe.shared, x, h, T, "shared");
     return q;
   }
