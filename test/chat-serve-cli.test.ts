@@ -49,6 +49,17 @@ test("mla chat: one reply per line from piped input, /reset, /exit", () => {
   assert.ok(lines.every((l) => !l.includes("user:")), "replies end before the next turn's marker");
 });
 
+test("mla chat --backend webgpu: the same replies as the CPU (greedy), piped", () => {
+  useSwiftShaderIfNoGpu();
+  const chat = (backend: string) => spawnSync(process.execPath, ["--import", "tsx", MAIN, "chat", "--backend", backend, "-n", "5"], {
+    cwd: ROOT, encoding: "utf8", input: "Hello there\nWhat did the jury say?\n", timeout: 120_000,
+  });
+  const gpu = chat("webgpu"), cpu = chat("cpu-scalar");
+  assert.equal(gpu.status, 0, gpu.stderr);
+  assert.equal(gpu.stdout.split("\n").filter((l) => l.length > 0).length, 2, "two replies");
+  assert.equal(gpu.stdout, cpu.stdout);
+});
+
 test("mla chat: SIGINT stops the reply, the chat goes on; twice at the prompt exits", async () => {
   const p = start(["chat", "--backend", "cpu-scalar", "-n", "2000"]);
   p.stdin.write("Tell me everything\n");
