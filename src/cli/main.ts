@@ -322,6 +322,7 @@ program
   .requiredOption("--kv-rank <n>", "latent width d_c (kv_lora_rank), 1..hidden_size; hidden_size is full rank")
   .requiredOption("--rope-dim <n>", "decoupled RoPE width d_h^R (qk_rope_head_dim), even, 2..head_dim (grouped: a multiple of 2 x KV heads, up to KV heads x head_dim)")
   .option("--rope-select <how>", "which rotated pairs to keep: high (default), uniform or norm")
+  .option("--biases <how>", "attention biases (qwen2): refuse (default) or drop (approximate: deepseek_v3 has no place for them; fine-tune to recover)")
   .option("--rope-key <how>", "shared (default: one RoPE key for all heads, plain RoPE) or grouped (each KV group its own pairs at the source's frequencies, a longrope table: exact at full rank; not loaded by the PyTorch peer)")
   .option("--nope <how>", "rotated dims without a RoPE slot: mean (their mean rotation, default with --calibration) or plain (unrotated)")
   .option("--calibration <text>", "fit to activations on text: brown (train split) or a UTF-8 file (needs tokenizer.json in --model)")

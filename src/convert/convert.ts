@@ -70,6 +70,19 @@ export interface SourceModel {
   readonly dir: string;
   readonly config: ModelConfig;
   readonly tensors: Map<string, Float32Array>;
+  /** Attention biases the conversion leaves out (readSource with dropBiases; see there). */
+  readonly droppedBiases: readonly string[];
+}
+
+export interface ReadOptions {
+  /**
+   * Convert a checkpoint with attention biases (qwen2's q/k/v) by leaving them out. deepseek_v3 has no bias on
+   * q_proj, kv_a_proj_with_mqa or kv_b_proj (without attention_bias, which the engine and the peer do not implement),
+   * so this is approximate: a k bias on NoPE dims shifts every score of a query equally and cancels in the softmax,
+   * but q biases, k biases on the kept RoPE pairs and v biases (a constant added to each attention output) are lost.
+   * The fine-tune recovers what it can; the logit error measures the rest.
+   */
+  readonly dropBiases?: boolean;
 }
 
 export interface LayerReport {
@@ -99,15 +112,17 @@ export interface ConvertedModel {
 }
 
 /** Read and check a llama/qwen2/mistral checkpoint for conversion. */
-export function readSource(dir: string): SourceModel {
+export function readSource(dir: string, opts: ReadOptions = {}): SourceModel {
   const config = loadConfig(dir);
   if (config.attention !== "gqa") {
     throw new MlaError(`convert: ${dir} is ${config.modelType}, which already uses MLA; convert reads llama, qwen2 and mistral checkpoints (MHA or GQA)`);
   }
-  if (config.qkvBias || config.oBias) {
+  const droppedBiases = [...(config.qkvBias ? ["q_proj", "k_proj", "v_proj"] : []), ...(config.oBias ? ["o_proj"] : [])];
+  if (droppedBiases.length && !opts.dropBiases) {
     throw new MlaError(
-      `convert: ${dir} has attention biases (${config.modelType}${config.qkvBias ? ", q/k/v_proj.bias" : ""}${config.oBias ? ", o_proj.bias" : ""}); ` +
-      `deepseek_v3's q_proj and kv projections have none, so the layout cannot hold them`,
+      `convert: ${dir} has attention biases (${config.modelType}: ${droppedBiases.map((b) => `${b}.bias`).join(", ")}); ` +
+      `deepseek_v3's q_proj and kv projections have none, so the layout cannot hold them exactly ` +
+      `(--biases drop converts without them: approximate, fine-tune to recover)`,
     );
   }
   const ckpt = Checkpoint.open(dir);
@@ -125,7 +140,7 @@ export function readSource(dir: string): SourceModel {
       }
       tensors.set(name, toF32(t));
     }
-    return { dir, config, tensors };
+    return { dir, config, tensors, droppedBiases };
   } finally {
     ckpt.close();
   }
@@ -223,6 +238,9 @@ export function convertModel(src: SourceModel, opts: ConvertOptions): ConvertedM
     throw new MlaError(`calibration activations do not match the model (${c.numLayers} layers of [${cal.n}, ${D}])`);
   }
   const notes: string[] = [];
+  if (src.droppedBiases.length) {
+    notes.push(`attention biases left out (${src.droppedBiases.map((b) => `${b}.bias`).join(", ")}): the conversion is approximate even at full rank; k biases on NoPE dims cancel in the softmax, the rest is lost`);
+  }
   if (c.slidingWindow !== null) {
     notes.push(`the source uses sliding-window attention (${c.slidingWindow} tokens); the converted model attends to the whole context, so the two agree on sequences up to ${c.slidingWindow} tokens`);
   }

@@ -20,6 +20,7 @@ export interface ConvertFlags {
   ropeDim: string;
   ropeSelect?: string;
   ropeKey?: string;
+  biases?: string;
   nope?: string;
   calibration?: string;
   calibrationWindows?: string;
@@ -72,7 +73,8 @@ export async function convertCommand(o: ConvertFlags, log: (line: string) => voi
   if (o.backend !== undefined && o.backend !== "cpu" && o.backend !== "cpu-scalar") throw new MlaError(`--backend must be cpu or cpu-scalar, got "${o.backend}"`);
   const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
 
-  const src = readSource(o.model);
+  const biases = oneOf<"refuse" | "drop">(o.biases, ["refuse", "drop"], "--biases");
+  const src = readSource(o.model, { dropBiases: biases === "drop" });
   const corpus = o.calibration ?? (steps > 0 ? "brown" : null);
   let tokens: CorpusTokens | null = null;
   if (corpus !== null) {
