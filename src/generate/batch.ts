@@ -228,7 +228,12 @@ export class BatchScheduler {
       };
       this.stepping = true;
       const r = this.step();
-      if (r) void r.then(after);
+      // a failure past the model's step (a bug: the model's own errors cancel the batch in step) still frees the
+      // scheduler before it surfaces, as the synchronous path's would
+      if (r) void r.then(after, (e: unknown) => {
+        after();
+        throw e;
+      });
       else after();
     });
   }
