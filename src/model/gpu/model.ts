@@ -106,10 +106,17 @@ class Scratch {
 }
 
 /**
- * Most rows a batched decode step routes through the MoE on the GPU (each token's k experts by slot). Past it, and
- * for prompt chunks, tokens are grouped by expert on the CPU, so each chosen expert's weights are read once.
+ * Most rows a step of single tokens routes through the MoE on the GPU (each token's k experts by slot). Past it, and
+ * for prompt chunks past 4 rows, tokens are grouped by expert on the CPU, so each chosen expert's weights are read
+ * once.
  */
 const MAX_GPU_ROUTED = 64;
+
+/** One sequence's share of a step: its new tokens and its state. */
+export interface GpuBatchItem {
+  readonly ids: ArrayLike<number>;
+  readonly state: GpuState;
+}
 
 /** A sequence's rows in a batched step: rows [row, row + T) of the step, at positions p0 .. p0 + T - 1. */
 interface Segment {
@@ -186,117 +193,17 @@ export class GpuModel {
 
   /** Run T new tokens at positions state.position..; logits [1, V] (or [T, V] with allLogits). */
   async forward(ids: ArrayLike<number>, state: GpuState, opts: GpuForwardOptions = {}): Promise<Float32Array> {
-    const rows = opts.allLogits ? ids.length : 1;
-    const logits = await this.run(ids, state, rows);
-    return this.gpu.readF32(logits, rows * this.config.vocabSize);
+    const logits = await this.record([{ ids, state }], { allLogits: opts.allLogits });
+    return this.gpu.readF32(logits, (opts.allLogits ? ids.length : 1) * this.config.vocabSize);
   }
 
   /**
    * Several sequences' new tokens (continuous batching, see AsyncBatchModel): logits [B, V] of each item's last
-   * position, from one submission (stepBatch) and one read-back.
+   * position, from one submission and one read-back.
    */
-  async forwardBatchAsync(items: readonly { readonly ids: ArrayLike<number>; readonly state: GpuState }[]): Promise<Float32Array> {
-    for (const it of items) checkInput(this.config, it.ids, it.state.position); // nothing is submitted for a bad batch
-    if (new Set(items.map((it) => it.state)).size !== items.length) throw new MlaError("a batch holds each sequence's state once");
+  async forwardBatchAsync(items: readonly GpuBatchItem[]): Promise<Float32Array> {
     if (items.length === 0) return new Float32Array(0);
-    return this.gpu.readF32(await this.stepBatch(items), items.length * this.config.vocabSize);
-  }
-
-  /**
-   * One step of several sequences in one submission (continuous batching): item b brings T_b new tokens at its own
-   * positions (one when decoding, a prompt chunk when prefilling). Embedding, norms, every projection, the MLP and
-   * lm_head run on all rows together, so each weight is read once per step; RoPE uses each row's own position; the
-   * cache writes and the attention run per sequence on its own cache. Returns the logits buffer [B, V] (each item's
-   * last row).
-   */
-  private async stepBatch(items: readonly { readonly ids: ArrayLike<number>; readonly state: GpuState }[]): Promise<GPUBuffer> {
-    const c = this.config, B = items.length, D = c.hiddenSize, g = this.gpu, S = this.scratch;
-    const segs: Segment[] = [];
-    let N = 0;
-    for (const it of items) {
-      it.state.ensure(it.state.position + it.ids.length);
-      segs.push({ row: N, T: it.ids.length, p0: it.state.position });
-      N += it.ids.length;
-    }
-    const idBuf = S.get("ids", N);
-    g.write(idBuf, Uint32Array.from(items.flatMap((it) => Array.from(it.ids))));
-    const csBuf = this.ropeRows(segs.flatMap((sg) => Array.from({ length: sg.T }, (_, t) => sg.p0 + t)));
-    const h = S.get("h", N * D), x = S.get("x", N * D);
-    let p = g.pass();
-    K.embed(p, h, this.weights.embed, idBuf, N, D);
-    for (let i = 0; i < c.numLayers; i++) {
-      const l = this.weights.layers[i], caches = items.map((it) => it.state.caches[i]);
-      K.rmsNorm(p, x, h, N, D, l.inputNorm, c.rmsNormEps);
-      if (l.mla) this.mlaBatch(p, l, x, h, N, caches.map((cc) => cc[0]), segs, csBuf);
-      else this.gqaBatch(p, l, x, h, N, caches, segs, csBuf);
-      K.rmsNorm(p, x, h, N, D, l.postNorm, c.rmsNormEps);
-      // a step of decode tokens only (up to MAX_GPU_ROUTED rows) routes on the GPU, as one sequence's decode does
-      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, N, N <= MAX_GPU_ROUTED && segs.every((sg) => sg.T === 1));
-      else this.mlp(p, l.mlp!, x, h, N, "mlp");
-    }
-    const hn = S.get("hn", B * D), logits = S.get("logits", B * c.vocabSize);
-    segs.forEach((sg, b) => K.rmsNorm(p, hn, h, 1, D, this.weights.norm, c.rmsNormEps, { xo: (sg.row + sg.T - 1) * D, oo: b * D }));
-    K.linear(p, logits, hn, B, D, this.weights.lmHead, c.vocabSize);
-    p.submit();
-    items.forEach((it) => (it.state.position += it.ids.length));
-    return logits;
-  }
-
-  /** mla() for the N rows of several sequences (see stepBatch). */
-  private mlaBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[], segs: readonly Segment[], cs: GPUBuffer): void {
-    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads;
-    const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
-    const q = this.mlaQuery(p, w, x, N, cs);
-    // [c | k_rope] = kv_a x for every row; k_rope turned at each row's position before it goes to its cache
-    const a = S.get("kva", N * R);
-    K.linear(p, a, x, N, D, w.kvA, R);
-    K.rope(p, a, cs, N, 1, dr, dc, R, 0, false);
-    const qc = S.get("qc", N * H * dc), lat = S.get("lat", N * H * dc), ov = S.get("ov", N * H * dv);
-    K.absorbQuery(p, qc, q, w.kvB, N, H, dn, dv, dc, dqk);
-    // per sequence: its cache rows, then attention over its own cache from copies of its query rows; scratch is
-    // sized for the largest sequence first, so no buffer is swapped while the pass is being recorded
-    const sp = segs.map((sg) => splits(sg.T, sg.p0 + sg.T));
-    const Tmax = Math.max(...segs.map((sg) => sg.T)), most = Math.max(...segs.map((sg, b) => sg.T * sp[b].nSplit));
-    const part = S.get("part", most * H * dc), ml = S.get("ml", most * H * 2);
-    const q1 = S.get("q1", Tmax * H * dqk), qc1 = S.get("qc1", Tmax * H * dc), lat1 = S.get("lat1", Tmax * H * dc);
-    caches.forEach((cache, b) => {
-      const { row, T, p0 } = segs[b], { nSplit, chunk } = sp[b];
-      K.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: row * R, oo: p0 * R });
-      K.copyRows(p, cache, a, T, dr, R, row * R + dc, R, dc, p0);
-      K.copyRows(p, q1, q, T, H * dqk, H * dqk, row * H * dqk, H * dqk, 0, 0);
-      K.copyRows(p, qc1, qc, T, H * dc, H * dc, row * H * dc, H * dc, 0, 0);
-      K.latentAttend(p, part, ml, qc1, q1, cache, T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
-      K.latentCombine(p, lat1, part, ml, T, H, dc, nSplit);
-      K.copyRows(p, lat, lat1, T, H * dc, H * dc, 0, H * dc, 0, row);
-    });
-    K.absorbOutput(p, ov, lat, w.kvB, N, H, dn, dv, dc);
-    K.linear(p, h, ov, N, H * dv, w.o, D, { accumulate: true });
-  }
-
-  /** gqa() for the N rows of several sequences (see stepBatch). */
-  private gqaBatch(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[][], segs: readonly Segment[], cs: GPUBuffer): void {
-    const c = this.config, w = l.gqa!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim;
-    const q = S.get("q", N * H * hd), k = S.get("k.rows", N * G * hd), v = S.get("v.rows", N * G * hd), o = S.get("att", N * H * hd);
-    K.linear(p, q, x, N, D, w.q, H * hd);
-    K.linear(p, k, x, N, D, w.k, G * hd);
-    K.linear(p, v, x, N, D, w.v, G * hd);
-    if (w.qBias) K.bias(p, q, w.qBias, N, H * hd);
-    if (w.kBias) K.bias(p, k, w.kBias, N, G * hd);
-    if (w.vBias) K.bias(p, v, w.vBias, N, G * hd);
-    K.rope(p, q, cs, N, H, hd, 0, H * hd, hd, true);
-    K.rope(p, k, cs, N, G, hd, 0, G * hd, hd, true);
-    const Tmax = Math.max(...segs.map((sg) => sg.T));
-    const q1 = S.get("q1", Tmax * H * hd), o1 = S.get("att1", Tmax * H * hd);
-    caches.forEach(([kc, vc], b) => {
-      const { row, T, p0 } = segs[b];
-      K.copyRows(p, kc, k, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
-      K.copyRows(p, vc, v, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
-      K.copyRows(p, q1, q, T, H * hd, H * hd, row * H * hd, H * hd, 0, 0);
-      K.gqaAttend(p, o1, q1, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
-      K.copyRows(p, o, o1, T, H * hd, H * hd, 0, H * hd, 0, row);
-    });
-    K.linear(p, h, o, N, H * hd, w.o, D, { accumulate: true });
-    if (w.oBias) K.bias(p, h, w.oBias, N, D);
+    return this.gpu.readF32(await this.record(items), items.length * this.config.vocabSize);
   }
 
   /** Free a sequence's GPU caches (the scheduler calls this once no submitted work uses them). */
@@ -308,37 +215,53 @@ export class GpuModel {
   async forwardArgmax(ids: ArrayLike<number>, state: GpuState): Promise<number> {
     const out = this.scratch.get("argmax", 4);
     // the argmax goes into the step's own submission
-    await this.run(ids, state, 1, (p, logits) => K.argmax(p, out, logits, this.config.vocabSize));
+    await this.record([{ ids, state }], { tail: (p, logits) => K.argmax(p, out, logits, this.config.vocabSize) });
     return new Uint32Array(await this.gpu.read(out, 4))[0];
   }
 
-  /** Record and submit the step (plus `tail`, recorded after the logits); returns the logits buffer (rows x V). */
-  private async run(ids: ArrayLike<number>, state: GpuState, rows: number, tail?: (p: Pass, logits: GPUBuffer) => void): Promise<GPUBuffer> {
-    const c = this.config, T = ids.length, D = c.hiddenSize, g = this.gpu, S = this.scratch;
-    checkInput(c, ids, state.position);
-    state.ensure(state.position + T);
-    const p0 = state.position;
-    const idBuf = S.get("ids", T);
-    g.write(idBuf, Uint32Array.from(ids as ArrayLike<number>));
-    const csBuf = this.ropeRows(Array.from({ length: T }, (_, t) => p0 + t));
-    const h = S.get("h", T * D), x = S.get("x", T * D);
-    let p = g.pass();
-    K.embed(p, h, this.weights.embed, idBuf, T, D);
-    for (let i = 0; i < c.numLayers; i++) {
-      const l = this.weights.layers[i], cache = state.caches[i];
-      K.rmsNorm(p, x, h, T, D, l.inputNorm, c.rmsNormEps);
-      if (l.mla) this.mla(p, l, x, h, cache[0], T, p0, csBuf);
-      else this.gqa(p, l, x, h, cache[0], cache[1], T, p0, csBuf);
-      K.rmsNorm(p, x, h, T, D, l.postNorm, c.rmsNormEps);
-      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, T);
-      else this.mlp(p, l.mlp!, x, h, T, "mlp");
+  /**
+   * Record and submit one step of one or more sequences: item b brings T_b new tokens at its own positions (one when
+   * decoding, a prompt chunk when prefilling). Embedding, norms, every projection, the MLP and lm_head run on all
+   * rows together, so each weight is read once per step; RoPE uses each row's own position; the cache writes and
+   * the attention run per sequence on its own cache. Returns the logits buffer: each item's last row ([B, V]), or
+   * with allLogits (one item) every row; `tail` is recorded after the logits.
+   */
+  private async record(items: readonly GpuBatchItem[], o: { allLogits?: boolean; tail?: (p: Pass, logits: GPUBuffer) => void } = {}): Promise<GPUBuffer> {
+    const c = this.config, B = items.length, D = c.hiddenSize, g = this.gpu, S = this.scratch;
+    for (const it of items) checkInput(c, it.ids, it.state.position); // nothing is submitted for a bad batch
+    if (new Set(items.map((it) => it.state)).size !== B) throw new MlaError("a batch holds each sequence's state once");
+    const segs: Segment[] = [];
+    let N = 0;
+    for (const it of items) {
+      it.state.ensure(it.state.position + it.ids.length);
+      segs.push({ row: N, T: it.ids.length, p0: it.state.position });
+      N += it.ids.length;
     }
+    const idBuf = S.get("ids", N);
+    g.write(idBuf, Uint32Array.from(items.flatMap((it) => Array.from(it.ids))));
+    const csBuf = this.ropeRows(segs.flatMap((sg) => Array.from({ length: sg.T }, (_, t) => sg.p0 + t)));
+    const h = S.get("h", N * D), x = S.get("x", N * D);
+    // tiny steps and steps of single tokens route MoE on the GPU (see moe)
+    const gpuRouted = N <= 4 || (N <= MAX_GPU_ROUTED && segs.every((sg) => sg.T === 1));
+    let p = g.pass();
+    K.embed(p, h, this.weights.embed, idBuf, N, D);
+    for (let i = 0; i < c.numLayers; i++) {
+      const l = this.weights.layers[i], caches = items.map((it) => it.state.caches[i]);
+      K.rmsNorm(p, x, h, N, D, l.inputNorm, c.rmsNormEps);
+      if (l.mla) this.mla(p, l, x, h, N, caches.map((cc) => cc[0]), segs, csBuf);
+      else this.gqa(p, l, x, h, N, caches, segs, csBuf);
+      K.rmsNorm(p, x, h, N, D, l.postNorm, c.rmsNormEps);
+      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, N, gpuRouted);
+      else this.mlp(p, l.mlp!, x, h, N, "mlp");
+    }
+    const rows = o.allLogits ? N : B;
     const hn = S.get("hn", rows * D), logits = S.get("logits", rows * c.vocabSize);
-    K.rmsNorm(p, hn, h, rows, D, this.weights.norm, c.rmsNormEps, { xo: (T - rows) * D });
+    if (o.allLogits) K.rmsNorm(p, hn, h, N, D, this.weights.norm, c.rmsNormEps);
+    else segs.forEach((sg, b) => K.rmsNorm(p, hn, h, 1, D, this.weights.norm, c.rmsNormEps, { xo: (sg.row + sg.T - 1) * D, oo: b * D }));
     K.linear(p, logits, hn, rows, D, this.weights.lmHead, c.vocabSize);
-    tail?.(p, logits);
+    o.tail?.(p, logits);
     p.submit();
-    state.position = p0 + T;
+    items.forEach((it) => (it.state.position += it.ids.length));
     return logits;
   }
 
@@ -355,58 +278,84 @@ export class GpuModel {
     return buf;
   }
 
-  /** q [T, H, dn + dr] of T rows of x: c_Q -> RMSNorm -> W^UQ|W^QR (or q_proj), the RoPE part turned by cs's rows. */
-  private mlaQuery(p: Pass, w: NonNullable<GpuLayer["mla"]>, x: GPUBuffer, T: number, cs: GPUBuffer): GPUBuffer {
-    const c = this.config, S = this.scratch, D = c.hiddenSize, H = c.numHeads, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dqk = dn + dr;
-    const q = S.get("q", T * H * dqk);
-    if (w.qA) {
-      const qr = c.qLoraRank!, cq = S.get("cq", T * qr), cqn = S.get("cqn", T * qr);
-      K.linear(p, cq, x, T, D, w.qA, qr);
-      K.rmsNorm(p, cqn, cq, T, qr, w.qANorm!, LATENT_NORM_EPS);
-      K.linear(p, q, cqn, T, qr, w.qB!, H * dqk);
-    } else {
-      K.linear(p, q, x, T, D, w.q!, H * dqk);
-    }
-    K.rope(p, q, cs, T, H, dr, dn, H * dqk, dqk, false);
-    return q;
-  }
-
-  /** Absorbed MLA; appends the new latent rows to the cache and adds o_proj's output to h. */
-  private mla(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, cache: GPUBuffer, T: number, p0: number, cs: GPUBuffer): void {
-    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads;
+  /**
+   * Absorbed MLA over the N rows of the step's sequences: appends each sequence's latent rows [RMSNorm(c) |
+   * RoPE(k_rope)] to its cache, attends over that cache, and adds o_proj's output to h. A lone sequence reads its
+   * query and writes its result in place; several attend from copies of their rows, with the scratch sized for the
+   * largest first so that no buffer is swapped while the pass is being recorded.
+   */
+  private mla(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[], segs: readonly Segment[], cs: GPUBuffer): void {
+    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, one = segs.length === 1;
     const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
-    const q = this.mlaQuery(p, w, x, T, cs);
-    // [c | k_rope] = kv_a x; the cache row is [RMSNorm(c) | RoPE(k_rope)]
-    const a = S.get("kva", T * R);
-    K.linear(p, a, x, T, D, w.kvA, R);
-    K.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, oo: p0 * R });
-    K.copyRows(p, cache, a, T, dr, R, dc, R, dc, p0);
-    K.rope(p, cache, cs, T, 1, dr, dc, R, 0, false, p0 * R);
-    const L = p0 + T, { nSplit, chunk } = splits(T, L);
-    const qc = S.get("qc", T * H * dc), lat = S.get("lat", T * H * dc), ov = S.get("ov", T * H * dv);
-    const part = S.get("part", T * nSplit * H * dc), ml = S.get("ml", T * nSplit * H * 2);
-    K.absorbQuery(p, qc, q, w.kvB, T, H, dn, dv, dc, dqk);
-    K.latentAttend(p, part, ml, qc, q, cache, T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
-    K.latentCombine(p, lat, part, ml, T, H, dc, nSplit);
-    K.absorbOutput(p, ov, lat, w.kvB, T, H, dn, dv, dc);
-    K.linear(p, h, ov, T, H * dv, w.o, D, { accumulate: true });
+    // q = c_Q -> RMSNorm -> W^UQ|W^QR (or q_proj), its RoPE part turned at each row's position
+    const q = S.get("q", N * H * dqk);
+    if (w.qA) {
+      const qr = c.qLoraRank!, cq = S.get("cq", N * qr), cqn = S.get("cqn", N * qr);
+      K.linear(p, cq, x, N, D, w.qA, qr);
+      K.rmsNorm(p, cqn, cq, N, qr, w.qANorm!, LATENT_NORM_EPS);
+      K.linear(p, q, cqn, N, qr, w.qB!, H * dqk);
+    } else {
+      K.linear(p, q, x, N, D, w.q!, H * dqk);
+    }
+    K.rope(p, q, cs, N, H, dr, dn, H * dqk, dqk, false);
+    // [c | k_rope] = kv_a x; k_rope turned at each row's position before it goes to its cache
+    const a = S.get("kva", N * R);
+    K.linear(p, a, x, N, D, w.kvA, R);
+    K.rope(p, a, cs, N, 1, dr, dc, R, 0, false);
+    const qc = S.get("qc", N * H * dc), lat = S.get("lat", N * H * dc), ov = S.get("ov", N * H * dv);
+    K.absorbQuery(p, qc, q, w.kvB, N, H, dn, dv, dc, dqk);
+    const sp = segs.map((sg) => splits(sg.T, sg.p0 + sg.T));
+    const Tmax = Math.max(...segs.map((sg) => sg.T)), most = Math.max(...segs.map((sg, b) => sg.T * sp[b].nSplit));
+    const part = S.get("part", most * H * dc), ml = S.get("ml", most * H * 2);
+    const [q1, qc1, lat1] = one ? [q, qc, lat] : [S.get("q1", Tmax * H * dqk), S.get("qc1", Tmax * H * dc), S.get("lat1", Tmax * H * dc)];
+    caches.forEach((cache, b) => {
+      const { row, T, p0 } = segs[b], { nSplit, chunk } = sp[b];
+      K.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: row * R, oo: p0 * R });
+      K.copyRows(p, cache, a, T, dr, R, row * R + dc, R, dc, p0);
+      if (!one) {
+        K.copyRows(p, q1, q, T, H * dqk, H * dqk, row * H * dqk, H * dqk, 0, 0);
+        K.copyRows(p, qc1, qc, T, H * dc, H * dc, row * H * dc, H * dc, 0, 0);
+      }
+      K.latentAttend(p, part, ml, qc1, q1, cache, T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
+      K.latentCombine(p, lat1, part, ml, T, H, dc, nSplit);
+      if (!one) K.copyRows(p, lat, lat1, T, H * dc, H * dc, 0, H * dc, 0, row);
+    });
+    K.absorbOutput(p, ov, lat, w.kvB, N, H, dn, dv, dc);
+    K.linear(p, h, ov, N, H * dv, w.o, D, { accumulate: true });
   }
 
-  /** GQA with RoPE by halves; K/V rows go straight into the caches; adds o_proj's output to h. */
-  private gqa(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, kc: GPUBuffer, vc: GPUBuffer, T: number, p0: number, cs: GPUBuffer): void {
-    const c = this.config, w = l.gqa!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim;
-    const q = S.get("q", T * H * hd), o = S.get("att", T * H * hd);
-    K.linear(p, q, x, T, D, w.q, H * hd);
-    K.linear(p, kc, x, T, D, w.k, G * hd, { oo: p0 * G * hd });
-    K.linear(p, vc, x, T, D, w.v, G * hd, { oo: p0 * G * hd });
-    if (w.qBias) K.bias(p, q, w.qBias, T, H * hd);
-    if (w.kBias) K.bias(p, kc, w.kBias, T, G * hd, G * hd, p0 * G * hd);
-    if (w.vBias) K.bias(p, vc, w.vBias, T, G * hd, G * hd, p0 * G * hd);
-    K.rope(p, q, cs, T, H, hd, 0, H * hd, hd, true);
-    K.rope(p, kc, cs, T, G, hd, 0, G * hd, hd, true, p0 * G * hd);
-    K.gqaAttend(p, o, q, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
-    K.linear(p, h, o, T, H * hd, w.o, D, { accumulate: true });
-    if (w.oBias) K.bias(p, h, w.oBias, T, D);
+  /**
+   * GQA with RoPE by halves over the N rows of the step's sequences; adds o_proj's output to h. A lone sequence's
+   * K/V rows go straight into its caches and its attention reads and writes in place; several sequences' rows go
+   * through one buffer and copies, as in mla().
+   */
+  private gqa(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[][], segs: readonly Segment[], cs: GPUBuffer): void {
+    const c = this.config, w = l.gqa!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim, one = segs.length === 1;
+    const q = S.get("q", N * H * hd), o = S.get("att", N * H * hd);
+    const [k, v] = one ? caches[0] : [S.get("k.rows", N * G * hd), S.get("v.rows", N * G * hd)];
+    const ko = one ? segs[0].p0 * G * hd : 0; // where the rows start in k and v
+    K.linear(p, q, x, N, D, w.q, H * hd);
+    K.linear(p, k, x, N, D, w.k, G * hd, { oo: ko });
+    K.linear(p, v, x, N, D, w.v, G * hd, { oo: ko });
+    if (w.qBias) K.bias(p, q, w.qBias, N, H * hd);
+    if (w.kBias) K.bias(p, k, w.kBias, N, G * hd, G * hd, ko);
+    if (w.vBias) K.bias(p, v, w.vBias, N, G * hd, G * hd, ko);
+    K.rope(p, q, cs, N, H, hd, 0, H * hd, hd, true);
+    K.rope(p, k, cs, N, G, hd, 0, G * hd, hd, true, ko);
+    const Tmax = Math.max(...segs.map((sg) => sg.T));
+    const [q1, o1] = one ? [q, o] : [S.get("q1", Tmax * H * hd), S.get("att1", Tmax * H * hd)];
+    caches.forEach(([kc, vc], b) => {
+      const { row, T, p0 } = segs[b];
+      if (!one) {
+        K.copyRows(p, kc, k, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
+        K.copyRows(p, vc, v, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
+        K.copyRows(p, q1, q, T, H * hd, H * hd, row * H * hd, H * hd, 0, 0);
+      }
+      K.gqaAttend(p, o1, q1, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
+      if (!one) K.copyRows(p, o, o1, T, H * hd, H * hd, 0, H * hd, 0, row);
+    });
+    K.linear(p, h, o, N, H * hd, w.o, D, { accumulate: true });
+    if (w.oBias) K.bias(p, h, w.oBias, N, D);
   }
 
   /** h += down(silu(gate x) * up x) on T rows of x; buffers named by `tag` so experts don't clash with the shared MLP. */
@@ -420,13 +369,14 @@ export class GpuModel {
   }
 
   /**
-   * MoE. With moeRouting "gpu", decode steps (one sequence's T <= 4, or a batch of single tokens) route on the
-   * GPU and run each token's k experts by slot from the stacked expert weights, so the step stays one submission.
+   * MoE. With moeRouting "gpu", decode steps (at most 4 rows, or single tokens of up to MAX_GPU_ROUTED sequences)
+   * route on the GPU and run each token's k experts by slot from the stacked expert weights, so the step stays one
+   * submission.
    * Otherwise: submit what is recorded, read the
    * normed input back, route on the CPU (the engine's router), then gather each chosen expert's tokens, run it
    * once for all of them, and scatter-add its weighted output into h. The shared experts run on every token.
    */
-  private async moe(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, T: number, decode = T <= 4): Promise<Pass> {
+  private async moe(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, T: number, decode: boolean): Promise<Pass> {
     const moe = l.moe!;
     const q = decode && this.moeRouting === "gpu" ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
     if (moe.shared) this.mlp(q, moe.shared, x, h, T, "shared");
