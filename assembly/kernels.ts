@@ -354,7 +354,6 @@ function widen_rows(dt: i32, dst: usize, w: usize, scales: usize, r: i32, cnt: i
 function linear_tiled(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, scales: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
   const xb = <usize>xStride << 2, ob = <usize>outStride << 2;
   const fBytes = <usize>K << 2;
-  const eb: usize = dt == 0 ? 4 : dt == 3 ? 1 : 2;
   const wbuf = scratch + <usize>TILE_TOKENS * fBytes;
   for (let t0 = 0; t0 < T; t0 += TILE_TOKENS) {
     const cnt = min(TILE_TOKENS, T - t0);

@@ -16,7 +16,7 @@ import { cpus } from "node:os";
 import { openBackend } from "../src/cli/backend.js";
 import { openTextEngine, textBackendName, type TextBackend } from "../src/cli/text-backend.js";
 import { forwardBatch } from "../src/model/causal-lm.js";
-import type { BatchModel, StepState } from "../src/generate/batch.js";
+import { isAsyncModel, type BatchModel, type StepState } from "../src/generate/batch.js";
 import { ApiServer } from "../src/server/server.js";
 import { argmax } from "../src/generate/sampler.js";
 
@@ -156,7 +156,7 @@ const V = m.config.vocabSize;
 type Item = { ids: number[]; state: StepState };
 /** One batched step of the engine's model: the CPU decoder's forwardBatch, or the GPU decoder's, awaited. */
 const step = async (items: Item[]): Promise<Float32Array> =>
-  "forwardBatchAsync" in m ? m.forwardBatchAsync(items as never) : forwardBatch(m, items as never);
+  isAsyncModel(m) ? m.forwardBatchAsync(items as never) : forwardBatch(m, items as never);
 const perLevel: number[][] = levels.map(() => []);
 for (let round = 0; round < 7; round++) {
   for (const [li, n] of levels.entries()) {
@@ -168,7 +168,7 @@ for (let round = 0; round < 7; round++) {
       logits = await step(states.map((state, b) => ({ ids: [next[b]], state })));
     }
     perLevel[li].push((performance.now() - t0) / steps);
-    if ("releaseState" in m) for (const st of states) m.releaseState(st);
+    if (isAsyncModel(m)) for (const st of states) m.releaseState(st);
   }
 }
 const engineRows = levels.map((n, li) => {

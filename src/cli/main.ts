@@ -11,7 +11,7 @@ import { benchCommand } from "./commands/bench.js";
 import { openBackend } from "./backend.js";
 import type { Ops } from "../backends/ops.js";
 import type { WebGpuBackend } from "../backends/webgpu/backend.js";
-import type { TextBackend } from "./text-backend.js";
+import { checkGpuMode, type TextBackend } from "./text-backend.js";
 import { gpuBenchCommand, gpuDemoCommand, gpuGenerateCommand, gpuLogitsCommand } from "./commands/gpu.js";
 
 /** The model bundled in the repo (models/ beside src/ and dist/). */
@@ -77,10 +77,7 @@ function withOps(o: BackendFlags, fn: (ops: Ops) => void, gpu?: (g: WebGpuBacken
 
 /** For commands that keep running (serve, chat): the CPU kernels or the WebGPU decoder (MLA absorbed only). */
 function withTextBackend(o: BackendFlags & { attention?: string }, fn: (b: TextBackend) => Promise<void>): Promise<void> {
-  const checkGpu = () => {
-    const mode = parseMode(o.attention ?? "auto");
-    if (mode !== "auto") throw new MlaError(`--attention ${mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
-  };
+  const checkGpu = () => checkGpuMode(parseMode(o.attention ?? "auto"));
   return withBackend(o, (g) => fn({ kind: "webgpu", gpu: g }), (ops) => fn({ kind: "cpu", ops }), checkGpu);
 }
 

@@ -13,12 +13,17 @@ export function textBackendName(b: TextBackend): string {
   return b.kind === "cpu" ? b.ops.name : b.gpu.name;
 }
 
-/** A TextEngine for checkpoint folder `dir` on backend b (the GPU decoder always runs MLA absorbed). */
+/** The GPU decoder always runs MLA absorbed: any other --attention form is an error. */
+export function checkGpuMode(mode: MlaMode): void {
+  if (mode !== "auto") throw new MlaError(`--attention ${mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
+}
+
+/** A TextEngine for checkpoint folder `dir` on backend b. */
 export async function openTextEngine(
   dir: string, b: TextBackend, opts: SchedulerOptions & { readonly name?: string; readonly onProgress?: LoadProgress; readonly mode: MlaMode },
 ): Promise<TextEngine> {
   if (b.kind === "cpu") return TextEngine.open(dir, { ...opts, ops: b.ops });
-  if (opts.mode !== "auto") throw new MlaError(`--attention ${opts.mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
+  checkGpuMode(opts.mode);
   const { GpuModel } = await import("../model/gpu/model.js");
   return TextEngine.withModel(dir, GpuModel.load(dir, b.gpu, { onProgress: opts.onProgress }), opts);
 }

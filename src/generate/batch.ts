@@ -4,7 +4,6 @@ import { forwardBatch, type BatchItem, type CausalLM, type ModelState } from "..
 import type { ModelConfig } from "../model/config.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
 
-/** The queue is full: come back later (HTTP 429 with Retry-After). */
 /** What the scheduler needs of a sequence's run state. */
 export interface StepState {
   /** Tokens in the caches (the next token's position). */
@@ -31,10 +30,11 @@ export interface AsyncBatchModel<S extends StepState = StepState> {
 /** A model the scheduler can drive: a CPU CausalLM (synchronous steps) or an AsyncBatchModel. */
 export type BatchModel = CausalLM | AsyncBatchModel;
 
-function isAsync(m: BatchModel): m is AsyncBatchModel {
+export function isAsyncModel(m: BatchModel): m is AsyncBatchModel {
   return "forwardBatchAsync" in m;
 }
 
+/** The queue is full: come back later (HTTP 429 with Retry-After). */
 export class BusyError extends MlaError {
   constructor(message: string, readonly retryAfterSeconds: number) {
     super(message);
@@ -146,7 +146,7 @@ export class BatchScheduler {
   private stepping = false;
 
   constructor(readonly model: BatchModel, private readonly opts: SchedulerOptions) {
-    this.cacheBytesPerToken = isAsync(model) ? model.cacheBytesPerToken : model.newState(1).rowCaches.reduce((s, c) => s + c.width * 4, 0);
+    this.cacheBytesPerToken = isAsyncModel(model) ? model.cacheBytesPerToken : model.newState(1).rowCaches.reduce((s, c) => s + c.width * 4, 0);
     if (!(opts.maxCacheBytes > 0)) throw new MlaError(`the cache budget must be positive, got ${opts.maxCacheBytes} bytes`);
     this.maxCacheBytes = opts.maxCacheBytes;
     this.maxBatch = positive(opts.maxBatch ?? 32, "max batch");
@@ -240,7 +240,7 @@ export class BatchScheduler {
 
   /** An async model's state goes back now, or after the step that may still use it. */
   private release(state: StepState): void {
-    if (!isAsync(this.model)) return; // CPU caches are garbage-collected (the wasm backend reuses their memory)
+    if (!isAsyncModel(this.model)) return; // CPU caches are garbage-collected (the wasm backend reuses their memory)
     if (this.stepping) this.toRelease.push(state);
     else this.model.releaseState(state);
   }
@@ -294,7 +294,7 @@ export class BatchScheduler {
       for (const b of batch) this.finish(b.seq, "cancelled", e);
     };
     const m = this.model;
-    if (isAsync(m)) {
+    if (isAsyncModel(m)) {
       let pending: Promise<Float32Array>;
       try {
         pending = m.forwardBatchAsync(batch.map((b) => ({ ids: b.ids, state: b.seq.state! })));

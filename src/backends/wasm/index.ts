@@ -191,7 +191,7 @@ export class WasmBackend {
    * heap and pins it (see ensureScratch), so callers that allocate and release around `linear` reserve first.
    */
   reserveLinear(K: number): void {
-    this.ensureScratch(Math.max(16 * K + 64, this.kernels.linear_scratch(K)));
+    this.ensureScratch(this.kernels.linear_scratch(K)); // covers T = 1's 16 K + 64 bytes too
   }
 
   /**

@@ -14,6 +14,7 @@ import { median, promptTokens, timing, type GenerateCliOptions } from "./generat
 import { printLogits, type LogitsOptions } from "./logits.js";
 import { printBench, type BenchOptions, type BenchResult } from "./bench.js";
 import { infoText } from "./info.js";
+import { checkGpuMode } from "../text-backend.js";
 
 function load(dir: string, gpu: WebGpuBackend): GpuModel {
   const bar = loadingBar("uploading weights");
@@ -24,19 +25,14 @@ function load(dir: string, gpu: WebGpuBackend): GpuModel {
   }
 }
 
-/** MLA forms are a CPU choice: the GPU always runs absorbed attention. */
-function checkForm(mode: string): void {
-  if (mode !== "auto") throw new MlaError(`--attention ${mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
-}
-
 export async function gpuLogitsCommand(opts: LogitsOptions, gpu: WebGpuBackend): Promise<void> {
-  checkForm(opts.attention);
+  checkGpuMode(opts.attention);
   const model = load(opts.model, gpu);
   printLogits(await model.forward(opts.ids, model.newState(opts.ids.length), { allLogits: true }), opts.ids, model.config.vocabSize, opts.json);
 }
 
 export async function gpuGenerateCommand(opts: GenerateCliOptions, gpu: WebGpuBackend): Promise<void> {
-  checkForm(opts.attention);
+  checkGpuMode(opts.attention);
   const tok = TextTokenizer.load(opts.model);
   const prompt = promptTokens(opts, tok);
   const model = load(opts.model, gpu);
@@ -60,7 +56,7 @@ export interface GpuBenchResult extends BenchResult {
 
 /** Prefill a seeded random prompt, then greedy-decode with the argmax on the GPU; medians of per-step times. */
 export async function runGpuBench(opts: BenchOptions, gpu: WebGpuBackend): Promise<GpuBenchResult> {
-  checkForm(opts.attention);
+  checkGpuMode(opts.attention);
   const t0 = performance.now();
   const model = load(opts.model, gpu);
   const loadSeconds = (performance.now() - t0) / 1000;
