@@ -239,7 +239,7 @@ export class GpuModel {
     }
     const idBuf = S.get("ids", N);
     g.write(idBuf, Uint32Array.from(items.flatMap((it) => Array.from(it.ids))));
-    const csBuf = this.ropeRows(segs.flatMap((sg) => Array.from({ length: sg.T }, (_, t) => sg.p0 + t)));
+    const csBuf = this.ropeRows(segs, N);
     const h = S.get("h", N * D), x = S.get("x", N * D);
     // tiny steps and steps of single tokens route MoE on the GPU (see moe)
     const gpuRouted = N <= 4 || (N <= MAX_GPU_ROUTED && segs.every((sg) => sg.T === 1));
@@ -265,14 +265,16 @@ export class GpuModel {
     return logits;
   }
 
-  /** Rows [cos d/2 | sin d/2] for the given positions (one per token row), in the "rope" scratch buffer. */
-  private ropeRows(positions: readonly number[]): GPUBuffer {
-    const half = this.rope.dim / 2, cs = new Float32Array(positions.length * 2 * half);
-    positions.forEach((p0, t) => {
-      const { cos, sin } = this.rope.table(p0, 1);
-      cs.set(cos, t * 2 * half);
-      cs.set(sin, t * 2 * half + half);
-    });
+  /** Rows [cos d/2 | sin d/2] of every segment's positions, in row order, in the "rope" scratch buffer. */
+  private ropeRows(segs: readonly Segment[], N: number): GPUBuffer {
+    const half = this.rope.dim / 2, cs = new Float32Array(N * 2 * half);
+    for (const { row, T, p0 } of segs) {
+      const { cos, sin } = this.rope.table(p0, T);
+      for (let t = 0; t < T; t++) {
+        cs.set(cos.subarray(t * half, (t + 1) * half), (row + t) * 2 * half);
+        cs.set(sin.subarray(t * half, (t + 1) * half), (row + t) * 2 * half + half);
+      }
+    }
     const buf = this.scratch.get("rope", cs.length);
     this.gpu.write(buf, cs);
     return buf;
