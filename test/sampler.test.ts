@@ -157,3 +157,56 @@ test("byLogitDesc orders like the comparator sort: logit descending, ties by id 
     assert.deepEqual(byLogitDesc(l), want, `trial ${trial}`);
   }
 });
+
+/** Reference logit processors, written from their definitions (transformers' RepetitionPenaltyLogitsProcessor, OpenAI's penalties). */
+function processed(logits: Float32Array, opts: { bias?: Map<number, number>; rep?: number; pres?: number; freq?: number; suppress?: number[] }, prompt: number[], out: number[]): number[] {
+  const r = Array.from(logits);
+  for (const [id, b] of opts.bias ?? []) r[id] += b;
+  for (const id of new Set([...prompt, ...out])) if (opts.rep) r[id] = r[id] > 0 ? r[id] / opts.rep : r[id] * opts.rep;
+  const counts = new Map<number, number>();
+  for (const id of out) counts.set(id, (counts.get(id) ?? 0) + 1);
+  for (const [id, n] of counts) r[id] -= (opts.pres ?? 0) + (opts.freq ?? 0) * n;
+  for (const id of opts.suppress ?? []) r[id] = -Infinity;
+  return r;
+}
+
+test("logit bias, repetition/presence/frequency penalties and suppression match a plain reference (greedy, 40 steps)", () => {
+  for (const [trial, opts] of [
+    { rep: 1.7 }, { pres: 1.3 }, { freq: 0.9 }, { pres: -0.5, freq: 1.1, rep: 1.2 }, { bias: new Map([[3, 2.5], [30, -100]]), freq: 0.4 },
+  ].entries()) {
+    const V = 37 + trial * 11;
+    const prompt = Array.from({ length: 9 }, (_, i) => (i * 13 + trial) % V);
+    const s = new Sampler({ greedy: true, repetitionPenalty: opts.rep, presencePenalty: opts.pres, frequencyPenalty: opts.freq, logitBias: opts.bias }, prompt);
+    const out: number[] = [];
+    for (let step = 0; step < 40; step++) {
+      // near-flat logits, so the penalties decide: the reference's argmax is the one to pick
+      const l = randn(V, 5000 + trial * 100 + step, 0.5);
+      const suppress = step < 5 ? [argmax(l)] : [];
+      const want = argmax(processed(l, { ...opts, suppress }, prompt, out));
+      const copy = l.slice();
+      assert.equal(s.sample(l, new Set(suppress)), want, `trial ${trial} step ${step}`);
+      assert.deepEqual(l, copy, "the row is not modified");
+      out.push(want);
+    }
+    assert.ok(new Set(out).size > 5, `trial ${trial}: the penalties spread the picks (${new Set(out).size} distinct)`);
+  }
+});
+
+test("min-p keeps the tokens at least min_p times as likely as the best, after top-p (seeded, 20000 draws)", () => {
+  const order = Array.from(LOGITS.keys()).sort((a, b) => LOGITS[b] - LOGITS[a]);
+  for (const [minP, T] of [[0.3, 1], [0.05, 1.4], [0.6, 0.8]] as const) {
+    const p = probs(LOGITS, T);
+    const keep = order.filter((i) => p[i] >= minP * p[order[0]]);
+    assert.ok(keep.length > 1 && keep.length < LOGITS.length, `min_p ${minP} keeps some, not all`);
+    const f = frequencies(new Sampler({ temperature: T, minP, seed: 31 }), LOGITS, N);
+    assertClose(f, probs(LOGITS, T, keep), N, `min_p ${minP} T ${T}`);
+  }
+  // min_p 1 keeps only the best; 0 keeps all
+  const one = new Sampler({ temperature: 2, minP: 1, seed: 32 });
+  for (let i = 0; i < 200; i++) assert.equal(one.sample(LOGITS), 1);
+  assertClose(frequencies(new Sampler({ temperature: 1, minP: 0, seed: 33 }), LOGITS, N), probs(LOGITS, 1), N, "min_p 0");
+  // invalid values
+  for (const bad of [{ minP: -0.1 }, { minP: 1.5 }, { repetitionPenalty: 0 }, { repetitionPenalty: -1 }, { presencePenalty: 2.5 }, { frequencyPenalty: -3 }, { logitBias: new Map([[1, 101]]) }, { logitBias: new Map([[-1, 1]]) }]) {
+    assert.throws(() => new Sampler(bad), MlaError, JSON.stringify(bad, (_, v) => (v instanceof Map ? [...v] : v)));
+  }
+});

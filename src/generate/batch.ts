@@ -48,6 +48,8 @@ export interface SequenceRequest extends SamplingOptions {
   readonly maxNewTokens: number;
   /** Tokens that end the sequence (included in `tokens`, as generate() does). */
   readonly eosTokenIds?: readonly number[];
+  /** The EOS tokens cannot be chosen before this many new tokens exist (default 0). */
+  readonly minNewTokens?: number;
   /** Each new token as soon as it is chosen; return true to end the sequence there (e.g. a stop string matched). */
   readonly onToken?: (id: number, index: number) => boolean | void;
 }
@@ -181,7 +183,9 @@ export class BatchScheduler {
       const r = this.opts.retryAfterSeconds ?? 1;
       throw new BusyError(`the server is busy: ${this.active.length} sequences running and ${this.waiting.length} waiting; retry in ${r} s`, r);
     }
-    const sampler = new Sampler(req); // validates the sampling options before anything is queued
+    const minNew = req.minNewTokens ?? 0;
+    if (!Number.isInteger(minNew) || minNew < 0 || minNew > req.maxNewTokens) throw new MlaError(`min new tokens must be an integer from 0 to max new tokens (${req.maxNewTokens}), got ${minNew}`);
+    const sampler = new Sampler(req, req.prompt); // validates the sampling options before anything is queued
     let resolve!: (r: SequenceResult) => void, reject!: (e: unknown) => void;
     const done = new Promise<SequenceResult>((res, rej) => ((resolve = res), (reject = rej)));
     const seq: Sequence = {
@@ -325,7 +329,8 @@ export class BatchScheduler {
         seq.prefilled += ids.length;
         if (seq.prefilled < seq.req.prompt.length) return; // a middle chunk: its logits are not needed
       }
-      const next = seq.sampler.sample(logits.subarray(b * V, (b + 1) * V));
+      const early = seq.tokens.length < (seq.req.minNewTokens ?? 0);
+      const next = seq.sampler.sample(logits.subarray(b * V, (b + 1) * V), early ? seq.eos : undefined);
       seq.tokens.push(next);
       this.tokensOut++;
       let stop: boolean | void = false;

@@ -45,7 +45,7 @@ export function startGeneration<S extends { readonly position: number }>(
     throw new MlaError(`prompt of ${state.position + prompt.length} tokens is longer than the context length ${c.maxPositionEmbeddings}`);
   }
   const budget = Math.min(maxNew, c.maxPositionEmbeddings - state.position - prompt.length + 1);
-  return { state, budget, eos: new Set(opts.eosTokenIds ?? c.eosTokenIds), sampler: new Sampler(opts) };
+  return { state, budget, eos: new Set(opts.eosTokenIds ?? c.eosTokenIds), sampler: new Sampler(opts, prompt) };
 }
 
 /** Prefill the prompt, then decode one token at a time on the model's cache (latent or K/V). */

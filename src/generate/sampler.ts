@@ -1,7 +1,10 @@
 import { MlaError } from "../errors.js";
 import { mulberry32 } from "./rng.js";
 
-/** How the next token is chosen: argmax unless a temperature > 0 is given (as transformers without do_sample). */
+/**
+ * How the next token is chosen: argmax unless a temperature > 0 is given (as transformers without do_sample). The
+ * logit processors (bias, penalties) apply to greedy decoding too; min-p, top-k and top-p only when sampling.
+ */
 export interface SamplingOptions {
   readonly greedy?: boolean;
   readonly temperature?: number;
@@ -9,7 +12,20 @@ export interface SamplingOptions {
   readonly topK?: number;
   /** Keep the smallest set of tokens whose probability sums to at least p (1: all). */
   readonly topP?: number;
+  /** Keep the tokens whose probability is at least minP times the most likely one's (0: all), after top-p. */
+  readonly minP?: number;
   readonly seed?: number;
+  /**
+   * transformers' repetition_penalty (CTRL): the logit of every token already in the prompt or the output is
+   * divided by it when positive, multiplied when negative (1: off).
+   */
+  readonly repetitionPenalty?: number;
+  /** OpenAI's presence_penalty: subtracted once from the logit of every token the output already holds (-2..2). */
+  readonly presencePenalty?: number;
+  /** OpenAI's frequency_penalty: subtracted from a token's logit once per time the output holds it (-2..2). */
+  readonly frequencyPenalty?: number;
+  /** OpenAI's logit_bias: added to these token ids' logits before everything else (-100..100; -100 bans). */
+  readonly logitBias?: ReadonlyMap<number, number>;
 }
 
 /** Index of the largest logit; the first one on ties, as torch.argmax. */
@@ -49,26 +65,76 @@ export function byLogitDesc(logits: Float32Array): number[] {
 export class Sampler {
   private readonly rand: () => number;
   readonly greedy: boolean;
+  private readonly penalised: boolean;
+  /** Tokens of the output so far, with their counts (presence and frequency penalties). */
+  private readonly counts = new Map<number, number>();
+  /** Tokens of the prompt and the output (repetition penalty). */
+  private readonly seen = new Set<number>();
+  private scratch = new Float32Array(0);
 
-  constructor(readonly opts: SamplingOptions = {}) {
+  /** `prompt`: the tokens before the first sampled one, which the repetition penalty also counts. */
+  constructor(readonly opts: SamplingOptions = {}, prompt: readonly number[] = []) {
     const t = opts.temperature ?? 1;
     if (!(t >= 0) || !Number.isFinite(t)) throw new MlaError(`temperature must be >= 0, got ${opts.temperature}`);
     if (opts.topK !== undefined && !(Number.isInteger(opts.topK) && opts.topK >= 0)) throw new MlaError(`top-k must be a non-negative integer, got ${opts.topK}`);
     if (opts.topP !== undefined && !(opts.topP > 0 && opts.topP <= 1)) throw new MlaError(`top-p must be in (0, 1], got ${opts.topP}`);
+    if (opts.minP !== undefined && !(opts.minP >= 0 && opts.minP <= 1)) throw new MlaError(`min-p must be in [0, 1], got ${opts.minP}`);
+    const rp = opts.repetitionPenalty;
+    if (rp !== undefined && !(rp > 0 && Number.isFinite(rp))) throw new MlaError(`the repetition penalty must be a positive number, got ${rp}`);
+    for (const [name, v] of [["presence", opts.presencePenalty], ["frequency", opts.frequencyPenalty]] as const) {
+      if (v !== undefined && !(v >= -2 && v <= 2)) throw new MlaError(`the ${name} penalty must be between -2 and 2, got ${v}`);
+    }
+    for (const [id, b] of opts.logitBias ?? []) {
+      if (!Number.isInteger(id) || id < 0) throw new MlaError(`logit bias: token id ${id} is not a non-negative integer`);
+      if (!(b >= -100 && b <= 100)) throw new MlaError(`logit bias of token ${id} must be between -100 and 100, got ${b}`);
+    }
     this.greedy = opts.greedy === true || opts.temperature === undefined || t === 0;
     this.rand = mulberry32(opts.seed ?? (Math.random() * 2 ** 32) >>> 0);
+    this.penalised = (rp !== undefined && rp !== 1) || !!opts.presencePenalty || !!opts.frequencyPenalty;
+    if (this.penalised) for (const id of prompt) this.seen.add(id);
   }
 
-  /** Pick a token from one row of logits: temperature, then top-k, then top-p (as transformers orders them). */
-  sample(logits: Float32Array): number {
-    if (this.greedy) return argmax(logits);
+  /**
+   * Pick a token from one row of logits: logit bias and penalties, then temperature, top-k, top-p and min-p (as
+   * transformers orders them). `suppress`: tokens that may not be chosen now (EOS before min_tokens). The row is
+   * not modified; the chosen token counts for the penalties of the next call.
+   */
+  sample(logits: Float32Array, suppress?: ReadonlySet<number>): number {
+    const row = this.process(logits, suppress);
+    const id = this.greedy ? argmax(row) : this.draw(row);
+    if (this.penalised) {
+      this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
+      this.seen.add(id);
+    }
+    return id;
+  }
+
+  /** The logits after bias, suppression and penalties: `logits` itself when none applies. */
+  private process(logits: Float32Array, suppress?: ReadonlySet<number>): Float32Array {
+    const bias = this.opts.logitBias;
+    if (!this.penalised && !(bias && bias.size > 0) && !(suppress && suppress.size > 0)) return logits;
+    if (this.scratch.length !== logits.length) this.scratch = new Float32Array(logits.length);
+    const row = this.scratch;
+    row.set(logits);
+    const V = row.length;
+    if (bias) for (const [id, b] of bias) if (id < V) row[id] += b;
+    const rp = this.opts.repetitionPenalty ?? 1;
+    if (rp !== 1) for (const id of this.seen) if (id < V) row[id] = row[id] > 0 ? row[id] / rp : row[id] * rp;
+    const pres = this.opts.presencePenalty ?? 0, freq = this.opts.frequencyPenalty ?? 0;
+    if (pres !== 0 || freq !== 0) for (const [id, n] of this.counts) if (id < V) row[id] -= pres + freq * n;
+    if (suppress) for (const id of suppress) if (id < V) row[id] = -Infinity;
+    return row;
+  }
+
+  /** A draw from softmax(row / T) restricted by top-k, top-p and min-p. */
+  private draw(row: Float32Array): number {
     const t = this.opts.temperature ?? 1;
-    const V = logits.length;
-    let idx = byLogitDesc(logits);
+    const V = row.length;
+    let idx = byLogitDesc(row);
     const k = this.opts.topK ?? 0;
     if (k > 0 && k < V) idx = idx.slice(0, k);
-    const m = logits[idx[0]] / t;
-    const p = idx.map((i) => Math.exp(logits[i] / t - m));
+    const m = row[idx[0]] / t;
+    const p = idx.map((i) => Math.exp(row[i] / t - m));
     const sum = p.reduce((a, b) => a + b, 0);
     for (let i = 0; i < p.length; i++) p[i] /= sum;
     const topP = this.opts.topP ?? 1;
@@ -82,6 +148,14 @@ export class Sampler {
           break;
         }
       }
+    }
+    const minP = this.opts.minP ?? 0;
+    if (minP > 0) {
+      // p is sorted, so the kept tokens are a prefix; the most likely token always stays
+      const floor = minP * p[0];
+      let i = 1;
+      while (i < keep && p[i] >= floor) i++;
+      keep = i;
     }
     const mass = p.slice(0, keep).reduce((a, b) => a + b, 0);
     let r = this.rand() * mass;
