@@ -6,6 +6,7 @@ import { loadModel } from "../model/load.js";
 import type { LoadProgress } from "../model/weights.js";
 import { ChatTemplate, stopTokenIds, type ChatMessage } from "../tokenizer/chat.js";
 import { StreamDecoder, TextTokenizer } from "../tokenizer/tokenizer.js";
+import { AsyncEncoder } from "../tokenizer/encoder.js";
 import { BatchScheduler, type BatchModel, type SchedulerOptions } from "./batch.js";
 import type { SamplingOptions } from "./sampler.js";
 
@@ -57,6 +58,10 @@ export interface TextRequest extends SamplingOptions {
   readonly maxTokens: number;
   /** Up to 4 strings; the text ends before the first one. */
   readonly stop?: readonly string[];
+  /** EOS and the chat template's stop tokens cannot end the text before this many tokens (stop strings still do). */
+  readonly minTokens?: number;
+  /** Go on past EOS and the stop tokens, up to maxTokens (benchmarks). */
+  readonly ignoreEos?: boolean;
   /** Text as it is generated (never a broken UTF-8 character, never part of a stop string). */
   readonly onText?: (delta: string) => void;
 }
@@ -95,6 +100,7 @@ export interface TextEngineOptions extends SchedulerOptions {
  */
 export class TextEngine<M extends BatchModel = BatchModel> {
   readonly scheduler: BatchScheduler;
+  private encoder: AsyncEncoder | null = null;
 
   constructor(
     readonly name: string, readonly model: M, readonly tokenizer: TextTokenizer, readonly chat: ChatTemplate,
@@ -125,14 +131,31 @@ export class TextEngine<M extends BatchModel = BatchModel> {
 
   /** Token ids of a chat: the template already places BOS and the turn markers. */
   encodeChat(messages: readonly ChatMessage[]): number[] {
-    return this.tokenizer.encode(this.chat.render(messages, true), false);
+    return this.tokenizer.encode(this.renderChat(messages), false);
+  }
+
+  /** The text of a chat as the model reads it (the template rendered for the assistant's turn). */
+  renderChat(messages: readonly ChatMessage[]): string {
+    return this.chat.render(messages, true);
+  }
+
+  /** As encode (addSpecialTokens true) or the ids of a rendered chat (false), with long texts off the event loop. */
+  encodeAsync(text: string, addSpecialTokens: boolean): Promise<number[]> {
+    this.encoder ??= new AsyncEncoder(this.tokenizer);
+    return this.encoder.encode(text, addSpecialTokens);
+  }
+
+  /** Stop the scheduler (running sequences are cancelled) and the tokenizer's worker. */
+  async close(): Promise<void> {
+    this.scheduler.close();
+    await this.encoder?.close();
   }
 
   /** Start generating; throws MlaError / BusyError (from the scheduler) for requests that cannot be queued. */
   start(req: TextRequest): TextJob {
     const decoder = new StreamDecoder(this.tokenizer, true);
     const matcher = new StopMatcher(req.stop ?? []);
-    const stopIds = new Set(this.stopIds);
+    const stopIds = new Set(req.ignoreEos ? [] : this.stopIds);
     let text = "", stoppedByString = false;
     const emit = (delta: string): void => {
       if (!delta) return;
@@ -140,8 +163,9 @@ export class TextEngine<M extends BatchModel = BatchModel> {
       req.onText?.(delta);
     };
     const handle = this.scheduler.submit({
-      prompt: req.prompt, maxNewTokens: req.maxTokens, eosTokenIds: this.stopIds,
-      greedy: req.greedy, temperature: req.temperature, topK: req.topK, topP: req.topP, seed: req.seed,
+      prompt: req.prompt, maxNewTokens: req.maxTokens, eosTokenIds: [...stopIds], minNewTokens: req.minTokens,
+      greedy: req.greedy, temperature: req.temperature, topK: req.topK, topP: req.topP, minP: req.minP, seed: req.seed,
+      repetitionPenalty: req.repetitionPenalty, presencePenalty: req.presencePenalty, frequencyPenalty: req.frequencyPenalty, logitBias: req.logitBias,
       onToken: (id) => {
         if (stopIds.has(id)) return false; // the scheduler ends the sequence; EOS is not text
         const r = matcher.push(decoder.push(id));

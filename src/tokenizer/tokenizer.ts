@@ -5,14 +5,31 @@ import { MlaError } from "../errors.js";
 
 /** Text <-> token ids for a checkpoint, from its tokenizer.json (+ tokenizer_config.json when present). */
 export class TextTokenizer {
-  private constructor(private readonly tok: Tokenizer, readonly config: Record<string, unknown>) {}
+  /**
+   * No token covers more UTF-16 characters of input than this, so a text of n characters is at least
+   * ceil(n / maxCharsPerToken) tokens; null when the tokenizer gives no such bound (see charsPerTokenBound).
+   */
+  readonly maxCharsPerToken: number | null;
+
+  private constructor(
+    private readonly tok: Tokenizer, readonly config: Record<string, unknown>,
+    /** The parsed tokenizer.json, kept to start the same tokenizer on a worker thread (./encoder.ts). */
+    readonly json: object,
+  ) {
+    this.maxCharsPerToken = charsPerTokenBound(json);
+  }
 
   static fromJson(tokenizerJson: object, tokenizerConfig: Record<string, unknown> = {}): TextTokenizer {
     try {
-      return new TextTokenizer(new Tokenizer(tokenizerJson, tokenizerConfig), tokenizerConfig);
+      return new TextTokenizer(new Tokenizer(tokenizerJson, tokenizerConfig), tokenizerConfig, tokenizerJson);
     } catch (e) {
       throw new MlaError(`tokenizer.json could not be loaded: ${(e as Error).message}`);
     }
+  }
+
+  /** The fewest tokens a text of `chars` UTF-16 characters can encode to (0 when the tokenizer gives no bound). */
+  minTokens(chars: number): number {
+    return this.maxCharsPerToken === null ? 0 : Math.ceil(chars / this.maxCharsPerToken);
   }
 
   /** The tokenizer in dir, or null when the folder has no tokenizer.json. */
@@ -44,6 +61,58 @@ export class TextTokenizer {
     if (v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string") return (v as { content: string }).content;
     return undefined;
   }
+}
+
+type JsonObject = Record<string, unknown>;
+const asObject = (v: unknown): JsonObject | null => (v && typeof v === "object" && !Array.isArray(v) ? (v as JsonObject) : null);
+
+/**
+ * The longest input, in UTF-16 characters, that one token can stand for, read from tokenizer.json; null unless
+ * that is sound. It is for BPE models whose every input character ends up in some token: byte-level pre-tokenizing
+ * (a vocabulary string's characters are bytes, and a byte is at least one UTF-16 character of input), byte fallback,
+ * or unknown characters not fused into one token. Normalizers that can shorten the text (Unicode composition,
+ * stripping) and pre-tokenizers that drop characters (whitespace splitting) void the bound. Used to refuse a
+ * prompt that cannot fit the context before spending time to tokenize it.
+ */
+export function charsPerTokenBound(json: object): number | null {
+  const j = json as JsonObject;
+  const model = asObject(j.model);
+  if (!model || model.type !== "BPE") return null;
+  const vocab = asObject(model.vocab);
+  if (!vocab) return null;
+  const byteLevel = (p: unknown): boolean => {
+    const o = asObject(p);
+    if (!o) return false;
+    if (o.type === "ByteLevel") return true;
+    return o.type === "Sequence" && Array.isArray(o.pretokenizers) && o.pretokenizers.some(byteLevel);
+  };
+  const keeps = (p: unknown): boolean => {
+    const o = asObject(p);
+    if (!o) return p === null || p === undefined;
+    if (o.type === "Sequence") return Array.isArray(o.pretokenizers) && o.pretokenizers.every(keeps);
+    if (o.type === "Split") return o.behavior !== "Removed";
+    return ["ByteLevel", "Metaspace", "Digits", "Punctuation", "UnicodeScripts"].includes(String(o.type));
+  };
+  const lengthens = (n: unknown): boolean => {
+    const o = asObject(n);
+    if (!o) return n === null || n === undefined;
+    if (o.type === "Sequence") return Array.isArray(o.normalizers) && o.normalizers.every(lengthens);
+    if (o.type === "Prepend") return true;
+    // a literal replacement that is not shorter than what it replaces (Metaspace-style " " -> "▁")
+    const pattern = asObject(o.pattern);
+    return o.type === "Replace" && typeof pattern?.String === "string" && typeof o.content === "string" && o.content.length >= pattern.String.length;
+  };
+  if (!keeps(j.pre_tokenizer) || !lengthens(j.normalizer)) return null;
+  if (!byteLevel(j.pre_tokenizer) && model.byte_fallback !== true && model.fuse_unk === true) return null;
+  let max = 1;
+  for (const k of Object.keys(vocab)) if (k.length > max) max = k.length;
+  if (Array.isArray(j.added_tokens)) {
+    for (const t of j.added_tokens) {
+      const c = asObject(t)?.content;
+      if (typeof c === "string" && c.length > max) max = c.length;
+    }
+  }
+  return max;
 }
 
 function readJson(path: string): Record<string, unknown> {
