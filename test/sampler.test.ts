@@ -190,6 +190,12 @@ test("logit bias, repetition/presence/frequency penalties and suppression match 
     }
     assert.ok(new Set(out).size > 5, `trial ${trial}: the penalties spread the picks (${new Set(out).size} distinct)`);
   }
+  // only plain greedy decoding may be left to a model's own argmax (the GPU's)
+  assert.equal(new Sampler({ greedy: true }).plainArgmax, true);
+  assert.equal(new Sampler({ greedy: true, repetitionPenalty: 1 }).plainArgmax, true, "1 is off");
+  assert.equal(new Sampler({ greedy: true, logitBias: new Map([[1, 5]]) }).plainArgmax, false);
+  assert.equal(new Sampler({ greedy: true, frequencyPenalty: 0.5 }).plainArgmax, false);
+  assert.equal(new Sampler({ temperature: 1 }).plainArgmax, false);
 });
 
 test("min-p keeps the tokens at least min_p times as likely as the best, after top-p (seeded, 20000 draws)", () => {

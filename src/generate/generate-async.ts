@@ -25,7 +25,7 @@ export async function generateAsync<S extends AsyncState>(
   model: AsyncCausalLM<S>, prompt: readonly number[], opts: Omit<GenerateOptions, "state" | "mode"> & { state?: S } = {},
 ): Promise<AsyncGenerateResult<S>> {
   const { state, budget, eos, sampler } = startGeneration(model, prompt, opts);
-  const onDevice = sampler.greedy && model.forwardArgmax ? model.forwardArgmax.bind(model) : null;
+  const onDevice = sampler.plainArgmax && model.forwardArgmax ? model.forwardArgmax.bind(model) : null;
   const step = async (ids: readonly number[]) => (onDevice ? onDevice(ids, state) : sampler.sample(await model.forward(ids, state)));
   const tokens: number[] = [], decodeMs: number[] = [];
   let t0 = performance.now();

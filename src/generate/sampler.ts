@@ -109,6 +109,14 @@ export class Sampler {
     return id;
   }
 
+  /**
+   * Greedy with no bias or penalty: the token is the plain argmax of the logits, so a model may compute it where the
+   * logits are (the GPU) and send back only the id.
+   */
+  get plainArgmax(): boolean {
+    return this.greedy && !this.penalised && !(this.opts.logitBias && this.opts.logitBias.size > 0);
+  }
+
   /** The logits after bias, suppression and penalties: `logits` itself when none applies. */
   private process(logits: Float32Array, suppress?: ReadonlySet<number>): Float32Array {
     const bias = this.opts.logitBias;
