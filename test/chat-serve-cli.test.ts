@@ -36,7 +36,8 @@ function until(p: ReturnType<typeof start>, pred: () => boolean, what: string): 
   });
 }
 
-const exited = (p: ReturnType<typeof start>) => new Promise<number | null>((r) => (p.exitCode !== null ? r(p.exitCode) : p.on("exit", (c) => r(c))));
+const exited = (p: ReturnType<typeof start>) =>
+  new Promise<number | string | null>((r) => (p.exitCode !== null || p.signalCode !== null ? r(p.exitCode ?? p.signalCode) : p.on("exit", (c, sig) => r(c ?? sig))));
 
 test("mla chat: one reply per line from piped input, /reset, /exit", () => {
   const r = spawnSync(process.execPath, ["--import", "tsx", MAIN, "chat", "--backend", "cpu-scalar", "-n", "6"], {
@@ -90,6 +91,52 @@ test("mla serve: listens, answers an OpenAI request, shuts down on SIGTERM", asy
   assert.equal(await exited(p), 0, `clean exit: ${p.err()}`);
 });
 
+test("mla serve: SIGTERM drains: a running stream ends with an error event and [DONE], a JSON request gets a 503, exit 0", async () => {
+  const p = start(["serve", "--backend", "cpu-scalar", "--port", "0", "--shutdown-timeout", "0.5"]);
+  await until(p, () => /on http:\/\/127\.0\.0\.1:\d+\/v1/.test(p.err()), "listening");
+  const port = Number(/127\.0\.0\.1:(\d+)/.exec(p.err())![1]);
+  const url = `http://127.0.0.1:${port}/v1/completions`;
+  const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "The jury said", max_tokens: 1900, stream: true }) });
+  const reader = res.body!.getReader();
+  let text = new TextDecoder().decode((await reader.read()).value);
+  const plain = fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "It was", max_tokens: 1900 }) });
+  await new Promise((r) => setTimeout(r, 200));
+  p.kill("SIGTERM");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  assert.ok(text.endsWith("data: [DONE]\n\n"), `the stream ends with [DONE]: ...${text.slice(-200)}`);
+  assert.match(text, /"code":"server_shutting_down"/, "an error event says why");
+  const r = await plain;
+  assert.equal(r.status, 503);
+  assert.equal(((await r.json()) as { error: { code: string } }).error.code, "server_shutting_down");
+  assert.equal(await exited(p), 0, `clean exit: ${p.err()}`);
+  assert.match(p.err(), /shutting down: 2 requests in progress, up to 0\.5 s to finish/);
+});
+
+test("mla serve: MLA_API_KEY guards the API; a non-loopback address without a key is warned about", async () => {
+  const p = spawn(process.execPath, ["--import", "tsx", MAIN, "serve", "--backend", "cpu-scalar", "--port", "0", "--quiet"], { cwd: ROOT, env: { ...process.env, MLA_API_KEY: "k-123" } });
+  let err = "";
+  p.stderr.on("data", (d) => (err += d));
+  const proc = Object.assign(p, { out: () => "", err: () => err });
+  await until(proc, () => /on http:\/\/127\.0\.0\.1:\d+\/v1/.test(err), "listening");
+  const port = Number(/127\.0\.0\.1:(\d+)/.exec(err)![1]);
+  assert.equal((await fetch(`http://127.0.0.1:${port}/v1/models`)).status, 401, "no key");
+  assert.equal((await fetch(`http://127.0.0.1:${port}/v1/models`, { headers: { Authorization: "Bearer k-123" } })).status, 200, "the key");
+  assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200, "health is open");
+  assert.doesNotMatch(err, /warning/, "no warning on loopback");
+  p.kill("SIGTERM");
+  assert.equal(await exited(proc), 0);
+
+  const open = start(["serve", "--backend", "cpu-scalar", "--host", "0.0.0.0", "--port", "0", "--quiet"]);
+  await until(open, () => /on http:\/\/0\.0\.0\.0:\d+\/v1/.test(open.err()), "listening");
+  assert.match(open.err(), /^warning: listening on 0\.0\.0\.0, beyond this machine, with no API key/m);
+  open.kill("SIGTERM");
+  assert.equal(await exited(open), 0);
+});
+
 test("mla serve: bad options are one-line errors", () => {
   const run = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", MAIN, "serve", ...args], { cwd: ROOT, encoding: "utf8" });
   let r = run("--model", join(ROOT, "test/fixtures/tiny-llama"), "--backend", "cpu-scalar");
@@ -97,6 +144,10 @@ test("mla serve: bad options are one-line errors", () => {
   assert.match(r.stderr, /^error: .*no tokenizer\.json/, r.stderr);
   r = run("--max-cache-mb", "0", "--backend", "cpu-scalar");
   assert.match(r.stderr, /^error: the cache budget must be positive/, r.stderr);
+  r = run("--backend", "cpu-scalar", "--shutdown-timeout", "-1");
+  assert.match(r.stderr, /^error: --shutdown-timeout must be >= 0 seconds/, r.stderr);
+  r = run("--backend", "cpu-scalar", "--max-connections", "0");
+  assert.match(r.stderr, /^error: --max-connections must be an integer >= 1/, r.stderr);
   r = run("--backend", "webgpu", "--attention", "naive");
   assert.match(r.stderr, /^error: --attention naive: the webgpu backend always runs MLA absorbed/, r.stderr);
 });

@@ -115,7 +115,7 @@ test("openai client: chat completions, non-streaming and streaming", async () =>
 });
 
 test("raw SSE: data: lines, ending with data: [DONE]", async () => {
-  const res = await fetch(`${BASE}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "It was", max_tokens: 3, stream: true }) });
+  const res = await fetch(`${BASE}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "It was", max_tokens: 3, stream: true }) });
   assert.equal(res.status, 200, "ok");
   assert.match(res.headers.get("content-type") ?? "", /^text\/event-stream/, "event stream");
   const events = (await res.text()).split("\n\n").filter((e) => e.length > 0);
@@ -167,7 +167,7 @@ test("concurrent greedy requests are batched and equal the same requests run one
 
 test("a client that disconnects mid-stream is cancelled and its cache freed; others are served", async () => {
   const ctl = new AbortController();
-  const res = await fetch(`${BASE}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "The jury said", max_tokens: 1500, stream: true }), signal: ctl.signal });
+  const res = await fetch(`${BASE}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "The jury said", max_tokens: 1500, stream: true }), signal: ctl.signal });
   const reader = res.body!.getReader();
   let got = "";
   while ((got.match(/data: /g) ?? []).length < 3) got += new TextDecoder().decode((await reader.read()).value);
@@ -200,7 +200,7 @@ test("bad input: each gets an OpenAI error object with its status, and the serve
   assertError(await call("/v1/completions", { prompt: "x", stream: "yes" }), 400, "invalid_type");
   assertError(await call("/v1/completions", { prompt: "x", stop: ["a", "b", "c", "d", "e"] }), 400, "invalid_value");
   assertError(await call("/v1/completions", { prompt: "x", stop: 3 }), 400, "invalid_type");
-  assertError(await call("/v1/completions", { prompt: "x", n: 2 }), 400, "unsupported_value");
+  assertError(await call("/v1/completions", { prompt: "x", n: 2 }), 400, "unsupported_parameter");
   assertError(await call("/v1/completions", { prompt: "x", model: 7 }), 400, "invalid_type");
   assertError(await call("/v1/completions", { prompt: [1, 99999] }), 400, "invalid_value");
   assertError(await call("/v1/completions", { prompt: ["a", "b"] }), 400, "invalid_type");
@@ -226,7 +226,7 @@ test("bad input: each gets an OpenAI error object with its status, and the serve
   assertError(await call("/v1/completions", { prompt: "x".repeat(100_000) }), 413, "request_too_large");
   const chunked = await new Promise<Reply>((resolve, reject) => {
     // no Content-Length: the limit is enforced while reading
-    const req = request(`${BASE}/v1/completions`, { method: "POST", headers: { "Transfer-Encoding": "chunked" } }, (res) => {
+    const req = request(`${BASE}/v1/completions`, { method: "POST", headers: { "Transfer-Encoding": "chunked", "Content-Type": "application/json" } }, (res) => {
       let t = "";
       res.on("data", (d) => (t += d));
       res.on("end", () => resolve({ status: res.statusCode!, headers: new Headers(), body: JSON.parse(t) }));
@@ -261,12 +261,12 @@ test("a full queue answers 429 with Retry-After; an internal failure answers 500
   const url = `http://127.0.0.1:${addr.port}`;
   try {
     const ctl = new AbortController();
-    const long = await fetch(`${url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: [10, 11], max_tokens: 1500, stream: true }), signal: ctl.signal });
+    const long = await fetch(`${url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: [10, 11], max_tokens: 1500, stream: true }), signal: ctl.signal });
     const reader = long.body!.getReader();
     await reader.read(); // running
-    const queued = fetch(`${url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: [12], max_tokens: 2 }) });
+    const queued = fetch(`${url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: [12], max_tokens: 2 }) });
     while (small.scheduler.stats().waiting === 0) await new Promise((r) => setTimeout(r, 5));
-    const busy = await fetch(`${url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "x", max_tokens: 2 }) });
+    const busy = await fetch(`${url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "x", max_tokens: 2 }) });
     const body = await busy.json();
     assertError({ status: busy.status, headers: busy.headers, body }, 429, "server_busy", "rate_limit_error");
     assert.equal(busy.headers.get("retry-after"), "2", "Retry-After");
@@ -277,9 +277,9 @@ test("a full queue answers 429 with Retry-After; an internal failure answers 500
     const q = await queued;
     assert.equal(q.status, 200, "the waiting request ran once there was room");
 
-    const boom = await fetch(`${url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: [3], max_tokens: 2 }) });
+    const boom = await fetch(`${url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: [3], max_tokens: 2 }) });
     assertError({ status: boom.status, headers: boom.headers, body: await boom.json() }, 500, "internal_error", "server_error");
-    const boomStream = await fetch(`${url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: [3], max_tokens: 2, stream: true }) });
+    const boomStream = await fetch(`${url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: [3], max_tokens: 2, stream: true }) });
     const events = (await boomStream.text()).split("\n\n").filter(Boolean);
     assert.equal(JSON.parse(events[0].slice(6)).error.type, "server_error", "a streamed failure is an error event");
     assert.equal(events[events.length - 1], "data: [DONE]", "and the stream still ends");

@@ -207,16 +207,34 @@ backendOpts(program
   .option("--max-batch <n>", "sequences decoded together at most", "32")
   .option("--max-queue <n>", "requests waiting for room at most; past it the server answers 429 with Retry-After", "64")
   .option("--max-body-kb <n>", "largest request body (413 past it)", "1024")
+  .option("--api-key <key>", "require 'Authorization: Bearer KEY' on every route but /health (default: $MLA_API_KEY)")
+  .option("--cors <origins>", "comma-separated origins web pages may call from ('*': any); without it cross-origin requests get 403")
+  .option("--shutdown-timeout <s>", "on SIGTERM/SIGINT, seconds running requests may take to finish before they are ended", "10")
+  .option("--header-timeout <s>", "seconds a client has to send the request headers", "10")
+  .option("--body-timeout <s>", "seconds a client has to send the request body (408 past it)", "30")
+  .option("--request-timeout <s>", "seconds a generation may take, queueing included (504 past it; 0: no limit)", "0")
+  .option("--max-connections <n>", "open connections at most; more are closed as they arrive", "512")
   .option("--quiet", "no per-request log lines on stderr")
   .addOption(attentionOpt()))
   .action((o) =>
     withTextBackend(o, async (backend) => {
       const { serveCommand } = await import("./commands/serve.js");
+      const seconds = (v: string, flag: string) => {
+        const n = parseFloatArg(v, flag);
+        if (n < 0) throw new MlaError(`${flag} must be >= 0 seconds, got "${v}"`);
+        return n;
+      };
       await serveCommand({
         model: o.model, host: o.host, port: parseInt10(o.port, "--port"), name: o.name,
         maxCacheMb: parseFloatArg(o.maxCacheMb, "--max-cache-mb"), maxBatch: parseInt10(o.maxBatch, "--max-batch", 1),
         maxQueue: parseInt10(o.maxQueue, "--max-queue", 1), maxBodyKb: parseInt10(o.maxBodyKb, "--max-body-kb", 1),
         attention: parseMode(o.attention), quiet: o.quiet,
+        apiKey: o.apiKey ?? (process.env.MLA_API_KEY || undefined),
+        cors: o.cors === undefined ? undefined : String(o.cors).split(","),
+        shutdownTimeoutS: seconds(o.shutdownTimeout, "--shutdown-timeout"),
+        headerTimeoutS: seconds(o.headerTimeout, "--header-timeout"), bodyTimeoutS: seconds(o.bodyTimeout, "--body-timeout"),
+        requestTimeoutS: seconds(o.requestTimeout, "--request-timeout"),
+        maxConnections: parseInt10(o.maxConnections, "--max-connections", 1),
       }, backend);
     }),
   );

@@ -26,7 +26,15 @@ export interface SamplingRequest {
   readonly temperature?: number;
   readonly topP?: number;
   readonly topK?: number;
+  readonly minP?: number;
   readonly seed?: number;
+  readonly repetitionPenalty?: number;
+  readonly presencePenalty?: number;
+  readonly frequencyPenalty?: number;
+  /** Token id -> bias; ids are checked against the vocabulary by the server. */
+  readonly logitBias?: ReadonlyMap<number, number>;
+  readonly minTokens?: number;
+  readonly ignoreEos: boolean;
   readonly stop: string[];
   readonly stream: boolean;
   readonly includeUsage: boolean;
@@ -48,7 +56,9 @@ function isObject(v: unknown): v is Json {
 function optNumber(b: Json, key: string, min: number, max: number, integer = false): number | undefined {
   const v = b[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v)) throw bad(key, `'${key}' must be a number, got ${describe(v)}`);
+  if (typeof v !== "number") throw bad(key, `'${key}' must be a number, got ${describe(v)}`);
+  // JSON.parse reads 1e400 as Infinity: a number, but none that fits a double
+  if (!Number.isFinite(v)) throw bad(key, `'${key}' must be a finite number, got ${v} (out of a double's range)`, "invalid_value");
   if (integer && !Number.isInteger(v)) throw bad(key, `'${key}' must be an integer, got ${v}`);
   if (v < min || v > max) throw bad(key, `'${key}' must be between ${min} and ${max}, got ${v}`, "invalid_value");
   return v;
@@ -61,13 +71,90 @@ function describe(v: unknown): string {
   return `${typeof v === "object" ? "an object" : `a ${typeof v}`}`;
 }
 
-/** Reject features this server does not have, rather than ignoring them and answering something else. */
-function unsupported(b: Json, key: string, ok: (v: unknown) => boolean, what: string): void {
-  const v = b[key];
-  if (v !== undefined && v !== null && !ok(v)) throw new ApiError(400, `'${key}' ${what}`, "invalid_request_error", key, "unsupported_value");
+/**
+ * The body keys each endpoint reads. Keys that OpenAI's API defines but this server does not implement are refused
+ * with a 400 that names them (unless they hold the value that means "off"), and so are keys nobody defines (a typo
+ * must not silently change nothing), as OpenAI's own API refuses unrecognized arguments.
+ */
+const COMMON_KEYS = [
+  "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream", "stream_options",
+  "repetition_penalty", "presence_penalty", "frequency_penalty", "logit_bias", "min_tokens", "ignore_eos",
+  "n", "logprobs", "user",
+];
+const COMPLETION_KEYS: ReadonlySet<string> = new Set([...COMMON_KEYS, "prompt", "best_of", "echo", "suffix"]);
+const CHAT_KEYS: ReadonlySet<string> = new Set([
+  ...COMMON_KEYS, "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
+  "response_format", "functions", "function_call", "store", "metadata", "modalities",
+]);
+
+/** Values of known keys that ask for nothing this server lacks; any other value is refused. */
+const OFF: Readonly<Record<string, (v: unknown) => boolean>> = {
+  n: (v) => v === 1,
+  best_of: (v) => v === 1,
+  echo: (v) => v === false,
+  logprobs: (v) => v === false || v === 0,
+  top_logprobs: (v) => v === 0,
+  suffix: (v) => v === "",
+  tools: (v) => Array.isArray(v) && v.length === 0,
+  functions: (v) => Array.isArray(v) && v.length === 0,
+  tool_choice: (v) => v === "none",
+  function_call: (v) => v === "none",
+  parallel_tool_calls: (v) => typeof v === "boolean",
+  response_format: (v) => isObject(v) && v.type === "text",
+  store: (v) => v === false,
+  metadata: (v) => isObject(v),
+  modalities: (v) => Array.isArray(v) && v.length === 1 && v[0] === "text",
+  user: (v) => typeof v === "string",
+};
+
+function checkKeys(b: Json, known: ReadonlySet<string>): void {
+  const unknown = Object.keys(b).filter((k) => !known.has(k));
+  if (unknown.length > 0) {
+    throw new ApiError(400, `unrecognized request argument${unknown.length > 1 ? "s" : ""} ${quoted(unknown)}`, "invalid_request_error", unknown[0], "unrecognized_parameter");
+  }
+  const refused = Object.keys(OFF).filter((k) => known.has(k) && b[k] !== undefined && b[k] !== null && !OFF[k](b[k]));
+  if (refused.length > 0) {
+    throw new ApiError(400, `${quoted(refused)} ${refused.length > 1 ? "are" : "is"} not supported by this server (${refused.map(offHint).join("; ")})`, "invalid_request_error", refused[0], "unsupported_parameter");
+  }
 }
 
-function sampling(b: Json): SamplingRequest {
+const quoted = (keys: readonly string[]): string => keys.map((k) => `'${k}'`).join(", ");
+
+function offHint(k: string): string {
+  switch (k) {
+    case "n": case "best_of": return `${k}: one choice per request`;
+    case "echo": case "logprobs": case "top_logprobs": return `${k}: no log-probabilities`;
+    case "tools": case "functions": case "tool_choice": case "function_call": case "parallel_tool_calls": return `${k}: no tool calling`;
+    case "response_format": return `${k}: only {"type": "text"}`;
+    case "suffix": return `${k}: no insertion`;
+    default: return `${k}: omit it`;
+  }
+}
+
+/** logit_bias: {"token id": bias} with biases from -100 to 100, as OpenAI's. */
+function logitBias(v: unknown): Map<number, number> | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v)) throw bad("logit_bias", `'logit_bias' must be an object of token id -> bias, got ${describe(v)}`);
+  const m = new Map<number, number>();
+  for (const [k, b] of Object.entries(v)) {
+    const id = Number(k);
+    if (!/^\d+$/.test(k) || !Number.isSafeInteger(id)) throw bad("logit_bias", `'logit_bias' keys must be token ids (non-negative integers), got "${k}"`, "invalid_value");
+    if (typeof b !== "number" || !Number.isFinite(b)) throw bad("logit_bias", `'logit_bias' of token ${k} must be a number, got ${describe(b)}`);
+    if (b < -100 || b > 100) throw bad("logit_bias", `'logit_bias' of token ${k} must be between -100 and 100, got ${b}`, "invalid_value");
+    m.set(id, b);
+  }
+  return m;
+}
+
+function optBoolean(b: Json, key: string): boolean | undefined {
+  const v = b[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") throw bad(key, `'${key}' must be a boolean, got ${describe(v)}`);
+  return v;
+}
+
+function sampling(b: Json, known: ReadonlySet<string>): SamplingRequest {
+  checkKeys(b, known);
   if (b.model !== undefined && typeof b.model !== "string") throw bad("model", `'model' must be a string, got ${describe(b.model)}`);
   const maxTokens = optNumber(b, "max_tokens", 1, Number.MAX_SAFE_INTEGER, true) ?? optNumber(b, "max_completion_tokens", 1, Number.MAX_SAFE_INTEGER, true);
   const temperature = optNumber(b, "temperature", 0, 2);
@@ -91,26 +178,26 @@ function sampling(b: Json): SamplingRequest {
     if (u !== undefined && u !== null && typeof u !== "boolean") throw bad("stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
     includeUsage = u === true;
   }
-  unsupported(b, "n", (v) => v === 1, "must be 1: this server returns one choice per request");
-  unsupported(b, "best_of", (v) => v === 1, "must be 1");
-  unsupported(b, "echo", (v) => v === false, "is not supported");
-  unsupported(b, "logprobs", (v) => v === false, "is not supported");
-  unsupported(b, "top_logprobs", (v) => v === 0, "is not supported");
-  unsupported(b, "presence_penalty", (v) => v === 0, "is not supported (only 0)");
-  unsupported(b, "frequency_penalty", (v) => v === 0, "is not supported (only 0)");
-  unsupported(b, "logit_bias", (v) => isObject(v) && Object.keys(v).length === 0, "is not supported");
-  unsupported(b, "tools", (v) => Array.isArray(v) && v.length === 0, "are not supported");
-  unsupported(b, "response_format", (v) => isObject(v) && v.type === "text", "is not supported (only {type: \"text\"})");
+  const minP = optNumber(b, "min_p", 0, 1);
+  const repetitionPenalty = optNumber(b, "repetition_penalty", 0, Number.MAX_VALUE);
+  if (repetitionPenalty === 0) throw bad("repetition_penalty", "'repetition_penalty' must be greater than 0 (1 is off)", "invalid_value");
+  const presencePenalty = optNumber(b, "presence_penalty", -2, 2);
+  const frequencyPenalty = optNumber(b, "frequency_penalty", -2, 2);
+  const minTokens = optNumber(b, "min_tokens", 0, Number.MAX_SAFE_INTEGER, true);
+  if (minTokens !== undefined && maxTokens !== undefined && minTokens > maxTokens) {
+    throw bad("min_tokens", `'min_tokens' (${minTokens}) must not exceed 'max_tokens' (${maxTokens})`, "invalid_value");
+  }
   return {
     model: b.model as string | undefined, maxTokens, temperature, topP, topK: topK !== undefined && topK > 0 ? topK : undefined, seed,
-    stop, stream: b.stream === true, includeUsage,
+    minP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias: logitBias(b.logit_bias), minTokens,
+    ignoreEos: optBoolean(b, "ignore_eos") === true, stop, stream: b.stream === true, includeUsage,
   };
 }
 
 /** Validate a /v1/completions body. */
 export function parseCompletion(body: unknown): CompletionRequest {
   if (!isObject(body)) throw bad("", `the request body must be a JSON object, got ${describe(body)}`);
-  const s = sampling(body);
+  const s = sampling(body, COMPLETION_KEYS);
   let p = body.prompt;
   if (p === undefined || p === null) throw bad("prompt", "'prompt' is required", "missing_required_parameter");
   // one prompt only; a list of one (text or ids) is accepted as the client libraries send it
@@ -133,7 +220,7 @@ const ROLES = new Set(["system", "developer", "user", "assistant"]);
 /** Validate a /v1/chat/completions body. */
 export function parseChat(body: unknown): ChatRequest {
   if (!isObject(body)) throw bad("", `the request body must be a JSON object, got ${describe(body)}`);
-  const s = sampling(body);
+  const s = sampling(body, CHAT_KEYS);
   const m = body.messages;
   if (m === undefined || m === null) throw bad("messages", "'messages' is required", "missing_required_parameter");
   if (!Array.isArray(m)) throw bad("messages", `'messages' must be an array, got ${describe(m)}`);

@@ -4,13 +4,27 @@ import { randomBytes } from "node:crypto";
 import { MlaError } from "../errors.js";
 import { BusyError } from "../generate/batch.js";
 import type { TextEngine, TextJob, TextResult } from "../generate/text.js";
-import { ApiError, parseChat, parseCompletion, type SamplingRequest } from "./openai.js";
+import { AccessPolicy, isLoopbackAddress } from "./access.js";
+import { ClientGone, EventStream, decodeSegment, printable, readBody, sendJson, targetPath } from "./http.js";
+import { ApiError, parseChat, parseCompletion, type ChatRequest, type CompletionRequest, type SamplingRequest } from "./openai.js";
 
 export interface ServerOptions {
   /** Largest request body accepted (default 1 MiB); larger ones get 413. */
   readonly maxBodyBytes?: number;
-  /** One line per finished request (method, path, status, duration, tokens). */
+  /** One line per request, written once it is over: method, path, status, duration, tokens, how it ended. */
   readonly log?: (line: string) => void;
+  /** Bearer key every route but /health requires (none by default). */
+  readonly apiKey?: string;
+  /** Origins web pages may call from (CORS; "*" for any). None by default: cross-origin requests get 403. */
+  readonly cors?: readonly string[];
+  /** Time for a client to send the request headers (default 10 s). */
+  readonly headersTimeoutMs?: number;
+  /** Time for a client to send the request body once the headers are in (default 30 s); 408 past it. */
+  readonly bodyTimeoutMs?: number;
+  /** Time a generation may take, queueing included (default 0: no limit); 504 (or an error event) past it. */
+  readonly requestTimeoutMs?: number;
+  /** Open connections at most (default 512); more are closed as they arrive. */
+  readonly maxConnections?: number;
 }
 
 /** Legacy completions default to 16 new tokens, as OpenAI's; chat defaults to the rest of the context. */
@@ -18,21 +32,55 @@ const COMPLETION_DEFAULT_MAX_TOKENS = 16;
 
 type Kind = "completion" | "chat";
 
+/** Why the server, not the client, ended a generation early. */
+type ServerStop = "shutdown" | "timeout";
+
+/** A request from its arrival until its response is over (or its connection gone). */
+interface Exchange {
+  readonly t0: number;
+  tokens: number;
+  /** How it ended, when not simply answered: for the log line. */
+  note: string;
+  /** The connection closed (the response is over, or the client left). */
+  closed: boolean;
+  /** The handler returned (so tokens and note are final). */
+  handled: boolean;
+  /** Ends the running generation with an error reply (set while one runs). */
+  stop?: (why: ServerStop) => void;
+}
+
 /**
  * An OpenAI-compatible HTTP server (node:http) over a TextEngine: POST /v1/completions and /v1/chat/completions
- * (JSON, or server-sent events with `stream: true`), GET /v1/models, GET /health. Every error is an OpenAI error
- * object with its status code; a client that disconnects has its sequence cancelled and its cache freed.
+ * (JSON, or server-sent events with `stream: true`), GET (and HEAD) /v1/models and /health. Every error is an
+ * OpenAI error object with its status code; a client that disconnects has its sequence cancelled and its cache
+ * freed. Requests are checked by an AccessPolicy (Host, Origin, Content-Type, API key) before they are routed;
+ * shutdown() drains: running requests finish within a grace period, then end with an error.
  */
 export class ApiServer {
   readonly server: Server;
   private readonly maxBodyBytes: number;
+  private readonly bodyTimeoutMs: number;
+  private readonly requestTimeoutMs: number;
   private readonly created = Math.floor(Date.now() / 1000);
-  private readonly jobs = new Set<TextJob>();
+  private readonly access: AccessPolicy;
+  private readonly inflight = new Set<Exchange>();
+  private idleWaiters: (() => void)[] = [];
+  private draining = false;
+  private closing: Promise<void> | null = null;
+  private endGrace: (() => void) | null = null;
 
   constructor(readonly engine: TextEngine, private readonly opts: ServerOptions = {}) {
     this.maxBodyBytes = opts.maxBodyBytes ?? 1 << 20;
-    this.server = createServer((req, res) => void this.handle(req, res));
+    this.bodyTimeoutMs = opts.bodyTimeoutMs ?? 30_000;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 0;
+    const headersTimeout = opts.headersTimeoutMs ?? 10_000;
+    // node enforces the header and whole-request receive timeouts itself, checking every connectionsCheckingInterval
+    this.server = createServer({ connectionsCheckingInterval: Math.min(1000, Math.max(100, headersTimeout / 2)) }, (req, res) => void this.handle(req, res));
+    this.server.headersTimeout = headersTimeout;
+    this.server.requestTimeout = this.bodyTimeoutMs > 0 ? headersTimeout + this.bodyTimeoutMs + 1000 : 0;
     this.server.keepAliveTimeout = 5000;
+    this.server.maxConnections = opts.maxConnections ?? 512;
+    this.access = new AccessPolicy({ cors: opts.cors, apiKey: opts.apiKey }, () => this.loopbackOnly());
   }
 
   /** Listen (port 0: any free port); resolves to the address. */
@@ -46,25 +94,94 @@ export class ApiServer {
     });
   }
 
-  /** Stop: cancel every running request, close all connections. */
-  close(): Promise<void> {
-    for (const j of this.jobs) j.cancel();
-    this.engine.scheduler.close();
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
+  /** Listening on a loopback address only (so only loopback Host names are this server's). */
+  private loopbackOnly(): boolean {
+    const a = this.server.address();
+    return a !== null && typeof a === "object" && isLoopbackAddress(a.address);
+  }
+
+  /** Whether a request needs the API key (for the banner). */
+  get requiresKey(): boolean {
+    return this.access.requiresKey;
+  }
+
+  /**
+   * Drain and stop: no new connections or requests (503), running requests go on for up to `graceMs`, then end
+   * with an error (a stream gets an error event and [DONE], a JSON request a 503); the model's caches are freed.
+   * Calling it again returns the same promise.
+   */
+  shutdown(graceMs = 10_000): Promise<void> {
+    if (this.closing) {
+      if (graceMs === 0) this.endGrace?.(); // e.g. a second Ctrl-C: stop now
+      return this.closing;
+    }
+    this.draining = true;
+    if (this.server.listening) this.server.close();
+    this.server.closeIdleConnections();
+    this.closing = (async () => {
+      await new Promise<void>((resolve) => {
+        this.endGrace = resolve;
+        void this.whenIdle(graceMs).then(resolve);
+      });
+      for (const x of this.inflight) x.stop?.("shutdown");
+      await this.whenIdle(2000); // the stopped ones answer with their error now
+      await this.engine.close();
       this.server.closeAllConnections();
+    })();
+    return this.closing;
+  }
+
+  /** Stop now: shutdown without a grace period (or cut a running shutdown's grace short). */
+  close(): Promise<void> {
+    return this.shutdown(0);
+  }
+
+  /** Running requests, for drain reports. */
+  get inFlight(): number {
+    return this.inflight.size;
+  }
+
+  private whenIdle(ms: number): Promise<void> {
+    if (this.inflight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.idleWaiters.push(done);
     });
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const t0 = performance.now();
-    let tokens = 0;
-    res.on("finish", () => this.opts.log?.(`${req.method} ${req.url} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms${tokens ? ` ${tokens} tokens` : ""}`));
+    const x: Exchange = { t0: performance.now(), tokens: 0, note: "", closed: false, handled: false };
+    this.inflight.add(x);
+    // one log line once both the connection is done and the handler has its outcome (a vanished client's
+    // sequence is cancelled after its socket closes)
+    res.on("close", () => {
+      x.closed = true;
+      if (x.handled) this.logRequest(req, res, x);
+      this.inflight.delete(x);
+      if (this.inflight.size === 0) for (const w of this.idleWaiters.splice(0)) w();
+    });
+    await this.dispatch(req, res, x);
+    x.handled = true;
+    if (x.closed) this.logRequest(req, res, x);
+  }
+
+  private async dispatch(req: IncomingMessage, res: ServerResponse, x: Exchange): Promise<void> {
     try {
-      const path = new URL(req.url ?? "/", "http://localhost").pathname.replace(/\/+$/, "") || "/";
-      const route = (method: string): boolean => {
-        if (req.method === method) return true;
-        throw new ApiError(405, `${req.method} is not allowed on ${path}; use ${method}`, "invalid_request_error", null, "method_not_allowed", { Allow: method });
+      if (this.draining) {
+        res.setHeader("Connection", "close");
+        throw new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down");
+      }
+      const path = targetPath(req.url);
+      if (this.access.admit(req, res)) return;
+      if (path !== "/health") this.access.authorize(req);
+      const route = (method: "GET" | "POST"): boolean => {
+        if (req.method === method || (method === "GET" && req.method === "HEAD")) return true;
+        const allow = method === "GET" ? "GET, HEAD" : "POST";
+        throw new ApiError(405, `${req.method} is not allowed on ${printable(path)}; use ${allow}`, "invalid_request_error", null, "method_not_allowed", { Allow: allow });
       };
       if (path === "/health" && route("GET")) {
         return sendJson(res, 200, { status: "ok", model: this.engine.name, ...this.engine.scheduler.stats() });
@@ -73,20 +190,28 @@ export class ApiServer {
         return sendJson(res, 200, { object: "list", data: [this.modelCard()] });
       }
       if (path.startsWith("/v1/models/") && route("GET")) {
-        this.checkModel(decodeURIComponent(path.slice("/v1/models/".length)));
+        this.checkModel(decodeSegment(path.slice("/v1/models/".length), "the model id"));
         return sendJson(res, 200, this.modelCard());
       }
       if ((path === "/v1/completions" || path === "/v1/chat/completions") && route("POST")) {
-        const kind: Kind = path === "/v1/completions" ? "completion" : "chat";
-        const body = parseJson(await readBody(req, this.maxBodyBytes));
-        const r = await this.generate(kind, body, req, res);
-        tokens = r?.completionTokens ?? 0;
+        AccessPolicy.requireJson(req);
+        const body = parseJson(await readBody(req, this.maxBodyBytes, this.bodyTimeoutMs));
+        await this.generate(path === "/v1/completions" ? "completion" : "chat", body, res, x);
         return;
       }
-      throw new ApiError(404, `no route ${req.method} ${path}`, "invalid_request_error", null, "not_found");
+      throw new ApiError(404, `no route ${req.method} ${printable(path)}`, "invalid_request_error", null, "not_found");
     } catch (e) {
-      this.fail(res, e);
+      this.fail(res, x, e);
     }
+  }
+
+  private logRequest(req: IncomingMessage, res: ServerResponse, x: Exchange): void {
+    if (!this.opts.log) return;
+    // 499 (nginx's "client closed request"): the client left before any reply
+    const status = res.headersSent ? res.statusCode : 499;
+    const tokens = x.tokens ? ` ${x.tokens} tokens` : "";
+    const note = x.note || (!res.writableFinished ? "the connection closed before the reply was complete" : "");
+    this.opts.log(`${req.method} ${printable(req.url ?? "")} ${status} ${(performance.now() - x.t0).toFixed(0)} ms${tokens}${note ? ` (${note})` : ""}`);
   }
 
   private modelCard(): object {
@@ -95,75 +220,122 @@ export class ApiServer {
 
   private checkModel(model: string | undefined): void {
     if (model !== undefined && model !== this.engine.name) {
-      throw new ApiError(404, `the model '${model}' does not exist; this server runs '${this.engine.name}'`, "invalid_request_error", "model", "model_not_found");
+      throw new ApiError(404, `the model '${model.slice(0, 200)}' does not exist; this server runs '${this.engine.name}'`, "invalid_request_error", "model", "model_not_found");
     }
   }
 
-  /** Validate, queue, and answer (JSON or SSE). Resolves when the response is complete. */
-  private async generate(kind: Kind, body: unknown, req: IncomingMessage, res: ServerResponse): Promise<TextResult | undefined> {
-    const r = kind === "chat" ? parseChat(body) : parseCompletion(body);
-    this.checkModel(r.model);
-    const engine = this.engine, ctx = engine.contextLength, V = engine.model.config.vocabSize;
-    let prompt: number[];
-    if ("messages" in r) prompt = engine.encodeChat(r.messages);
-    else if (typeof r.prompt === "string") prompt = engine.encode(r.prompt);
-    else {
+  /** Token ids of the request's prompt: refused by its length in characters first, long texts encoded off the loop. */
+  private async promptIds(r: ChatRequest | CompletionRequest, x: Exchange): Promise<number[]> {
+    const engine = this.engine, V = engine.model.config.vocabSize;
+    if (!("messages" in r) && typeof r.prompt !== "string") {
       const bad = r.prompt.find((t) => t < 0 || t >= V);
       if (bad !== undefined) throw new ApiError(400, `token id ${bad} in 'prompt' is out of range (vocabulary of ${V})`, "invalid_request_error", "prompt", "invalid_value");
-      prompt = r.prompt;
+      return r.prompt;
     }
+    const text = "messages" in r ? engine.renderChat(r.messages) : (r.prompt as string);
+    const least = engine.tokenizer.minTokens(text.length), ctx = engine.contextLength;
+    if (least >= ctx) {
+      throw new ApiError(400, `this model's context length is ${ctx} tokens; the prompt has ${text.length} characters, which are at least ${least} tokens ` +
+        `(no token of this tokenizer spans more than ${engine.tokenizer.maxCharsPerToken} characters)`, "invalid_request_error", "messages" in r ? "messages" : "prompt", "context_length_exceeded");
+    }
+    const ids = await engine.encodeAsync(text, !("messages" in r));
+    if (x.closed) throw new ClientGone("tokenizing");
+    return ids;
+  }
+
+  /** Validate, queue, and answer (JSON or SSE). Resolves when the response is complete. */
+  private async generate(kind: Kind, body: unknown, res: ServerResponse, x: Exchange): Promise<void> {
+    const r = kind === "chat" ? parseChat(body) : parseCompletion(body);
+    this.checkModel(r.model);
+    const engine = this.engine, V = engine.model.config.vocabSize;
+    for (const id of r.logitBias?.keys() ?? []) {
+      if (id >= V) throw new ApiError(400, `token id ${id} in 'logit_bias' is out of range (vocabulary of ${V})`, "invalid_request_error", "logit_bias", "invalid_value");
+    }
+    const prompt = await this.promptIds(r, x);
     if (prompt.length === 0) throw new ApiError(400, "the prompt encodes to no tokens", "invalid_request_error", "prompt", "invalid_value");
     const maxTokens = this.maxTokens(kind, r, prompt.length);
+    if (r.minTokens !== undefined && r.minTokens > maxTokens) {
+      throw new ApiError(400, `'min_tokens' (${r.minTokens}) is more than the ${maxTokens} new tokens this request may have`, "invalid_request_error", "min_tokens", "invalid_value");
+    }
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomBytes(12).toString("hex")}`;
     const created = Math.floor(Date.now() / 1000);
+    const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
+    // with include_usage, OpenAI's chunks all carry "usage": null but the last one, which has only the usage
+    const usageField = r.includeUsage ? { usage: null } : {};
+    const chunk = (delta: string | object, finish: string | null): object => ({
+      id, object, created, model: engine.name,
+      choices: [kind === "chat" ? { index: 0, delta, logprobs: null, finish_reason: finish } : { index: 0, text: delta, logprobs: null, finish_reason: finish }],
+      ...usageField,
+    });
     const sse = r.stream ? new EventStream(res) : null;
     let job: TextJob;
     try {
       job = engine.start({
-        prompt, maxTokens, stop: r.stop, temperature: r.temperature, topP: r.topP, topK: r.topK, seed: r.seed,
-        onText: sse ? (delta) => sse.send(chunk(kind, id, created, engine.name, kind === "chat" ? { content: delta } : delta, null)) : undefined,
+        prompt, maxTokens, stop: r.stop, temperature: r.temperature, topP: r.topP, topK: r.topK, minP: r.minP, seed: r.seed,
+        repetitionPenalty: r.repetitionPenalty, presencePenalty: r.presencePenalty, frequencyPenalty: r.frequencyPenalty,
+        logitBias: r.logitBias, minTokens: r.minTokens, ignoreEos: r.ignoreEos,
+        onText: sse ? (delta) => sse.send(chunk(kind === "chat" ? { content: delta } : delta, null)) : undefined,
       });
     } catch (e) {
       if (e instanceof BusyError) throw new ApiError(429, e.message, "rate_limit_error", null, "server_busy", { "Retry-After": String(e.retryAfterSeconds) });
       if (e instanceof MlaError) throw new ApiError(400, e.message, "invalid_request_error", null, "invalid_value");
       throw e;
     }
-    this.jobs.add(job);
+    let stopped: ServerStop | null = null;
+    x.stop = (why) => {
+      stopped ??= why;
+      job.cancel();
+    };
+    const timer = this.requestTimeoutMs > 0 ? setTimeout(() => x.stop?.("timeout"), this.requestTimeoutMs) : undefined;
     // a client that goes away (closed socket, aborted fetch) is cancelled: its cache returns to the budget
     res.on("close", () => {
       if (!res.writableFinished) job.cancel();
     });
     if (sse) {
       sse.open();
-      if (kind === "chat") sse.send(chunk(kind, id, created, engine.name, { role: "assistant", content: "" }, null));
+      if (kind === "chat") sse.send(chunk({ role: "assistant", content: "" }, null));
     }
     let result: TextResult;
     try {
       result = await job.done;
     } catch (e) {
       if (!sse) throw e;
+      this.opts.log?.(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+      x.note = "generation failed";
       sse.send(new ApiError(500, `generation failed: ${(e as Error).message}`, "server_error").body());
       sse.end();
-      return undefined;
+      return;
     } finally {
-      this.jobs.delete(job);
+      clearTimeout(timer);
+      x.stop = undefined;
     }
+    x.tokens = result.completionTokens;
     if (result.finishReason === "cancelled") {
+      if (stopped) {
+        const err = stopped === "shutdown"
+          ? new ApiError(503, `the server is shutting down; the request was stopped after ${result.completionTokens} tokens`, "server_error", null, "server_shutting_down")
+          : new ApiError(504, `the request ran past the server's limit of ${this.requestTimeoutMs / 1000} s; it was stopped after ${result.completionTokens} tokens`, "server_error", null, "request_timeout");
+        x.note = stopped === "shutdown" ? "stopped by the shutdown" : "stopped by the request timeout";
+        if (!sse) throw err;
+        sse.send(err.body());
+        sse.end();
+        return;
+      }
+      x.note = `the client closed the connection after ${result.completionTokens} tokens`;
       if (!res.writableEnded) res.destroy();
-      return result;
+      return;
     }
     const usage = { prompt_tokens: result.promptTokens, completion_tokens: result.completionTokens, total_tokens: result.promptTokens + result.completionTokens };
     if (sse) {
-      sse.send(chunk(kind, id, created, engine.name, kind === "chat" ? {} : "", result.finishReason));
-      if (r.includeUsage) sse.send({ id, object: kind === "chat" ? "chat.completion.chunk" : "text_completion", created, model: engine.name, choices: [], usage });
+      sse.send(chunk(kind === "chat" ? {} : "", result.finishReason));
+      if (r.includeUsage) sse.send({ id, object, created, model: engine.name, choices: [], usage });
       sse.end();
-      return result;
+      return;
     }
     const choice = kind === "chat"
       ? { index: 0, message: { role: "assistant", content: result.text }, logprobs: null, finish_reason: result.finishReason }
       : { index: 0, text: result.text, logprobs: null, finish_reason: result.finishReason };
     sendJson(res, 200, { id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model: engine.name, choices: [choice], usage });
-    return result;
   }
 
   /** max_tokens as asked (400 past the context), or the default: 16 (completions) or what the context and budget leave. */
@@ -178,10 +350,17 @@ export class ApiServer {
     }
     const fit = Math.floor(s.maxCacheBytes / s.cacheBytesPerToken) - promptTokens; // the whole budget for one sequence
     const rest = Math.min(ctx - promptTokens, Math.max(1, fit));
-    return kind === "completion" ? Math.min(COMPLETION_DEFAULT_MAX_TOKENS, rest) : rest;
+    const byDefault = kind === "completion" ? Math.min(COMPLETION_DEFAULT_MAX_TOKENS, rest) : rest;
+    return Math.max(byDefault, Math.min(r.minTokens ?? 0, rest));
   }
 
-  private fail(res: ServerResponse, e: unknown): void {
+  private fail(res: ServerResponse, x: Exchange, e: unknown): void {
+    if (e instanceof ClientGone) {
+      // not a server failure: nobody is left to answer
+      x.note = e.message;
+      if (!res.writableEnded) res.destroy();
+      return;
+    }
     const err = e instanceof ApiError ? e : new ApiError(500, `internal error: ${(e as Error)?.message ?? String(e)}`, "server_error", null, "internal_error");
     if (!(e instanceof ApiError)) this.opts.log?.(`internal error: ${(e as Error)?.stack ?? String(e)}`);
     if (res.headersSent) {
@@ -189,64 +368,9 @@ export class ApiServer {
       return;
     }
     sendJson(res, err.status, err.body(), err.headers);
+    // a body that was not read (413 before reading, 408 mid-way) cannot be skipped on this connection
+    if (err.headers.Connection === "close") res.once("finish", () => res.socket?.destroySoon());
   }
-}
-
-/** Server-sent events: one `data: JSON` event per chunk, ending with `data: [DONE]`. */
-class EventStream {
-  constructor(private readonly res: ServerResponse) {}
-
-  open(): void {
-    this.res.writeHead(200, { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", Connection: "keep-alive", "X-Accel-Buffering": "no" });
-    this.res.flushHeaders();
-  }
-
-  send(obj: object): void {
-    if (!this.res.writableEnded && !this.res.destroyed) this.res.write(`data: ${JSON.stringify(obj)}\n\n`);
-  }
-
-  end(): void {
-    if (!this.res.writableEnded && !this.res.destroyed) this.res.end("data: [DONE]\n\n");
-  }
-}
-
-function chunk(kind: Kind, id: string, created: number, model: string, delta: string | object, finish: string | null): object {
-  return kind === "chat"
-    ? { id, object: "chat.completion.chunk", created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] }
-    : { id, object: "text_completion", created, model, choices: [{ index: 0, text: delta, logprobs: null, finish_reason: finish }] };
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const data = JSON.stringify(body);
-  res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data), ...headers });
-  res.end(data);
-}
-
-/** The body as text, at most `limit` bytes (413 past it: the rest is read and dropped, so the reply still arrives). */
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const tooLarge = () => new ApiError(413, `the request body is larger than ${limit} bytes`, "invalid_request_error", null, "request_too_large");
-    const declared = Number(req.headers["content-length"]);
-    if (declared > limit) {
-      req.resume();
-      return reject(tooLarge());
-    }
-    const chunks: Buffer[] = [];
-    let n = 0, failed = false;
-    req.on("data", (c: Buffer) => {
-      if (failed) return;
-      n += c.length;
-      if (n > limit) {
-        failed = true;
-        chunks.length = 0;
-        reject(tooLarge());
-      } else chunks.push(c);
-    });
-    req.on("end", () => {
-      if (!failed) resolve(Buffer.concat(chunks).toString("utf8"));
-    });
-    req.on("error", reject);
-  });
 }
 
 function parseJson(text: string): unknown {

@@ -1,5 +1,6 @@
 import type { TextEngine } from "../../generate/text.js";
 import { ApiServer } from "../../server/server.js";
+import { isLoopbackAddress } from "../../server/access.js";
 import type { MlaMode } from "../../attention/mla.js";
 import { openTextEngine, textBackendName, type TextBackend } from "../text-backend.js";
 import { loadingBar } from "../progress.js";
@@ -16,6 +17,15 @@ export interface ServeOptions {
   readonly maxBodyKb: number;
   readonly attention: MlaMode;
   readonly quiet?: boolean;
+  readonly apiKey?: string;
+  readonly cors?: readonly string[];
+  /** Seconds running requests may take to finish once SIGTERM/SIGINT arrives. */
+  readonly shutdownTimeoutS: number;
+  readonly headerTimeoutS: number;
+  readonly bodyTimeoutS: number;
+  /** 0: no limit. */
+  readonly requestTimeoutS: number;
+  readonly maxConnections: number;
 }
 
 /** Serve until SIGINT/SIGTERM; resolves after a clean shutdown. */
@@ -31,8 +41,14 @@ export async function serveCommand(opts: ServeOptions, backend: TextBackend): Pr
     bar.stop();
   }
   const log = opts.quiet ? undefined : (line: string) => process.stderr.write(`${line}\n`);
-  const server = new ApiServer(engine, { maxBodyBytes: opts.maxBodyKb * 1024, log });
+  const server = new ApiServer(engine, {
+    maxBodyBytes: opts.maxBodyKb * 1024, log, apiKey: opts.apiKey, cors: opts.cors, maxConnections: opts.maxConnections,
+    headersTimeoutMs: opts.headerTimeoutS * 1000, bodyTimeoutMs: opts.bodyTimeoutS * 1000, requestTimeoutMs: opts.requestTimeoutS * 1000,
+  });
   const addr = await server.listen(opts.port, opts.host);
+  if (!isLoopbackAddress(addr.address) && !server.requiresKey) {
+    process.stderr.write(`warning: listening on ${addr.address}, beyond this machine, with no API key: anyone who can reach it can use the model (set --api-key or MLA_API_KEY)\n`);
+  }
   const s = engine.scheduler;
   const c = engine.model.config;
   process.stderr.write(
@@ -40,12 +56,22 @@ export async function serveCommand(opts: ServeOptions, backend: TextBackend): Pr
       `cache: ${s.cacheBytesPerToken} bytes/token, budget ${fmtBytes(s.maxCacheBytes)} (${Math.floor(s.maxCacheBytes / s.cacheBytesPerToken)} tokens); ` +
       `batch <= ${opts.maxBatch}, queue <= ${opts.maxQueue}; context ${engine.contextLength}\n`,
   );
+  // the first signal drains (running requests get --shutdown-timeout to finish); a second one stops at once
   await new Promise<void>((resolve) => {
+    let signals = 0;
     const stop = () => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      process.stderr.write("shutting down\n");
-      void server.close().then(resolve);
+      if (++signals === 1) {
+        const n = server.inFlight;
+        process.stderr.write(`shutting down: ${n} request${n === 1 ? "" : "s"} in progress, up to ${opts.shutdownTimeoutS} s to finish (signal again to stop now)\n`);
+        void server.shutdown(opts.shutdownTimeoutS * 1000).then(() => {
+          process.off("SIGINT", stop);
+          process.off("SIGTERM", stop);
+          resolve();
+        });
+      } else {
+        process.stderr.write("stopping now\n");
+        void server.shutdown(0);
+      }
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
