@@ -10,7 +10,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Rng } from "../src/generate/rng.js";
+import { Rng } from "../src/tensor/rng.js";
 import { writeSafetensors } from "../src/io/safetensors.js";
 import { parseConfig } from "../src/model/config.js";
 import { expectedTensors } from "../src/model/weights.js";

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { TrainModel, denseMlaConfig } from "../src/train/model.js";
 import { sampleBatch, train } from "../src/train/loop.js";
-import { Rng } from "../src/generate/rng.js";
+import { Rng } from "../src/tensor/rng.js";
 
 const json = denseMlaConfig({
   vocabSize: 37, hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 2, kvLoraRank: 8,

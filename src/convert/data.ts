@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { MlaError } from "../errors.js";
 import { ByteLevelBpe, type TokenizerJson } from "../tokenizer/bpe-train.js";
 import { TextTokenizer } from "../tokenizer/tokenizer.js";
-import { Rng } from "../generate/rng.js";
+import { Rng } from "../tensor/rng.js";
 import { sampleBatch } from "../train/loop.js";
 
 export interface CorpusTokens {

@@ -1,5 +1,5 @@
 import { MlaError } from "../errors.js";
-import { mulberry32 } from "./rng.js";
+import { mulberry32 } from "../tensor/rng.js";
 
 /**
  * How the next token is chosen: argmax unless a temperature > 0 is given (as transformers without do_sample). The

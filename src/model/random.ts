@@ -14,7 +14,7 @@ import * as nodePath from "node:path";
 import { MlaError } from "../errors.js";
 import { type DType, DTYPE_BYTES, f32ToF16, isDType } from "../tensor/dtype.js";
 import { numel } from "../tensor/tensor.js";
-import { Rng } from "../generate/rng.js";
+import { Rng } from "../tensor/rng.js";
 import { expectedTensors } from "./weights.js";
 import { parseConfig, type ModelConfig } from "./config.js";
 

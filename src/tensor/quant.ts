@@ -1,5 +1,4 @@
 import { MlaError } from "../errors.js";
-import type { Tensor } from "./tensor.js";
 
 /**
  * Q8: symmetric int8 weights in blocks of 32 along each row (the input dimension), one f32 scale per block:
@@ -40,9 +39,8 @@ export function quantizeRowsQ8(q: Int8Array, scales: Float32Array, rows: number,
   }
 }
 
-/** Row r of a Q8 tensor as f32 (q * scale, rounded to f32 once: what the kernels compute with). */
-export function dequantizeRowQ8(t: Tensor, r: number, K: number, out: Float32Array): Float32Array {
-  const q = t.data as Int8Array, s = t.scales!;
+/** Row r of Q8 data [rows, K] as f32 (q * scale, rounded to f32 once: what the kernels compute with). */
+export function dequantizeRowQ8(q: Int8Array, s: Float32Array, r: number, K: number, out: Float32Array): Float32Array {
   const nb = K / Q8_BLOCK;
   for (let k = 0; k < K; k++) out[k] = q[r * K + k] * s[r * nb + ((k / Q8_BLOCK) | 0)];
   return out;

@@ -65,7 +65,7 @@ export function rowF32(t: Tensor, r: number, cols: number, scratch: Float32Array
       return scratch;
     }
     case "Q8":
-      return dequantizeRowQ8(t, r, cols, scratch);
+      return dequantizeRowQ8(t.data as Int8Array, t.scales!, r, cols, scratch);
   }
 }
 

@@ -6,7 +6,7 @@
 import { MlaError } from "../errors.js";
 import { AdamW, lrAt, type AdamWOptions } from "./adamw.js";
 import type { TrainModel } from "./model.js";
-import { Rng } from "../generate/rng.js";
+import { Rng } from "../tensor/rng.js";
 
 export interface TrainOptions extends AdamWOptions {
   readonly steps: number;

@@ -22,7 +22,7 @@ import { expectedTensors } from "../model/weights.js";
 import {
   crossEntropyLoss, embeddingBackward, embeddingForward, rmsNormBackward, siluMulBackward, type Vec,
 } from "./grad/index.js";
-import { Rng } from "../generate/rng.js";
+import { Rng } from "../tensor/rng.js";
 import type { WasmBackend } from "../backends/wasm/index.js";
 import { TrainMatmul, type MatmulOps } from "./fast.js";
 import { llamaTensors, parseLlamaSpec, type Json } from "./configs.js";

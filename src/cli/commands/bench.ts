@@ -1,6 +1,6 @@
 import { MlaError } from "../../errors.js";
 import type { MlaMode } from "../../attention/mla.js";
-import { mulberry32 } from "../../generate/rng.js";
+import { mulberry32 } from "../../tensor/rng.js";
 import { argmax } from "../../generate/sampler.js";
 import { checkAttentionForm, loadModel } from "../load.js";
 import type { Ops } from "../../backends/ops.js";

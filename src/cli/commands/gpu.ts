@@ -6,7 +6,7 @@ import { MlaError } from "../../errors.js";
 import type { WebGpuBackend } from "../../backends/webgpu/backend.js";
 import { GpuModel } from "../../model/gpu/model.js";
 import { generateAsync } from "../../generate/generate-async.js";
-import { mulberry32 } from "../../generate/rng.js";
+import { mulberry32 } from "../../tensor/rng.js";
 import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
 import { describeModel } from "../../model/info.js";
 import { loadingBar } from "../progress.js";
