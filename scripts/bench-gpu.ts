@@ -7,7 +7,8 @@
  * `mla bench --backend webgpu` on that checkpoint. --quick shrinks everything (SwiftShader). Prints one table.
  */
 import { WebGpuBackend, kernels as K, type Pass } from "../src/backends/webgpu/backend.js";
-import { runGpuBench } from "../src/cli/commands/gpu.js";
+import { runBench } from "../src/cli/commands/bench.js";
+import { webgpuRuntime } from "../src/model/gpu/model.js";
 
 const quick = process.argv.includes("--quick");
 const mi = process.argv.indexOf("--model");
@@ -73,9 +74,9 @@ rows.push([`MLA decode attention, ${H} heads, ${L} tokens`, `${(cacheBytes / 2 *
   `${(attS * 1e3).toFixed(3)} ms, ${(cacheBytes / attS / 1e9).toFixed(1)} GB/s = ${((100 * cacheBytes) / attS / readBw).toFixed(0)}% of streaming read`]);
 
 if (modelDir) {
-  const r = await runGpuBench({ model: modelDir, prompt: quick ? 16 : 512, decode: quick ? 8 : 64, backend: "webgpu", attention: "auto" }, gpu);
+  const r = await runBench({ model: modelDir, prompt: quick ? 16 : 512, decode: quick ? 8 : 64, backend: "webgpu", attention: "auto" }, webgpuRuntime(gpu));
   rows.push([`mla bench ${modelDir}`, `prompt ${r.promptTokens}, decode ${r.decodeTokens}`,
-    `prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeMsPerToken.toFixed(2)} ms/token (${r.decodeTokensPerSecond.toFixed(1)} tok/s), GPU ${(r.gpuBytes / 2 ** 20).toFixed(0)} MiB`]);
+    `prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeMsPerToken.toFixed(2)} ms/token (${r.decodeTokensPerSecond.toFixed(1)} tok/s), GPU ${((r.gpuBytes ?? 0) / 2 ** 20).toFixed(0)} MiB`]);
 }
 
 process.stdout.write(`adapter: ${gpu.name}; ${new Date().toISOString()}\n\n| measurement | size | result |\n|---|---|---|\n`);

@@ -7,16 +7,15 @@
  *   npm run bench:serve -- [--model DIR] [--concurrency 1,2,4,8] [--seconds 15] [--max-tokens 64]
  *                          [--backend cpu|cpu-scalar|webgpu] [--threads 1] [--json]
  *
- * With --backend webgpu the model is the GPU decoder (continuous batching through GpuModel.forwardBatchAsync).
+ * With --backend webgpu the model is the GPU decoder (continuous batching through GpuModel.step).
  */
 import { Worker } from "node:worker_threads";
 import { basename, join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
-import { openBackend } from "../src/cli/backend.js";
-import { openTextEngine, textBackendName, type TextBackend } from "../src/cli/text-backend.js";
-import { forwardBatch } from "../src/model/causal-lm.js";
-import { isAsyncModel, type BatchModel, type StepState } from "../src/generate/batch.js";
+import { openRuntime } from "../src/cli/backend.js";
+import { TextEngine } from "../src/generate/text.js";
+import type { InferenceModel, SequenceState } from "../src/model/inference.js";
 import { ApiServer } from "../src/server/server.js";
 import { argmax } from "../src/generate/sampler.js";
 
@@ -93,18 +92,8 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-let tb: TextBackend, close: () => Promise<void>;
-if (backend === "webgpu") {
-  const { WebGpuBackend } = await import("../src/backends/webgpu/backend.js");
-  const gpu = await WebGpuBackend.create();
-  tb = { kind: "webgpu", gpu };
-  close = async () => {};
-} else {
-  const cpu = await openBackend({ backend, threads });
-  tb = { kind: "cpu", ops: cpu.ops };
-  close = cpu.close;
-}
-const engine = await openTextEngine(model, tb, { maxCacheBytes: 1 << 30, maxBatch: 64, maxQueue: 256, mode: "auto" });
+const runtime = await openRuntime({ backend, threads });
+const engine = TextEngine.open(model, { runtime, maxCacheBytes: 1 << 30, maxBatch: 64, maxQueue: 256, mode: "auto" });
 const server = new ApiServer(engine);
 const { port } = await server.listen(0);
 const url = `http://127.0.0.1:${port}`;
@@ -151,16 +140,15 @@ await server.close();
 // The same levels without HTTP: decode steps of the batched forward alone (prompts of 8 tokens, then greedy
 // steps), to separate what the kernels allow from what the server adds. Levels alternate over 7 rounds of 64 steps
 // and the median round counts (the VM's neighbours move single runs by 2x).
-const m: BatchModel = engine.model;
+const m: InferenceModel = engine.model;
 const V = m.config.vocabSize;
-type Item = { ids: number[]; state: StepState };
-/** One batched step of the engine's model: the CPU decoder's forwardBatch, or the GPU decoder's, awaited. */
-const step = async (items: Item[]): Promise<Float32Array> =>
-  isAsyncModel(m) ? m.forwardBatchAsync(items as never) : forwardBatch(m, items as never);
+type Item = { ids: number[]; state: SequenceState };
+/** One batched step of the engine's model, on whichever backend. */
+const step = (items: Item[]): Promise<Float32Array> => m.step(items);
 const perLevel: number[][] = levels.map(() => []);
 for (let round = 0; round < 7; round++) {
   for (const [li, n] of levels.entries()) {
-    const states: StepState[] = Array.from({ length: n }, () => m.newState(128));
+    const states: SequenceState[] = Array.from({ length: n }, () => m.newState(128));
     let logits = await step(states.map((state, i) => ({ ids: Array.from({ length: 8 }, (_, j) => (i * 13 + j * 7 + round + 2) % V), state })));
     const steps = 64, t0 = performance.now();
     for (let s = 0; s < steps; s++) {
@@ -168,19 +156,19 @@ for (let round = 0; round < 7; round++) {
       logits = await step(states.map((state, b) => ({ ids: [next[b]], state })));
     }
     perLevel[li].push((performance.now() - t0) / steps);
-    if (isAsyncModel(m)) for (const st of states) m.releaseState(st);
+    for (const st of states) m.releaseState(st);
   }
 }
 const engineRows = levels.map((n, li) => {
   const ms = pct(perLevel[li], 50);
   return { clients: n, msPerStep: Number(ms.toFixed(3)), tokensPerSecond: Number(((n * 1000) / ms).toFixed(0)) };
 });
-await close();
+await runtime.close();
 
 const base = Number(rows[0].tokensPerSecond);
 const top = rows[rows.length - 1];
 const summary = {
-  model: basename(model), backend: textBackendName(tb), cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version,
+  model: basename(model), backend: m.backendName, cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version,
   secondsPerLevel: seconds, maxTokens, rows, engineOnly: engineRows,
   speedup: Number((Number(top.tokensPerSecond) / base).toFixed(2)),
   maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),

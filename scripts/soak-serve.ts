@@ -11,8 +11,8 @@ import { Worker } from "node:worker_threads";
 import { basename, join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
-import { openBackend } from "../src/cli/backend.js";
-import { openTextEngine } from "../src/cli/text-backend.js";
+import { openRuntime } from "../src/cli/backend.js";
+import { TextEngine } from "../src/generate/text.js";
 import { ApiServer } from "../src/server/server.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -95,8 +95,8 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-const cpu = await openBackend({ backend, threads });
-const engine = await openTextEngine(model, { kind: "cpu", ops: cpu.ops }, { maxCacheBytes: 1 << 30, maxBatch: 32, maxQueue: 256, mode: "auto" });
+const runtime = await openRuntime({ backend, threads });
+const engine = TextEngine.open(model, { runtime, maxCacheBytes: 1 << 30, maxBatch: 32, maxQueue: 256, mode: "auto" });
 const server = new ApiServer(engine, { maxBodyBytes: 4 << 20 });
 const { port } = await server.listen(0);
 const url = `http://127.0.0.1:${port}`;
@@ -150,11 +150,11 @@ for (let i = 0; i < 200 && (engine.scheduler.stats().active > 0 || engine.schedu
 const after = engine.scheduler.stats();
 const rssEnd = process.memoryUsage().rss;
 await server.close();
-await cpu.close();
+await runtime.close();
 
 const completed = results.filter((r) => r.ok);
 const row = {
-  model: basename(model), backend: cpu.ops.name, cpus: cpus().length, node: process.version, clients, seconds: Number(((end - start) / 1000).toFixed(1)),
+  model: basename(model), backend: engine.model.backendName, cpus: cpus().length, node: process.version, clients, seconds: Number(((end - start) / 1000).toFixed(1)),
   requests: results.length,
   completed: completed.length,
   vanished: results.filter((r) => r.vanished).length,

@@ -29,18 +29,18 @@ export {
   type ModelWeights, type LayerWeights, type LlamaWeights, type LlamaLayerWeights, type DecoderWeights,
 } from "./model/weights.js";
 export {
-  forwardBatch, type CausalLM, type ModelState, type ForwardOptions, type LoadOptions, type BatchItem, type BatchForwardOptions,
+  forwardBatch, CpuDecoder, type CausalLM, type ModelState, type ForwardOptions, type LoadOptions, type BatchItem, type BatchForwardOptions,
 } from "./model/causal-lm.js";
-export { loadModel } from "./model/load.js";
+export { loadModel, cpuRuntime } from "./model/load.js";
 export { DeepseekModel, RunState } from "./model/decoder.js";
 export { LlamaModel, KvRunState } from "./model/llama.js";
+export { forwardOne, type InferenceModel, type Runtime, type SequenceState, type StepItem, type StepOptions } from "./model/inference.js";
 export { routeSigmoidGrouped, routeSoftmax, type Routing, type RouterConfig } from "./model/router.js";
 export { describeModel, kvCacheInfo, type ModelInfo, type KvCacheInfo } from "./model/info.js";
 
 // WebGPU (Node via the npm package webgpu, browsers via navigator.gpu)
 export { WebGpuBackend, type GpuWeight } from "./backends/webgpu/backend.js";
-export { GpuModel, GpuState, type GpuForwardOptions, type GpuLoadOptions } from "./model/gpu/model.js";
-export { generateAsync, type AsyncCausalLM, type AsyncGenerateResult } from "./generate/generate-async.js";
+export { GpuModel, GpuState, webgpuRuntime, type GpuLoadOptions } from "./model/gpu/model.js";
 export { parseSafetensorsBuffer } from "./io/safetensors-buffer.js";
 
 // generation and text

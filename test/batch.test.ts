@@ -91,7 +91,7 @@ for (const name of ["tiny-deepseek-v3", "tiny-mistral"]) {
       const st = m.newState();
       for (let p = 0; p + 4 < prompts[i].length; p += 4) m.forward(prompts[i].slice(p, p + 4), st);
       const rest = prompts[i].slice(Math.floor((prompts[i].length - 1) / 4) * 4);
-      const want = generate(m, rest, { state: st, maxNewTokens: 6, eosTokenIds: [] });
+      const want = await generate(m, rest, { state: st, maxNewTokens: 6, eosTokenIds: [] });
       assert.deepEqual(got[i].tokens, want.tokens, `sequence ${i}`);
       assert.equal(got[i].finishReason, "length", "stopped at max new tokens");
       assert.equal(got[i].promptTokens, prompts[i].length, "prompt tokens");
@@ -147,7 +147,7 @@ test("scheduler: cache budget in exact bytes per token, queue bound, cancellatio
 test("scheduler: onToken can stop a sequence, EOS ends it, a waiting request can be cancelled", async () => {
   const m = loadModel(join(FIXTURES, "tiny-mla-dense"));
   const s = new BatchScheduler(m, { maxCacheBytes: 1 << 20, maxBatch: 1 });
-  const first = generate(m, [3, 4, 5], { maxNewTokens: 4, eosTokenIds: [] }).tokens;
+  const first = (await generate(m, [3, 4, 5], { maxNewTokens: 4, eosTokenIds: [] })).tokens;
   const a = s.submit({ prompt: [3, 4, 5], maxNewTokens: 10, eosTokenIds: [], onToken: (_, i) => i === 1 });
   const b = s.submit({ prompt: [3, 4, 5], maxNewTokens: 10, eosTokenIds: [first[2]] });
   const w = s.submit({ prompt: [1], maxNewTokens: 10 });

@@ -72,6 +72,14 @@ function writeCheckpoint(dir: string, config: Json, tensors: Map<string, Tensor>
   fs.writeFileSync(path.join(dir, "model.safetensors.index.json"), JSON.stringify(index, null, 2));
 }
 
+async function rejectsMla(p: Promise<unknown>, ...patterns: (string | RegExp)[]): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof MlaError, `expected MlaError, got ${String(e)}`);
+    for (const s of patterns) assert.ok(typeof s === "string" ? e.message.includes(s) : s.test(e.message), `message ${JSON.stringify(e.message)} lacks ${String(s)}`);
+    return true;
+  });
+}
+
 function throwsMla(fn: () => unknown, ...patterns: (string | RegExp)[]): void {
   assert.throws(fn, (e: unknown) => {
     assert.ok(e instanceof MlaError, `expected MlaError, got ${String(e)}`);
@@ -277,7 +285,7 @@ test("unsupported model_type and a config without kv_lora_rank are MlaErrors", (
   throwsMla(() => DeepseekModel.load(noKv), "kv_lora_rank");
 });
 
-test("out-of-range token ids and sequences past max_position_embeddings are MlaErrors", () => {
+test("out-of-range token ids and sequences past max_position_embeddings are MlaErrors", async () => {
   const name = "tiny-mla-dense";
   const dir = freshDir();
   writeCheckpoint(dir, { ...fixtureConfig(name), max_position_embeddings: 16 }, fixtureTensors(name));
@@ -291,11 +299,11 @@ test("out-of-range token ids and sequences past max_position_embeddings are MlaE
   throwsMla(() => model.forward([1.5], state), "out of range");
   throwsMla(() => model.forward([], state), "no input");
   assert.equal(state.position, 0, "a rejected call must not touch the cache");
-  throwsMla(() => generate(model, [2, V + 7]), `token id ${V + 7}`);
+  await rejectsMla(generate(model, [2, V + 7]), `token id ${V + 7}`);
 
   const ids = Array.from({ length: 17 }, (_, i) => (i * 37) % V);
   throwsMla(() => model.forward(ids, model.newState()), "17", "max_position_embeddings");
-  throwsMla(() => generate(model, ids, { maxNewTokens: 1 }), "17");
+  await rejectsMla(generate(model, ids, { maxNewTokens: 1 }), "17");
   // filling the context in steps: the 17th position is refused, the 16th accepted
   const s2 = model.newState();
   model.forward(ids.slice(0, 10), s2);
@@ -304,7 +312,7 @@ test("out-of-range token ids and sequences past max_position_embeddings are MlaE
   throwsMla(() => model.forward([ids[16]], s2), "max_position_embeddings");
   assert.equal(s2.position, 16);
   // a prompt that fills the context still yields one token, then stops
-  const r = generate(model, ids.slice(0, 16), { greedy: true, maxNewTokens: 5, eosTokenIds: [] });
+  const r = await generate(model, ids.slice(0, 16), { greedy: true, maxNewTokens: 5, eosTokenIds: [] });
   assert.equal(r.tokens.length, 1);
   assert.equal(r.stopReason, "length");
 });

@@ -102,10 +102,10 @@ for (const name of NAMES) {
     });
   }
 
-  test(`${name}: greedy generate gives the reference tokens; MLA's mode option changes nothing`, () => {
+  test(`${name}: greedy generate gives the reference tokens; MLA's mode option changes nothing`, async () => {
     const model = loadModel(join(FIXTURES, name), { ops: ops2 });
     const { prompt, greedy_tokens } = ref.generate;
-    const r = generate(model, prompt, { greedy: true, maxNewTokens: greedy_tokens.length, eosTokenIds: [] });
+    const r = await generate(model, prompt, { greedy: true, maxNewTokens: greedy_tokens.length, eosTokenIds: [] });
     assert.deepEqual(r.tokens, greedy_tokens);
     const ids = ref.input_ids[0];
     const auto = model.forward(ids, model.newState(), { allLogits: true });

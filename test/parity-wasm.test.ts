@@ -20,7 +20,7 @@ after(async () => {
 for (const name of FIXTURE_NAMES) {
   const ref = loadReference(name);
   for (const [label, ops] of [["2 threads", ops2], ["1 thread", ops1]] as const) {
-    test(`${name} on wasm (${label}): logits in every MLA form, greedy tokens`, () => {
+    test(`${name} on wasm (${label}): logits in every MLA form, greedy tokens`, async () => {
       const model = DeepseekModel.load(join(FIXTURES, name), { ops });
       for (const mode of ["naive", "absorb", "auto"] as const) {
         ref.inputIds.forEach((ids, b) => {
@@ -28,7 +28,7 @@ for (const name of FIXTURE_NAMES) {
           const e = relErr(logits, batchRow(ref.tensors.get("logits")!, b));
           assert.ok(e < TOL, `${mode} row ${b}: rel err ${e}`);
         });
-        const r = generate(model, ref.greedyPrompt, { greedy: true, maxNewTokens: ref.greedyTokens.length, eosTokenIds: [], mode });
+        const r = await generate(model, ref.greedyPrompt, { greedy: true, maxNewTokens: ref.greedyTokens.length, eosTokenIds: [], mode });
         assert.deepEqual(r.tokens, ref.greedyTokens, mode);
       }
     });

@@ -34,8 +34,8 @@ for (const name of FIXTURE_NAMES) {
       });
     });
 
-    test(`${name}: greedy continuation equals transformers (${mode})`, () => {
-      const r = generate(model, ref.greedyPrompt, { greedy: true, maxNewTokens: ref.greedyTokens.length, eosTokenIds: [], mode });
+    test(`${name}: greedy continuation equals transformers (${mode})`, async () => {
+      const r = await generate(model, ref.greedyPrompt, { greedy: true, maxNewTokens: ref.greedyTokens.length, eosTokenIds: [], mode });
       assert.deepEqual(r.tokens, ref.greedyTokens);
     });
   }

@@ -7,7 +7,7 @@ import OpenAI from "openai";
 import { cpuOps } from "../src/backends/ops.js";
 import { TextEngine } from "../src/generate/text.js";
 import { ApiServer } from "../src/server/server.js";
-import type { CausalLM } from "../src/model/causal-lm.js";
+import type { InferenceModel } from "../src/model/inference.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const BROWN = join(ROOT, "models/mla-brown");
@@ -248,11 +248,12 @@ test("bad input: each gets an OpenAI error object with its status, and the serve
 test("a full queue answers 429 with Retry-After; an internal failure answers 500 and others go on", async () => {
   // a server with room for one running and one waiting sequence; its model fails when asked for token id 3
   const m = engine.model;
-  const flaky: CausalLM = {
-    config: m.config, ops: m.ops, newState: (c) => m.newState(c), forward: (i, s, o) => m.forward(i, s, o),
-    forwardBatch: (items, o) => {
-      if (items.some((it) => Array.from(it.ids).includes(3))) throw new Error("kernel exploded");
-      return m.forwardBatch!(items, o);
+  const flaky: InferenceModel = {
+    config: m.config, backendName: m.backendName, cacheBytesPerToken: m.cacheBytesPerToken,
+    newState: (c) => m.newState(c), releaseState: (s) => m.releaseState(s), fillContext: (s, n, r) => m.fillContext(s, n, r),
+    step: (items, o) => {
+      if (items.some((it) => Array.from(it.ids).includes(3))) return Promise.reject(new Error("kernel exploded"));
+      return m.step(items, o);
     },
   };
   const small = new TextEngine("flaky", flaky, engine.tokenizer, engine.chat, engine.stopIds, { maxCacheBytes: 64 << 20, maxBatch: 1, maxQueue: 1, retryAfterSeconds: 2 });

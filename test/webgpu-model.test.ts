@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exitAfterTests, gpuBackend } from "./gpu-env.js";
 import { GpuModel } from "../src/model/gpu/model.js";
-import { generateAsync } from "../src/generate/generate-async.js";
+import { generate } from "../src/generate/generate.js";
 import { TextEngine } from "../src/generate/text.js";
 import { cpuOps } from "../src/backends/ops.js";
 import { FIXTURES, FIXTURE_NAMES, batchRow, loadReference, relErr } from "./helpers.js";
@@ -27,7 +27,7 @@ for (const name of FIXTURE_NAMES) {
       // row 1 of tiny-deepseek-v3 has a router near-tie at float32 that flips one expert choice (see BENCHMARKS.md)
       assert.ok(e < TOL, `row ${b}: rel err ${e}`);
     }
-    const r = await generateAsync(model, ref.greedyPrompt, { greedy: true, maxNewTokens: ref.greedyTokens.length, eosTokenIds: [] });
+    const r = await generate(model, ref.greedyPrompt, { greedy: true, maxNewTokens: ref.greedyTokens.length, eosTokenIds: [] });
     assert.deepEqual(r.tokens, ref.greedyTokens, "greedy tokens");
     // decode one token at a time from a 1-row cache (the cache grows) equals the full prefill
     const ids = ref.inputIds[0], V = model.config.vocabSize;
@@ -63,7 +63,7 @@ for (const name of ["tiny-llama", "tiny-qwen2", "tiny-mistral"]) {
       assert.ok(e < TOL, `row ${b}: rel err ${e}`);
     }
     const { prompt, greedy_tokens } = ref.generate;
-    const r = await generateAsync(model, prompt, { greedy: true, maxNewTokens: greedy_tokens.length, eosTokenIds: [] });
+    const r = await generate(model, prompt, { greedy: true, maxNewTokens: greedy_tokens.length, eosTokenIds: [] });
     assert.deepEqual(r.tokens, greedy_tokens, "greedy tokens");
     t.diagnostic(`${name}: worst logits rel err ${worst.toExponential(2)}`);
   });
@@ -99,7 +99,7 @@ test("webgpu TextEngine (chat/serve on the GPU decoder): concurrent greedy reque
   assert.equal(gpu.allocatedBytes, base, "every sequence's GPU cache and the step's row buffers were released");
 });
 
-test("webgpu forwardBatchAsync: a step of several sequences (one submission, every weight read once; decodes and prompt chunks mixed) equals each sequence alone", async () => {
+test("webgpu step: a step of several sequences (one submission, every weight read once; decodes and prompt chunks mixed) equals each sequence alone", async () => {
   for (const name of ["tiny-deepseek-v3", "tiny-mla-dense", "tiny-llama", "tiny-qwen2", "tiny-mistral"]) {
     const model = GpuModel.load(join(FIXTURES, name), gpu);
     const V = model.config.vocabSize;
@@ -116,14 +116,14 @@ test("webgpu forwardBatchAsync: a step of several sequences (one submission, eve
       const active = step === 1 ? [0, 1, 3, 4] : [0, 1, 2, 3, 4];
       const ids = active.map((i) => [(i * 7 + step * 5 + 3) % V]);
       if (step === 2) ids[1] = [20, 21, 22, 23]; // a prompt chunk of sequence 1 among the decodes
-      const got = await model.forwardBatchAsync(active.map((i, k) => ({ ids: ids[k], state: batched[i] })));
+      const got = await model.step(active.map((i, k) => ({ ids: ids[k], state: batched[i] })));
       for (const [k, i] of active.entries()) {
         const want = await model.forward(ids[k], alone[i]);
         worst = Math.max(worst, relErr(got.subarray(k * V, (k + 1) * V), want));
         assert.equal(batched[i].position, alone[i].position);
       }
     }
-    await assert.rejects(model.forwardBatchAsync([{ ids: [1], state: batched[0] }, { ids: [2], state: batched[0] }]), /once/);
+    await assert.rejects(model.step([{ ids: [1], state: batched[0] }, { ids: [2], state: batched[0] }]), /once/);
     assert.ok(worst < 1e-5, `${name}: batched decode vs one at a time: rel err ${worst}`);
     for (const s of [...batched, ...alone]) model.releaseState(s);
   }

@@ -1,17 +1,27 @@
 import { MlaError } from "../errors.js";
 import { cpuOps, cpuOpsQ8, type Ops } from "../backends/ops.js";
 import { WasmOps } from "../backends/wasm/ops.js";
+import type { MlaMode } from "../attention/mla.js";
+import type { Runtime } from "../model/inference.js";
+import { cpuRuntime } from "../model/load.js";
 
 export interface BackendChoice {
-  /** `cpu`: WebAssembly SIMD kernels on worker threads; `cpu-scalar`: the plain-JS reference kernels. */
+  /** `cpu`: WebAssembly SIMD kernels on worker threads; `cpu-scalar`: the plain-JS reference kernels; `webgpu`. */
   readonly backend?: string;
   readonly threads?: number;
   readonly quantize?: string;
+  /** --attention, checked against the backend before it is opened. */
+  readonly attention?: MlaMode;
 }
 
 export const BACKENDS = ["cpu", "cpu-scalar", "webgpu"] as const;
 
-/** The kernels for a CLI run, and how to release them (stops worker threads). */
+/** The GPU decoder always runs MLA absorbed: any other --attention form is an error. */
+export function checkGpuMode(mode: MlaMode): void {
+  if (mode !== "auto") throw new MlaError(`--attention ${mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
+}
+
+/** The CPU kernels for a run, and how to release them (stops worker threads). */
 export async function openBackend(c: BackendChoice): Promise<{ ops: Ops; close: () => Promise<void> }> {
   const backend = c.backend ?? "cpu";
   if (c.quantize !== undefined && c.quantize !== "q8") throw new MlaError(`--quantize must be q8, got "${c.quantize}"`);
@@ -28,4 +38,17 @@ export async function openBackend(c: BackendChoice): Promise<{ ops: Ops; close: 
     return scalar;
   }
   return { ops, close: () => ops.close() };
+}
+
+/** The backend the flags choose, as a Runtime that loads any supported model onto it; flag errors come first. */
+export async function openRuntime(c: BackendChoice): Promise<Runtime> {
+  if (c.backend === "webgpu") {
+    checkGpuMode(c.attention ?? "auto");
+    if (c.quantize !== undefined) throw new MlaError("--quantize applies to the cpu backends (the webgpu backend keeps weights as stored: F32, BF16 or F16)");
+    const { WebGpuBackend } = await import("../backends/webgpu/backend.js");
+    const { webgpuRuntime } = await import("../model/gpu/model.js");
+    return webgpuRuntime(await WebGpuBackend.create());
+  }
+  const { ops, close } = await openBackend(c);
+  return cpuRuntime(ops, ops === cpuOps || ops === cpuOpsQ8 ? "cpu-scalar" : "cpu", close);
 }

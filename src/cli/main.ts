@@ -8,11 +8,8 @@ import { logitsCommand } from "./commands/logits.js";
 import { generateCommand } from "./commands/generate.js";
 import { demoCommand } from "./commands/demo.js";
 import { benchCommand } from "./commands/bench.js";
-import { openBackend } from "./backend.js";
-import type { Ops } from "../backends/ops.js";
-import type { WebGpuBackend } from "../backends/webgpu/backend.js";
-import { checkGpuMode, type TextBackend } from "./text-backend.js";
-import { gpuBenchCommand, gpuDemoCommand, gpuGenerateCommand, gpuLogitsCommand } from "./commands/gpu.js";
+import { openRuntime } from "./backend.js";
+import type { Runtime } from "../model/inference.js";
 
 /** The model bundled in the repo (models/ beside src/ and dist/). */
 export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/mla-brown", import.meta.url));
@@ -39,46 +36,25 @@ const backendOpts = (cmd: Command) =>
     .option("--threads <n>", "threads for the cpu backend (default: cores, at most 8)")
     .option("--quantize <q8>", "quantize weight matrices to 8 bits (blocks of 32) while loading");
 
-type BackendFlags = { backend?: string; threads?: string; quantize?: string };
+type BackendFlags = { backend?: string; threads?: string; quantize?: string; attention?: string };
 
 /**
- * Run fn on the backend the flags choose: the WebGPU device (then leave explicitly: Dawn for Node crashes in its
- * own teardown when Node exits by itself), or the CPU kernels (worker threads stopped afterwards).
+ * Run a command on the backend the flags choose (cpu, cpu-scalar or webgpu: every command runs on each, through
+ * the one inference contract). Flag errors come before the backend is opened. The WebGPU device is left explicitly:
+ * Dawn for Node crashes in its own teardown when Node exits by itself.
  */
-function withBackend(o: BackendFlags, gpu: ((g: WebGpuBackend) => Promise<void>) | undefined, cpu: (ops: Ops) => Promise<void> | void, checkGpu?: () => void): Promise<void> {
+function withRuntime(o: BackendFlags, fn: (runtime: Runtime) => Promise<void>): Promise<void> {
   return run(async () => {
-    if (o.backend === "webgpu") {
-      if (!gpu) throw new MlaError("this command has no webgpu path");
-      checkGpu?.(); // flag errors before the device is opened
-      if (o.quantize !== undefined) throw new MlaError("--quantize applies to the cpu backends (the webgpu backend keeps weights as stored: F32, BF16 or F16)");
-      const { WebGpuBackend } = await import("../backends/webgpu/backend.js");
-      const g = await WebGpuBackend.create();
-      try {
-        await gpu(g);
-      } finally {
-        process.stdout.write("", () => process.exit(process.exitCode ?? 0));
-      }
-      return;
-    }
     const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
-    const { ops, close } = await openBackend({ backend: o.backend, threads, quantize: o.quantize });
+    const attention = o.attention === undefined ? undefined : parseMode(o.attention);
+    const runtime = await openRuntime({ backend: o.backend, threads, quantize: o.quantize, attention });
     try {
-      await cpu(ops);
+      await fn(runtime);
     } finally {
-      await close();
+      if (runtime.kind === "webgpu") process.stdout.write("", () => process.exit(process.exitCode ?? 0));
+      else await runtime.close();
     }
   });
-}
-
-/** Run a one-shot command on the chosen kernels; `gpu` runs it on --backend webgpu. */
-function withOps(o: BackendFlags, fn: (ops: Ops) => void, gpu?: (g: WebGpuBackend) => Promise<void>): Promise<void> {
-  return withBackend(o, gpu, fn);
-}
-
-/** For commands that keep running (serve, chat): the CPU kernels or the WebGPU decoder (MLA absorbed only). */
-function withTextBackend(o: BackendFlags & { attention?: string }, fn: (b: TextBackend) => Promise<void>): Promise<void> {
-  const checkGpu = () => checkGpuMode(parseMode(o.attention ?? "auto"));
-  return withBackend(o, (g) => fn({ kind: "webgpu", gpu: g }), (ops) => fn({ kind: "cpu", ops }), checkGpu);
 }
 
 const attentionOpt = () => new Option("--attention <form>", "MLA form: auto (naive prefill, absorbed decode), naive or absorb (MLA models; GQA models have one form)").default("auto");
@@ -104,7 +80,7 @@ backendOpts(program
   .option("--json", 'print {"logits": [[...], ...]}'))
   .action((o) => {
     const opts = () => ({ model: o.model, ids: parseIds(o.ids, "--ids"), attention: parseMode(o.attention), json: o.json });
-    return withOps(o, (ops) => logitsCommand(opts(), ops), (g) => gpuLogitsCommand(opts(), g));
+    return withRuntime(o, (rt) => logitsCommand(opts(), rt));
   });
 
 backendOpts(program
@@ -139,7 +115,7 @@ backendOpts(program
         json: o.json,
       };
     };
-    return withOps(o, (ops) => generateCommand(opts(), ops), (g) => gpuGenerateCommand(opts(), g));
+    return withRuntime(o, (rt) => generateCommand(opts(), rt));
   });
 
 backendOpts(program
@@ -150,7 +126,7 @@ backendOpts(program
   .option("-n, --max-new-tokens <n>", "tokens to generate", "40"))
   .action((o) => {
     const opts = () => ({ model: o.model, prompt: o.prompt, maxNewTokens: parseInt10(o.maxNewTokens, "--max-new-tokens") });
-    return withOps(o, (ops) => demoCommand(opts(), ops), (g) => gpuDemoCommand(opts(), g));
+    return withRuntime(o, (rt) => demoCommand(opts(), rt));
   });
 
 backendOpts(program
@@ -168,7 +144,7 @@ backendOpts(program
       context: o.context === undefined ? undefined : parseInt10(o.context, "--context"),
       backend: o.backend, quantize: o.quantize, attention: parseMode(o.attention), json: o.json,
     });
-    return withOps(o, (ops) => benchCommand(opts(), ops), (g) => gpuBenchCommand(opts(), g));
+    return withRuntime(o, (rt) => benchCommand(opts(), rt));
   });
 
 backendOpts(program
@@ -183,7 +159,7 @@ backendOpts(program
   .option("--system <text>", "a system message at the start of the conversation")
   .addOption(attentionOpt()))
   .action((o) =>
-    withTextBackend(o, async (backend) => {
+    withRuntime(o, async (runtime) => {
       const { chatCommand } = await import("./commands/chat.js");
       await chatCommand({
         model: o.model, maxTokens: parseInt10(o.maxTokens, "--max-tokens", 1),
@@ -192,7 +168,7 @@ backendOpts(program
         topP: o.topP === undefined ? undefined : parseFloatArg(o.topP, "--top-p"),
         seed: o.seed === undefined ? undefined : parseInt10(o.seed, "--seed"),
         system: o.system, attention: parseMode(o.attention),
-      }, backend);
+      }, runtime);
     }),
   );
 
@@ -217,7 +193,7 @@ backendOpts(program
   .option("--quiet", "no per-request log lines on stderr")
   .addOption(attentionOpt()))
   .action((o) =>
-    withTextBackend(o, async (backend) => {
+    withRuntime(o, async (runtime) => {
       const { serveCommand } = await import("./commands/serve.js");
       const seconds = (v: string, flag: string) => {
         const n = parseFloatArg(v, flag);
@@ -235,7 +211,7 @@ backendOpts(program
         headerTimeoutS: seconds(o.headerTimeout, "--header-timeout"), bodyTimeoutS: seconds(o.bodyTimeout, "--body-timeout"),
         requestTimeoutS: seconds(o.requestTimeout, "--request-timeout"),
         maxConnections: parseInt10(o.maxConnections, "--max-connections", 1),
-      }, backend);
+      }, runtime);
     }),
   );
 

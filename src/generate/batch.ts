@@ -1,38 +1,8 @@
 import { MlaError } from "../errors.js";
 import type { MlaMode } from "../attention/mla.js";
-import { forwardBatch, type BatchItem, type CausalLM, type ModelState } from "../model/causal-lm.js";
+import type { InferenceModel, SequenceState } from "../model/inference.js";
 import type { ModelConfig } from "../model/config.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
-
-/** What the scheduler needs of a sequence's run state. */
-export interface StepState {
-  /** Tokens in the caches (the next token's position). */
-  readonly position: number;
-  /** Bytes the caches hold now. */
-  readonly cacheBytes: number;
-}
-
-/**
- * A model whose batched step completes later: the WebGPU decoder (GpuModel). The scheduler awaits each step, so
- * sockets and timers are served while the GPU works, and hands finished states back through releaseState once
- * no step in flight uses them (GPU buffers are freed explicitly, not by the garbage collector).
- */
-export interface AsyncBatchModel<S extends StepState = StepState> {
-  readonly config: ModelConfig;
-  /** Exact cache bytes one token takes in a state. */
-  readonly cacheBytesPerToken: number;
-  newState(capacity: number): S;
-  /** Logits [B, V] of each item's last new position; each item's tokens are appended to its state. */
-  forwardBatchAsync(items: readonly { readonly ids: ArrayLike<number>; readonly state: S }[]): Promise<Float32Array>;
-  releaseState(state: S): void;
-}
-
-/** A model the scheduler can drive: a CPU CausalLM (synchronous steps) or an AsyncBatchModel. */
-export type BatchModel = CausalLM | AsyncBatchModel;
-
-export function isAsyncModel(m: BatchModel): m is AsyncBatchModel {
-  return "forwardBatchAsync" in m;
-}
 
 /** The queue is full: come back later (HTTP 429 with Retry-After). */
 export class BusyError extends MlaError {
@@ -92,7 +62,7 @@ interface Sequence {
   readonly eos: ReadonlySet<number>;
   /** Cache rows reserved: prompt + new tokens, capped at the context. */
   readonly rows: number;
-  state: StepState | null;
+  state: SequenceState | null;
   /** Prompt tokens already in the cache. */
   prefilled: number;
   readonly tokens: number[];
@@ -143,12 +113,12 @@ export class BatchScheduler {
   private tokensOut = 0;
   private maxBatchSeen = 0;
 
-  /** States of finished sequences that a step in flight may still use: released when it ends (async models). */
-  private readonly toRelease: StepState[] = [];
+  /** States of finished sequences that a step in flight may still use: released when it ends. */
+  private readonly toRelease: SequenceState[] = [];
   private stepping = false;
 
-  constructor(readonly model: BatchModel, private readonly opts: SchedulerOptions) {
-    this.cacheBytesPerToken = isAsyncModel(model) ? model.cacheBytesPerToken : model.newState(1).rowCaches.reduce((s, c) => s + c.width * 4, 0);
+  constructor(readonly model: InferenceModel, private readonly opts: SchedulerOptions) {
+    this.cacheBytesPerToken = model.cacheBytesPerToken;
     if (!(opts.maxCacheBytes > 0)) throw new MlaError(`the cache budget must be positive, got ${opts.maxCacheBytes} bytes`);
     this.maxCacheBytes = opts.maxCacheBytes;
     this.maxBatch = positive(opts.maxBatch ?? 32, "max batch");
@@ -231,20 +201,17 @@ export class BatchScheduler {
         this.schedule();
       };
       this.stepping = true;
-      const r = this.step();
       // a failure past the model's step (a bug: the model's own errors cancel the batch in step) still frees the
-      // scheduler before it surfaces, as the synchronous path's would
-      if (r) void r.then(after, (e: unknown) => {
+      // scheduler before it surfaces
+      void this.step().then(after, (e: unknown) => {
         after();
         throw e;
       });
-      else after();
     });
   }
 
-  /** An async model's state goes back now, or after the step that may still use it. */
-  private release(state: StepState): void {
-    if (!isAsyncModel(this.model)) return; // CPU caches are garbage-collected (the wasm backend reuses their memory)
+  /** A state goes back to the model now, or after the step that may still use it (GPU buffers in flight). */
+  private release(state: SequenceState): void {
     if (this.stepping) this.toRelease.push(state);
     else this.model.releaseState(state);
   }
@@ -267,11 +234,8 @@ export class BatchScheduler {
     this.schedule();
   }
 
-  /**
-   * One forward pass: admit what fits, prefill chunks of new prompts, decode one token of every other sequence.
-   * Returns a promise when the model's step is asynchronous.
-   */
-  private step(): Promise<void> | void {
+  /** One forward pass: admit what fits, prefill chunks of new prompts, decode one token of every other sequence. */
+  private async step(): Promise<void> {
     while (this.waiting.length > 0 && this.fitsNow(this.waiting[0].rows)) {
       const seq = this.waiting.shift()!;
       seq.state = this.model.newState(seq.rows);
@@ -297,21 +261,10 @@ export class BatchScheduler {
     const fail = (e: unknown): void => {
       for (const b of batch) this.finish(b.seq, "cancelled", e);
     };
-    const m = this.model;
-    if (isAsyncModel(m)) {
-      let pending: Promise<Float32Array>;
-      try {
-        pending = m.forwardBatchAsync(batch.map((b) => ({ ids: b.ids, state: b.seq.state! })));
-      } catch (e) {
-        return fail(e);
-      }
-      return pending.then((logits) => this.sample(batch, logits), fail);
-    }
     let logits: Float32Array;
     try {
-      // a CausalLM's own states (made by m.newState in step())
-      const items: BatchItem[] = batch.map((b) => ({ ids: b.ids, state: b.seq.state as ModelState }));
-      logits = forwardBatch(m, items, { mode: this.opts.mode });
+      // the model's own states (made by model.newState above)
+      logits = await this.model.step(batch.map((b) => ({ ids: b.ids, state: b.seq.state! })), { mode: this.opts.mode });
     } catch (e) {
       return fail(e);
     }

@@ -1,10 +1,10 @@
 import { MlaError } from "../errors.js";
 import type { MlaMode } from "../attention/mla.js";
-import type { CausalLM, ModelState } from "../model/causal-lm.js";
+import type { InferenceModel, SequenceState } from "../model/inference.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
 import type { ModelConfig } from "../model/config.js";
 
-export interface GenerateOptions<S extends ModelState = ModelState> extends SamplingOptions {
+export interface GenerateOptions<S extends SequenceState = SequenceState> extends SamplingOptions {
   readonly maxNewTokens?: number;
   /** Stop after emitting one of these (default: the config's eos_token_id). */
   readonly eosTokenIds?: readonly number[];
@@ -16,7 +16,7 @@ export interface GenerateOptions<S extends ModelState = ModelState> extends Samp
   readonly state?: S;
 }
 
-export interface GenerateResult<S extends { readonly position: number } = ModelState> {
+export interface GenerateResult<S extends SequenceState = SequenceState> {
   /** The new token ids (an EOS token that stopped generation is included, as transformers does). */
   readonly tokens: number[];
   readonly stopReason: "eos" | "length";
@@ -28,11 +28,10 @@ export interface GenerateResult<S extends { readonly position: number } = ModelS
 }
 
 /**
- * What generate and generateAsync (./generate-async.ts) check and set up before the prefill: the options, the
- * state (fresh, sized for the prompt and the new tokens, or the caller's), the token budget the context allows,
- * the stop set and the sampler.
+ * What generate checks and sets up before the prefill: the options, the state (fresh, sized for the prompt and the
+ * new tokens, or the caller's), the token budget the context allows, the stop set and the sampler.
  */
-export function startGeneration<S extends { readonly position: number }>(
+export function startGeneration<S extends SequenceState>(
   model: { readonly config: ModelConfig; newState(capacity?: number): S }, prompt: readonly number[],
   opts: SamplingOptions & { readonly maxNewTokens?: number; readonly eosTokenIds?: readonly number[]; readonly state?: S },
 ): { state: S; budget: number; eos: Set<number>; sampler: Sampler } {
@@ -48,26 +47,33 @@ export function startGeneration<S extends { readonly position: number }>(
   return { state, budget, eos: new Set(opts.eosTokenIds ?? c.eosTokenIds), sampler: new Sampler(opts, prompt) };
 }
 
-/** Prefill the prompt, then decode one token at a time on the model's cache (latent or K/V). */
-export function generate<S extends ModelState>(model: CausalLM<S>, prompt: readonly number[], opts: GenerateOptions<S> = {}): GenerateResult<S> {
+/**
+ * Prefill the prompt, then decode one token at a time on the model's cache (latent or K/V), on any backend. Plain
+ * greedy decoding asks the model for the argmax when it can compute it where the logits are (stepArgmax), so only
+ * a token id crosses back from a GPU.
+ */
+export async function generate<S extends SequenceState>(model: InferenceModel<S>, prompt: readonly number[], opts: GenerateOptions<S> = {}): Promise<GenerateResult<S>> {
   const { state, budget, eos, sampler } = startGeneration(model, prompt, opts);
+  const stepOpts = { mode: opts.mode };
+  const onDevice = sampler.plainArgmax && model.stepArgmax ? model.stepArgmax.bind(model) : null;
+  const next = async (ids: readonly number[]): Promise<number> =>
+    onDevice ? (await onDevice([{ ids, state }], stepOpts))[0] : sampler.sample(await model.step([{ ids, state }], stepOpts));
   const tokens: number[] = [];
   const decodeMs: number[] = [];
   let t0 = performance.now();
-  let logits = model.forward(prompt, state, { mode: opts.mode });
+  let token = await next(prompt); // the prompt is prefilled even when no new token is asked for (the state is the result)
   const prefillMs = performance.now() - t0;
   let stopReason: "eos" | "length" = "length";
   for (let i = 0; i < budget; i++) {
-    const next = sampler.sample(logits);
-    tokens.push(next);
-    opts.onToken?.(next, i);
-    if (eos.has(next)) {
+    tokens.push(token);
+    opts.onToken?.(token, i);
+    if (eos.has(token)) {
       stopReason = "eos";
       break;
     }
     if (i + 1 === budget) break;
     t0 = performance.now();
-    logits = model.forward([next], state, { mode: opts.mode });
+    token = await next([token]);
     decodeMs.push(performance.now() - t0);
   }
   return { tokens, stopReason, promptTokens: prompt.length, prefillMs, decodeMs, state };

@@ -1,5 +1,6 @@
 import { MlaError } from "../errors.js";
 import { mulberry32 } from "../tensor/rng.js";
+import { argmax } from "../tensor/argmax.js";
 
 /**
  * How the next token is chosen: argmax unless a temperature > 0 is given (as transformers without do_sample). The
@@ -28,12 +29,7 @@ export interface SamplingOptions {
   readonly logitBias?: ReadonlyMap<number, number>;
 }
 
-/** Index of the largest logit; the first one on ties, as torch.argmax. */
-export function argmax(logits: ArrayLike<number>, off = 0, n = logits.length - off): number {
-  let best = 0, bv = -Infinity;
-  for (let i = 0; i < n; i++) if (logits[off + i] > bv) (bv = logits[off + i]), (best = i);
-  return best;
-}
+export { argmax };
 
 const keyBits = new Uint32Array(1);
 const keyF32 = new Float32Array(keyBits.buffer);

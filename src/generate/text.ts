@@ -1,13 +1,13 @@
 import { basename, resolve } from "node:path";
 import { MlaError } from "../errors.js";
-import type { Ops } from "../backends/ops.js";
-import type { CausalLM } from "../model/causal-lm.js";
-import { loadModel } from "../model/load.js";
+import { cpuOps, type Ops } from "../backends/ops.js";
+import type { InferenceModel, Runtime } from "../model/inference.js";
+import { cpuRuntime } from "../model/load.js";
 import type { LoadProgress } from "../model/weights.js";
 import { ChatTemplate, stopTokenIds, type ChatMessage } from "../tokenizer/chat.js";
 import { StreamDecoder, TextTokenizer } from "../tokenizer/tokenizer.js";
 import { AsyncEncoder } from "../tokenizer/encoder.js";
-import { BatchScheduler, type BatchModel, type SchedulerOptions } from "./batch.js";
+import { BatchScheduler, type SchedulerOptions } from "./batch.js";
 import type { SamplingOptions } from "./sampler.js";
 
 /**
@@ -88,17 +88,17 @@ function loadTokenizer(dir: string): TextTokenizer {
 }
 
 export interface TextEngineOptions extends SchedulerOptions {
+  /** Where the model runs (default: the CPU on `ops`). */
+  readonly runtime?: Runtime;
+  /** The CPU kernels, when no runtime is given (default: the scalar reference kernels). */
   readonly ops?: Ops;
   /** Name the API reports (default: the folder's name). */
   readonly name?: string;
   readonly onProgress?: LoadProgress;
 }
 
-/**
- * A model with its tokenizer, chat template and stop tokens, generating text through a BatchScheduler. M is a CPU
- * CausalLM (TextEngine.open) or an asynchronous model such as the WebGPU decoder (TextEngine.withModel).
- */
-export class TextEngine<M extends BatchModel = BatchModel> {
+/** A model on any backend with its tokenizer, chat template and stop tokens, generating text through a BatchScheduler. */
+export class TextEngine<M extends InferenceModel = InferenceModel> {
   readonly scheduler: BatchScheduler;
   private encoder: AsyncEncoder | null = null;
 
@@ -109,14 +109,15 @@ export class TextEngine<M extends BatchModel = BatchModel> {
     this.scheduler = new BatchScheduler(model, schedulerOptions);
   }
 
-  /** Load a checkpoint folder that has a tokenizer.json onto the CPU kernels `opts.ops`. */
-  static open(dir: string, opts: TextEngineOptions): TextEngine<CausalLM> {
+  /** Load a checkpoint folder that has a tokenizer.json onto `opts.runtime` (or the CPU kernels `opts.ops`). */
+  static open(dir: string, opts: TextEngineOptions): TextEngine {
     const tok = loadTokenizer(dir);
-    return TextEngine.withModel(dir, loadModel(dir, { ops: opts.ops, onProgress: opts.onProgress }), opts, tok);
+    const runtime = opts.runtime ?? cpuRuntime(opts.ops ?? cpuOps);
+    return TextEngine.withModel(dir, runtime.load(dir, { onProgress: opts.onProgress }), opts, tok);
   }
 
   /** The tokenizer, chat template and stop tokens of checkpoint folder `dir` around a model already loaded from it. */
-  static withModel<M extends BatchModel>(dir: string, model: M, opts: SchedulerOptions & { readonly name?: string }, tok = loadTokenizer(dir)): TextEngine<M> {
+  static withModel<M extends InferenceModel>(dir: string, model: M, opts: SchedulerOptions & { readonly name?: string }, tok = loadTokenizer(dir)): TextEngine<M> {
     return new TextEngine(opts.name ?? basename(resolve(dir)), model, tok, ChatTemplate.load(dir, tok), stopTokenIds(dir, model.config, tok), opts);
   }
 

@@ -5,11 +5,13 @@ import type { RowCache } from "../attention/cache.js";
 import type { MlaMode } from "../attention/mla.js";
 import type { ModelConfig } from "./config.js";
 import type { DecoderWeights, LoadProgress } from "./weights.js";
+import type { InferenceModel, SequenceState, StepItem, StepOptions } from "./inference.js";
 
 /**
- * What generation, the CLI and benchmarks need from a model, whatever its attention: DeepseekModel (MLA, latent
- * cache) and LlamaModel (GQA, per-head K/V cache) both implement it. S is the model's own run state; a state
- * only fits the model (family) that made it.
+ * The CPU decoders' synchronous interface, under the inference contract (./inference.ts) that they also implement
+ * through CpuDecoder: DeepseekModel (MLA, latent cache) and LlamaModel (GQA, per-head K/V cache). Tests, training
+ * and conversion call forward directly; generation and serving go through InferenceModel. S is the model's own run
+ * state; a state only fits the model (family) that made it.
  */
 export interface CausalLM<S extends ModelState = ModelState> {
   readonly config: ModelConfig;
@@ -38,6 +40,52 @@ export interface BatchForwardOptions {
   readonly mode?: MlaMode;
 }
 
+/**
+ * A CPU decoder under the inference contract: its synchronous forward passes returned as resolved promises (the
+ * step is computed before step() returns, so a CPU decode costs no more than calling forward), states
+ * garbage-collected, long contexts filled straight into the row caches.
+ */
+export abstract class CpuDecoder<S extends ModelState> implements CausalLM<S>, InferenceModel<S> {
+  abstract readonly config: ModelConfig;
+  abstract readonly ops: Ops;
+  private bytesPerToken = -1;
+
+  abstract newState(capacity?: number): S;
+  abstract forward(ids: ArrayLike<number>, state: S, opts?: ForwardOptions): Float32Array;
+  abstract forwardBatch(items: readonly BatchItem<S>[], opts?: BatchForwardOptions): Float32Array;
+
+  get backendName(): string {
+    return this.ops.name;
+  }
+
+  get cacheBytesPerToken(): number {
+    if (this.bytesPerToken < 0) this.bytesPerToken = this.newState(1).rowCaches.reduce((s, c) => s + c.width * 4, 0);
+    return this.bytesPerToken;
+  }
+
+  step(items: readonly StepItem<S>[], opts: StepOptions = {}): Promise<Float32Array> {
+    try {
+      if (opts.allLogits) {
+        if (items.length !== 1) throw new MlaError("allLogits needs exactly one sequence");
+        return Promise.resolve(this.forward(items[0].ids, items[0].state, { mode: opts.mode, allLogits: true }));
+      }
+      return Promise.resolve(this.forwardBatch(items, { mode: opts.mode }));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  releaseState(): void {}
+
+  fillContext(state: S, n: number, rand: () => number): void {
+    for (const cache of state.rowCaches) {
+      const rows = new Float32Array(n * cache.width);
+      for (let i = 0; i < rows.length; i++) rows[i] = rand() * 2 - 1;
+      cache.append(rows, n);
+    }
+  }
+}
+
 /** Logits [B, V] of a batched step: the model's own batched forward, else one forward per item. */
 export function forwardBatch<S extends ModelState>(model: CausalLM<S>, items: readonly BatchItem<S>[], opts: BatchForwardOptions = {}): Float32Array {
   if (model.forwardBatch) return model.forwardBatch(items, opts);
@@ -47,10 +95,7 @@ export function forwardBatch<S extends ModelState>(model: CausalLM<S>, items: re
 }
 
 /** Per-sequence state: the caches of every layer. Their length is the next token's position. */
-export interface ModelState {
-  readonly position: number;
-  /** Bytes the caches hold now. */
-  readonly cacheBytes: number;
+export interface ModelState extends SequenceState {
   /** Every row cache of the state (latent caches, or K and V caches), e.g. to fill a synthetic context. */
   readonly rowCaches: readonly RowCache[];
   /** Drop everything after the first n positions (e.g. to re-run a prompt suffix). */

@@ -10,7 +10,7 @@ import { moeForward, type RouterKind } from "./moe.js";
 import { loadWeights, type ModelWeights } from "./weights.js";
 import {
   checkBatch, lastRowLogits, lmHeadLogits, residualStack,
-  type BatchForwardOptions, type BatchItem, type CausalLM, type ForwardOptions, type LoadOptions, type ModelState,
+  CpuDecoder, type BatchForwardOptions, type BatchItem, type ForwardOptions, type LoadOptions, type ModelState,
 } from "./causal-lm.js";
 
 export type { ForwardOptions, LoadOptions } from "./causal-lm.js";
@@ -43,11 +43,12 @@ export class RunState implements ModelState {
 }
 
 /** A DeepSeek-V2/V3 decoder: embeddings, MLA + (dense | MoE) layers, final norm, lm_head. */
-export class DeepseekModel implements CausalLM<RunState> {
+export class DeepseekModel extends CpuDecoder<RunState> {
   readonly attention: MultiHeadLatentAttention[];
   private readonly router: RouterKind;
 
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly ops: Ops = cpuOps) {
+    super();
     const c = config;
     if (c.attention !== "mla") throw new MlaError(`DeepseekModel runs deepseek_v2/deepseek_v3 checkpoints; ${c.modelType} is a GQA model (load it with loadModel)`);
     const rope = new RotaryEmbedding(c.rope, c.qkRopeHeadDim);

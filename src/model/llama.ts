@@ -10,7 +10,7 @@ import { mlpForward } from "./mlp.js";
 import { loadLlamaWeights, type LlamaWeights } from "./weights.js";
 import {
   checkBatch, lastRowLogits, lmHeadLogits, residualStack,
-  type BatchForwardOptions, type BatchItem, type CausalLM, type ForwardOptions, type LoadOptions, type ModelState,
+  CpuDecoder, type BatchForwardOptions, type BatchItem, type ForwardOptions, type LoadOptions, type ModelState,
 } from "./causal-lm.js";
 
 /** Per-sequence state of a GQA model: one K/V cache per layer (n_kv heads of head_dim each, K and V). */
@@ -44,10 +44,11 @@ export class KvRunState implements ModelState {
  * A Llama-layout decoder (llama, qwen2, mistral): embeddings, then per layer RMSNorm, GQA with RoPE by halves
  * (optional q/k/v/o biases, optional sliding window), RMSNorm, dense SwiGLU; final norm, lm_head.
  */
-export class LlamaModel implements CausalLM<KvRunState> {
+export class LlamaModel extends CpuDecoder<KvRunState> {
   readonly attention: GroupedQueryAttention[];
 
   constructor(readonly config: ModelConfig, readonly weights: LlamaWeights, readonly ops: Ops = cpuOps) {
+    super();
     const c = config;
     if (c.attention !== "gqa") throw new MlaError(`LlamaModel runs llama, qwen2 and mistral checkpoints; ${c.modelType} is an MLA model (load it with loadModel)`);
     const rope = new RotaryEmbedding(c.rope, c.headDim);

@@ -1,9 +1,16 @@
+import type { Ops } from "../backends/ops.js";
 import { loadConfig } from "./config.js";
 import { DeepseekModel } from "./decoder.js";
 import { LlamaModel } from "./llama.js";
-import type { CausalLM, LoadOptions } from "./causal-lm.js";
+import type { CpuDecoder, LoadOptions, ModelState } from "./causal-lm.js";
+import type { Runtime } from "./inference.js";
 
 /** Load any supported checkpoint folder: DeepSeek-V2/V3 as DeepseekModel (MLA), llama/qwen2/mistral as LlamaModel. */
-export function loadModel(dir: string, opts: LoadOptions = {}): CausalLM {
+export function loadModel(dir: string, opts: LoadOptions = {}): CpuDecoder<ModelState> {
   return loadConfig(dir).attention === "mla" ? DeepseekModel.load(dir, opts) : LlamaModel.load(dir, opts);
+}
+
+/** The CPU backend on a kernel set: models load with their weights prepared for `ops`. */
+export function cpuRuntime(ops: Ops, kind = "cpu", close: () => Promise<void> = async () => {}): Runtime {
+  return { kind, name: ops.name, threads: ops.threads, load: (dir, o) => loadModel(dir, { ops, onProgress: o?.onProgress }), close };
 }

@@ -1,14 +1,16 @@
 /**
  * Loading models/mla-brown from the page's origin and running it: WebGPU (GpuModel on navigator.gpu) when the
  * browser has it, else the engine's plain-JavaScript CPU kernels (DeepseekModel on cpuOps; the WebAssembly
- * backend needs Node's worker_threads). Both stream tokens through generateAsync and report their cache size.
+ * backend needs Node's worker_threads). Both stream tokens through generate (the one inference contract) and report
+ * their cache size.
  */
 import { WebGpuBackend } from "../../src/backends/webgpu/backend.js";
 import { cpuOps } from "../../src/backends/ops.js";
-import { generateAsync, type AsyncCausalLM, type AsyncState } from "../../src/generate/generate-async.js";
+import { generate } from "../../src/generate/generate.js";
+import type { InferenceModel, SequenceState } from "../../src/model/inference.js";
 import { parseSafetensorsBuffer } from "../../src/io/safetensors-buffer.js";
 import { parseConfig, type ModelConfig } from "../../src/model/config.js";
-import { DeepseekModel, type RunState } from "../../src/model/decoder.js";
+import { DeepseekModel } from "../../src/model/decoder.js";
 import { GpuModel } from "../../src/model/gpu/model.js";
 import { assemble } from "../../src/model/weights.js";
 import type { Tensor } from "../../src/tensor/tensor.js";
@@ -113,7 +115,7 @@ export class StoppedError extends Error {
 }
 
 /** Yield to the page between steps (so it repaints), and stop when asked. */
-function stoppable<S extends AsyncState>(inner: AsyncCausalLM<S>, signal: AbortSignal): AsyncCausalLM<S> {
+function stoppable<S extends SequenceState>(inner: InferenceModel<S>, signal: AbortSignal): InferenceModel<S> {
   const check = async () => {
     await new Promise<void>((r) => {
       const ch = new MessageChannel();
@@ -122,29 +124,29 @@ function stoppable<S extends AsyncState>(inner: AsyncCausalLM<S>, signal: AbortS
     });
     if (signal.aborted) throw new StoppedError();
   };
-  const m: AsyncCausalLM<S> = {
-    config: inner.config,
-    newState: (c) => inner.newState(c),
-    forward: async (ids, s) => (await check(), inner.forward(ids, s)),
+  const m: InferenceModel<S> = {
+    config: inner.config, backendName: inner.backendName, cacheBytesPerToken: inner.cacheBytesPerToken,
+    newState: (c) => inner.newState(c), releaseState: (s) => inner.releaseState(s), fillContext: (s, n, r) => inner.fillContext(s, n, r),
+    step: async (items, o) => (await check(), inner.step(items, o)),
   };
-  if (inner.forwardArgmax) {
-    const argmax = inner.forwardArgmax.bind(inner);
-    (m as { forwardArgmax?: typeof argmax }).forwardArgmax = async (ids, s) => (await check(), argmax(ids, s));
+  if (inner.stepArgmax) {
+    const argmax = inner.stepArgmax.bind(inner);
+    return { ...m, stepArgmax: async (items, o) => (await check(), argmax(items, o)) };
   }
   return m;
 }
 
-async function run<S extends AsyncState & { cacheBytes: number }>(
-  model: AsyncCausalLM<S>, tok: TextTokenizer, prompt: number[], settings: GenerateSettings,
-  onStep: (s: StepInfo) => void, signal: AbortSignal, release: (s: S) => void,
+async function run<S extends SequenceState>(
+  model: InferenceModel<S>, tok: TextTokenizer, prompt: number[], settings: GenerateSettings,
+  onStep: (s: StepInfo) => void, signal: AbortSignal, mode?: "absorb",
 ): Promise<GenerateSummary> {
   const state = model.newState(Math.min(prompt.length + settings.maxNewTokens, model.config.maxPositionEmbeddings));
   const decoder = new StreamDecoder(tok, true);
   const t0 = performance.now();
   let tFirst = 0, prefillMs = 0, count = 0;
   try {
-    const r = await generateAsync(stoppable(model, signal), prompt, {
-      state, maxNewTokens: settings.maxNewTokens, temperature: settings.temperature, topP: settings.topP, seed: settings.seed,
+    const r = await generate(stoppable(model, signal), prompt, {
+      state, mode, maxNewTokens: settings.maxNewTokens, temperature: settings.temperature, topP: settings.topP, seed: settings.seed,
       onToken: (id, index) => {
         const now = performance.now();
         if (index === 0) (tFirst = now), (prefillMs = now - t0);
@@ -160,7 +162,7 @@ async function run<S extends AsyncState & { cacheBytes: number }>(
     if (!(e instanceof StoppedError)) throw e;
     return { promptTokens: prompt.length, newTokens: count, prefillMs, decodeMs: tFirst ? performance.now() - tFirst : 0, stopReason: "stopped", tail: decoder.flush() };
   } finally {
-    release(state);
+    model.releaseState(state);
   }
 }
 
@@ -172,11 +174,11 @@ export async function webgpuRunner(m: LoadedModel): Promise<Runner> {
   return {
     kind: "webgpu",
     label: `WebGPU: ${gpu.name.replace(/^webgpu \((.*)\)$/, "$1")}`,
-    generate: (prompt, settings, onStep, signal) => run(model, m.tokenizer, prompt, settings, onStep, signal, (s) => s.release()),
+    generate: (prompt, settings, onStep, signal) => run(model, m.tokenizer, prompt, settings, onStep, signal),
   };
 }
 
-/** The model (MLA, absorbed as on the GPU) on the plain-JavaScript CPU kernels, wrapped as an asynchronous model. */
+/** The model (MLA, absorbed as on the GPU) on the plain-JavaScript CPU kernels. */
 export function cpuRunner(m: LoadedModel): Runner {
   const c = m.config, get = (n: string) => {
     const t = m.tensors.get(n);
@@ -184,14 +186,9 @@ export function cpuRunner(m: LoadedModel): Runner {
     return t;
   };
   const model = new DeepseekModel(c, assemble(c, get), cpuOps);
-  const asyncModel: AsyncCausalLM<RunState> = {
-    config: c,
-    newState: (cap) => model.newState(cap),
-    forward: async (ids, s) => model.forward(ids, s, { mode: "absorb" }),
-  };
   return {
     kind: "cpu",
     label: "CPU: the engine's plain-JavaScript kernels, one thread",
-    generate: (prompt, settings, onStep, signal) => run(asyncModel, m.tokenizer, prompt, settings, onStep, signal, () => undefined),
+    generate: (prompt, settings, onStep, signal) => run(model, m.tokenizer, prompt, settings, onStep, signal, "absorb"),
   };
 }

@@ -3,9 +3,8 @@ import type { MlaMode } from "../../attention/mla.js";
 import { mulberry32 } from "../../tensor/rng.js";
 import { argmax } from "../../generate/sampler.js";
 import { checkAttentionForm, loadModel } from "../load.js";
-import type { Ops } from "../../backends/ops.js";
+import type { InferenceModel, Runtime, SequenceState } from "../../model/inference.js";
 import { median } from "./generate.js";
-import type { RowCache } from "../../attention/cache.js";
 
 export interface BenchOptions {
   readonly model: string;
@@ -37,13 +36,21 @@ export interface BenchResult {
   readonly kvCacheBytes: number;
   /** "latent KV cache" (MLA) or "KV cache" (GQA). */
   readonly cacheKind: string;
+  /** Bytes of GPU buffers held (weights, caches, activations), on webgpu. */
+  readonly gpuBytes?: number;
+}
+
+/** The greedy next token of one sequence: the model's own argmax where it has one (the GPU), else the host's. */
+async function greedyStep<S extends SequenceState>(model: InferenceModel<S>, ids: readonly number[], state: S, mode: MlaMode): Promise<number> {
+  if (model.stepArgmax) return (await model.stepArgmax([{ ids, state }], { mode }))[0];
+  return argmax(await model.step([{ ids, state }], { mode }));
 }
 
 /** Prefill a seeded random prompt, then greedy-decode, timing each step (median reported: machines are noisy). */
-export function runBench(opts: BenchOptions, ops?: Ops): BenchResult {
+export async function runBench(opts: BenchOptions, runtime: Runtime): Promise<BenchResult> {
   if (opts.prompt < 1) throw new MlaError("--prompt must be at least 1 token");
   const t0 = performance.now();
-  const model = loadModel(opts.model, ops);
+  const model = loadModel(opts.model, runtime);
   const loadSeconds = (performance.now() - t0) / 1000;
   checkAttentionForm(model, opts.attention);
   const c = model.config;
@@ -54,43 +61,35 @@ export function runBench(opts: BenchOptions, ops?: Ops): BenchResult {
   const rand = mulberry32(0);
   const ids = Array.from({ length: opts.prompt }, () => Math.floor(rand() * c.vocabSize));
   const state = model.newState(context + opts.prompt + opts.decode);
-  if (context) fillSyntheticCache(state.rowCaches, context, rand);
+  if (context) model.fillContext(state, context, rand);
   const p0 = performance.now();
-  let logits = model.forward(ids, state, { mode: opts.attention });
+  let next = await greedyStep(model, ids, state, opts.attention);
   const prefillMs = performance.now() - p0;
   const steps: number[] = [];
   for (let i = 0; i < opts.decode; i++) {
     const s = performance.now();
-    logits = model.forward([argmax(logits)], state, { mode: opts.attention });
+    next = await greedyStep(model, [next], state, opts.attention);
     steps.push(performance.now() - s);
   }
   const d = median(steps);
   return {
-    model: opts.model, backend: opts.backend, kernels: model.ops.name, threads: model.ops.threads, attention: opts.attention, context,
+    model: opts.model, backend: opts.backend, kernels: model.backendName, threads: runtime.threads, attention: opts.attention, context,
     promptTokens: opts.prompt, decodeTokens: opts.decode, loadSeconds,
     prefillTokensPerSecond: (opts.prompt / prefillMs) * 1000,
     decodeMsPerToken: d, decodeTokensPerSecond: 1000 / d,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     kvCacheBytes: state.cacheBytes,
     cacheKind: c.attention === "mla" ? "latent KV cache" : "KV cache",
+    ...(model.deviceBytes === undefined ? {} : { gpuBytes: model.deviceBytes }),
   };
 }
 
-/** Random cache rows (latents or K/V): what a cache of `n` real tokens costs to read, without the prefill. */
-function fillSyntheticCache(caches: readonly RowCache[], n: number, rand: () => number): void {
-  for (const cache of caches) {
-    const rows = new Float32Array(n * cache.width);
-    for (let i = 0; i < rows.length; i++) rows[i] = rand() * 2 - 1;
-    cache.append(rows, n);
-  }
+export async function benchCommand(opts: BenchOptions, runtime: Runtime): Promise<void> {
+  printBench(await runBench(opts, runtime), opts.json);
 }
 
-export function benchCommand(opts: BenchOptions, ops?: Ops): void {
-  printBench(runBench(opts, ops), opts.json);
-}
-
-/** Both backends' report; `gpuBytes` (webgpu) adds the GPU memory held. */
-export function printBench(r: BenchResult & { readonly gpuBytes?: number }, json?: boolean): void {
+/** The report; `gpuBytes` (webgpu) adds the GPU memory held. */
+export function printBench(r: BenchResult, json?: boolean): void {
   if (json) {
     process.stdout.write(JSON.stringify(r) + "\n");
     return;

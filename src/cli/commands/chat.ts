@@ -1,8 +1,9 @@
 import { createInterface } from "node:readline";
-import type { TextEngine, TextJob } from "../../generate/text.js";
+import type { TextJob } from "../../generate/text.js";
 import type { ChatMessage } from "../../tokenizer/chat.js";
 import type { MlaMode } from "../../attention/mla.js";
-import { openTextEngine, type TextBackend } from "../text-backend.js";
+import { TextEngine } from "../../generate/text.js";
+import type { Runtime } from "../../model/inference.js";
 import { loadingBar } from "../progress.js";
 
 export interface ChatOptions {
@@ -25,11 +26,11 @@ const MIN_REPLY = 16;
  * stops a reply (the chat goes on); Ctrl-C twice at the prompt exits. Without a terminal (piped input) it reads one
  * message per line and prints one reply per line.
  */
-export async function chatCommand(opts: ChatOptions, backend: TextBackend): Promise<void> {
+export async function chatCommand(opts: ChatOptions, runtime: Runtime): Promise<void> {
   const bar = loadingBar("loading weights");
   let engine: TextEngine;
   try {
-    engine = await openTextEngine(opts.model, backend, { onProgress: bar.onProgress, mode: opts.attention, maxCacheBytes: 2 ** 40, maxBatch: 1, maxQueue: 1 });
+    engine = TextEngine.open(opts.model, { runtime, onProgress: bar.onProgress, mode: opts.attention, maxCacheBytes: 2 ** 40, maxBatch: 1, maxQueue: 1 });
   } finally {
     bar.stop();
   }

@@ -4,7 +4,7 @@ import { generate, type GenerateResult } from "../../generate/generate.js";
 import type { SamplingOptions } from "../../generate/sampler.js";
 import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
 import { checkAttentionForm, loadModel } from "../load.js";
-import type { Ops } from "../../backends/ops.js";
+import type { Runtime } from "../../model/inference.js";
 
 export interface GenerateCliOptions extends SamplingOptions {
   readonly model: string;
@@ -21,7 +21,7 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-export function timing(r: GenerateResult<{ readonly position: number }>): { prefillMs: number; prefillTokensPerSecond: number; decodeMsPerToken: number; decodeTokensPerSecond: number } {
+export function timing(r: GenerateResult): { prefillMs: number; prefillTokensPerSecond: number; decodeMsPerToken: number; decodeTokensPerSecond: number } {
   const d = median(r.decodeMs);
   return {
     prefillMs: r.prefillMs,
@@ -40,17 +40,17 @@ export function promptTokens(opts: GenerateCliOptions, tok: TextTokenizer | null
   return ids;
 }
 
-export function generateCommand(opts: GenerateCliOptions, ops?: Ops): void {
+export async function generateCommand(opts: GenerateCliOptions, runtime: Runtime): Promise<void> {
   const tok = TextTokenizer.load(opts.model);
   const prompt = promptTokens(opts, tok);
-  const model = loadModel(opts.model, ops);
+  const model = loadModel(opts.model, runtime);
   checkAttentionForm(model, opts.attention);
   const stream = tok ? new StreamDecoder(tok) : null;
   const out = process.stdout;
   const onToken = opts.json ? undefined : (id: number, i: number) => {
     out.write(stream ? stream.push(id) : `${i ? " " : ""}${id}`);
   };
-  const r = generate(model, prompt, { ...opts, onToken, mode: opts.attention });
+  const r = await generate(model, prompt, { ...opts, onToken, mode: opts.attention });
   const t = timing(r);
   if (opts.json) {
     const text = tok ? tok.decode(r.tokens) : undefined;
@@ -60,6 +60,6 @@ export function generateCommand(opts: GenerateCliOptions, ops?: Ops): void {
   out.write((stream ? stream.flush() : "") + "\n");
   process.stderr.write(
     `[${r.tokens.length} tokens, stop: ${r.stopReason}; prefill ${r.promptTokens} tok at ${t.prefillTokensPerSecond.toFixed(1)} tok/s; ` +
-      `decode ${Number.isNaN(t.decodeMsPerToken) ? "-" : t.decodeMsPerToken.toFixed(2)} ms/token]\n`,
+      `decode ${Number.isNaN(t.decodeMsPerToken) ? "-" : t.decodeMsPerToken.toFixed(2)} ms/token${runtime.kind === "webgpu" ? `; ${model.backendName}` : ""}]\n`,
   );
 }

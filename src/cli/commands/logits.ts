@@ -1,7 +1,7 @@
 import { MlaError } from "../../errors.js";
 import type { MlaMode } from "../../attention/mla.js";
 import { checkAttentionForm, loadModel } from "../load.js";
-import type { Ops } from "../../backends/ops.js";
+import type { Runtime } from "../../model/inference.js";
 import { argmax } from "../../generate/sampler.js";
 
 export interface LogitsOptions {
@@ -12,15 +12,15 @@ export interface LogitsOptions {
 }
 
 /** One row of vocab_size logits per input position. */
-export function logitsCommand(opts: LogitsOptions, ops?: Ops): void {
-  const model = loadModel(opts.model, ops);
+export async function logitsCommand(opts: LogitsOptions, runtime: Runtime): Promise<void> {
+  const model = loadModel(opts.model, runtime);
   checkAttentionForm(model, opts.attention);
   const V = model.config.vocabSize, T = opts.ids.length;
-  const logits = model.forward(opts.ids, model.newState(T), { mode: opts.attention, allLogits: true });
+  const logits = await model.step([{ ids: opts.ids, state: model.newState(T) }], { mode: opts.attention, allLogits: true });
   printLogits(logits, opts.ids, V, opts.json);
 }
 
-/** Both backends' output: {"logits": rows} with --json, else each position's argmax. */
+/** {"logits": rows} with --json, else each position's argmax. */
 export function printLogits(logits: Float32Array, ids: readonly number[], V: number, json?: boolean): void {
   if (logits.some((x) => !Number.isFinite(x))) throw new MlaError("the model produced non-finite logits (corrupt weights?)");
   const T = ids.length;

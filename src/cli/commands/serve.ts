@@ -1,8 +1,8 @@
-import type { TextEngine } from "../../generate/text.js";
+import { TextEngine } from "../../generate/text.js";
+import type { Runtime } from "../../model/inference.js";
 import { ApiServer } from "../../server/server.js";
 import { isLoopbackAddress } from "../../server/access.js";
 import type { MlaMode } from "../../attention/mla.js";
-import { openTextEngine, textBackendName, type TextBackend } from "../text-backend.js";
 import { loadingBar } from "../progress.js";
 import { fmtBytes } from "../format.js";
 
@@ -29,11 +29,12 @@ export interface ServeOptions {
 }
 
 /** Serve until SIGINT/SIGTERM; resolves after a clean shutdown. */
-export async function serveCommand(opts: ServeOptions, backend: TextBackend): Promise<void> {
+export async function serveCommand(opts: ServeOptions, runtime: Runtime): Promise<void> {
   const bar = loadingBar("loading weights");
   let engine: TextEngine;
   try {
-    engine = await openTextEngine(opts.model, backend, {
+    engine = TextEngine.open(opts.model, {
+      runtime,
       name: opts.name, onProgress: bar.onProgress, mode: opts.attention,
       maxCacheBytes: opts.maxCacheMb * 2 ** 20, maxBatch: opts.maxBatch, maxQueue: opts.maxQueue,
     });
@@ -52,7 +53,7 @@ export async function serveCommand(opts: ServeOptions, backend: TextBackend): Pr
   const s = engine.scheduler;
   const c = engine.model.config;
   process.stderr.write(
-    `serving ${engine.name} (${c.modelType}, ${c.attention}, ${textBackendName(backend)}) on http://${addr.address}:${addr.port}/v1\n` +
+    `serving ${engine.name} (${c.modelType}, ${c.attention}, ${engine.model.backendName}) on http://${addr.address}:${addr.port}/v1\n` +
       `cache: ${s.cacheBytesPerToken} bytes/token, budget ${fmtBytes(s.maxCacheBytes)} (${Math.floor(s.maxCacheBytes / s.cacheBytesPerToken)} tokens); ` +
       `batch <= ${opts.maxBatch}, queue <= ${opts.maxQueue}; context ${engine.contextLength}\n`,
   );

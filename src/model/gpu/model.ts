@@ -17,17 +17,21 @@ import { isMoeLayer, loadConfig, parseConfig, type ModelConfig } from "../config
 import type { Tensor } from "../../tensor/tensor.js";
 import { route, slotsByExpert, type RouterKind } from "../moe.js";
 import { checkInput } from "../causal-lm.js";
+import type { InferenceModel, Runtime, StepItem, StepOptions } from "../inference.js";
+import { argmax } from "../../tensor/argmax.js";
 import { assemble, assembleLlama, expectedTensors, loadLlamaWeights, loadWeights, type LoadProgress } from "../weights.js";
 import { uploadWeights, type GpuLayer, type GpuMlp, type GpuMoe, type GpuWeights } from "./weights.js";
 
 /** One sequence's caches on the GPU: per layer the latent rows (MLA) or K and V rows (GQA). */
 export class GpuState {
+  readonly model: GpuModel;
   /** Per layer: [latent] or [K, V]. */
   readonly caches: GPUBuffer[][];
   position = 0;
   capacity: number;
 
-  constructor(private readonly model: GpuModel, capacity: number) {
+  constructor(model: GpuModel, capacity: number) {
+    this.model = model;
     this.capacity = Math.max(1, Math.min(capacity, model.config.maxPositionEmbeddings));
     this.caches = [];
     for (let i = 0; i < model.config.numLayers; i++) this.caches.push(model.cacheWidths.map((w) => model.gpu.buffer(this.capacity * w * 4, "cache")));
@@ -71,11 +75,6 @@ export class GpuState {
   }
 }
 
-export interface GpuForwardOptions {
-  /** Logits for every new position ([T, V]); default only the last ([1, V]). */
-  readonly allLogits?: boolean;
-}
-
 export interface GpuLoadOptions {
   readonly onProgress?: LoadProgress;
   /**
@@ -113,10 +112,7 @@ class Scratch {
 const MAX_GPU_ROUTED = 64;
 
 /** One sequence's share of a step: its new tokens and its state. */
-export interface GpuBatchItem {
-  readonly ids: ArrayLike<number>;
-  readonly state: GpuState;
-}
+export type GpuBatchItem = StepItem<GpuState>;
 
 /** A sequence's rows in a batched step: rows [row, row + T) of the step, at positions p0 .. p0 + T - 1. */
 interface Segment {
@@ -132,7 +128,7 @@ function splits(T: number, L: number): { nSplit: number; chunk: number } {
   return { nSplit, chunk: Math.ceil(L / nSplit) };
 }
 
-export class GpuModel {
+export class GpuModel implements InferenceModel<GpuState> {
   readonly rope: RotaryEmbedding;
   readonly scale: number;
   /** Floats per cached row of each cache buffer of a layer. */
@@ -191,19 +187,41 @@ export class GpuModel {
     return new GpuState(this, capacity);
   }
 
-  /** Run T new tokens at positions state.position..; logits [1, V] (or [T, V] with allLogits). */
-  async forward(ids: ArrayLike<number>, state: GpuState, opts: GpuForwardOptions = {}): Promise<Float32Array> {
-    const logits = await this.record([{ ids, state }], { allLogits: opts.allLogits });
-    return this.gpu.readF32(logits, (opts.allLogits ? ids.length : 1) * this.config.vocabSize);
+  get backendName(): string {
+    return this.gpu.name;
+  }
+
+  /** Run T new tokens of one sequence at positions state.position..; logits [1, V] (or [T, V] with allLogits). */
+  forward(ids: ArrayLike<number>, state: GpuState, opts: StepOptions = {}): Promise<Float32Array> {
+    return this.step([{ ids, state }], opts);
   }
 
   /**
-   * Several sequences' new tokens (continuous batching, see AsyncBatchModel): logits [B, V] of each item's last
-   * position, from one submission and one read-back.
+   * Several sequences' new tokens (continuous batching): logits [B, V] of each item's last position, from one
+   * submission and one read-back. MLA always runs absorbed here: `mode` naive is refused.
    */
-  async forwardBatchAsync(items: readonly GpuBatchItem[]): Promise<Float32Array> {
+  async step(items: readonly GpuBatchItem[], opts: StepOptions = {}): Promise<Float32Array> {
+    checkMode(opts);
     if (items.length === 0) return new Float32Array(0);
-    return this.gpu.readF32(await this.record(items), items.length * this.config.vocabSize);
+    if (opts.allLogits && items.length !== 1) throw new MlaError("allLogits needs exactly one sequence");
+    const logits = await this.record(items, { allLogits: opts.allLogits });
+    return this.gpu.readF32(logits, (opts.allLogits ? items[0].ids.length : items.length) * this.config.vocabSize);
+  }
+
+  /**
+   * Greedy step: the argmax of each item's last logits row. For one sequence (generation) it is computed on the
+   * GPU in the step's own submission and 4 bytes come back; a batch reads its logits and takes them here.
+   */
+  async stepArgmax(items: readonly GpuBatchItem[], opts: StepOptions = {}): Promise<Int32Array> {
+    checkMode(opts);
+    const V = this.config.vocabSize;
+    if (items.length !== 1) {
+      const logits = await this.step(items, opts);
+      return Int32Array.from(items, (_, b) => argmax(logits, b * V, V));
+    }
+    const out = this.scratch.get("argmax", 4);
+    await this.record(items, { tail: (p, logits) => K.argmax(p, out, logits, V) });
+    return new Int32Array(await this.gpu.read(out, 4));
   }
 
   /** Free a sequence's GPU caches (the scheduler calls this once no submitted work uses them). */
@@ -211,12 +229,21 @@ export class GpuModel {
     state.release();
   }
 
-  /** Greedy step: the argmax of the last position's logits, computed on the GPU (4 bytes come back). */
-  async forwardArgmax(ids: ArrayLike<number>, state: GpuState): Promise<number> {
-    const out = this.scratch.get("argmax", 4);
-    // the argmax goes into the step's own submission
-    await this.record([{ ids, state }], { tail: (p, logits) => K.argmax(p, out, logits, this.config.vocabSize) });
-    return new Uint32Array(await this.gpu.read(out, 4))[0];
+  /** Random cache rows for the first n positions: what a context of n tokens costs to read, without its prefill. */
+  fillContext(state: GpuState, n: number, rand: () => number): void {
+    state.ensure(n);
+    for (const layer of state.caches) {
+      layer.forEach((buf, j) => {
+        const rows = new Float32Array(n * this.cacheWidths[j]);
+        for (let i = 0; i < rows.length; i++) rows[i] = rand() * 2 - 1;
+        this.gpu.write(buf, rows);
+      });
+    }
+    state.position = n;
+  }
+
+  get deviceBytes(): number {
+    return this.gpu.allocatedBytes;
   }
 
   /**
@@ -436,4 +463,18 @@ export class GpuModel {
   get gpuBytes(): number {
     return this.gpu.allocatedBytes;
   }
+}
+
+/** The WebGPU backend: models load onto the device (the adapter is released by close). */
+export function webgpuRuntime(gpu: WebGpuBackend, opts: Omit<GpuLoadOptions, "onProgress"> = {}): Runtime {
+  return {
+    kind: "webgpu", name: gpu.name, threads: 1,
+    load: (dir, o) => GpuModel.load(dir, gpu, { ...opts, onProgress: o?.onProgress }),
+    close: async () => gpu.destroy(),
+  };
+}
+
+/** The GPU decoder has one MLA form, absorbed: it is exact for any cache state, prefill and decode alike. */
+function checkMode(opts: StepOptions): void {
+  if (opts.mode === "naive") throw new MlaError("the webgpu backend runs MLA absorbed only (attention form naive is not available there)");
 }
