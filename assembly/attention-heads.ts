@@ -1,8 +1,7 @@
-import { softmax } from "./kernels";
-
 // Decode attention (one query token) with per-head K/V: MHA, GQA and MQA over a KV cache, and naive MLA over its
-// up-projected keys and values. Included from kernels.ts; same conventions (byte pointers, element counts,
-// a head range [h0, h1) per thread, per-thread scratch).
+// up-projected keys and values; and the causal softmax of the score rows when T queries go through the products.
+
+import { softmax } from "./elementwise";
 
 /** Scratch bytes attend_heads needs per thread: the L scores. */
 export function attend_heads_scratch(L: i32): i32 {

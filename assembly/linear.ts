@@ -1,0 +1,176 @@
+// The products out[t, n] = sum_k x[t, k] * W[n, k] the pool runs, one kernel per weight dtype (F32, BF16, F16, Q8)
+// plus linear_grouped: T == 1 (decode) paths here, T > 1 through linear_tiled.
+
+import { acc2, acc4, evens, hsum, odds } from "./simd";
+import { f16hi, f16hi_x, f16lo_x, f16special } from "./f16";
+import { dot1_f32 } from "./dot-f32";
+import { q8_block, q8_prep_x, q8_rows_float } from "./q8";
+import { linear_tiled } from "./linear-tiled";
+
+/** F32 weights. scratch unused. */
+export function linear_f32(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  if (T == 1) {
+    // decode: one row at a time, so the weights are read as ONE sequential stream (the hardware prefetchers keep
+    // far more of it in flight than with 2 or 4 rows interleaved: ~1.7x the DRAM bandwidth of the 4-row loop on
+    // one core); x stays in L1. Same arithmetic as a lane of dot4_f32.
+    const rowBytes = <usize>K << 2;
+    let p = w + <usize>n0 * rowBytes;
+    for (let n = n0; n < n1; n++) {
+      store<f32>(out + (<usize>n << 2), dot1_f32(x, p, K));
+      p += rowBytes;
+    }
+    return;
+  }
+  linear_tiled(0, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
+}
+
+/**
+ * x (K floats, K % 8 == 0) -> dst in groups of 8 columns [x0 x2 x4 x6 | x1 x3 x5 x7]: the even/odd columns that the
+ * low/high halves of eight 16-bit weights (one v128) pair with.
+ */
+function deinterleave_x(dst: usize, x: usize, K: i32): void {
+  const n = <usize>K << 2;
+  for (let i: usize = 0; i < n; i += 32) {
+    const a = v128.load(x + i), b = v128.load(x + i, 16);
+    v128.store(dst + i, evens(a, b));
+    v128.store(dst + i, odds(a, b), 16);
+  }
+}
+
+/**
+ * One BF16 row at w against x deinterleaved at xd (deinterleave_x): 16 weights per step, products summed as
+ * [even, odd] x 2 through acc4 (the order the earlier 4-row kernel used per row).
+ */
+// @ts-ignore: decorator
+@inline function dot1_bf16(xd: usize, w: usize, K: i32): f32 {
+  const hiMask = i32x4.splat(0xffff0000);
+  let p = w, px = xd;
+  const end = xd + (<usize>(K >> 4) << 6);
+  let a = f32x4.splat(0);
+  while (px < end) {
+    const v = v128.load(p), u = v128.load(p, 16);
+    a = acc4(a, i32x4.shl(v, 16), v128.load(px), v128.and(v, hiMask), v128.load(px, 16),
+      i32x4.shl(u, 16), v128.load(px, 32), v128.and(u, hiMask), v128.load(px, 48));
+    px += 64; p += 32;
+  }
+  if (K & 8) {
+    const v = v128.load(p);
+    a = acc2(a, i32x4.shl(v, 16), v128.load(px), v128.and(v, hiMask), v128.load(px, 16));
+  }
+  return hsum(a);
+}
+
+/** One F16 row at w against x deinterleaved at xd; exact conversion (fast path unless a 16-weight group has exponent 31). */
+// @ts-ignore: decorator
+@inline function dot1_f16(xd: usize, w: usize, K: i32): f32 {
+  let p = w, px = xd;
+  const end = xd + (<usize>(K >> 4) << 6);
+  let a = f32x4.splat(0);
+  while (px < end) {
+    const v = v128.load(p), u = v128.load(p, 16);
+    if (f16special(v128.or(v, u))) {
+      a = acc4(a, f16lo_x(v), v128.load(px), f16hi_x(v), v128.load(px, 16), f16lo_x(u), v128.load(px, 32), f16hi_x(u), v128.load(px, 48));
+    } else {
+      // f16hi on the raw word: the shift drops the low half's bits into 0..12, which its mask clears
+      a = acc4(a, f16hi(i32x4.shl(v, 16)), v128.load(px), f16hi(v), v128.load(px, 16),
+        f16hi(i32x4.shl(u, 16)), v128.load(px, 32), f16hi(u), v128.load(px, 48));
+    }
+    px += 64; p += 32;
+  }
+  if (K & 8) {
+    const v = v128.load(p);
+    a = acc2(a, f16lo_x(v), v128.load(px), f16hi_x(v), v128.load(px, 16));
+  }
+  return hsum(a);
+}
+
+/**
+ * BF16 weights (u16 words, the top half of an f32). T == 1: widened in registers, one row at a time against x
+ * deinterleaved into scratch (4*K bytes); T > 1: linear_tiled (each 4-row block widened to f32 once per token block;
+ * scratch linear_scratch(K)).
+ */
+export function linear_bf16(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  const rowBytes = <usize>K << 1;
+  if (T == 1) {
+    // decode: x split into even/odd columns once (scratch, 4*K bytes), then one row at a time (one sequential
+    // weight stream, see linear_f32)
+    deinterleave_x(scratch, x, K);
+    let p = w + <usize>n0 * rowBytes;
+    for (let n = n0; n < n1; n++) {
+      store<f32>(out + (<usize>n << 2), dot1_bf16(scratch, p, K));
+      p += rowBytes;
+    }
+    return;
+  }
+  linear_tiled(1, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
+}
+
+/**
+ * F16 weights (IEEE half, exact conversion incl. subnormals, inf and NaN).
+ * T == 1: converted in registers, one row at a time against x deinterleaved into scratch (4*K bytes);
+ * T > 1: linear_tiled (scratch linear_scratch(K)).
+ */
+export function linear_f16(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  const rowBytes = <usize>K << 1;
+  if (T == 1) {
+    // decode: as linear_bf16 (x deinterleaved into scratch, one sequential weight stream)
+    deinterleave_x(scratch, x, K);
+    let p = w + <usize>n0 * rowBytes;
+    for (let n = n0; n < n1; n++) {
+      store<f32>(out + (<usize>n << 2), dot1_f16(scratch, p, K));
+      p += rowBytes;
+    }
+    return;
+  }
+  linear_tiled(2, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
+}
+
+/**
+ * Q8 weights (int8 [N, K], f32 scales [N, K/32]); K % 32 == 0.
+ * T == 1: integer dot products against x quantized to int16 per block (see q8_prep_x; scratch: K*2.125 bytes), one
+ * row at a time, or the float path when x has non-finite or tiny blocks. T > 1: linear_tiled (4 rows at a time dequantized
+ * to f32; scratch linear_scratch(K)).
+ */
+export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scales: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  const nb = K >> 5;
+  const rowBytes = <usize>K;
+  const sBytes = <usize>nb << 2;
+  if (T == 1) {
+    if (!q8_prep_x(scratch, x, K)) {
+      q8_rows_float(out, x, K, wq, scales, n0, n1);
+      return;
+    }
+    const dend = scratch + (<usize>nb << 6);
+    // one row at a time: one sequential weight stream (see linear_f32)
+    let p0 = wq + <usize>n0 * rowBytes;
+    let s0 = scales + <usize>n0 * sBytes;
+    for (let n = n0; n < n1; n++) {
+      let a0 = f32x4.splat(0);
+      let f = dend;
+      for (let d = scratch; d < dend; d += 64) {
+        a0 = q8_block(a0, p0, d, s0, f);
+        p0 += 32; s0 += 4; f += 4;
+      }
+      store<f32>(out + (<usize>n << 2), hsum(a0));
+    }
+    return;
+  }
+  linear_tiled(3, out, x, T, K, wq, scales, n0, n1, xStride, outStride, scratch);
+}
+
+/**
+ * G independent one-token products over row blocks of one weight (dt 0 F32, 1 BF16, 2 F16, 3 Q8):
+ * for g in [g0, g1): out[g*og + n] = sum_k x[g*xg + k] * W[row0 + g*gs + n, k], n < N. Absorbed MLA folds W^UK
+ * into each head's query this way and applies W^UV (every head's block inside kv_b_proj), one call for all heads.
+ */
+export function linear_grouped(dt: i32, out: usize, x: usize, K: i32, w: usize, scales: usize, N: i32, row0: i32, gs: i32, g0: i32, g1: i32, xg: i32, og: i32, scratch: usize): void {
+  const eb: usize = dt == 0 ? 4 : dt == 3 ? 1 : 2;
+  for (let g = g0; g < g1; g++) {
+    const r = <usize>(row0 + g * gs);
+    const o = out + ((<usize>g * <usize>og) << 2), xp = x + ((<usize>g * <usize>xg) << 2), wg = w + r * <usize>K * eb;
+    if (dt == 0) linear_f32(o, xp, 1, K, wg, 0, N, K, N, scratch);
+    else if (dt == 1) linear_bf16(o, xp, 1, K, wg, 0, N, K, N, scratch);
+    else if (dt == 2) linear_f16(o, xp, 1, K, wg, 0, N, K, N, scratch);
+    else linear_q8(o, xp, 1, K, wg, scales + ((r * <usize>(K >> 5)) << 2), 0, N, K, N, scratch);
+  }
+}
