@@ -13,7 +13,8 @@
  * --wasm-dir compares another build of the kernels (a directory holding kernels.wasm).
  */
 import { availableParallelism, cpus, loadavg } from "node:os";
-import { WasmBackend, quantizeQ8, type Q8Data, type WasmDType, type WasmWeight } from "../src/backends/wasm/index.js";
+import { WasmBackend, quantizeQ8Data, type Q8Data, type WasmDType, type WasmWeight } from "../src/backends/wasm/index.js";
+import { KERNEL } from "../src/backends/wasm/kernels.js";
 import { linear as scalarLinear } from "../src/backends/cpu/matmul.js";
 import { fromF32, type Tensor } from "../src/tensor/tensor.js";
 import { randn } from "../test/helpers.js";
@@ -57,7 +58,7 @@ function uploadWeight(be: WasmBackend, dt: WasmDType, N: number, K: number): Was
   let src = sources.get(key);
   if (!src) {
     const wf = randn(N * K, N + K, 0.05);
-    src = dt === "Q8" ? quantizeQ8(wf, N, K) : fromF32(wf, dt, [N, K]);
+    src = dt === "Q8" ? quantizeQ8Data(wf, N, K) : fromF32(wf, dt, [N, K]);
     sources.set(key, src);
   }
   return "q" in src ? be.uploadQ8Data(src, N, K) : be.upload(src);
@@ -192,7 +193,7 @@ async function main(): Promise<void> {
     const oo = be.heap.allocF32(16 * be.threads).ptr;
     misc.push({
       op: `pool round trip (tiny linear on ${be.threads} thread${be.threads > 1 ? "s" : ""})`, threads: be.threads,
-      "us/call": fmt(time(() => be.pool.run(0, [oo, xx, 1, 8, wt.ptr, 8, 16 * be.threads], 5, 16 * be.threads, 16)), 2),
+      "us/call": fmt(time(() => be.pool.run(KERNEL.linear_f32, { out: oo, x: xx, T: 1, K: 8, w: wt.ptr, xStride: 8, outStride: 16 * be.threads }, 16 * be.threads, 16)), 2),
     });
     be.heap.release(mark);
   }

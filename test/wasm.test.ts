@@ -9,7 +9,8 @@ import { linear as refLinear } from "../src/backends/cpu/matmul.js";
 import { rmsNorm, siluMul, softmax as refSoftmax, attend } from "../src/backends/cpu/index.js";
 import { fromF32, tensor, toF32, type Tensor } from "../src/tensor/tensor.js";
 import {
-  WasmBackend, defaultWasmDir, quantizeQ8, dequantizeQ8, relaxedSimdAvailable, type WasmWeight,
+  KERNEL, POOL_KERNELS, WasmBackend, WorkerPool, defaultWasmDir, loadKernelBytes, quantizeQ8Data, dequantizeQ8Data,
+  relaxedSimdAvailable, type WasmWeight,
 } from "../src/backends/wasm/index.js";
 import { WasmHeap } from "../src/backends/wasm/memory.js";
 import { randn, relErr } from "./helpers.js";
@@ -42,13 +43,13 @@ describe("wasm kernels", () => {
     await be3?.close();
   });
 
-  function upload(be: WasmBackend, t: Tensor | { q8: ReturnType<typeof quantizeQ8>; rows: number; cols: number }): WasmWeight {
+  function upload(be: WasmBackend, t: Tensor | { q8: ReturnType<typeof quantizeQ8Data>; rows: number; cols: number }): WasmWeight {
     return "q8" in t ? be.uploadQ8Data(t.q8, t.rows, t.cols) : be.upload(t);
   }
 
   /** Run the wasm linear on a fresh copy of everything; out is pre-filled with a sentinel to catch stray writes. */
   function runLinear(
-    be: WasmBackend, wsrc: Tensor | { q8: ReturnType<typeof quantizeQ8>; rows: number; cols: number }, x: Float32Array,
+    be: WasmBackend, wsrc: Tensor | { q8: ReturnType<typeof quantizeQ8Data>; rows: number; cols: number }, x: Float32Array,
     T: number, K: number, N: number, row0: number, xStride: number, outStride: number, outLen: number,
   ): Float32Array {
     const mark = be.heap.mark();
@@ -91,12 +92,12 @@ describe("wasm kernels", () => {
         const wf = randn(rows * K, seed++);
         const x = randn(T * xStride, seed++);
         const outLen = (T - 1) * outStride + N + 5;
-        let wsrc: Tensor | { q8: ReturnType<typeof quantizeQ8>; rows: number; cols: number };
+        let wsrc: Tensor | { q8: ReturnType<typeof quantizeQ8Data>; rows: number; cols: number };
         let wref: Tensor;
         if (dt === "Q8") {
-          const q8 = quantizeQ8(wf, rows, K);
+          const q8 = quantizeQ8Data(wf, rows, K);
           wsrc = { q8, rows, cols: K };
-          wref = tensor("F32", [rows, K], dequantizeQ8(q8, rows, K));
+          wref = tensor("F32", [rows, K], dequantizeQ8Data(q8, rows, K));
         } else {
           wsrc = wref = fromF32(wf, dt, [rows, K]);
         }
@@ -121,8 +122,8 @@ describe("wasm kernels", () => {
       for (const T of [1, 3, 7, 8, 13, 70]) {
         const wf = randn(N * K, seed++);
         const x = randn(T * K, seed++);
-        const q8 = quantizeQ8(wf, N, K);
-        const deq = dequantizeQ8(q8, N, K);
+        const q8 = quantizeQ8Data(wf, N, K);
+        const deq = dequantizeQ8Data(q8, N, K);
         const ref = new Float32Array(T * N);
         refLinear(ref, x, T, K, tensor("F32", [N, K], deq), N);
         const exact = new Float32Array(T * N);
@@ -144,8 +145,8 @@ describe("wasm kernels", () => {
   test("linear Q8 at T=1: x with zero, tiny, huge-range and non-finite blocks", () => {
     const N = 37, K = 128;
     const wf = randn(N * K, 600);
-    const q8 = quantizeQ8(wf, N, K);
-    const wref = tensor("F32", [N, K], dequantizeQ8(q8, N, K));
+    const q8 = quantizeQ8Data(wf, N, K);
+    const wref = tensor("F32", [N, K], dequantizeQ8Data(q8, N, K));
     const cases: [string, (x: Float32Array) => void][] = [
       ["zero block", (x) => x.fill(0, 0, 32)],
       ["wide range in a block", (x) => { x[40] = 3e4; x[41] = -1e-6; x[70] = 1e-30; }],
@@ -178,7 +179,7 @@ describe("wasm kernels", () => {
     wf[5] = 0; for (let i = 32; i < 64; i++) wf[i] = 0; // an all-zero block
     for (const dt of DTYPES) {
       const t = fromF32(wf, dt, [N, K]);
-      const d = quantizeQ8(t, N, K);
+      const d = quantizeQ8Data(t, N, K);
       const src = toF32(t);
       for (let r = 0; r < N; r++) for (let k = 0; k < K; k++) {
         const q = d.q[r * K + k], s = d.scales[r * (K / 32) + (k >> 5)];
@@ -365,6 +366,61 @@ describe("wasm memory and loading", () => {
     await be.close();
   });
 });
+
+describe("wasm kernel descriptions (src/backends/wasm/kernels.ts)", () => {
+  /** The exports of one build, instantiated on a fresh memory. */
+  async function exportsOf(relaxed: boolean): Promise<{ module: WebAssembly.Module; memory: WebAssembly.Memory; exports: WebAssembly.Exports }> {
+    const module = await WebAssembly.compile(loadKernelBytes(relaxed));
+    const memory = new WebAssembly.Memory({ initial: 2, maximum: 65536, shared: true });
+    return { module, memory, exports: (await WebAssembly.instantiate(module, { env: { memory } })).exports };
+  }
+
+  for (const relaxed of [false, true]) {
+    test(`each description lists as many parameters as its export takes (${relaxed ? "relaxed" : "plain"} SIMD build)`, async (t) => {
+      if (relaxed && !relaxedSimdAvailable()) return t.skip("this engine does not validate the relaxed-SIMD build");
+      const { exports } = await exportsOf(relaxed);
+      for (const k of POOL_KERNELS) {
+        const f = exports[k.name];
+        assert.equal(typeof f, "function", `kernels.wasm exports ${k.name}`);
+        // a wasm function's length is its parameter count
+        assert.equal((f as (...a: number[]) => void).length, k.params.length, `${k.name}(${k.params.join(", ")})`);
+        assert.ok(k.range.every((r) => k.params.includes(r)), `${k.name}: its range parameters are parameters`);
+      }
+      // the exports WasmBackend calls directly (KernelExports), and nothing else
+      const direct: Record<string, number> = { linear_scratch: 1, softmax: 2, attend_latent_scratch: 2, attend_heads_scratch: 1, heap_base: 0 };
+      for (const [name, n] of Object.entries(direct)) assert.equal((exports[name] as (...a: number[]) => number).length, n, name);
+      const functions = Object.keys(exports).filter((n) => typeof exports[n] === "function").sort();
+      assert.deepEqual(functions, [...POOL_KERNELS.map((k) => k.name), ...Object.keys(direct)].sort());
+    });
+  }
+
+  test("a pool refuses a description that disagrees with its export", async () => {
+    const { module, memory, exports } = await exportsOf(false);
+    const stale = { name: "rmsnorm", params: ["out", "x", "D", "w", "eps", "t0", "t1", "xStride"], range: ["t0", "t1"] as const };
+    await assert.rejects(WorkerPool.create(module, memory, 16384, exports, [stale], { threads: 1 }), /rmsnorm takes 9 parameters/);
+  });
+
+  test("a call without one of its named arguments fails instead of passing a zero", async () => {
+    const be = await WasmBackend.create({ threads: 1 });
+    // as a JavaScript caller could (the types rule it out)
+    assert.throws(() => be.pool.run(KERNEL.silu_mul, { out: 64, gate: 64 } as never, 4), /silu_mul: argument up is missing/);
+    await be.close();
+  });
+});
+
+/** Compile-time checks (never called; tsc checks them): a pool call names exactly its kernel's arguments. */
+function namedArgumentsTypeCheck(pool: WorkerPool): void {
+  pool.run(KERNEL.rmsnorm, { out: 0, x: 0, D: 1, w: 0, eps: 1e-6, xStride: 1, outStride: 1 }, 1);
+  // @ts-expect-error: eps is missing
+  pool.run(KERNEL.rmsnorm, { out: 0, x: 0, D: 1, w: 0, xStride: 1, outStride: 1 }, 1);
+  // @ts-expect-error: rmsnorm has no parameter "stride"
+  pool.run(KERNEL.rmsnorm, { out: 0, x: 0, D: 1, w: 0, eps: 1e-6, xStride: 1, outStride: 1, stride: 1 }, 1);
+  // @ts-expect-error: the row range is the pool's to fill
+  pool.run(KERNEL.silu_mul, { out: 0, gate: 0, up: 0, i0: 0 }, 1);
+  // @ts-expect-error: so is the scratch pointer
+  pool.run(KERNEL.softmax_causal, { s: 0, Lp: 8, first: 0, scratch: 0 }, 1);
+}
+void namedArgumentsTypeCheck;
 
 /** Identity [K, K] as T=K one-hot tokens. */
 function eye(K: number): Float32Array {

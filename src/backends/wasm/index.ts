@@ -8,9 +8,11 @@ import { rowF32, type Tensor } from "../../tensor/tensor.js";
 import { Q8_BLOCK, quantizeRowsQ8, type Q8Data } from "../../tensor/quant.js";
 import { RESERVED_BYTES, WasmHeap } from "./memory.js";
 import { WorkerPool, controlBlockBytes, defaultThreads } from "./pool.js";
+import { DTYPE_CODE, KERNEL, POOL_KERNELS } from "./kernels.js";
 
 export { WasmHeap, Arena, type F32Alloc } from "./memory.js";
 export { WorkerPool } from "./pool.js";
+export { KERNEL, POOL_KERNELS, type KernelSpec, type KernelArgs } from "./kernels.js";
 
 /**
  * WebAssembly SIMD CPU backend: kernels from assembly/kernels.ts (built into build/ by `npm run asbuild`), one shared
@@ -51,7 +53,10 @@ export interface WasmBackendOptions {
   readonly wasmDir?: string;
 }
 
-/** The exports of kernels.wasm, as called from JS (pointers and counts are numbers). */
+/**
+ * The exports of kernels.wasm, as called from JS (pointers and counts are numbers). The pool calls those of
+ * kernels.ts by name; the rest are called directly.
+ */
 export interface KernelExports {
   linear_f32(out: number, x: number, T: number, K: number, w: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
   linear_bf16(out: number, x: number, T: number, K: number, w: number, n0: number, n1: number, xStride: number, outStride: number, scratch: number): void;
@@ -71,10 +76,8 @@ export interface KernelExports {
   heap_base(): number;
 }
 
-/** Kernels the pool can run, by index, and where each takes its (r0, r1) row range. */
-const KERNELS = ["linear_f32", "linear_bf16", "linear_f16", "linear_q8", "rmsnorm", "silu_mul", "attend_latent", "linear_grouped", "attend_heads", "softmax_causal", "attend_latent_many"] as const;
-const K_LINEAR: Record<WasmDType, number> = { F32: 0, BF16: 1, F16: 2, Q8: 3 };
-const K_RMSNORM = 4, K_SILU = 5, K_ATTEND = 6, K_GROUPED = 7, K_HEADS = 8, K_SOFTMAX_CAUSAL = 9, K_ATTEND_MANY = 10;
+/** The float products by weight dtype (one parameter list, so one call serves them all; Q8 has its own). */
+const LINEAR_FLOAT = { F32: KERNEL.linear_f32, BF16: KERNEL.linear_bf16, F16: KERNEL.linear_f16 } as const;
 
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
@@ -116,20 +119,24 @@ export function relaxedSimdAvailable(dir = defaultWasmDir()): boolean {
 
 export { Q8_BLOCK, type Q8Data } from "../../tensor/quant.js";
 
+// Named for what they make: Q8Data (q and scales apart), unlike tensor.ts quantizeQ8, which makes a Q8 Tensor.
+
 /** Quantize rows [rows, K] of a source (an F32 array, or any Tensor row by row) into `q` / `scales`. */
-export function quantizeQ8Into(q: Int8Array, scales: Float32Array, src: Tensor | Float32Array, rows: number, K: number): void {
+export function quantizeQ8DataInto(q: Int8Array, scales: Float32Array, src: Tensor | Float32Array, rows: number, K: number): void {
   const scratch = new Float32Array(K);
   quantizeRowsQ8(q, scales, rows, K, (r) => (src instanceof Float32Array ? src.subarray(r * K, (r + 1) * K) : rowF32(src, r, K, scratch)));
 }
 
-export function quantizeQ8(src: Tensor | Float32Array, rows: number, K: number): Q8Data {
+/** Quantize rows [rows, K] of a source into fresh Q8Data. */
+export function quantizeQ8Data(src: Tensor | Float32Array, rows: number, K: number): Q8Data {
   const q = new Int8Array(rows * K);
   const scales = new Float32Array(rows * (K / Q8_BLOCK));
-  quantizeQ8Into(q, scales, src, rows, K);
+  quantizeQ8DataInto(q, scales, src, rows, K);
   return { q, scales };
 }
 
-export function dequantizeQ8(d: Q8Data, rows: number, K: number): Float32Array {
+/** Q8Data of [rows, K] back to f32 (q * its block's scale). */
+export function dequantizeQ8Data(d: Q8Data, rows: number, K: number): Float32Array {
   const out = new Float32Array(rows * K);
   const nb = K / Q8_BLOCK;
   for (let r = 0; r < rows; r++) {
@@ -182,7 +189,7 @@ export class WasmBackend {
     if (base > CTRL_PTR || CTRL_PTR + controlBlockBytes(threads) > RESERVED_BYTES) {
       throw new MlaError(`kernels.wasm static data (${base} bytes) overlaps the pool control block`);
     }
-    const pool = await WorkerPool.create(module, heap.memory, CTRL_PTR, instance.exports, KERNELS, { threads, spinMicros: opts.spinMicros });
+    const pool = await WorkerPool.create(module, heap.memory, CTRL_PTR, instance.exports, POOL_KERNELS, { threads, spinMicros: opts.spinMicros });
     return new WasmBackend(heap, kernels, pool, relaxed, opts.minParallelWork ?? MIN_PARALLEL_WORK);
   }
 
@@ -229,7 +236,7 @@ export class WasmBackend {
     if (cols % Q8_BLOCK !== 0) throw new MlaError(`Q8 needs cols % ${Q8_BLOCK} == 0, got ${cols}`);
     const q = this.heap.allocI8(rows * cols);
     const s = this.heap.allocF32(rows * (cols / Q8_BLOCK));
-    quantizeQ8Into(q.view, s.view, t, rows, cols);
+    quantizeQ8DataInto(q.view, s.view, t, rows, cols);
     return { dtype: "Q8", rows, cols, ptr: q.ptr, scalesPtr: s.ptr };
   }
 
@@ -259,11 +266,11 @@ export class WasmBackend {
     const maxThreads = N * K * T >= this.minWork ? this.threads : 1;
     if (w.dtype === "Q8") {
       const nb = K / Q8_BLOCK;
-      this.pool.run(K_LINEAR.Q8, [out, x, T, K, w.ptr + row0 * K, w.scalesPtr + row0 * nb * 4, xStride, outStride], 6, N, 16, maxThreads);
+      this.pool.run(KERNEL.linear_q8, { out, x, T, K, wq: w.ptr + row0 * K, scales: w.scalesPtr + row0 * nb * 4, xStride, outStride }, N, 16, maxThreads);
       return;
     }
     const eb = w.dtype === "F32" ? 4 : 2;
-    this.pool.run(K_LINEAR[w.dtype], [out, x, T, K, w.ptr + row0 * K * eb, xStride, outStride], 5, N, 16, maxThreads);
+    this.pool.run(LINEAR_FLOAT[w.dtype], { out, x, T, K, w: w.ptr + row0 * K * eb, xStride, outStride }, N, 16, maxThreads);
   }
 
   /**
@@ -276,25 +283,25 @@ export class WasmBackend {
     if (G <= 0 || N <= 0) return;
     this.ensureScratch(16 * K + 64);
     const maxThreads = G * N * K >= this.minWork ? this.threads : 1;
-    this.pool.run(K_GROUPED, [K_LINEAR[w.dtype], out, x, K, w.ptr, w.scalesPtr, N, row0, gs, xg, og], 9, G, 1, maxThreads);
+    this.pool.run(KERNEL.linear_grouped, { dt: DTYPE_CODE[w.dtype], out, x, K, w: w.ptr, scales: w.scalesPtr, N, row0, gs, xg, og }, G, 1, maxThreads);
   }
 
   /** RMSNorm of T rows of width D with f32 weights at w: out = w * x / sqrt(mean(x^2) + eps). out may alias x. */
   rmsnorm(out: number, x: number, T: number, D: number, w: number, eps: number, xStride = D, outStride = D): void {
     const maxThreads = T * D >= this.minWork ? this.threads : 1;
-    this.pool.run(K_RMSNORM, [out, x, D, w, eps, xStride, outStride], 5, T, 1, maxThreads);
+    this.pool.run(KERNEL.rmsnorm, { out, x, D, w, eps, xStride, outStride }, T, 1, maxThreads);
   }
 
   /** out[i] = silu(gate[i]) * up[i], i < n. */
   siluMul(out: number, gate: number, up: number, n: number): void {
     const maxThreads = n >= this.minWork ? this.threads : 1;
-    this.pool.run(K_SILU, [out, gate, up], 3, n, 16, maxThreads);
+    this.pool.run(KERNEL.silu_mul, { out, gate, up }, n, 16, maxThreads);
   }
 
   /** Causal softmax of the T score rows of s ([T, Lp]): row t keeps its first (first + t + 1) entries, the rest become 0. */
   softmaxCausal(s: number, T: number, Lp: number, first: number): void {
     const maxThreads = T * Lp >= this.minWork ? this.threads : 1;
-    this.pool.run(K_SOFTMAX_CAUSAL, [s, Lp, first], 3, T, 1, maxThreads);
+    this.pool.run(KERNEL.softmax_causal, { s, Lp, first }, T, 1, maxThreads);
   }
 
   /** In-place softmax of x[0..n). */
@@ -313,7 +320,7 @@ export class WasmBackend {
     if (L <= 0) throw new MlaError("attendLatent: empty cache");
     this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
     const maxThreads = H * L * w >= this.minWork ? this.threads : 1;
-    this.pool.run(K_ATTEND, [out, q, cache, L, w, dc, cStride, scale], 8, H, 4, maxThreads);
+    this.pool.run(KERNEL.attend_latent, { out, q, cache, L, w, dc, cStride, scale }, H, 4, maxThreads);
   }
 
   /**
@@ -326,7 +333,7 @@ export class WasmBackend {
     if (n <= 0) return;
     this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
     const maxThreads = H * totalRows * w >= this.minWork ? this.threads : 1;
-    this.pool.run(K_ATTEND_MANY, [out, q, table, H, w, dc, scale], 7, n, 1, maxThreads);
+    this.pool.run(KERNEL.attend_latent_many, { out, q, table, H, w, dc, scale }, n, 1, maxThreads);
   }
 
   /**
@@ -339,7 +346,7 @@ export class WasmBackend {
     if (L <= 0 || H % Hkv !== 0) throw new MlaError(`attendHeads: bad shapes (L=${L}, H=${H}, Hkv=${Hkv})`);
     this.ensureScratch(this.kernels.attend_heads_scratch(L));
     const maxThreads = H * L * (dk + dv) >= this.minWork ? this.threads : 1;
-    this.pool.run(K_HEADS, [out, q, k, v, L, dk, dv, kRow, vRow, kHead, vHead, H / Hkv, scale], 13, H, 1, maxThreads);
+    this.pool.run(KERNEL.attend_heads, { out, q, k, v, L, dk, dv, kRow, vRow, kHead, vHead, group: H / Hkv, scale }, H, 1, maxThreads);
   }
 
   /** Stop the worker threads. The memory stays usable from this thread. */

@@ -1,5 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { MlaError } from "../../errors.js";
+import { SCRATCH, type KernelArgs, type KernelSpec } from "./kernels.js";
 
 /**
  * A persistent pool of worker threads that run wasm kernels on the shared memory.
@@ -13,10 +14,14 @@ import { MlaError } from "../../errors.js";
  * Rows are handed out in chunks from a shared counter (Atomics.add), several per thread, so a thread that is
  * slowed down (a busy neighbour on a shared machine) takes fewer chunks instead of holding everyone up.
  *
+ * Kernels are named by their descriptions (kernels.ts); the pool turns a call's named arguments into the kernel's
+ * positional list once, on the calling thread, and every thread then fills in its own row range and scratch pointer.
+ *
  * Control block layout (bytes from `ctrl`, which must be 64-aligned):
- *   0   i32 kernel id (-1: shut down)     4 i32 argument count     8 i32 position of the (r0, r1) pair
+ *   0   i32 kernel id (-1: shut down)     4 i32 argument count     8 i32 position of r0
  *   12  i32 next chunk (shared counter)   16 i32 rows per chunk    20 i32 rows in all
- *   64  f64 args[MAX_ARGS]
+ *   24  i32 position of r1                28 i32 position of the scratch pointer (-1: none)
+ *   64  f64 args[MAX_ARGS] (every argument in order; the r0, r1 and scratch slots are each thread's own)
  *   ARGS_END + 128*i   worker i: i32 seq, i32 r0, i32 r1, i32 scratch pointer
  *   ARGS_END + 128*i + 64            i32 done seq, i32 error flag
  */
@@ -67,16 +72,14 @@ import("node:worker_threads").then(({ workerData, parentPort }) => {
       break;
     }
     try {
-      const n = i32[1], pos = i32[2], chunk = i32[4], rows = i32[5];
+      const n = i32[1], p0 = i32[2], p1 = i32[6], ps = i32[7], chunk = i32[4], rows = i32[5];
       const a = [];
-      for (let j = 0; j < pos; j++) a.push(f64[j]);
-      a.push(0, 0);
-      for (let j = pos; j < n; j++) a.push(f64[j]);
-      a.push(i32[slot + 3]);
+      for (let j = 0; j < n; j++) a.push(f64[j]);
+      if (ps >= 0) a[ps] = i32[slot + 3];
       // take chunks of rows until none are left (a thread slowed by a neighbour simply takes fewer)
       for (let c = Atomics.add(i32, 3, 1); c * chunk < rows; c = Atomics.add(i32, 3, 1)) {
-        a[pos] = c * chunk;
-        a[pos + 1] = Math.min(rows, (c + 1) * chunk);
+        a[p0] = c * chunk;
+        a[p1] = Math.min(rows, (c + 1) * chunk);
         fns[kid].apply(null, a);
       }
     } catch (e) {
@@ -105,51 +108,78 @@ export function defaultThreads(avail: number): number {
   return Math.max(1, Math.min(8, avail));
 }
 
+/** How the pool calls one kernel: where its arguments, row range and scratch pointer go in its positional list. */
+interface Plan {
+  readonly id: number;
+  readonly spec: KernelSpec;
+  /** Per position, the argument's name; null for the range and scratch slots. */
+  readonly names: readonly (string | null)[];
+  readonly r0: number;
+  readonly r1: number;
+  /** Position of the scratch pointer; -1 when the kernel takes none. */
+  readonly scratchAt: number;
+}
+
+/** Check a description against the export it names and work out where everything goes. */
+function plan(id: number, spec: KernelSpec, f: unknown): Plan {
+  if (typeof f !== "function") throw new MlaError(`wasm module has no export ${spec.name}`);
+  const { name, params, range } = spec;
+  // a wasm function's length is its parameter count: the AssemblyScript signature and the description must agree
+  if (f.length !== params.length) {
+    throw new MlaError(`wasm export ${name} takes ${f.length} parameters, but its description (src/backends/wasm/kernels.ts) ` +
+      `lists ${params.length}: ${params.join(", ")}. Rebuild the kernels (npm run asbuild) or update the description`);
+  }
+  if (params.length > MAX_ARGS) throw new MlaError(`kernel ${name} has ${params.length} parameters (max ${MAX_ARGS})`);
+  const r0 = params.indexOf(range[0]), r1 = params.indexOf(range[1]), scratchAt = params.indexOf(SCRATCH);
+  if (r0 < 0 || r1 < 0 || r0 === r1) throw new MlaError(`kernel ${name}: its row range (${range.join(", ")}) must be two of its parameters`);
+  const names = params.map((p, j) => (j === r0 || j === r1 || j === scratchAt ? null : p));
+  return { id, spec, names, r0, r1, scratchAt };
+}
+
 export class WorkerPool {
   readonly threads: number;
   private readonly workers: Worker[];
   private readonly i32: Int32Array;
   private readonly f64: Float64Array;
   private readonly fns: ((...a: number[]) => void)[];
-  private readonly kernels: readonly string[];
+  private readonly plans: Plan[];
+  private readonly byKernel = new Map<KernelSpec, Plan>();
   private readonly spin: number;
   private readonly errors: string[];
   private seq = 0;
   private closed = false;
-  /** Per-thread scratch pointers (index 0 = main thread), passed as each kernel's last argument. */
+  /** Per-thread scratch pointers (index 0 = main thread), passed as each kernel's `scratch` parameter. */
   scratch: number[];
 
   private constructor(
     threads: number, workers: Worker[], memory: WebAssembly.Memory, ctrl: number,
-    exports: WebAssembly.Exports, kernels: readonly string[], spin: number, errors: string[],
+    exports: WebAssembly.Exports, plans: Plan[], spin: number, errors: string[],
   ) {
     this.threads = threads;
     this.errors = errors;
     this.workers = workers;
     this.i32 = new Int32Array(memory.buffer, ctrl, controlBlockBytes(MAX_WORKERS + 1) >> 2);
     this.f64 = new Float64Array(memory.buffer, ctrl + ARGS_OFF, MAX_ARGS);
-    this.kernels = kernels;
-    this.fns = kernels.map((n) => {
-      const f = exports[n];
-      if (typeof f !== "function") throw new MlaError(`wasm module has no export ${n}`);
-      return f as (...a: number[]) => void;
-    });
+    this.plans = plans;
+    for (const p of plans) this.byKernel.set(p.spec, p);
+    this.fns = plans.map((p) => exports[p.spec.name] as (...a: number[]) => void);
     this.spin = spin;
     this.scratch = new Array(threads).fill(0);
   }
 
   /**
    * Start `threads - 1` workers on `module` + `memory`. `ctrl` is the control block (controlBlockBytes(threads),
-   * 64-aligned, inside memory that never moves); `exports` is the main thread's own instance; `kernels` names the
-   * exports that `run` can call, by index.
+   * 64-aligned, inside memory that never moves); `exports` is the main thread's own instance; `kernels` describes
+   * the exports that `run` can call (kernels.ts), each checked against its export before any worker starts.
    */
   static async create(
     module: WebAssembly.Module, memory: WebAssembly.Memory, ctrl: number, exports: WebAssembly.Exports,
-    kernels: readonly string[], opts: PoolOptions,
+    kernels: readonly KernelSpec[], opts: PoolOptions,
   ): Promise<WorkerPool> {
     const threads = Math.floor(opts.threads);
     if (!(threads >= 1 && threads <= MAX_WORKERS + 1)) throw new MlaError(`threads must be 1..${MAX_WORKERS + 1}, got ${opts.threads}`);
     if (ctrl % 64 !== 0) throw new MlaError("pool control block must be 64-byte aligned");
+    const plans = kernels.map((k, id) => plan(id, k, exports[k.name]));
     // Workers spin this long before parking: a decode step's JS between kernel calls is shorter, so they stay
     // awake through a step (waking a parked worker costs 50-100 us on these VMs).
     const spin = Math.max(0, opts.spinMicros ?? 1000);
@@ -159,7 +189,7 @@ export class WorkerPool {
     for (let i = 0; i < threads - 1; i++) {
       const w = new Worker(WORKER_SOURCE, {
         eval: true,
-        workerData: { module, memory, ctrl, index: i, kernels: [...kernels], spinMs: spin / 1000 },
+        workerData: { module, memory, ctrl, index: i, kernels: kernels.map((k) => k.name), spinMs: spin / 1000 },
       });
       workers.push(w);
       ready.push(new Promise<void>((resolve, reject) => {
@@ -181,35 +211,61 @@ export class WorkerPool {
     for (const w of workers) w.on("message", (m) => { if (m !== "ready") errors.push(String(m)); });
     // parked workers must not keep the process alive
     for (const w of workers) w.unref();
-    return new WorkerPool(threads, workers, memory, ctrl, exports, kernels, spin, errors);
+    return new WorkerPool(threads, workers, memory, ctrl, exports, plans, spin, errors);
   }
 
   /**
-   * Run kernel `kernel` (index into the pool's kernel list) over rows [0, nRows): the rows are cut into contiguous
-   * ranges whose starts are multiples of `align` (16 f32 outputs = one 64-byte line, so no two threads write the
-   * same cache line), one per thread, and each thread calls kernel(...args[0:pos], r0, r1, ...args[pos:], scratch).
-   * Blocks until all threads are done. `maxThreads` caps how many threads take part (small jobs: 1).
+   * Run `kernel` over rows [0, nRows): the rows are cut into contiguous ranges whose starts are multiples of `align`
+   * (16 f32 outputs = one 64-byte line, so no two threads write the same cache line), taken a chunk at a time by
+   * the threads; each thread calls the kernel with `args` in the kernel's parameter order, its range in the two
+   * range parameters and its scratch pointer in `scratch`. Blocks until all threads are done. `maxThreads` caps
+   * how many threads take part (small jobs: 1).
    */
-  run(kernel: number, args: readonly number[], pos: number, nRows: number, align = 16, maxThreads = this.threads): void {
+  run<P extends string, R extends P>(kernel: KernelSpec<P, R>, args: NoInfer<KernelArgs<P, R>>, nRows: number, align = 16, maxThreads = this.threads): void {
+    const p = this.byKernel.get(kernel);
+    if (!p) throw new MlaError(`kernel ${kernel.name} is not one this pool was started with`);
+    const named = args as Readonly<Record<string, number>>, names = p.names;
+    const a = new Array<number>(names.length);
+    for (let j = 0; j < names.length; j++) {
+      const name = names[j];
+      if (name === null) {
+        a[j] = 0; // the range and scratch slots: filled per thread
+        continue;
+      }
+      const v = named[name];
+      if (typeof v !== "number") throw new MlaError(`kernel ${kernel.name}: argument ${name} is missing`);
+      a[j] = v;
+    }
+    this.exec(p.id, a, p.r0, p.r1, p.scratchAt, nRows, align, maxThreads);
+  }
+
+  /** Run kernel `id` with its positional arguments `a` (slots r0, r1 and scratchAt are filled here, per thread). */
+  private exec(id: number, a: number[], r0: number, r1: number, scratchAt: number, nRows: number, align: number, maxThreads: number): void {
     if (this.closed) throw new MlaError("wasm worker pool is closed");
-    if (args.length > MAX_ARGS) throw new MlaError(`too many kernel arguments (${args.length})`);
-    const fn = this.fns[kernel];
-    if (!fn) throw new MlaError(`unknown kernel ${kernel}`);
+    if (a.length > MAX_ARGS) throw new MlaError(`too many kernel arguments (${a.length})`);
+    const fn = this.fns[id];
     const nt = Math.max(1, Math.min(this.threads, maxThreads, Math.ceil(nRows / align)));
+    if (scratchAt >= 0) a[scratchAt] = this.scratch[0];
     if (nt === 1 || nRows <= 0) {
-      if (nRows > 0) fn(...args.slice(0, pos), 0, nRows, ...args.slice(pos), this.scratch[0]);
+      if (nRows > 0) {
+        a[r0] = 0;
+        a[r1] = nRows;
+        fn(...a);
+      }
       return;
     }
     // about CHUNKS_PER_THREAD chunks per thread, whole multiples of `align` rows
     const chunk = Math.ceil(nRows / (nt * CHUNKS_PER_THREAD) / align) * align;
     const i32 = this.i32;
-    i32[0] = kernel;
-    i32[1] = args.length;
-    i32[2] = pos;
+    i32[0] = id;
+    i32[1] = a.length;
+    i32[2] = r0;
     Atomics.store(i32, 3, 0);
     i32[4] = chunk;
     i32[5] = nRows;
-    for (let j = 0; j < args.length; j++) this.f64[j] = args[j];
+    i32[6] = r1;
+    i32[7] = scratchAt;
+    for (let j = 0; j < a.length; j++) this.f64[j] = a[j];
     const seq = (this.seq = (this.seq + 1) | 0);
     for (let t = 1; t < nt; t++) {
       const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
@@ -219,10 +275,9 @@ export class WorkerPool {
     }
     let err: unknown = null;
     try {
-      const a = [...args.slice(0, pos), 0, 0, ...args.slice(pos), this.scratch[0]];
       for (let c = Atomics.add(i32, 3, 1); c * chunk < nRows; c = Atomics.add(i32, 3, 1)) {
-        a[pos] = c * chunk;
-        a[pos + 1] = Math.min(nRows, (c + 1) * chunk);
+        a[r0] = c * chunk;
+        a[r1] = Math.min(nRows, (c + 1) * chunk);
         fn(...a);
       }
     } catch (e) {
@@ -249,7 +304,7 @@ export class WorkerPool {
       }
     }
     if (err) throw err;
-    if (failed) throw new MlaError(`wasm kernel ${this.kernels[kernel]} failed in a worker thread${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
+    if (failed) throw new MlaError(`wasm kernel ${this.plans[id].spec.name} failed in a worker thread${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
   }
 
   /** Stop the workers (idempotent). */

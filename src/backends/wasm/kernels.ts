@@ -1,0 +1,59 @@
+/**
+ * The wasm kernels the worker pool runs, each described once: its export name, its parameters in the order the
+ * AssemblyScript function takes them (assembly/), and which two of them receive a thread's row range [r0, r1).
+ * Call sites pass every other parameter by name; the pool lays them out in order, fills in the range, and passes
+ * each thread's scratch pointer as the parameter named `scratch` where a kernel has one.
+ *
+ * The parameter count of each description must equal the export's `length` (a WebAssembly function's parameter
+ * count): WorkerPool checks it at start-up and test/wasm.test.ts against both builds, so a signature changed on one
+ * side only fails at once instead of passing shifted arguments.
+ */
+
+export interface KernelSpec<P extends string = string, R extends P = P> {
+  /** The export of kernels.wasm. */
+  readonly name: string;
+  /** Every parameter, in order. */
+  readonly params: readonly P[];
+  /** The two parameters that take the row range [r0, r1) of the rows the pool splits. */
+  readonly range: readonly [R, R];
+}
+
+/** The parameter a kernel takes its per-thread scratch pointer in (the pool fills it). */
+export const SCRATCH = "scratch";
+
+/** What a call passes: every parameter by name except the row range and the scratch pointer. */
+export type KernelArgs<P extends string, R extends P> = { readonly [N in Exclude<P, R | typeof SCRATCH>]: number };
+
+function kernel<const P extends string, const R extends P>(name: string, params: readonly P[], range: readonly [R, R]): KernelSpec<P, R> {
+  if (new Set(params).size !== params.length) throw new Error(`kernel ${name}: a parameter is named twice`);
+  return { name, params, range };
+}
+
+/** The products' parameters, shared by the F32, BF16 and F16 kernels (so one call site serves all three). */
+const LINEAR = ["out", "x", "T", "K", "w", "n0", "n1", "xStride", "outStride", "scratch"] as const;
+
+/**
+ * Every kernel the pool runs. The order is the pool's kernel numbering (linear_f32 is kernel 0, which the
+ * positional WorkerPool.run form still addresses by number).
+ */
+export const KERNEL = {
+  linear_f32: kernel("linear_f32", LINEAR, ["n0", "n1"]),
+  linear_bf16: kernel("linear_bf16", LINEAR, ["n0", "n1"]),
+  linear_f16: kernel("linear_f16", LINEAR, ["n0", "n1"]),
+  linear_q8: kernel("linear_q8", ["out", "x", "T", "K", "wq", "scales", "n0", "n1", "xStride", "outStride", "scratch"], ["n0", "n1"]),
+  rmsnorm: kernel("rmsnorm", ["out", "x", "D", "w", "eps", "t0", "t1", "xStride", "outStride"], ["t0", "t1"]),
+  silu_mul: kernel("silu_mul", ["out", "gate", "up", "i0", "i1"], ["i0", "i1"]),
+  attend_latent: kernel("attend_latent", ["out", "q", "cache", "L", "w", "dc", "cStride", "scale", "h0", "h1", "scratch"], ["h0", "h1"]),
+  linear_grouped: kernel("linear_grouped",
+    ["dt", "out", "x", "K", "w", "scales", "N", "row0", "gs", "g0", "g1", "xg", "og", "scratch"], ["g0", "g1"]),
+  attend_heads: kernel("attend_heads",
+    ["out", "q", "k", "v", "L", "dk", "dv", "kRow", "vRow", "kHead", "vHead", "group", "scale", "h0", "h1", "scratch"], ["h0", "h1"]),
+  softmax_causal: kernel("softmax_causal", ["s", "Lp", "first", "t0", "t1", "scratch"], ["t0", "t1"]),
+  attend_latent_many: kernel("attend_latent_many", ["out", "q", "table", "H", "w", "dc", "scale", "s0", "s1", "scratch"], ["s0", "s1"]),
+} as const;
+
+/** The kernels above as a list, in their numbering order: what WasmBackend starts its pool with. */
+export const POOL_KERNELS: readonly KernelSpec[] = Object.values(KERNEL);
+
+/** linear_grouped's `dt`: the weight dtype as assembly/linear.ts numbers it. */
+export const DTYPE_CODE = { F32: 0, BF16: 1, F16: 2, Q8: 3 } as const;
