@@ -1,10 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { exitAfterTests, gpuBackend } from "./gpu-env.js";
-import { kernels as K, type WebGpuBackend } from "../src/backends/webgpu/backend.js";
+import { kernels as K, type Pass, type WebGpuBackend } from "../src/backends/webgpu/backend.js";
+import { layout } from "../src/backends/webgpu/params.js";
+import * as S from "../src/backends/webgpu/wgsl.js";
 import { attend, linear, rmsNorm, ropeHalves, ropeInterleaved } from "../src/backends/cpu/index.js";
 import { fromF32, f32Tensor, toF32 } from "../src/tensor/tensor.js";
 import { randn, relErr } from "./helpers.js";
+import type { RouterSpec } from "../src/model/router.js";
 
 let gpu: WebGpuBackend;
 exitAfterTests();
@@ -159,24 +162,61 @@ for (const [T, L, H, G, dk, dv] of [[1, 1, 4, 4, 8, 8], [1, 150, 6, 2, 16, 12], 
 
 test("webgpu MoE routing equals src/model/router.ts (V3 sigmoid-grouped with bias, V2 greedy and group-limited)", async () => {
   gpu ??= await gpuBackend();
-  const { routeSigmoidGrouped, routeSoftmax } = await import("../src/model/router.js");
+  const { routeTokens } = await import("../src/model/router.js");
   const T = 7, E = 24, k = 5;
   const logits = randn(T * E, 77, 2), bias = randn(E, 78, 0.3);
-  const cases = [
-    { method: 0 as const, c: { nRoutedExperts: E, numExpertsPerTok: k, nGroup: 4, topkGroup: 2, topkMethod: "noaux_tc", normTopkProb: true, routedScalingFactor: 2.5 } },
-    { method: 1 as const, c: { nRoutedExperts: E, numExpertsPerTok: k, nGroup: 1, topkGroup: 1, topkMethod: "greedy", normTopkProb: false, routedScalingFactor: 1 } },
-    { method: 2 as const, c: { nRoutedExperts: E, numExpertsPerTok: k, nGroup: 6, topkGroup: 3, topkMethod: "group_limited_greedy", normTopkProb: true, routedScalingFactor: 16 } },
+  // one RouterSpec, read by both backends: the CPU router (routeTokens) is the reference
+  const cases: RouterSpec[] = [
+    { scoring: "sigmoid", choiceBias: true, experts: E, topK: k, groups: 4, topGroups: 2, groupScore: "top2", normalize: true, scaling: 2.5 },
+    { scoring: "softmax", choiceBias: false, experts: E, topK: k, groups: 1, topGroups: 1, groupScore: "max", normalize: false, scaling: 1 },
+    { scoring: "softmax", choiceBias: false, experts: E, topK: k, groups: 6, topGroups: 3, groupScore: "max", normalize: true, scaling: 16 },
   ];
-  for (const { method, c } of cases) {
-    const ref = method === 0 ? routeSigmoidGrouped(logits, T, bias, c) : routeSoftmax(logits, T, c);
+  for (const spec of cases) {
+    const method = spec.scoring;
+    const ref = routeTokens(spec, logits, T, bias);
     const lb = gpu.uploadF32(logits), bb = gpu.uploadF32(bias), eb = gpu.buffer(T * k * 4), wb = gpu.buffer(T * k * 4);
     const p = gpu.pass();
-    K.route(p, eb, wb, lb, method === 0 ? bb : null, T, {
-      E, k, nGroup: c.nGroup, topkGroup: c.topkGroup, method, norm: method === 0 ? c.normTopkProb : c.normTopkProb && k > 1, scaling: c.routedScalingFactor,
-    });
+    K.route(p, eb, wb, lb, spec.choiceBias ? bb : null, T, spec);
     p.submit();
     const experts = new Uint32Array(await gpu.read(eb, T * k * 4)), weights = await gpu.readF32(wb, T * k);
     assert.deepEqual(Array.from(experts), Array.from(ref.experts), `method ${method}: experts`);
     assert.ok(relErr(weights, ref.weights) < 1e-5, `method ${method}: weights rel err ${relErr(weights, ref.weights)}`);
   }
 });
+
+test("kernel parameters: one named layout gives the WGSL struct and packs values by name (floats bit-cast, bools 1/0)", () => {
+  const L = layout({ T: "u32", eps: "f32", on: "bool", n: "u32" });
+  assert.match(L.wgsl, /struct Params \{\s*T: u32,\s*eps: f32,\s*on: u32,\s*n: u32,\s*\};/);
+  assert.match(L.wgsl, /@group\(0\) @binding\(0\) var<uniform> P: Params;/);
+  const words = new Uint32Array(6).fill(7);
+  L.write({ n: 9, on: true, eps: 1e-5, T: 5 }, words, 1); // in any order: the layout's order decides
+  assert.deepEqual(Array.from(words), [7, 5, new Uint32Array(new Float32Array([1e-5]).buffer)[0], 1, 9, 7]);
+  assert.throws(() => layout(Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`p${i}`, "u32"]))), /max 16/);
+  assert.throws(() => L.write({ T: 5, eps: 1e-5, on: true } as never, words, 1), /parameter n is missing/);
+});
+
+test("kernel parameters: every shader reads its parameters by name, from the struct its layout generates", () => {
+  const kernels: { params: { wgsl: string; names: readonly string[] }; source: () => string }[] = [S.RMSNORM, S.ROPE, S.SILU_MUL, S.AXPY, S.BIAS, S.GATHER, S.COPY_ROWS, S.LATENT_COMBINE,
+    S.GQA_ATTEND, S.ARGMAX, S.ROUTE, S.MOE_COMBINE, S.latentAttend(64, 16, S.latentTiles(80, 16384))];
+  for (const t of ["F32", "BF16", "F16"] as const) {
+    kernels.push(S.matmulTiled(t), S.matvec(t), S.matvecWide(t), S.embed(t), S.absorbQuery(t), S.absorbOutput(t), S.slotMatvec(t));
+  }
+  for (const k of kernels) {
+    const src = k.source();
+    assert.ok(src.startsWith(k.params.wgsl), "the layout's struct heads the shader");
+    assert.doesNotMatch(src, /\bp[uf]\(/, "no positional parameter reads");
+    for (const [, name] of src.matchAll(/\bP\.(\w+)/g)) assert.ok(k.params.names.includes(name), `P.${name} is a field of the layout`);
+  }
+});
+
+/** Compile-time checks (never called; tsc checks them): a dispatch names exactly its kernel's parameters. */
+function namedParamsTypeCheck(p: Pass, b: GPUBuffer): void {
+  p.dispatch("rmsnorm", S.RMSNORM, [b, b, b], { T: 1, D: 8, xs: 8, os: 8, xo: 0, oo: 0, eps: 1e-6 }, [1, 1, 1]);
+  // @ts-expect-error: eps is missing
+  p.dispatch("rmsnorm", S.RMSNORM, [b, b, b], { T: 1, D: 8, xs: 8, os: 8, xo: 0, oo: 0 }, [1, 1, 1]);
+  // @ts-expect-error: RMSNORM has no parameter "scale"
+  p.dispatch("rmsnorm", S.RMSNORM, [b, b, b], { T: 1, D: 8, xs: 8, os: 8, xo: 0, oo: 0, eps: 1e-6, scale: 1 }, [1, 1, 1]);
+  // @ts-expect-error: a bool parameter takes a boolean
+  p.dispatch("rope", S.ROPE, [b, b], { T: 1, heads: 1, d: 8, offset: 0, rowStride: 8, headStride: 8, xo: 0, halves: 1 }, [1, 1, 1]);
+}
+void namedParamsTypeCheck;

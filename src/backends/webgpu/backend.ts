@@ -3,13 +3,30 @@
  * a `Pass` that records a whole step's kernels into one command encoder and submits them together (a dispatch costs
  * microseconds, a submit-and-wait round trip a hundred or more).
  *
- * Each dispatch's sizes go into its own 256-byte slot of one uniform buffer, written once per submit.
+ * Each dispatch's sizes go into its own 256-byte slot of one uniform buffer, written once per submit. A kernel's
+ * sizes are passed by name and laid out by the kernel's parameter layout (params.ts), the same one its WGSL reads.
  */
 import { MlaError } from "../../errors.js";
 import type { Tensor } from "../../tensor/tensor.js";
 import { requestGpu, type GpuContext } from "./device.js";
-import * as S from "./wgsl.js";
+import { PARAM_WORDS, type Kernel, type ParamFields, type ParamLayout, type ParamValues, type ParamsOf } from "./params.js";
+import * as shaders from "./wgsl.js";
 import type { WeightType } from "./wgsl.js";
+
+/** Float bits for a params word, for shaders that read raw words (Pass.dispatch's positional form). */
+export { f32bits } from "./params.js";
+
+/** How tokens choose experts: the fields of the model layer's RouterSpec that the routing kernel reads. */
+export interface RoutingDescription {
+  readonly scoring: "softmax" | "sigmoid";
+  readonly experts: number;
+  readonly topK: number;
+  readonly groups: number;
+  readonly topGroups: number;
+  readonly groupScore: "max" | "top2";
+  readonly normalize: boolean;
+  readonly scaling: number;
+}
 
 /** A weight matrix or vector on the GPU, in its stored dtype (BF16/F16 packed two per u32). */
 export interface GpuWeight {
@@ -19,7 +36,7 @@ export interface GpuWeight {
 }
 
 const SLOT = 256; // minUniformBufferOffsetAlignment
-const WORDS = 16;
+const WORDS = PARAM_WORDS;
 
 /** The weight dtypes the shaders widen (WeightType); Q8 and others are refused. */
 function checkWeightDtype(dtype: string): asserts dtype is WeightType {
@@ -28,16 +45,19 @@ function checkWeightDtype(dtype: string): asserts dtype is WeightType {
   }
 }
 
-/** Float bits for a params word. */
-export function f32bits(x: number): number {
-  const b = new Float32Array([x]);
-  return new Uint32Array(b.buffer)[0];
-}
+/**
+ * The words of a submit's uniform slots, reused from submit to submit (writeBuffer copies them during the call): a
+ * fresh array per submit (80 KB for a decode step of ~300 dispatches) measured 25-180 us, more than the rest of
+ * submit. Only the first WORDS of each slot are ever written; the rest stay zero.
+ */
+let slotWords = new Uint32Array(0);
 
 interface Dispatch {
   readonly pipeline: GPUComputePipeline;
   readonly buffers: readonly GPUBuffer[];
-  readonly params: readonly number[];
+  /** The layout that writes `params`; null for raw words. */
+  readonly layout: ParamLayout<ParamFields> | null;
+  readonly params: ParamValues<ParamFields> | readonly number[];
   readonly groups: readonly [number, number, number];
 }
 
@@ -48,11 +68,21 @@ export class Pass {
 
   constructor(readonly gpu: WebGpuBackend) {}
 
-  dispatch(key: string, source: () => string, buffers: readonly GPUBuffer[], params: readonly number[], groups: readonly [number, number, number]): void {
-    if (params.length > WORDS) throw new Error(`webgpu: ${key} has ${params.length} params (max ${WORDS})`);
+  /**
+   * Record kernel `kernel` (its pipeline cached under `key`) on `buffers` (bindings 1..) with its parameters by name,
+   * over `groups` workgroups.
+   */
+  dispatch<F extends ParamFields>(key: string, kernel: Kernel<F>, buffers: readonly GPUBuffer[], params: NoInfer<ParamValues<F>>, groups: readonly [number, number, number]): void;
+  /** A shader that reads its uniform block as raw words (an ad-hoc kernel): `params` are written as given. */
+  dispatch(key: string, source: () => string, buffers: readonly GPUBuffer[], params: readonly number[], groups: readonly [number, number, number]): void;
+  dispatch(key: string, kernel: Kernel<ParamFields> | (() => string), buffers: readonly GPUBuffer[], params: ParamValues<ParamFields> | readonly number[],
+    groups: readonly [number, number, number]): void {
+    const raw = typeof kernel === "function";
+    if (raw && (params as readonly number[]).length > WORDS) throw new Error(`webgpu: ${key} has ${(params as readonly number[]).length} params (max ${WORDS})`);
     if (groups.some((g) => g > 65535)) throw new MlaError(`webgpu: dispatch of ${groups.join("x")} workgroups for ${key} exceeds the 65535 limit`);
     if (groups.some((g) => g === 0)) return;
-    this.list.push({ pipeline: this.gpu.pipeline(key, source), buffers, params, groups });
+    const pipeline = this.gpu.pipeline(key, raw ? kernel : kernel.source);
+    this.list.push({ pipeline, buffers, layout: raw ? null : kernel.params, params, groups });
   }
 
   /** Copy to a mappable buffer after the kernels (readback). */
@@ -66,10 +96,23 @@ export class Pass {
 
   submit(): void {
     const g = this.gpu, dev = g.device;
-    const uni = g.uniforms(this.list.length * SLOT);
-    const data = new Uint32Array((this.list.length * SLOT) / 4);
-    this.list.forEach((d, i) => data.set(d.params, (i * SLOT) / 4));
-    if (this.list.length) dev.queue.writeBuffer(uni, 0, data);
+    const n = (this.list.length * SLOT) / 4;
+    const uni = g.uniforms(n * 4);
+    if (slotWords.length < n) slotWords = new Uint32Array(Math.max(n, 2 * slotWords.length));
+    const data = slotWords;
+    this.list.forEach((d, i) => {
+      const at = (i * SLOT) / 4;
+      let used: number;
+      if (d.layout) {
+        d.layout.write(d.params as ParamValues<ParamFields>, data, at);
+        used = d.layout.names.length;
+      } else {
+        data.set(d.params as readonly number[], at);
+        used = (d.params as readonly number[]).length;
+      }
+      data.fill(0, at + used, at + WORDS); // as in a fresh array, whatever an earlier submit left there
+    });
+    if (n) dev.queue.writeBuffer(uni, 0, data, 0, n);
     const enc = dev.createCommandEncoder();
     const pass = enc.beginComputePass();
     this.list.forEach((d, i) => {
@@ -270,30 +313,32 @@ export const kernels = {
   /** out[t*os + oo + n] (+)= sum_k x[xo + t*xs + k] W[(row0+n)*K + k] */
   linear(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, K: number, w: GpuWeight, N: number,
     o: { row0?: number; xs?: number; os?: number; xo?: number; oo?: number; accumulate?: boolean } = {}): void {
-    const params = [T, K, N, o.row0 ?? 0, o.xs ?? K, o.os ?? N, o.xo ?? 0, o.oo ?? 0, o.accumulate ? 1 : 0];
+    const params: ParamsOf<typeof shaders.LINEAR_PARAMS> = {
+      T, K, N, row0: o.row0 ?? 0, xs: o.xs ?? K, os: o.os ?? N, xo: o.xo ?? 0, oo: o.oo ?? 0, accumulate: !!o.accumulate,
+    };
     if (T <= 4) {
       const wgs = Math.ceil(N / 4), groups = [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1] as const;
       // rows of a multiple of 8 weights start on 16-byte boundaries (32 for F32): wide loads
-      if (K % 8 === 0) p.dispatch(`matvec8-${w.dtype}`, () => S.matvecWide(w.dtype), [w.buffer, x, out], params, groups);
-      else p.dispatch(`matvec-${w.dtype}`, () => S.matvec(w.dtype), [w.buffer, x, out], params, groups);
+      if (K % 8 === 0) p.dispatch(`matvec8-${w.dtype}`, shaders.matvecWide(w.dtype), [w.buffer, x, out], params, groups);
+      else p.dispatch(`matvec-${w.dtype}`, shaders.matvec(w.dtype), [w.buffer, x, out], params, groups);
     } else {
-      p.dispatch(`matmul-${w.dtype}`, () => S.matmulTiled(w.dtype), [w.buffer, x, out], params, [Math.ceil(N / S.MATMUL_TILE), Math.ceil(T / S.MATMUL_TILE), 1]);
+      p.dispatch(`matmul-${w.dtype}`, shaders.matmulTiled(w.dtype), [w.buffer, x, out], params, [Math.ceil(N / shaders.MATMUL_TILE), Math.ceil(T / shaders.MATMUL_TILE), 1]);
     }
   },
   rmsNorm(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, D: number, w: GPUBuffer, eps: number,
     o: { xs?: number; os?: number; xo?: number; oo?: number } = {}): void {
-    p.dispatch("rmsnorm", () => S.RMSNORM, [x, w, out], [T, D, o.xs ?? D, o.os ?? D, o.xo ?? 0, o.oo ?? 0, f32bits(eps)], [T, 1, 1]);
+    p.dispatch("rmsnorm", shaders.RMSNORM, [x, w, out], { T, D, xs: o.xs ?? D, os: o.os ?? D, xo: o.xo ?? 0, oo: o.oo ?? 0, eps }, [T, 1, 1]);
   },
   /** In place; cs = T rows of [cos d/2 | sin d/2]. */
   rope(p: Pass, x: GPUBuffer, cs: GPUBuffer, T: number, heads: number, d: number, offset: number, rowStride: number, headStride: number, halves: boolean, xo = 0): void {
-    p.dispatch("rope", () => S.ROPE, [x, cs], [T, heads, d, offset, rowStride, headStride, xo, halves ? 1 : 0], [Math.ceil(d / 2 / 64), heads, T]);
+    p.dispatch("rope", shaders.ROPE, [x, cs], { T, heads, d, offset, rowStride, headStride, xo, halves }, [Math.ceil(d / 2 / 64), heads, T]);
   },
   siluMul(p: Pass, out: GPUBuffer, g: GPUBuffer, u: GPUBuffer, T: number, F: number, o: { gs?: number; us?: number; os?: number; go?: number; uo?: number } = {}): void {
-    p.dispatch("silumul", () => S.SILU_MUL, [g, u, out], [T, F, o.gs ?? F, o.us ?? F, o.os ?? F, o.go ?? 0, o.uo ?? 0], [Math.ceil(F / 64), T, 1]);
+    p.dispatch("silumul", shaders.SILU_MUL, [g, u, out], { T, F, gs: o.gs ?? F, us: o.us ?? F, os: o.os ?? F, go: o.go ?? 0, uo: o.uo ?? 0 }, [Math.ceil(F / 64), T, 1]);
   },
   /** h[t] += sum_j wt[t k + j] y[t k + j] over each token's k slots (MoE decode, no write conflicts). */
   moeCombine(p: Pass, h: GPUBuffer, y: GPUBuffer, wt: GPUBuffer, T: number, D: number, k: number): void {
-    p.dispatch("moe-combine", () => S.MOE_COMBINE, [h, y, wt], [T, D, k], [Math.ceil(D / 64), T, 1]);
+    p.dispatch("moe-combine", shaders.MOE_COMBINE, [h, y, wt], { T, D, k }, [Math.ceil(D / 64), T, 1]);
   },
   /**
    * y[row] += a x[t] (rows in order), or y[idx[i0+t]] += wt[i0+t] x[t] when idx/wt are given; indexed rows must be
@@ -301,54 +346,63 @@ export const kernels = {
    */
   axpy(p: Pass, y: GPUBuffer, x: GPUBuffer, T: number, D: number, a = 1, idx?: GPUBuffer, wt?: GPUBuffer, i0 = 0): void {
     const e = p.gpu.empty;
-    p.dispatch("axpy", () => S.AXPY, [y, x, idx ?? e, wt ?? e], [T, D, idx ? 1 : 0, f32bits(a), i0], [Math.ceil(D / 64), T, 1]);
+    p.dispatch("axpy", shaders.AXPY, [y, x, idx ?? e, wt ?? e], { T, D, indexed: !!idx, a, i0 }, [Math.ceil(D / 64), T, 1]);
   },
   gather(p: Pass, out: GPUBuffer, x: GPUBuffer, idx: GPUBuffer, T: number, D: number, i0 = 0): void {
-    p.dispatch("gather", () => S.GATHER, [x, idx, out], [T, D, i0], [Math.ceil(D / 64), T, 1]);
+    p.dispatch("gather", shaders.GATHER, [x, idx, out], { T, D, i0 }, [Math.ceil(D / 64), T, 1]);
   },
   /** y[yo + t*ys + i] += b[i], i < N. */
   bias(p: Pass, y: GPUBuffer, b: GPUBuffer, T: number, N: number, ys = N, yo = 0): void {
-    p.dispatch("bias", () => S.BIAS, [y, b], [T, N, ys, yo], [Math.ceil(N / 64), T, 1]);
+    p.dispatch("bias", shaders.BIAS, [y, b], { T, N, ys, yo }, [Math.ceil(N / 64), T, 1]);
   },
   copyRows(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, n: number, xs: number, xc: number, os: number, oc: number, o0: number): void {
-    p.dispatch("copyrows", () => S.COPY_ROWS, [x, out], [T, n, xs, xc, os, oc, o0], [Math.ceil(n / 64), T, 1]);
+    p.dispatch("copyrows", shaders.COPY_ROWS, [x, out], { T, n, xs, xc, os, oc, o0 }, [Math.ceil(n / 64), T, 1]);
   },
   embed(p: Pass, out: GPUBuffer, w: GpuWeight, ids: GPUBuffer, T: number, D: number): void {
-    p.dispatch(`embed-${w.dtype}`, () => S.embed(w.dtype), [w.buffer, ids, out], [T, D], [Math.ceil(D / 64), T, 1]);
+    p.dispatch(`embed-${w.dtype}`, shaders.embed(w.dtype), [w.buffer, ids, out], { T, D }, [Math.ceil(D / 64), T, 1]);
   },
   absorbQuery(p: Pass, qc: GPUBuffer, q: GPUBuffer, kvb: GpuWeight, T: number, H: number, dn: number, dv: number, dc: number, dqk: number): void {
-    p.dispatch(`absorbq-${kvb.dtype}`, () => S.absorbQuery(kvb.dtype), [kvb.buffer, q, qc], [T, H, dn, dv, dc, dqk], [Math.ceil(dc / 64), H, T]);
+    p.dispatch(`absorbq-${kvb.dtype}`, shaders.absorbQuery(kvb.dtype), [kvb.buffer, q, qc], { T, H, dn, dv, dc, dqk }, [Math.ceil(dc / 64), H, T]);
   },
   absorbOutput(p: Pass, ov: GPUBuffer, lat: GPUBuffer, kvb: GpuWeight, T: number, H: number, dn: number, dv: number, dc: number): void {
-    p.dispatch(`absorbo-${kvb.dtype}`, () => S.absorbOutput(kvb.dtype), [kvb.buffer, lat, ov], [T, H, dn, dv, dc], [dv, H, T]);
+    p.dispatch(`absorbo-${kvb.dtype}`, shaders.absorbOutput(kvb.dtype), [kvb.buffer, lat, ov], { T, H, dn, dv, dc }, [dv, H, T]);
   },
   /** Partial results need T * nSplit * H * (dc + 2) floats in part/ml. */
   latentAttend(p: Pass, part: GPUBuffer, ml: GPUBuffer, qc: GPUBuffer, q: GPUBuffer, cache: GPUBuffer,
     T: number, H: number, dc: number, dr: number, dqk: number, dn: number, p0: number, chunk: number, nSplit: number, scale: number): void {
-    const tiles = S.latentTiles(dc + dr, p.gpu.device.limits.maxComputeWorkgroupStorageSize);
-    p.dispatch(`latent-${dc}-${dr}`, () => S.latentAttend(dc, dr, tiles), [qc, q, cache, part, ml],
-      [T, H, dc, dr, dqk, dn, p0, chunk, nSplit, f32bits(scale)], [nSplit, Math.ceil(H / tiles.HG), T]);
+    const tiles = shaders.latentTiles(dc + dr, p.gpu.device.limits.maxComputeWorkgroupStorageSize);
+    p.dispatch(`latent-${dc}-${dr}`, shaders.latentAttend(dc, dr, tiles), [qc, q, cache, part, ml],
+      { T, H, dc, dr, dqk, dn, p0, chunk, nSplit, scale }, [nSplit, Math.ceil(H / tiles.HG), T]);
   },
   latentCombine(p: Pass, lat: GPUBuffer, part: GPUBuffer, ml: GPUBuffer, T: number, H: number, dc: number, nSplit: number): void {
-    p.dispatch("latent-combine", () => S.LATENT_COMBINE, [part, ml, lat], [T, H, dc, nSplit], [Math.ceil(dc / 64), H, T]);
+    p.dispatch("latent-combine", shaders.LATENT_COMBINE, [part, ml, lat], { T, H, dc, nSplit }, [Math.ceil(dc / 64), H, T]);
   },
   /** window 0: full causal attention; W > 0: each token sees its last W positions. */
   gqaAttend(p: Pass, o: GPUBuffer, q: GPUBuffer, k: GPUBuffer, v: GPUBuffer, T: number, H: number, G: number, dk: number, dv: number, p0: number, scale: number, window = 0): void {
     if (dv > 256) throw new MlaError(`webgpu: value heads wider than 256 (${dv}) are not supported`);
-    p.dispatch("gqa", () => S.GQA_ATTEND, [q, k, v, o], [T, H, G, dk, dv, p0, f32bits(scale), window], [H, T, 1]);
+    p.dispatch("gqa", shaders.GQA_ATTEND, [q, k, v, o], { T, H, G, dk, dv, p0, scale, window }, [H, T, 1]);
   },
-  /** MoE routing on the GPU (see wgsl.ts ROUTE); method 0 sigmoid-grouped (V3), 1 softmax greedy, 2 softmax group-limited. */
-  route(p: Pass, experts: GPUBuffer, weights: GPUBuffer, logits: GPUBuffer, bias: GPUBuffer | null, T: number,
-    c: { E: number; k: number; nGroup: number; topkGroup: number; method: 0 | 1 | 2; norm: boolean; scaling: number }): void {
-    if (c.E > S.MAX_EXPERTS) throw new MlaError(`webgpu: MoE routing holds at most ${S.MAX_EXPERTS} experts per token, the model has ${c.E}`);
-    p.dispatch("route", () => S.ROUTE, [logits, bias ?? p.gpu.empty, experts, weights],
-      [T, c.E, c.k, c.nGroup, c.topkGroup, c.method, c.norm ? 1 : 0, f32bits(c.scaling), bias ? 1 : 0], [Math.ceil(T / 64), 1, 1]);
+  /**
+   * Each of T tokens' k experts and weights from its router logits, as the model's router description says (the
+   * same description the CPU router reads: see RouterSpec in src/model/router.ts; declared structurally here, since
+   * kernels know nothing of models). The shader's method: 0 sigmoid with group-limited top-k by the sum of each
+   * group's two best choices (DeepSeek-V3), 1 softmax top-k, 2 softmax limited to the groups with the best max.
+   */
+  route(p: Pass, experts: GPUBuffer, weights: GPUBuffer, logits: GPUBuffer, bias: GPUBuffer | null, T: number, r: RoutingDescription): void {
+    if (r.experts > shaders.MAX_EXPERTS) throw new MlaError(`webgpu: MoE routing holds at most ${shaders.MAX_EXPERTS} experts per token, the model has ${r.experts}`);
+    if (r.scoring === "sigmoid" ? r.groupScore !== "top2" : r.groupScore !== "max" && r.topGroups < r.groups) {
+      throw new MlaError(`webgpu: no routing kernel ranks ${r.scoring} groups by ${r.groupScore}`);
+    }
+    const method = r.scoring === "sigmoid" ? 0 : r.topGroups < r.groups ? 2 : 1;
+    p.dispatch("route", shaders.ROUTE, [logits, bias ?? p.gpu.empty, experts, weights],
+      { T, E: r.experts, k: r.topK, nGroup: r.groups, topkGroup: r.topGroups, method, norm: r.normalize, scaling: r.scaling, hasBias: !!bias },
+      [Math.ceil(T / 64), 1, 1]);
   },
   /** out[s, n] = x[s / xdiv] . W[(expert[s] * R + n)]: S slots through their experts' rows of a stacked weight. */
-  slotLinear(p: Pass, out: GPUBuffer, x: GPUBuffer, experts: GPUBuffer, S_: number, K: number, w: GpuWeight, N: number, R: number, xdiv: number): void {
-    p.dispatch(`slotmv-${w.dtype}`, () => S.slotMatvec(w.dtype), [w.buffer, x, experts, out], [S_, K, N, R, xdiv], [Math.ceil(N / 4), S_, 1]);
+  slotLinear(p: Pass, out: GPUBuffer, x: GPUBuffer, experts: GPUBuffer, slots: number, K: number, w: GpuWeight, N: number, R: number, xdiv: number): void {
+    p.dispatch(`slotmv-${w.dtype}`, shaders.slotMatvec(w.dtype), [w.buffer, x, experts, out], { S: slots, K, N, R, xdiv }, [Math.ceil(N / 4), slots, 1]);
   },
   argmax(p: Pass, out: GPUBuffer, x: GPUBuffer, N: number): void {
-    p.dispatch("argmax", () => S.ARGMAX, [x, out], [N], [1, 1, 1]);
+    p.dispatch("argmax", shaders.ARGMAX, [x, out], { N }, [1, 1, 1]);
   },
 };

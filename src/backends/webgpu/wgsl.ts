@@ -1,19 +1,26 @@
 /**
- * WGSL sources of the WebGPU kernels. Every kernel reads its sizes from a small uniform block (16 u32 words; floats
- * bit-cast) at binding 0 and its buffers from bindings 1.., so one pipeline serves every shape.
+ * WGSL sources of the WebGPU kernels. Every kernel reads its sizes from a small uniform block at binding 0 and its
+ * buffers from bindings 1.., so one pipeline serves every shape. The uniform block of each kernel is declared once,
+ * as the named layout next to it (params.ts): the shader reads P.T, P.eps, ... from the struct the layout generates,
+ * and backend.ts passes the same names.
  *
  * Weights stay in their stored precision: F32 as array<f32>, BF16 and F16 two per u32 (the H100's Dawn offers no
  * shader-f16), widened in `wld` inside the kernel; sums are f32.
  */
+import { kernel, layout, type Kernel, type ParamFields, type ParamLayout } from "./params.js";
 
 export type WeightType = "F32" | "BF16" | "F16";
 
-const HEADER = /* wgsl */ `
-struct Params { u: array<vec4<u32>, 4> };
-@group(0) @binding(0) var<uniform> P: Params;
-fn pu(i: u32) -> u32 { return P.u[i >> 2u][i & 3u]; }
-fn pf(i: u32) -> f32 { return bitcast<f32>(pu(i)); }
-`;
+/** A kernel whose code does not vary (the WGSL is put together when its pipeline is first made). */
+function constKernel<F extends ParamFields>(params: ParamLayout<F>, code: string): Kernel<F> {
+  return kernel(params, () => code);
+}
+
+/** One kernel per weight type, made on first use: a dispatch, hundreds of them a token, then allocates nothing for it. */
+function perWeight<F extends ParamFields>(make: (t: WeightType) => Kernel<F>): (t: WeightType) => Kernel<F> {
+  const made: { [T in WeightType]?: Kernel<F> } = {};
+  return (t) => (made[t] ??= make(t));
+}
 
 /** Binding `b` named W with element accessor wld(i) for the weight type. */
 function weightDecl(b: number, t: WeightType): string {
@@ -30,13 +37,23 @@ fn wld(i: u32) -> f32 { let w = W[i >> 1u]; return bitcast<f32>(select(w << 16u,
 export const MATMUL_TILE = 32;
 
 /**
+ * The products' parameters (matmulTiled, matvec, matvecWide): out[oo + t*os + n] (+)= sum_k X[xo + t*xs + k]
+ * W[(row0 + n)*K + k] for t < T, n < N; accumulate adds to out instead of overwriting it.
+ */
+export const LINEAR_PARAMS = layout({
+  T: "u32", K: "u32", N: "u32", row0: "u32", xs: "u32", os: "u32", xo: "u32", oo: "u32", accumulate: "bool",
+});
+type LinearFields = typeof LINEAR_PARAMS.fields;
+
+/**
  * out[t, n] (+)= sum_k X[xo + t*xs + k] W[(row0 + n)*K + k] for T > 4 rows: 32x32 output tiles per workgroup,
  * 8x8 threads with 4x4 outputs each, K in steps of 16 through workgroup memory. The per-thread accumulators are
  * generated as scalars (no dynamically indexed private arrays) and workgroups are 64 threads: SwiftShader, the
  * GPU of CI machines, crashes on both when several workgroups run at once.
- * Params: T K N row0 xs os xo oo accumulate.
  */
-export function matmulTiled(t: WeightType): string {
+export const matmulTiled = perWeight((t) => kernel(LINEAR_PARAMS, () => matmulTiledCode(t)));
+
+function matmulTiledCode(t: WeightType): string {
   const R = MATMUL_TILE / 8;
   const idx: [number, number][] = [];
   for (let i = 0; i < R; i++) for (let j = 0; j < R; j++) idx.push([i, j]);
@@ -46,20 +63,20 @@ export function matmulTiled(t: WeightType): string {
   const fma = idx.map(([i, j]) => `s${i}_${j} += a${i} * b${j};`).join(" ");
   const store = idx.map(([i, j]) => `st(t0 + l.y + ${8 * i}u, n0 + l.x + ${8 * j}u, s${i}_${j});`).join("\n  ");
   const loads = (MATMUL_TILE * 16) / 64;
-  return HEADER + weightDecl(1, t) + /* wgsl */ `
+  return weightDecl(1, t) + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 var<workgroup> xt: array<array<f32, 17>, ${MATMUL_TILE}>;
 var<workgroup> wt: array<array<f32, 17>, ${MATMUL_TILE}>;
 fn st(tt: u32, nn: u32, v: f32) {
-  if (tt >= pu(0u) || nn >= pu(2u)) { return; }
-  let o = pu(7u) + tt * pu(5u) + nn;
-  if (pu(8u) != 0u) { O[o] += v; } else { O[o] = v; }
+  if (tt >= P.T || nn >= P.N) { return; }
+  let o = P.oo + tt * P.os + nn;
+  if (P.accumulate != 0u) { O[o] += v; } else { O[o] = v; }
 }
 @compute @workgroup_size(8, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let T = pu(0u); let K = pu(1u); let N = pu(2u); let row0 = pu(3u);
-  let xs = pu(4u); let xo = pu(6u);
+  let T = P.T; let K = P.K; let N = P.N; let row0 = P.row0;
+  let xs = P.xs; let xo = P.xo;
   let t0 = wg.y * ${MATMUL_TILE}u; let n0 = wg.x * ${MATMUL_TILE}u;
   let tid = l.y * 8u + l.x;
   ${decl}
@@ -89,8 +106,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
  * striding over K (consecutive threads read consecutive weights), then a tree reduction in workgroup memory.
  * Workgroups are laid out 2-D (x + y * 65535) so vocabulary-sized N fits the dispatch limit.
  */
-export function matvec(t: WeightType): string {
-  return matvecShader(weightDecl(1, t), `
+export const matvec = perWeight((t) => matvecKernel(weightDecl(1, t), `
     let wo = (row0 + n) * K;
     for (var k = lane; k < K; k += 16u) {
       let w = wld(wo + k);
@@ -98,24 +114,23 @@ export function matvec(t: WeightType): string {
       if (T > 1u) { a1 += w * X[xo + xs + k]; }
       if (T > 2u) { a2 += w * X[xo + 2u * xs + k]; }
       if (T > 3u) { a3 += w * X[xo + 3u * xs + k]; }
-    }`);
-}
+    }`));
 
 /**
  * The skeleton both matrix-vector products share: 4 rows per workgroup of 64 (16 threads a row), per-thread sums
  * a0..a3 for up to 4 tokens from `loop` (which sees T K N row0 xs xo, lane and the row n < N), then a tree
  * reduction in workgroup memory and the (accumulating) store.
  */
-function matvecShader(weights: string, loop: string): string {
-  return HEADER + weights + /* wgsl */ `
+function matvecKernel(weights: string, loop: string): Kernel<LinearFields> {
+  return kernel(LINEAR_PARAMS, () => weights + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 var<workgroup> red: array<f32, 256>;
 fn xv(o: u32) -> vec4<f32> { return vec4<f32>(X[o], X[o + 1u], X[o + 2u], X[o + 3u]); }
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let T = pu(0u); let K = pu(1u); let N = pu(2u); let row0 = pu(3u);
-  let xs = pu(4u); let os = pu(5u); let xo = pu(6u); let oo = pu(7u);
+  let T = P.T; let K = P.K; let N = P.N; let row0 = P.row0;
+  let xs = P.xs; let os = P.os; let xo = P.xo; let oo = P.oo;
   let lane = l.x & 15u; let r = l.x >> 4u;
   let n = (wg.x + wg.y * 65535u) * 4u + r;
   var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
@@ -130,21 +145,24 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   if (lane == 0u && n < N) {
     for (var tt = 0u; tt < T; tt++) {
       let o = oo + tt * os + n;
-      if (pu(8u) != 0u) { O[o] += red[tt * 64u + l.x]; } else { O[o] = red[tt * 64u + l.x]; }
+      if (P.accumulate != 0u) { O[o] += red[tt * 64u + l.x]; } else { O[o] = red[tt * 64u + l.x]; }
     }
   }
-}`;
+}`);
 }
 
-/** RMSNorm of T rows, one workgroup per row. Params: T D xs os xo oo eps(f32). Bindings: X, Wn (f32), O. */
-export const RMSNORM = HEADER + /* wgsl */ `
+/** RMSNorm of T rows of width D: O[oo + t*os + i] = Wn[i] X[xo + t*xs + i] / sqrt(mean(X row^2) + eps). */
+export const RMSNORM_PARAMS = layout({ T: "u32", D: "u32", xs: "u32", os: "u32", xo: "u32", oo: "u32", eps: "f32" });
+
+/** RMSNorm of T rows, one workgroup per row. Bindings: X, Wn (f32), O. */
+export const RMSNORM = constKernel(RMSNORM_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> Wn: array<f32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 var<workgroup> red: array<f32, 64>;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let D = pu(1u); let xs = pu(2u); let os = pu(3u); let xo = pu(4u) + wg.x * xs; let oo = pu(5u) + wg.x * os;
+  let D = P.D; let xs = P.xs; let os = P.os; let xo = P.xo + wg.x * xs; let oo = P.oo + wg.x * os;
   var ss = 0.0;
   for (var i = l.x; i < D; i += 64u) { let v = X[xo + i]; ss += v * v; }
   red[l.x] = ss;
@@ -153,144 +171,158 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     if (l.x < s) { red[l.x] += red[l.x + s]; }
     workgroupBarrier();
   }
-  let r = inverseSqrt(red[0] / f32(D) + pf(6u));
+  let r = inverseSqrt(red[0] / f32(D) + P.eps);
   for (var i = l.x; i < D; i += 64u) { O[oo + i] = Wn[i] * (X[xo + i] * r); }
-}`;
+}`);
+
+export const ROPE_PARAMS = layout({
+  T: "u32", heads: "u32", d: "u32", offset: "u32", rowStride: "u32", headStride: "u32", xo: "u32", halves: "bool",
+});
 
 /**
  * Rotary embedding in place on T rows x heads slices of d dims at X[xo + t*rowStride + h*headStride + offset]:
  * interleaved pairs (2j, 2j+1) or halves (j, j + d/2). CS holds T rows of [cos d/2 | sin d/2].
- * Params: T heads d offset rowStride headStride xo halves.
  */
-export const ROPE = HEADER + /* wgsl */ `
+export const ROPE = constKernel(ROPE_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 @group(0) @binding(2) var<storage, read> CS: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
-  let T = pu(0u); let H = pu(1u); let d = pu(2u); let half = d / 2u;
+  let T = P.T; let H = P.heads; let d = P.d; let half = d / 2u;
   let j = g.x; let h = g.y; let t = g.z;
   if (j >= half || h >= H || t >= T) { return; }
-  let o = pu(6u) + t * pu(4u) + h * pu(5u) + pu(3u);
+  let o = P.xo + t * P.rowStride + h * P.headStride + P.offset;
   let c = CS[t * d + j]; let s = CS[t * d + half + j];
   var ia = o + 2u * j; var ib = ia + 1u;
-  if (pu(7u) != 0u) { ia = o + j; ib = o + half + j; }
+  if (P.halves != 0u) { ia = o + j; ib = o + half + j; }
   let a = X[ia]; let b = X[ib];
   X[ia] = a * c - b * s;
   X[ib] = a * s + b * c;
-}`;
+}`);
 
-/** out[t*os + j] = silu(G[t*gs + j]) * U[t*us + j] for j < F. Params: T F gs us os go uo. Bindings: G, U, O. */
-export const SILU_MUL = HEADER + /* wgsl */ `
+export const SILU_MUL_PARAMS = layout({ T: "u32", F: "u32", gs: "u32", us: "u32", os: "u32", go: "u32", uo: "u32" });
+
+/** out[t*os + j] = silu(G[go + t*gs + j]) * U[uo + t*us + j] for j < F. Bindings: G, U, O. */
+export const SILU_MUL = constKernel(SILU_MUL_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read> G: array<f32>;
 @group(0) @binding(2) var<storage, read> U: array<f32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g3: vec3u) {
-  let F = pu(1u); let j = g3.x; let t = g3.y;
-  if (j >= F || t >= pu(0u)) { return; }
-  let g = G[pu(5u) + t * pu(2u) + j];
-  O[t * pu(4u) + j] = g / (1.0 + exp(-g)) * U[pu(6u) + t * pu(3u) + j];
-}`;
+  let F = P.F; let j = g3.x; let t = g3.y;
+  if (j >= F || t >= P.T) { return; }
+  let g = G[P.go + t * P.gs + j];
+  O[t * P.os + j] = g / (1.0 + exp(-g)) * U[P.uo + t * P.us + j];
+}`);
+
+export const AXPY_PARAMS = layout({ T: "u32", D: "u32", indexed: "bool", a: "f32", i0: "u32" });
 
 /**
  * Y[yrow(t)*D + i] += a(t) * X[t*D + i]: residual adds (a = 1, rows in order) and the MoE scatter (rows and
- * weights from IDX/WT when indexed, starting at entry i0). Params: T D indexed a(f32) i0. Bindings: Y, X, IDX (u32), WT (f32).
+ * weights from IDX/WT when indexed, starting at entry i0). Bindings: Y, X, IDX (u32), WT (f32).
  */
-export const AXPY = HEADER + /* wgsl */ `
+export const AXPY = constKernel(AXPY_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read> IDX: array<u32>;
 @group(0) @binding(4) var<storage, read> WT: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
-  let D = pu(1u); let i = g.x; let t = g.y;
-  if (i >= D || t >= pu(0u)) { return; }
-  var row = t; var a = pf(3u);
-  if (pu(2u) != 0u) { row = IDX[pu(4u) + t]; a = WT[pu(4u) + t]; }
+  let D = P.D; let i = g.x; let t = g.y;
+  if (i >= D || t >= P.T) { return; }
+  var row = t; var a = P.a;
+  if (P.indexed != 0u) { row = IDX[P.i0 + t]; a = WT[P.i0 + t]; }
   Y[row * D + i] += a * X[t * D + i];
-}`;
+}`);
 
-/** Y[yo + t*ys + i] += B[i] for i < N: a bias on every row. Params: T N ys yo. Bindings: Y, B. */
-export const BIAS = HEADER + /* wgsl */ `
+export const BIAS_PARAMS = layout({ T: "u32", N: "u32", ys: "u32", yo: "u32" });
+
+/** Y[yo + t*ys + i] += B[i] for i < N: a bias on every row. Bindings: Y, B. */
+export const BIAS = constKernel(BIAS_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
   let i = g.x; let t = g.y;
-  if (i >= pu(1u) || t >= pu(0u)) { return; }
-  Y[pu(3u) + t * pu(2u) + i] += B[i];
-}`;
+  if (i >= P.N || t >= P.T) { return; }
+  Y[P.yo + t * P.ys + i] += B[i];
+}`);
 
-/** O[t*D + i] = X[IDX[i0 + t]*D + i] (MoE token gather). Params: T D i0. Bindings: X, IDX, O. */
-export const GATHER = HEADER + /* wgsl */ `
+export const GATHER_PARAMS = layout({ T: "u32", D: "u32", i0: "u32" });
+
+/** O[t*D + i] = X[IDX[i0 + t]*D + i] (MoE token gather). Bindings: X, IDX, O. */
+export const GATHER = constKernel(GATHER_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> IDX: array<u32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
-  let D = pu(1u); let i = g.x; let t = g.y;
-  if (i >= D || t >= pu(0u)) { return; }
-  O[t * D + i] = X[IDX[pu(2u) + t] * D + i];
-}`;
+  let D = P.D; let i = g.x; let t = g.y;
+  if (i >= D || t >= P.T) { return; }
+  O[t * D + i] = X[IDX[P.i0 + t] * D + i];
+}`);
 
-/** O[(o0 + t)*os + oc + i] = X[t*xs + xc + i] for i < n: copy a column block of T rows. Params: T n xs xc os oc o0. */
-export const COPY_ROWS = HEADER + /* wgsl */ `
+export const COPY_ROWS_PARAMS = layout({ T: "u32", n: "u32", xs: "u32", xc: "u32", os: "u32", oc: "u32", o0: "u32" });
+
+/** O[(o0 + t)*os + oc + i] = X[t*xs + xc + i] for i < n: copy a column block of T rows. */
+export const COPY_ROWS = constKernel(COPY_ROWS_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> O: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
   let i = g.x; let t = g.y;
-  if (i >= pu(1u) || t >= pu(0u)) { return; }
-  O[(pu(6u) + t) * pu(4u) + pu(5u) + i] = X[t * pu(2u) + pu(3u) + i];
-}`;
+  if (i >= P.n || t >= P.T) { return; }
+  O[(P.o0 + t) * P.os + P.oc + i] = X[t * P.xs + P.xc + i];
+}`);
 
-/** Embedding rows: O[t*D + i] = W[IDS[t]*D + i] widened. Params: T D. Bindings: W, IDS, O. */
-export function embed(t: WeightType): string {
-  return HEADER + weightDecl(1, t) + /* wgsl */ `
+export const EMBED_PARAMS = layout({ T: "u32", D: "u32" });
+
+/** Embedding rows: O[t*D + i] = W[IDS[t]*D + i] widened. Bindings: W, IDS, O. */
+export const embed = perWeight((t) => kernel(EMBED_PARAMS, () => weightDecl(1, t) + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> IDS: array<u32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
-  let D = pu(1u); let i = g.x; let t = g.y;
-  if (i >= D || t >= pu(0u)) { return; }
+  let D = P.D; let i = g.x; let t = g.y;
+  if (i >= D || t >= P.T) { return; }
   O[t * D + i] = wld(IDS[t] * D + i);
-}`;
-}
+}`));
+
+export const ABSORB_QUERY_PARAMS = layout({ T: "u32", H: "u32", dn: "u32", dv: "u32", dc: "u32", dqk: "u32" });
 
 /**
  * Absorbed MLA, query side: QC[t, h, c] = sum_{i < dn} Q[t, h, i] W^UK_h[i, c], W^UK_h = rows h*(dn+dv)..+dn of
  * kv_b_proj [H (dn+dv), dc]. One thread per (c, h, t): consecutive threads read consecutive weights.
- * Params: T H dn dv dc dqk. Bindings: W (kv_b), Q, QC.
+ * Bindings: W (kv_b), Q, QC.
  */
-export function absorbQuery(t: WeightType): string {
-  return HEADER + weightDecl(1, t) + /* wgsl */ `
+export const absorbQuery = perWeight((t) => kernel(ABSORB_QUERY_PARAMS, () => weightDecl(1, t) + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> Q: array<f32>;
 @group(0) @binding(3) var<storage, read_write> QC: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
-  let H = pu(1u); let dn = pu(2u); let dv = pu(3u); let dc = pu(4u); let dqk = pu(5u);
+  let H = P.H; let dn = P.dn; let dv = P.dv; let dc = P.dc; let dqk = P.dqk;
   let c = g.x; let h = g.y; let t = g.z;
-  if (c >= dc || h >= H || t >= pu(0u)) { return; }
+  if (c >= dc || h >= H || t >= P.T) { return; }
   let q0 = (t * H + h) * dqk; let w0 = h * (dn + dv) * dc + c;
   var s = 0.0;
   for (var i = 0u; i < dn; i++) { s += Q[q0 + i] * wld(w0 + i * dc); }
   QC[(t * H + h) * dc + c] = s;
-}`;
-}
+}`));
+
+export const ABSORB_OUTPUT_PARAMS = layout({ T: "u32", H: "u32", dn: "u32", dv: "u32", dc: "u32" });
 
 /**
  * Absorbed MLA, output side: OV[t, h, j] = sum_c LAT[t, h, c] W^UV_h[j, c], W^UV_h = rows h*(dn+dv)+dn..+dv of
  * kv_b_proj. One workgroup of 64 threads per (j, h, t) output, striding over c, reduced in workgroup memory.
- * Params: T H dn dv dc. Bindings: W (kv_b), LAT, OV.
+ * Bindings: W (kv_b), LAT, OV.
  */
-export function absorbOutput(t: WeightType): string {
-  return HEADER + weightDecl(1, t) + /* wgsl */ `
+export const absorbOutput = perWeight((t) => kernel(ABSORB_OUTPUT_PARAMS, () => weightDecl(1, t) + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> LAT: array<f32>;
 @group(0) @binding(3) var<storage, read_write> OV: array<f32>;
 var<workgroup> red: array<f32, 64>;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let H = pu(1u); let dn = pu(2u); let dv = pu(3u); let dc = pu(4u);
+  let H = P.H; let dn = P.dn; let dv = P.dv; let dc = P.dc;
   let j = wg.x; let h = wg.y; let t = wg.z;
   let l0 = (t * H + h) * dc; let w0 = (h * (dn + dv) + dn + j) * dc;
   var s = 0.0;
@@ -302,8 +334,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     workgroupBarrier();
   }
   if (l.x == 0u) { OV[(t * H + h) * dv + j] = red[0]; }
-}`;
-}
+}`));
 
 /**
  * Latent-attention tiles: HG heads per workgroup and SB cached rows per block, as large as the workgroup storage
@@ -320,6 +351,11 @@ export function latentTiles(R: number, maxWorkgroupBytes: number): { SB: number;
   return { SB, HG, WG };
 }
 
+/** Token t of T sees cache positions 0..p0+t; split s covers positions [s*chunk, (s+1)*chunk) of nSplit. */
+export const LATENT_ATTEND_PARAMS = layout({
+  T: "u32", H: "u32", dc: "u32", dr: "u32", dqk: "u32", dn: "u32", p0: "u32", chunk: "u32", nSplit: "u32", scale: "f32",
+});
+
 /**
  * Fused absorbed-MLA attention, flash-decoding style. Workgroup (split, head group, token t) runs over its chunk of
  * the latent cache C [L, dc + dr] (rows [c_KV | k_rope]) for HG heads: each block of SB cached rows is loaded into
@@ -327,13 +363,22 @@ export function latentTiles(R: number, maxWorkgroupBytes: number): { SB: number;
  * a running max m and sum l per head rescale the accumulators acc[h, c] = sum p c_KV (online softmax). The chunk's
  * (acc, m, l) go to PART/ML; LATENT_COMBINE merges the splits. Token t sees positions 0..p0+t (causal).
  * The accumulators are owned by threads (element e = tid + WG i of HG*dc), so dc*HG/WG registers per thread.
- * Params: T H dc dr dqk dn p0 chunk nSplit scale(f32). Bindings: QC [T,H,dc], Q [T,H,dqk], C, PART, ML.
+ * Bindings: QC [T,H,dc], Q [T,H,dqk], C, PART, ML.
  */
-export function latentAttend(dc: number, dr: number, tiles: { SB: number; HG: number; WG: number }): string {
+export function latentAttend(dc: number, dr: number, tiles: { SB: number; HG: number; WG: number }): Kernel<typeof LATENT_ATTEND_PARAMS.fields> {
+  const key = `${dc}-${dr}-${tiles.SB}-${tiles.HG}-${tiles.WG}`;
+  let k = latentKernels.get(key);
+  if (!k) latentKernels.set(key, (k = kernel(LATENT_ATTEND_PARAMS, () => latentAttendCode(dc, dr, tiles))));
+  return k;
+}
+/** latentAttend's kernels by shape and tiles, made once (as perWeight does for the weight types). */
+const latentKernels = new Map<string, Kernel<typeof LATENT_ATTEND_PARAMS.fields>>();
+
+function latentAttendCode(dc: number, dr: number, tiles: { SB: number; HG: number; WG: number }): string {
   const { SB, HG, WG } = tiles;
   const NE = Math.ceil((HG * dc) / WG);
   const R = dc + dr;
-  return HEADER + /* wgsl */ `
+  return /* wgsl */ `
 const DC = ${dc}u; const DR = ${dr}u; const R = ${R}u; const SB = ${SB}u; const HG = ${HG}u; const WG = ${WG}u; const NE = ${NE}u;
 @group(0) @binding(1) var<storage, read> QC: array<f32>;
 @group(0) @binding(2) var<storage, read> Q: array<f32>;
@@ -345,7 +390,7 @@ var<workgroup> qs: array<f32, ${HG * R}>;
 var<workgroup> sc: array<f32, ${HG * SB}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let H = pu(1u); let dqk = pu(4u); let dn = pu(5u); let p0 = pu(6u); let chunk = pu(7u); let nSplit = pu(8u); let scale = pf(9u);
+  let H = P.H; let dqk = P.dqk; let dn = P.dn; let p0 = P.p0; let chunk = P.chunk; let nSplit = P.nSplit; let scale = P.scale;
   let split = wg.x; let h0 = wg.y * HG; let t = wg.z; let tid = l.x;
   let nh = min(HG, H - h0);
   let visible = p0 + t + 1u;
@@ -405,19 +450,21 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
 }`;
 }
 
+export const LATENT_COMBINE_PARAMS = layout({ T: "u32", H: "u32", dc: "u32", nSplit: "u32" });
+
 /**
  * Merge the splits of LATENT_ATTEND: LAT[t, h, c] = sum_s e^(m_s - M) acc_s[c] / sum_s e^(m_s - M) l_s.
- * Params: T H dc nSplit. Bindings: PART, ML, LAT.
+ * Bindings: PART, ML, LAT.
  */
-export const LATENT_COMBINE = HEADER + /* wgsl */ `
+export const LATENT_COMBINE = constKernel(LATENT_COMBINE_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read> PART: array<f32>;
 @group(0) @binding(2) var<storage, read> ML: array<f32>;
 @group(0) @binding(3) var<storage, read_write> LAT: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
-  let H = pu(1u); let dc = pu(2u); let nS = pu(3u);
+  let H = P.H; let dc = P.dc; let nS = P.nSplit;
   let c = g.x; let h = g.y; let t = g.z;
-  if (c >= dc || h >= H || t >= pu(0u)) { return; }
+  if (c >= dc || h >= H || t >= P.T) { return; }
   var M = -3.0e38;
   for (var s = 0u; s < nS; s++) { let l = ML[((t * nS + s) * H + h) * 2u + 1u]; if (l > 0.0) { M = max(M, ML[((t * nS + s) * H + h) * 2u]); } }
   var num = 0.0; var den = 0.0;
@@ -427,16 +474,19 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
     if (l > 0.0) { let f = exp(ML[row * 2u] - M); num += f * PART[row * dc + c]; den += f * l; }
   }
   LAT[(t * H + h) * dc + c] = num / den;
-}`;
+}`);
+
+/** Token t of T is at position p0 + t; H query heads read G K/V heads; window 0 is full causal attention. */
+export const GQA_ATTEND_PARAMS = layout({ T: "u32", H: "u32", G: "u32", dk: "u32", dv: "u32", p0: "u32", scale: "f32", window: "u32" });
 
 /**
  * Causal attention over a per-head K/V cache (MHA / GQA / MQA): one workgroup of 64 threads per (query head h,
  * token t), blocks of 64 cached positions scored one per thread, online softmax, each thread owning value dims
  * tid, tid+64, ... (dv <= 256). Query head h reads KV head h / (H / G).
- * A sliding window W > 0 limits token t to its last W positions (Mistral).
- * Params: T H G dk dv p0 scale(f32) W. Bindings: Q [T,H,dk], K [L,G,dk], V [L,G,dv], O [T,H,dv].
+ * A sliding window > 0 limits token t to its last `window` positions (Mistral).
+ * Bindings: Q [T,H,dk], K [L,G,dk], V [L,G,dv], O [T,H,dv].
  */
-export const GQA_ATTEND = HEADER + /* wgsl */ `
+export const GQA_ATTEND = constKernel(GQA_ATTEND_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
 @group(0) @binding(2) var<storage, read> K: array<f32>;
 @group(0) @binding(3) var<storage, read> V: array<f32>;
@@ -445,12 +495,12 @@ var<workgroup> sc: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let H = pu(1u); let G = pu(2u); let dk = pu(3u); let dv = pu(4u); let p0 = pu(5u); let scale = pf(6u);
+  let H = P.H; let G = P.G; let dk = P.dk; let dv = P.dv; let p0 = P.p0; let scale = P.scale;
   let h = wg.x; let t = wg.y; let tid = l.x;
   let g = h / (H / G);
   let visible = p0 + t + 1u;
   var start = 0u;
-  if (pu(7u) > 0u && visible > pu(7u)) { start = visible - pu(7u); }
+  if (P.window > 0u && visible > P.window) { start = visible - P.window; }
   let q0 = (t * H + h) * dk;
   var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
   var m = -3.0e38; var lsum = 0.0;
@@ -484,17 +534,19 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     workgroupBarrier();
   }
   for (var j = 0u; j < 4u; j++) { let c = tid + 64u * j; if (c < dv) { O[(t * H + h) * dv + c] = acc[j] / lsum; } }
-}`;
+}`);
 
-/** Index of the largest of N values (first on ties), for greedy decoding on the GPU. Params: N. Bindings: X, OUT (u32). */
-export const ARGMAX = HEADER + /* wgsl */ `
+export const ARGMAX_PARAMS = layout({ N: "u32" });
+
+/** Index of the largest of N values (first on ties), for greedy decoding on the GPU. Bindings: X, OUT (u32). */
+export const ARGMAX = constKernel(ARGMAX_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> OUT: array<u32>;
 var<workgroup> bv: array<f32, 64>;
 var<workgroup> bi: array<u32, 64>;
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_id) l: vec3u) {
-  let N = pu(0u);
+  let N = P.N;
   var best = -3.4e38; var idx = 0xffffffffu;
   for (var i = l.x; i < N; i += 64u) { let v = X[i]; if (v > best) { best = v; idx = i; } }
   bv[l.x] = best; bi[l.x] = idx;
@@ -507,10 +559,15 @@ fn main(@builtin(local_invocation_id) l: vec3u) {
     workgroupBarrier();
   }
   if (l.x == 0u) { OUT[0] = bi[0]; }
-}`;
+}`);
 
 /** Largest expert count the routing kernel holds per token (DeepSeek-V3 has 256). */
 export const MAX_EXPERTS = 256;
+
+/** method 0 sigmoid-grouped (V3), 1 softmax greedy, 2 softmax group-limited (see ROUTE). */
+export const ROUTE_PARAMS = layout({
+  T: "u32", E: "u32", k: "u32", nGroup: "u32", topkGroup: "u32", method: "u32", norm: "bool", scaling: "f32", hasBias: "bool",
+});
 
 /**
  * MoE routing of T tokens, one invocation per token, as src/model/router.ts (ties to the lower index):
@@ -518,9 +575,9 @@ export const MAX_EXPERTS = 256;
  * choices; method 1 (V2 greedy) and 2 (V2 group_limited_greedy): s = softmax(logits), method 2 zeroes all but the
  * topk_group groups with the highest max(s). Top-k by choice (or s) among kept experts; weights = s, normalised
  * when asked (method 0: norm_topk_prob; 1-2: norm_topk_prob and k > 1), times routed_scaling_factor.
- * Params: T E k nGroup topkGroup method norm scaling(f32) hasBias. Bindings: L [T,E], BIAS [E], EXP [T,k] u32, WT [T,k].
+ * Bindings: L [T,E], BIAS [E], EXP [T,k] u32, WT [T,k].
  */
-export const ROUTE = HEADER + /* wgsl */ `
+export const ROUTE = constKernel(ROUTE_PARAMS, /* wgsl */ `
 const ME = ${MAX_EXPERTS}u;
 @group(0) @binding(1) var<storage, read> L: array<f32>;
 @group(0) @binding(2) var<storage, read> BIAS: array<f32>;
@@ -528,14 +585,14 @@ const ME = ${MAX_EXPERTS}u;
 @group(0) @binding(4) var<storage, read_write> WT: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
-  let t = g.x; let E = pu(1u); let k = pu(2u); let nG = pu(3u); let kG = pu(4u); let method = pu(5u);
-  if (t >= pu(0u)) { return; }
+  let t = g.x; let E = P.E; let k = P.k; let nG = P.nGroup; let kG = P.topkGroup; let method = P.method;
+  if (t >= P.T) { return; }
   var s: array<f32, ME>; var ch: array<f32, ME>; var keep: array<bool, ME>;
   if (method == 0u) {
     for (var e = 0u; e < E; e++) {
       s[e] = 1.0 / (1.0 + exp(-L[t * E + e]));
       ch[e] = s[e];
-      if (pu(8u) != 0u) { ch[e] += BIAS[e]; }
+      if (P.hasBias != 0u) { ch[e] += BIAS[e]; }
     }
   } else {
     var m = -3.4e38;
@@ -578,28 +635,29 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
     total += s[bi];
   }
   var d = 1.0;
-  if (pu(6u) != 0u) { d = total + 1e-20; }
-  for (var j = 0u; j < k; j++) { WT[t * k + j] = WT[t * k + j] / d * pf(7u); }
-}`;
+  if (P.norm != 0u) { d = total + 1e-20; }
+  for (var j = 0u; j < k; j++) { WT[t * k + j] = WT[t * k + j] / d * P.scaling; }
+}`);
+
+export const SLOT_MATVEC_PARAMS = layout({ S: "u32", K: "u32", N: "u32", R: "u32", xdiv: "u32" });
 
 /**
  * Expert products by slot, for decode (T*k slots, no readback): out[s, n] = sum_c X[xrow(s)*K + c] W[(EXP[s]*R + n)*K + c]
  * for n < N, where R rows belong to each expert in the stacked weight and xrow(s) = s / xdiv (xdiv = k: the slot's
- * token; 1: the slot's own row). 4 rows per workgroup of 64, 16 threads per row. Params: S K N R xdiv. Bindings: W, X, EXP, O.
+ * token; 1: the slot's own row). 4 rows per workgroup of 64, 16 threads per row. Bindings: W, X, EXP, O.
  */
-export function slotMatvec(t: WeightType): string {
-  return HEADER + weightDecl(1, t) + /* wgsl */ `
+export const slotMatvec = perWeight((t) => kernel(SLOT_MATVEC_PARAMS, () => weightDecl(1, t) + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read> EXP: array<u32>;
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 var<workgroup> red: array<f32, 64>;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let K = pu(1u); let N = pu(2u); let R = pu(3u);
+  let K = P.K; let N = P.N; let R = P.R;
   let s = wg.y; let lane = l.x & 15u; let n = wg.x * 4u + (l.x >> 4u);
   var a = 0.0;
   if (n < N) {
-    let wo = (EXP[s] * R + n) * K; let xo = (s / pu(4u)) * K;
+    let wo = (EXP[s] * R + n) * K; let xo = (s / P.xdiv) * K;
     for (var c = lane; c < K; c += 16u) { a += wld(wo + c) * X[xo + c]; }
   }
   red[l.x] = a;
@@ -609,15 +667,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     workgroupBarrier();
   }
   if (lane == 0u && n < N) { O[s * N + n] = red[l.x]; }
-}`;
-}
+}`));
 
 /**
  * matvec with wide loads, for K % 8 == 0: each of 16 threads per row reads 8 consecutive weights per step as one
  * 16-byte load (two for F32) from the raw words of W, widened in registers (BF16: shift/mask; F16: unpack).
  * Same params, bindings and output as `matvec`.
  */
-export function matvecWide(t: WeightType): string {
+export const matvecWide = perWeight((t) => {
   const decode = t === "F32"
     ? `let a = W[i * 2u]; let b = W[i * 2u + 1u];
       let w0 = bitcast<vec4<f32>>(a); let w1 = bitcast<vec4<f32>>(b);`
@@ -628,7 +685,7 @@ export function matvecWide(t: WeightType): string {
       : `let a = W[i];
       let w0 = vec4<f32>(unpack2x16float(a.x), unpack2x16float(a.y)); let w1 = vec4<f32>(unpack2x16float(a.z), unpack2x16float(a.w));`;
   // F32: 8 weights = two vec4<u32>; 16-bit: one
-  return matvecShader("@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;\n", `
+  return matvecKernel("@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;\n", `
     let base = (row0 + n) * (K / 8u); // in units of 8 weights
     for (var k8 = lane; k8 < K / 8u; k8 += 16u) {
       let i = base + k8;
@@ -639,21 +696,23 @@ export function matvecWide(t: WeightType): string {
       if (T > 2u) { a2 += dot(w0, xv(xo + 2u * xs + k)) + dot(w1, xv(xo + 2u * xs + k + 4u)); }
       if (T > 3u) { a3 += dot(w0, xv(xo + 3u * xs + k)) + dot(w1, xv(xo + 3u * xs + k + 4u)); }
     }`);
-}
+});
+
+export const MOE_COMBINE_PARAMS = layout({ T: "u32", D: "u32", k: "u32" });
 
 /**
  * H[t, i] += sum_j WT[t*k + j] Y[(t*k + j), i]: each token's k expert outputs, weighted, in slot order (one
- * invocation per element, so no two write the same place). Params: T D k. Bindings: H, Y, WT.
+ * invocation per element, so no two write the same place). Bindings: H, Y, WT.
  */
-export const MOE_COMBINE = HEADER + /* wgsl */ `
+export const MOE_COMBINE = constKernel(MOE_COMBINE_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> H: array<f32>;
 @group(0) @binding(2) var<storage, read> Y: array<f32>;
 @group(0) @binding(3) var<storage, read> WT: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u) {
-  let D = pu(1u); let k = pu(2u); let i = g.x; let t = g.y;
-  if (i >= D || t >= pu(0u)) { return; }
+  let D = P.D; let k = P.k; let i = g.x; let t = g.y;
+  if (i >= D || t >= P.T) { return; }
   var s = 0.0;
   for (var j = 0u; j < k; j++) { s += WT[t * k + j] * Y[(t * k + j) * D + i]; }
   H[t * D + i] += s;
-}`;
+}`);
