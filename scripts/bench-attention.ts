@@ -54,7 +54,7 @@ export function benchAttention(contexts: number[], ops: Ops = cpuOps, reps = 5):
   const mla = new MultiHeadLatentAttention(
     { hidden: D, nHeads: H, qLoraRank: DQ, kvLoraRank: DC, qkNopeHeadDim: DN, qkRopeHeadDim: DR, vHeadDim: DV },
     {
-      qA: ops.prepare(mat(DQ, D, 1)), qANorm: new Float32Array(DQ).fill(1), qB: ops.prepare(mat(H * (DN + DR), DQ, 2)),
+      query: { kind: "lora", qA: ops.prepare(mat(DQ, D, 1)), qANorm: new Float32Array(DQ).fill(1), qB: ops.prepare(mat(H * (DN + DR), DQ, 2)) },
       kvA: ops.prepare(mat(DC + DR, D, 3)), kvANorm: new Float32Array(DC).fill(1), kvB: ops.prepare(mat(H * (DN + DV), DC, 4)),
       o: ops.prepare(mat(D, H * DV, 5)),
     },

@@ -13,7 +13,7 @@
 import * as fs from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { loadModel } from "../src/model/load.js";
-import { loadConfig } from "../src/model/config.js";
+
 import { WasmOps } from "../src/backends/wasm/ops.js";
 import { WasmBackend } from "../src/backends/wasm/index.js";
 import { calibrate } from "../src/convert/calibrate.js";
@@ -22,6 +22,7 @@ import { corpusTokens, evalWindows, sampleWindows } from "../src/convert/data.js
 import { evaluate } from "../src/convert/evaluate.js";
 import { finetune, loadTrainModel } from "../src/convert/finetune.js";
 import { saveCheckpoint } from "../src/train/save.js";
+import { loadConfig } from "../src/model/families/index.js";
 
 interface Args {
   ranks: [number, number][];

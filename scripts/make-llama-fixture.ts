@@ -12,9 +12,10 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Rng } from "../src/tensor/rng.js";
 import { writeSafetensors } from "../src/io/safetensors.js";
-import { parseConfig } from "../src/model/config.js";
-import { expectedTensors } from "../src/model/weights.js";
+
+
 import { f32Tensor, numel, type Tensor } from "../src/tensor/tensor.js";
+import { expectedTensors, parseConfig } from "../src/model/families/index.js";
 
 type Json = Record<string, unknown>;
 

@@ -23,19 +23,20 @@ export {
 
 // models
 export { Checkpoint } from "./model/checkpoint.js";
-export { loadConfig, parseConfig, parseRope, isMoeLayer, MODEL_TYPES, type ModelConfig, type ModelType, type AttentionFamily } from "./model/config.js";
+export { parseRope, isMoeLayer, type ModelConfig, type ModelType, type AttentionFamily } from "./model/config.js";
 export {
-  loadWeights, loadLlamaWeights, assemble, assembleLlama, expectedTensors,
-  type ModelWeights, type LayerWeights, type LlamaWeights, type LlamaLayerWeights, type DecoderWeights,
-} from "./model/weights.js";
+  loadConfig, parseConfig, familyOf, MODEL_TYPES, loadWeights, loadLlamaWeights, assemble, assembleLlama, expectedTensors, cacheWidths,
+  type ModelFamily,
+} from "./model/families/index.js";
+export type { ModelWeights, LayerWeights, FfnWeights, LlamaWeights, LlamaLayerWeights, DecoderWeights } from "./model/weights.js";
 export {
   forwardBatch, CpuDecoder, type CausalLM, type ModelState, type ForwardOptions, type LoadOptions, type BatchItem, type BatchForwardOptions,
 } from "./model/causal-lm.js";
 export { loadModel, cpuRuntime } from "./model/load.js";
-export { DeepseekModel, RunState } from "./model/decoder.js";
+export { DeepseekModel, RunState } from "./model/deepseek-model.js";
 export { LlamaModel, KvRunState } from "./model/llama.js";
 export { forwardOne, type InferenceModel, type Runtime, type SequenceState, type StepItem, type StepOptions } from "./model/inference.js";
-export { routeSigmoidGrouped, routeSoftmax, type Routing, type RouterConfig } from "./model/router.js";
+export { routeSigmoidGrouped, routeSoftmax, routeTokens, type Routing, type RouterConfig, type RouterSpec } from "./model/router.js";
 export { describeModel, kvCacheInfo, type ModelInfo, type KvCacheInfo } from "./model/info.js";
 
 // WebGPU (Node via the npm package webgpu, browsers via navigator.gpu)
@@ -60,7 +61,7 @@ export { trainByteLevelBpe, writeTokenizer, ByteLevelBpe, bytesPerToken } from "
 
 // training
 export { TrainModel, type TrainModelOptions, type TrainDims } from "./train/model.js";
-export { denseMlaConfig, llamaConfig, type DenseMlaSpec, type LlamaSpec } from "./train/configs.js";
+export { denseMlaConfig, llamaConfig, type DenseMlaSpec, type LlamaSpec } from "./model/families/writers.js";
 export { AdamW, lrAt } from "./train/adamw.js";
 export { runTraining, DEFAULT_SETTINGS, type TrainSettings, type RunOptions, type RunSummary, type AttentionKind as TrainAttentionKind } from "./train/trainer.js";
 

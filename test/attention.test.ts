@@ -289,13 +289,14 @@ function makeMla(c: MlaCase, seed: number) {
   const { hidden: D, nHeads: H, qLoraRank: qr, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = c.dims;
   const t = (n: number, shape: number[], s: number, scale = 0.4) => fromF32(randn(n, seed + s, scale), c.dtype, shape);
   const w: MlaWeights = {
-    ...(qr
+    query: qr
       ? {
+          kind: "lora",
           qA: t(qr * D, [qr, D], 1),
           qANorm: Float32Array.from(randn(qr, seed + 2, 0.5), (v) => 1 + v),
           qB: t(H * (dn + dr) * qr, [H * (dn + dr), qr], 3),
         }
-      : { q: t(H * (dn + dr) * D, [H * (dn + dr), D], 4) }),
+      : { kind: "direct", q: t(H * (dn + dr) * D, [H * (dn + dr), D], 4) },
     kvA: t((dc + dr) * D, [dc + dr, D], 5),
     kvANorm: Float32Array.from(randn(dc, seed + 6, 0.5), (v) => 1 + v),
     kvB: t(H * (dn + dv) * dc, [H * (dn + dv), dc], 7),
@@ -314,8 +315,9 @@ function mlaRef(x: Float32Array, T: number, c: MlaCase, w: MlaWeights, freq: Arr
   const qN: number[][][] = [], qR: number[][][] = [], cKV: number[][] = [], kR: number[][] = [];
   for (let t = 0; t < T; t++) {
     let q: number[];
-    if (qr) q = matvec(values(w.qB!), qr, rms(matvec(values(w.qA!), D, xs[t], qr), w.qANorm!, 1e-6), H * (dn + dr));
-    else q = matvec(values(w.q!), D, xs[t], H * (dn + dr));
+    const wq = w.query;
+    if (wq.kind === "lora") q = matvec(values(wq.qB), qr!, rms(matvec(values(wq.qA), D, xs[t], qr!), wq.qANorm, 1e-6), H * (dn + dr));
+    else q = matvec(values(wq.q), D, xs[t], H * (dn + dr));
     qN.push([]);
     qR.push([]);
     for (let h = 0; h < H; h++) {

@@ -6,8 +6,9 @@ import { fileURLToPath } from "node:url";
 import { TextTokenizer, StreamDecoder } from "../src/tokenizer/tokenizer.js";
 import { ChatTemplate, DEFAULT_CHAT_TEMPLATE, stopTokenIds } from "../src/tokenizer/chat.js";
 import { StopMatcher } from "../src/generate/text.js";
-import { loadConfig } from "../src/model/config.js";
+
 import { tempDirs } from "./helpers.js";
+import { loadConfig } from "../src/model/families/index.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const BROWN = join(ROOT, "models/mla-brown");

@@ -10,12 +10,13 @@ import { MlaError } from "../src/errors.js";
 import type { DType } from "../src/tensor/dtype.js";
 import { type Tensor, fromF32, numel, toF32 } from "../src/tensor/tensor.js";
 import { readHeader, readTensor, writeSafetensors } from "../src/io/safetensors.js";
-import { parseConfig } from "../src/model/config.js";
-import { assemble, expectedTensors } from "../src/model/weights.js";
-import { DeepseekModel } from "../src/model/decoder.js";
+
+
+import { DeepseekModel } from "../src/model/deepseek-model.js";
 import { generate } from "../src/generate/generate.js";
 import { RANDOM_PRESETS, presetParams, randomTensorSpecs, resolvePreset, writeRandomCheckpoint } from "../src/model/random.js";
 import { FIXTURES, batchRow, loadReference, relErr, tempDirs } from "./helpers.js";
+import { assemble, expectedTensors, parseConfig } from "../src/model/families/index.js";
 
 type Json = Record<string, unknown>;
 
@@ -150,12 +151,13 @@ for (const [dtype, shards] of [["BF16", 3], ["F16", 1]] as const) {
 
     // matrices stay 16-bit in memory; norms are widened
     const w = model.weights, l0 = w.layers[0], l1 = w.layers[1];
-    for (const t of [w.embed, w.lmHead, l0.attn.kvA, l0.attn.kvB, l0.attn.o, l0.attn.qA!, l0.attn.qB!, l0.mlp!.gate, l0.mlp!.down]) {
+    assert.ok(l0.attn.query.kind === "lora" && l0.ffn.kind === "dense" && l1.ffn.kind === "moe", "layer 0: q_lora and dense; layer 1: MoE");
+    for (const t of [w.embed, w.lmHead, l0.attn.kvA, l0.attn.kvB, l0.attn.o, l0.attn.query.qA, l0.attn.query.qB, l0.ffn.mlp.gate, l0.ffn.mlp.down]) {
       assert.equal(t.dtype, dtype);
       assert.ok(t.data instanceof Uint16Array, "t.data instanceof Uint16Array");
     }
-    assert.equal(l1.moe!.experts[3].up.dtype, dtype);
-    assert.equal(l1.moe!.shared!.down.dtype, dtype);
+    assert.equal(l1.ffn.moe.experts[3].up.dtype, dtype);
+    assert.equal(l1.ffn.moe.shared!.down.dtype, dtype);
     assert.ok(l0.inputNorm instanceof Float32Array && l0.attn.kvANorm instanceof Float32Array, "l0.inputNorm instanceof Float32Array && l0.attn.kvANorm instanceof Float32Array");
 
     // the same BF16/F16 weights assembled in memory: the file path must be exact
@@ -239,16 +241,13 @@ test("q_lora_rank present -> q_a_proj/q_b_proj; absent -> q_proj", () => {
   const withLora = v3Model;
   assert.equal(withLora.config.qLoraRank, 32);
   for (const l of withLora.weights.layers) {
-    assert.ok(l.attn.qA && l.attn.qB && l.attn.qANorm, "l.attn.qA && l.attn.qB && l.attn.qANorm");
-    assert.equal(l.attn.q, undefined);
+    assert.equal(l.attn.query.kind, "lora", "q_a_proj, q_a_layernorm, q_b_proj");
   }
   const noLora = DeepseekModel.load(path.join(FIXTURES, "tiny-deepseek-v2-lite"));
   assert.equal(noLora.config.qLoraRank, null);
   for (const l of noLora.weights.layers) {
-    assert.ok(l.attn.q, "l.attn.q");
-    assert.deepEqual(l.attn.q.shape, [4 * (16 + 8), 64]);
-    assert.equal(l.attn.qA, undefined);
-    assert.equal(l.attn.qB, undefined);
+    assert.ok(l.attn.query.kind === "direct", "q_proj");
+    assert.deepEqual(l.attn.query.q.shape, [4 * (16 + 8), 64]);
   }
 });
 
@@ -358,8 +357,10 @@ for (const preset of ["tiny", "tiny-moe"] as const) {
       assert.equal(config.rope_scaling.type, "yarn");
       assert.equal(c.rope.type, "yarn");
       assert.equal(c.nRoutedExperts, 8);
-      assert.equal(model.weights.layers[0].moe, null);
-      const moe = model.weights.layers[1].moe!;
+      assert.equal(model.weights.layers[0].ffn.kind, "dense");
+      const ffn = model.weights.layers[1].ffn;
+      assert.ok(ffn.kind === "moe");
+      const moe = ffn.moe;
       assert.equal(moe.experts.length, 8);
       assert.equal(moe.experts[0].gate.dtype, "BF16");
       assert.ok(moe.scoreBias && moe.scoreBias.some((x) => x !== 0), "moe.scoreBias && moe.scoreBias.some((x) => x !== 0)");
@@ -367,7 +368,7 @@ for (const preset of ["tiny", "tiny-moe"] as const) {
     } else {
       assert.equal(config.rope_scaling, null);
       assert.equal(c.rope.type, "default");
-      assert.ok(model.weights.layers.every((l) => l.mlp && !l.moe), "model.weights.layers.every((l) => l.mlp && !l.moe)");
+      assert.ok(model.weights.layers.every((l) => l.ffn.kind === "dense"), "every layer dense");
     }
 
     const ids = Array.from({ length: 12 }, (_, i) => (i * 53 + 11) % c.vocabSize);

@@ -7,15 +7,16 @@ import { fileURLToPath } from "node:url";
 import { TrainModel, llamaConfig, type LlamaSpec } from "../src/train/model.js";
 import { saveCheckpoint } from "../src/train/save.js";
 import { convertModel, readSource, writeConverted, type ConvertOptions, type ReadOptions } from "../src/convert/convert.js";
-import { expectedTensors } from "../src/model/weights.js";
+
 import { writeSafetensors } from "../src/io/safetensors.js";
 import { f32Tensor } from "../src/tensor/tensor.js";
 import { calibrate } from "../src/convert/calibrate.js";
 import { evaluate } from "../src/convert/evaluate.js";
 import { finetune, loadTrainModel } from "../src/convert/finetune.js";
 import { loadModel } from "../src/model/load.js";
-import { parseConfig } from "../src/model/config.js";
+
 import { FIXTURES, randn, relErr, tempDirs } from "./helpers.js";
+import { expectedTensors, parseConfig } from "../src/model/families/index.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const tmp = tempDirs("mla-convert-", after);

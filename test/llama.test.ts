@@ -7,8 +7,8 @@ import { fileURLToPath } from "node:url";
 import { MlaError } from "../src/errors.js";
 import { loadModel } from "../src/model/load.js";
 import { LlamaModel, KvRunState } from "../src/model/llama.js";
-import { DeepseekModel } from "../src/model/decoder.js";
-import { parseConfig } from "../src/model/config.js";
+import { DeepseekModel } from "../src/model/deepseek-model.js";
+
 import { generate } from "../src/generate/generate.js";
 import { describeModel } from "../src/model/info.js";
 import { readHeader, readTensor, writeSafetensors } from "../src/io/safetensors.js";
@@ -16,6 +16,7 @@ import { cpuOps, cpuOpsQ8, type Ops } from "../src/backends/ops.js";
 import { WasmOps } from "../src/backends/wasm/ops.js";
 import type { Tensor } from "../src/tensor/tensor.js";
 import { FIXTURES, relErr, tempDirs } from "./helpers.js";
+import { parseConfig } from "../src/model/families/index.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const NAMES = ["tiny-llama", "tiny-qwen2", "tiny-mistral"];

@@ -1,7 +1,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DeepseekModel } from "../src/model/decoder.js";
+import { DeepseekModel } from "../src/model/deepseek-model.js";
 import { generate } from "../src/generate/generate.js";
 import { WasmOps } from "../src/backends/wasm/ops.js";
 import { cpuOpsQ8 } from "../src/backends/ops.js";

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DeepseekModel } from "../src/model/decoder.js";
+import { DeepseekModel } from "../src/model/deepseek-model.js";
 import { generate } from "../src/generate/generate.js";
 import { rmsNorm } from "../src/backends/cpu/index.js";
 import { FIXTURES, FIXTURE_NAMES, batchRow, loadReference, relErr } from "./helpers.js";

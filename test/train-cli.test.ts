@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { DeepseekModel } from "../src/model/decoder.js";
+import { DeepseekModel } from "../src/model/deepseek-model.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const cli = (args: string[]) => {

@@ -62,8 +62,7 @@ test("train llama model: config errors are clear", () => {
 });
 
 test("train llama model: logits equal the inference engine's LlamaModel on the same weights (MHA, GQA, MQA)", async () => {
-  const { parseConfig } = await import("../src/model/config.js");
-  const { assembleLlama } = await import("../src/model/weights.js");
+  const { parseConfig, assembleLlama } = await import("../src/model/families/index.js");
   const { LlamaModel } = await import("../src/model/llama.js");
   const { f32Tensor } = await import("../src/tensor/tensor.js");
   for (const kv of [4, 2, 1]) {

@@ -407,8 +407,8 @@ for (const [label, qr, rope, seed] of [
     const mla = new MultiHeadLatentAttention(dims, {
       kvA: t32("kvA", [dc + dr, D]), kvANorm: Float32Array.from(p.kvANorm), kvB: t32("kvB", [H * (dn + dv), dc]),
       o: t32("o", [D, H * dv]),
-      ...(qr ? { qA: t32("qA", [qr, D]), qANorm: Float32Array.from(p.qANorm), qB: t32("qB", [H * (dn + dr), qr]) }
-        : { q: t32("q", [H * (dn + dr), D]) }),
+      query: qr ? { kind: "lora", qA: t32("qA", [qr, D]), qANorm: Float32Array.from(p.qANorm), qB: t32("qB", [H * (dn + dr), qr]) }
+        : { kind: "direct", q: t32("q", [H * (dn + dr), D]) },
     }, rot, b.scale);
     for (const mode of ["naive", "absorb"] as const) {
       const y32 = mla.forward(Float32Array.from(f.xn), T, new LatentCache(dc, dr), mode);

@@ -2,11 +2,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { TrainModel, denseMlaConfig, type DenseMlaSpec } from "../src/train/model.js";
 import { crossEntropyLoss } from "../src/train/grad/index.js";
-import { DeepseekModel } from "../src/model/decoder.js";
-import { assemble } from "../src/model/weights.js";
-import { parseConfig } from "../src/model/config.js";
+import { DeepseekModel } from "../src/model/deepseek-model.js";
+
+
 import { f32Tensor } from "../src/tensor/tensor.js";
 import { finiteDiff, randomizeParams, relErr, randomBatch } from "./helpers.js";
+import { assemble, parseConfig } from "../src/model/families/index.js";
 
 const SPEC: DenseMlaSpec = {
   vocabSize: 37, hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 2,

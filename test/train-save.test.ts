@@ -5,9 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TrainModel, denseMlaConfig } from "../src/train/model.js";
 import { atomicWrite, saveCheckpoint, writeFileAtomic } from "../src/train/save.js";
-import { DeepseekModel } from "../src/model/decoder.js";
-import { loadConfig } from "../src/model/config.js";
+import { DeepseekModel } from "../src/model/deepseek-model.js";
+
 import { relErr } from "./helpers.js";
+import { loadConfig } from "../src/model/families/index.js";
 
 for (const qLoraRank of [null, 8]) {
   test(`saved checkpoint (q_lora_rank ${qLoraRank}) loads in the engine with the trainer's logits`, () => {

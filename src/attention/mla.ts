@@ -29,11 +29,21 @@ export interface MlaDims {
 }
 
 /** Weights of one MLA layer, Hugging Face names in comments. Linear layout [out, in]. */
+/** The query path: compressed through c_Q (q_lora_rank set, V2/V3) or one plain projection (V2-Lite). */
+export type MlaQueryWeights =
+  | {
+      readonly kind: "lora";
+      readonly qA: Tensor; //        q_a_proj            W^DQ  [d_c', D]
+      readonly qANorm: Float32Array; // q_a_layernorm    [d_c']
+      readonly qB: Tensor; //        q_b_proj            W^UQ|W^QR [n_h(d_h+d_h^R), d_c']
+    }
+  | {
+      readonly kind: "direct";
+      readonly q: Tensor; //         q_proj              (no compression) [n_h(d_h+d_h^R), D]
+    };
+
 export interface MlaWeights {
-  readonly qA?: Tensor; //       q_a_proj            W^DQ  [d_c', D]
-  readonly qANorm?: Float32Array; // q_a_layernorm [d_c']
-  readonly qB?: Tensor; //       q_b_proj            W^UQ|W^QR [n_h(d_h+d_h^R), d_c']
-  readonly q?: Tensor; //        q_proj              (no compression) [n_h(d_h+d_h^R), D]
+  readonly query: MlaQueryWeights;
   readonly kvA: Tensor; //       kv_a_proj_with_mqa  W^DKV|W^KR [d_c + d_h^R, D]
   readonly kvANorm: Float32Array; // kv_a_layernorm [d_c]
   readonly kvB: Tensor; //       kv_b_proj           per head [W^UK (d_h rows) ; W^UV (d_v rows)] x d_c
@@ -138,7 +148,8 @@ export class MultiHeadLatentAttention {
     if (this.w.qkvA) {
       this.ops.linear(down, x, T, D, this.w.qkvA, R); // stacked at load: one pass over x
     } else {
-      this.ops.linear(down, x, T, D, (qLoraRank ? this.w.qA : this.w.q)!, qRows, 0, D, R);
+      const wq = this.w.query.kind === "lora" ? this.w.query.qA : this.w.query.q;
+      this.ops.linear(down, x, T, D, wq, qRows, 0, D, R);
       this.ops.linear(down.subarray(qRows), x, T, D, this.w.kvA, dc + dr, 0, D, R);
     }
     return { down, R, qRows };
@@ -147,10 +158,11 @@ export class MultiHeadLatentAttention {
   /** q [T, H, dn + dr] from the projected rows (c_Q -> RMSNorm -> W^UQ|W^QR, or q itself). */
   private query(down: Float32Array, T: number, R: number): Float32Array {
     const { nHeads: H, qLoraRank, qkNopeHeadDim: dn, qkRopeHeadDim: dr } = this.dims;
-    const q = new Float32Array(T * H * (dn + dr));
-    if (qLoraRank) {
-      this.ops.rmsNorm(down, down, T, qLoraRank, this.w.qANorm!, LATENT_NORM_EPS, R, R);
-      this.ops.linear(q, down, T, qLoraRank, this.w.qB!, H * (dn + dr), 0, R);
+    const q = new Float32Array(T * H * (dn + dr)), w = this.w.query;
+    if (w.kind === "lora") {
+      if (!qLoraRank) throw new MlaError("MLA weights have a compressed query (q_a_proj) but the dims have no q_lora_rank");
+      this.ops.rmsNorm(down, down, T, qLoraRank, w.qANorm, LATENT_NORM_EPS, R, R);
+      this.ops.linear(q, down, T, qLoraRank, w.qB, H * (dn + dr), 0, R);
     } else {
       for (let t = 0; t < T; t++) q.set(down.subarray(t * R, t * R + H * (dn + dr)), t * H * (dn + dr));
     }

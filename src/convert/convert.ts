@@ -24,18 +24,20 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { MlaError } from "../errors.js";
-import { loadConfig, type ModelConfig } from "../model/config.js";
+import { type ModelConfig } from "../model/config.js";
 import { Checkpoint } from "../model/checkpoint.js";
-import { expectedTensors } from "../model/weights.js";
+
 import { toF32, f32Tensor, type Tensor } from "../tensor/tensor.js";
 import { writeSafetensors } from "../io/safetensors.js";
-import { denseMlaConfig, type Json } from "../train/configs.js";
+import { denseMlaConfig } from "../model/families/writers.js";
+import type { Json } from "../model/config.js";
 import { COVARIANCE_SHRINK, covariance, fitLatent } from "./latent.js";
 import { sharedRopeKey } from "./shared-rope.js";
 import { checkRopeDim, checkRopeFrequencies, selectRope, type RopeChoice, type RopeSelect } from "./rope-select.js";
 import type { Calibration } from "./calibrate.js";
 import { NOPE_ROTATIONS, attentionDistances, meanRotation, type NopeRotation } from "./nope-rotation.js";
 import { ropeInvFreq } from "../attention/rope.js";
+import { expectedTensors, loadConfig } from "../model/families/index.js";
 
 /**
  * How the decoupled RoPE key is formed from the G KV heads:

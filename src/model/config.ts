@@ -1,12 +1,15 @@
+/**
+ * The engine's normalised model configuration, and the helpers families use to read config.json into it. Which
+ * keys a model_type has, and what they mean, is each family's business (./families/): this file knows none.
+ */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MlaError } from "../errors.js";
 import { DEFAULT_ROPE, type RopeScaling } from "../attention/rope.js";
+import type { RouterSpec } from "./router.js";
 
-export type ModelType = "deepseek_v2" | "deepseek_v3" | "llama" | "qwen2" | "mistral";
-
-/** Every model_type mla-ts loads, in the order error messages list them. */
-export const MODEL_TYPES: readonly ModelType[] = ["deepseek_v2", "deepseek_v3", "llama", "qwen2", "mistral"];
+/** A config.json model_type that a family in ./families/ reads ("deepseek_v3", "llama", ...). */
+export type ModelType = string;
 
 /** How a model's attention caches keys and values: MLA's shared latent, or per-head K/V (MHA/GQA/MQA). */
 export type AttentionFamily = "mla" | "gqa";
@@ -57,13 +60,15 @@ export interface ModelConfig {
   readonly routedScalingFactor: number;
   readonly firstKDenseReplace: number;
   readonly moeLayerFreq: number;
+  /** How MoE layers choose experts (null: no experts), as both backends run it. */
+  readonly router: RouterSpec | null;
   readonly bosTokenId: number | null;
   readonly eosTokenIds: readonly number[];
 }
 
-type Json = Record<string, unknown>;
+export type Json = Record<string, unknown>;
 
-function num(c: Json, key: string, fallback?: number): number {
+export function num(c: Json, key: string, fallback?: number): number {
   const v = c[key];
   if (v === undefined || v === null) {
     if (fallback !== undefined) return fallback;
@@ -73,7 +78,7 @@ function num(c: Json, key: string, fallback?: number): number {
   return v;
 }
 
-function posInt(c: Json, key: string, fallback?: number): number {
+export function posInt(c: Json, key: string, fallback?: number): number {
   const v = num(c, key, fallback);
   if (!Number.isInteger(v) || v <= 0) throw new MlaError(`config.json: "${key}" must be a positive integer, got ${v}`);
   return v;
@@ -144,149 +149,27 @@ function parseLongrope(params: Json, theta: number): RopeScaling {
   return { ...DEFAULT_ROPE, type: "longrope", theta, factor, extFactors: short, attentionFactor };
 }
 
-function eosIds(v: unknown): number[] {
+export function eosIds(v: unknown): number[] {
   if (v === undefined || v === null) return [];
   const list = Array.isArray(v) ? v : [v];
   if (!list.every((x) => Number.isInteger(x))) throw new MlaError(`config.json: eos_token_id must be an integer or a list of integers`);
   return list as number[];
 }
 
-function isModelType(v: unknown): v is ModelType {
-  return (MODEL_TYPES as readonly unknown[]).includes(v);
-}
-
-/** Parse any supported config.json (the family is chosen by model_type). */
-export function parseConfig(c: Json): ModelConfig {
-  const modelType = c.model_type;
-  if (!isModelType(modelType)) {
-    throw new MlaError(`config.json: model_type ${JSON.stringify(modelType)} is not supported (supported: ${MODEL_TYPES.join(", ")})`);
-  }
-  const act = c.hidden_act ?? "silu";
-  if (act !== "silu") throw new MlaError(`config.json: hidden_act "${String(act)}" is not supported (supported: silu)`);
-  return modelType === "deepseek_v2" || modelType === "deepseek_v3" ? parseDeepseek(c, modelType) : parseLlamaFamily(c, modelType);
-}
-
-function parseDeepseek(c: Json, modelType: "deepseek_v2" | "deepseek_v3"): ModelConfig {
-  const qLora = c.q_lora_rank == null ? null : posInt(c, "q_lora_rank");
-  const nRouted = c.n_routed_experts == null ? 0 : num(c, "n_routed_experts");
-  const cfg: ModelConfig = {
-    modelType,
-    vocabSize: posInt(c, "vocab_size"),
-    hiddenSize: posInt(c, "hidden_size"),
-    intermediateSize: posInt(c, "intermediate_size"),
-    numLayers: posInt(c, "num_hidden_layers"),
-    numHeads: posInt(c, "num_attention_heads"),
-    numKvHeads: posInt(c, "num_key_value_heads", num(c, "num_attention_heads")),
-    qLoraRank: qLora,
-    kvLoraRank: posInt(c, "kv_lora_rank"),
-    qkNopeHeadDim: posInt(c, "qk_nope_head_dim"),
-    qkRopeHeadDim: posInt(c, "qk_rope_head_dim"),
-    vHeadDim: posInt(c, "v_head_dim"),
-    rmsNormEps: num(c, "rms_norm_eps", 1e-6),
-    maxPositionEmbeddings: posInt(c, "max_position_embeddings", 4096),
-    tieWordEmbeddings: c.tie_word_embeddings === true,
-    rope: parseRope(c),
-    nRoutedExperts: nRouted,
-    nSharedExperts: num(c, "n_shared_experts", 0),
-    numExpertsPerTok: nRouted ? posInt(c, "num_experts_per_tok") : 0,
-    moeIntermediateSize: nRouted ? posInt(c, "moe_intermediate_size") : 0,
-    nGroup: posInt(c, "n_group", 1),
-    topkGroup: posInt(c, "topk_group", 1),
-    topkMethod: String(c.topk_method ?? (modelType === "deepseek_v3" ? "noaux_tc" : "greedy")),
-    normTopkProb: c.norm_topk_prob === true,
-    routedScalingFactor: num(c, "routed_scaling_factor", 1),
-    firstKDenseReplace: num(c, "first_k_dense_replace", 0),
-    moeLayerFreq: posInt(c, "moe_layer_freq", 1),
-    bosTokenId: c.bos_token_id == null ? null : num(c, "bos_token_id"),
-    eosTokenIds: eosIds(c.eos_token_id),
-    // last, so a malformed config fails on the same key as before these fields existed
-    attention: "mla",
-    headDim: posInt(c, "qk_nope_head_dim") + posInt(c, "qk_rope_head_dim"),
-    qkvBias: false,
-    oBias: false,
-    slidingWindow: null,
-  };
-  validate(cfg);
-  return cfg;
-}
-
-/** transformers' max_position_embeddings defaults per llama-family config class. */
-const LLAMA_FAMILY_CONTEXT: Record<"llama" | "qwen2" | "mistral", number> = { llama: 2048, qwen2: 32768, mistral: 4096 * 32 };
-
-/** llama, qwen2 and mistral (LlamaConfig, Qwen2Config, MistralConfig): GQA, dense SwiGLU, RoPE by halves. */
-function parseLlamaFamily(c: Json, modelType: "llama" | "qwen2" | "mistral"): ModelConfig {
-  if (c.mlp_bias === true) throw new MlaError(`config.json: mlp_bias true is not supported (gate/up/down_proj without biases only)`);
-  const hidden = posInt(c, "hidden_size"), heads = posInt(c, "num_attention_heads");
-  if (c.head_dim == null && hidden % heads) {
-    throw new MlaError(`config.json: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}, and head_dim is not given`);
-  }
-  const headDim = posInt(c, "head_dim", hidden / heads);
-  const attnBias = c.attention_bias === true;
-  const cfg: ModelConfig = {
-    modelType,
-    attention: "gqa",
-    headDim,
-    qkvBias: modelType === "qwen2" || attnBias, // Qwen2Attention: q/k/v always biased, o_proj never
-    oBias: modelType !== "qwen2" && attnBias,
-    slidingWindow: slidingWindow(c, modelType),
-    vocabSize: posInt(c, "vocab_size"),
-    hiddenSize: hidden,
-    intermediateSize: posInt(c, "intermediate_size"),
-    numLayers: posInt(c, "num_hidden_layers"),
-    numHeads: heads,
-    numKvHeads: posInt(c, "num_key_value_heads", heads),
-    // the MLA fields, as the same computation: no latent, RoPE over the whole head
-    qLoraRank: null,
-    kvLoraRank: 0,
-    qkNopeHeadDim: 0,
-    qkRopeHeadDim: headDim,
-    vHeadDim: headDim,
-    rmsNormEps: num(c, "rms_norm_eps", 1e-6),
-    maxPositionEmbeddings: posInt(c, "max_position_embeddings", LLAMA_FAMILY_CONTEXT[modelType]),
-    tieWordEmbeddings: c.tie_word_embeddings === true,
-    rope: parseRope(c, ["default", "linear", "llama3"]),
-    ...NO_EXPERTS,
-    bosTokenId: c.bos_token_id == null ? null : num(c, "bos_token_id"),
-    eosTokenIds: eosIds(c.eos_token_id),
-  };
-  if (cfg.numHeads % cfg.numKvHeads) {
-    throw new MlaError(`config.json: num_attention_heads ${cfg.numHeads} is not a multiple of num_key_value_heads ${cfg.numKvHeads}`);
-  }
-  if (headDim % 2) throw new MlaError(`config.json: head_dim must be even for RoPE, got ${headDim}`);
-  return cfg;
-}
-
 /** The MoE fields of a dense model. */
-const NO_EXPERTS = {
+export const NO_EXPERTS = {
   nRoutedExperts: 0, nSharedExperts: 0, numExpertsPerTok: 0, moeIntermediateSize: 0, nGroup: 1, topkGroup: 1,
-  topkMethod: "greedy", normTopkProb: false, routedScalingFactor: 1, firstKDenseReplace: 0, moeLayerFreq: 1,
+  topkMethod: "greedy", normTopkProb: false, routedScalingFactor: 1, firstKDenseReplace: 0, moeLayerFreq: 1, router: null,
 } as const;
 
-/**
- * The attention window, or null when every query sees the whole prefix. Mistral's sliding_window defaults to 4096
- * when the key is absent (MistralConfig) and null turns it off; Qwen2 uses it only with use_sliding_window, and
- * we apply it to every layer then (stricter than max_window_layers, never looser).
- */
-function slidingWindow(c: Json, modelType: "llama" | "qwen2" | "mistral"): number | null {
-  if (modelType === "llama") return null;
-  if (modelType === "qwen2" && c.use_sliding_window !== true) return null;
-  if (c.sliding_window === null) return null;
-  return posInt(c, "sliding_window", 4096);
+/** Refuse what the engine does not run (SwiGLU MLPs only). */
+export function checkActivation(c: Json): void {
+  const act = c.hidden_act ?? "silu";
+  if (act !== "silu") throw new MlaError(`config.json: hidden_act "${String(act)}" is not supported (supported: silu)`);
 }
 
-function validate(c: ModelConfig): void {
-  if (c.qkRopeHeadDim % 2) throw new MlaError(`config.json: qk_rope_head_dim must be even, got ${c.qkRopeHeadDim}`);
-  if (c.nRoutedExperts) {
-    if (c.nRoutedExperts % c.nGroup) throw new MlaError(`config.json: n_routed_experts ${c.nRoutedExperts} is not divisible by n_group ${c.nGroup}`);
-    if (c.topkGroup > c.nGroup) throw new MlaError(`config.json: topk_group ${c.topkGroup} exceeds n_group ${c.nGroup}`);
-    if (c.numExpertsPerTok > c.nRoutedExperts) throw new MlaError(`config.json: num_experts_per_tok exceeds n_routed_experts`);
-    if (c.modelType === "deepseek_v2" && c.topkMethod !== "greedy" && c.topkMethod !== "group_limited_greedy") {
-      throw new MlaError(`config.json: topk_method "${c.topkMethod}" is not supported for deepseek_v2 (greedy, group_limited_greedy)`);
-    }
-  }
-}
-
-export function loadConfig(dir: string): ModelConfig {
+/** config.json of a checkpoint folder, as a JSON object (not yet parsed by a family). */
+export function readConfigJson(dir: string): Json {
   if (!existsSync(dir)) throw new MlaError(`model directory not found: ${dir}`);
   const path = join(dir, "config.json");
   if (!existsSync(path)) throw new MlaError(`no config.json in ${dir}`);
@@ -297,7 +180,7 @@ export function loadConfig(dir: string): ModelConfig {
     throw new MlaError(`config.json in ${dir} is not valid JSON: ${(e as Error).message}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new MlaError(`config.json in ${dir} is not a JSON object`);
-  return parseConfig(json as Json);
+  return json as Json;
 }
 
 /** Whether layer i uses the mixture of experts (else the dense MLP). */

@@ -2,8 +2,9 @@ import { numel } from "../tensor/tensor.js";
 import { compareCaches, defaultGqaGroups, kvCacheFootprint, type CacheFootprint } from "../attention/accounting.js";
 import type { DType } from "../tensor/dtype.js";
 import { Checkpoint } from "./checkpoint.js";
-import { isMoeLayer, loadConfig, type ModelConfig } from "./config.js";
-import { expectedTensors } from "./weights.js";
+import { isMoeLayer, type ModelConfig } from "./config.js";
+import { expectedTensors, loadConfig } from "./families/index.js";
+
 
 /** What `mla info` reports: read from config.json and the safetensors headers only (no weights are loaded). */
 export interface ModelInfo {

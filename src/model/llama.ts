@@ -5,13 +5,14 @@ import { GroupedQueryAttention } from "../attention/gqa.js";
 import type { MlaMode } from "../attention/mla.js";
 import { RotaryEmbedding } from "../attention/rope.js";
 import { Checkpoint } from "./checkpoint.js";
-import { loadConfig, type ModelConfig } from "./config.js";
+import { type ModelConfig } from "./config.js";
 import { mlpForward } from "./mlp.js";
-import { loadLlamaWeights, type LlamaWeights } from "./weights.js";
+import { type LlamaWeights } from "./weights.js";
 import {
   checkBatch, lastRowLogits, lmHeadLogits, residualStack,
   CpuDecoder, type BatchForwardOptions, type BatchItem, type ForwardOptions, type LoadOptions, type ModelState,
 } from "./causal-lm.js";
+import { loadConfig, loadLlamaWeights } from "./families/index.js";
 
 /** Per-sequence state of a GQA model: one K/V cache per layer (n_kv heads of head_dim each, K and V). */
 export class KvRunState implements ModelState {

@@ -1,9 +1,10 @@
 import type { Ops } from "../backends/ops.js";
-import { loadConfig } from "./config.js";
-import { DeepseekModel } from "./decoder.js";
+
+import { DeepseekModel } from "./deepseek-model.js";
 import { LlamaModel } from "./llama.js";
 import type { CpuDecoder, LoadOptions, ModelState } from "./causal-lm.js";
 import type { Runtime } from "./inference.js";
+import { loadConfig } from "./families/index.js";
 
 /** Load any supported checkpoint folder: DeepSeek-V2/V3 as DeepseekModel (MLA), llama/qwen2/mistral as LlamaModel. */
 export function loadModel(dir: string, opts: LoadOptions = {}): CpuDecoder<ModelState> {

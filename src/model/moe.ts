@@ -1,7 +1,8 @@
 import { axpy, linear } from "../backends/cpu/index.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
 import { mlpForward, type MlpWeights } from "./mlp.js";
-import { routeSigmoidGrouped, routeSoftmax, type RouterConfig, type Routing } from "./router.js";
+import { MlaError } from "../errors.js";
+import { routeTokens, type RouterSpec, type Routing } from "./router.js";
 
 export interface MoeWeights {
   readonly gate: Float32Array; //        mlp.gate.weight [E, D], widened to F32 (routing runs in float32)
@@ -10,13 +11,13 @@ export interface MoeWeights {
   readonly shared: MlpWeights | null; // mlp.shared_experts
 }
 
-export type RouterKind = "sigmoid-grouped" | "softmax";
-
-export function route(kind: RouterKind, w: MoeWeights, x: Float32Array, T: number, D: number, c: RouterConfig): Routing {
-  const E = c.nRoutedExperts;
+/** The experts and weights of T tokens x [T, D]: router logits x W_g^T (float32), then the spec's routing. */
+export function route(spec: RouterSpec | null, w: MoeWeights, x: Float32Array, T: number, D: number): Routing {
+  if (!spec) throw new MlaError("a mixture-of-experts layer in a model whose config has no router (n_routed_experts)");
+  const E = spec.experts;
   const logits = new Float32Array(T * E);
   linear(logits, x, T, D, { dtype: "F32", shape: [E, D], data: w.gate }, E);
-  return kind === "sigmoid-grouped" ? routeSigmoidGrouped(logits, T, w.scoreBias, c) : routeSoftmax(logits, T, c);
+  return routeTokens(spec, logits, T, w.scoreBias);
 }
 
 /** The routing slots (t*k + j) of each chosen expert, experts in increasing order, so each expert runs once. */
@@ -31,9 +32,9 @@ export function slotsByExpert(experts: ArrayLike<number>): [number, number[]][] 
 }
 
 /** out = sum_k weight_k expert_k(x) + shared(x); tokens are batched per expert so each expert runs once. */
-export function moeForward(kind: RouterKind, w: MoeWeights, x: Float32Array, T: number, c: RouterConfig, ops: Ops = cpuOps): Float32Array {
-  const D = w.experts[0].gate.shape[1], k = c.numExpertsPerTok;
-  const { experts, weights } = route(kind, w, x, T, D, c);
+export function moeForward(spec: RouterSpec | null, w: MoeWeights, x: Float32Array, T: number, ops: Ops = cpuOps): Float32Array {
+  const D = w.experts[0].gate.shape[1], k = spec?.topK ?? 0;
+  const { experts, weights } = route(spec, w, x, T, D);
   const out = new Float32Array(T * D);
   for (const [e, slots] of slotsByExpert(experts)) {
     const xs = new Float32Array(slots.length * D);

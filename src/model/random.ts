@@ -15,8 +15,9 @@ import { MlaError } from "../errors.js";
 import { type DType, DTYPE_BYTES, f32ToF16, isDType } from "../tensor/dtype.js";
 import { numel } from "../tensor/tensor.js";
 import { Rng } from "../tensor/rng.js";
-import { expectedTensors } from "./weights.js";
-import { parseConfig, type ModelConfig } from "./config.js";
+
+import { type ModelConfig } from "./config.js";
+import { expectedTensors, parseConfig } from "./families/index.js";
 
 export interface RandomPreset {
   readonly name: string;

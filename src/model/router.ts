@@ -12,6 +12,43 @@ export interface RouterConfig {
   readonly routedScalingFactor: number;
 }
 
+/**
+ * How a MoE layer chooses its experts: the one description both backends read (the CPU router below, the WebGPU
+ * routing kernel). A family builds it from config.json (see ./families/).
+ */
+export interface RouterSpec {
+  /** Scores from the router logits: softmax over experts (DeepSeek-V2) or a sigmoid per expert (V3). */
+  readonly scoring: "softmax" | "sigmoid";
+  /** e_score_correction_bias is added to the scores to choose the experts (not to weight them). */
+  readonly choiceBias: boolean;
+  readonly experts: number; // E, n_routed_experts
+  readonly topK: number; //    k, num_experts_per_tok
+  readonly groups: number; //  n_group
+  /** Groups kept before the top-k (topk_group); equal to `groups` when routing is not group-limited. */
+  readonly topGroups: number;
+  /** A group's rank: its best score (V2 group_limited_greedy) or the sum of its two best choices (V3 noaux_tc). */
+  readonly groupScore: "max" | "top2";
+  /** The k weights are divided by their sum. */
+  readonly normalize: boolean;
+  /** routed_scaling_factor, applied to the weights last. */
+  readonly scaling: number;
+}
+
+/** The RouterConfig fields the two reference routers below take, from a RouterSpec. */
+function routerConfig(s: RouterSpec): RouterConfig {
+  return {
+    nRoutedExperts: s.experts, numExpertsPerTok: s.topK, nGroup: s.groups, topkGroup: s.topGroups,
+    topkMethod: s.scoring === "sigmoid" ? "noaux_tc" : s.topGroups < s.groups ? "group_limited_greedy" : "greedy",
+    normTopkProb: s.normalize, routedScalingFactor: s.scaling,
+  };
+}
+
+/** Route T tokens' router logits [T, E] as the spec says (bias: e_score_correction_bias, when the spec uses one). */
+export function routeTokens(spec: RouterSpec, logits: Float32Array, T: number, bias: Float32Array | null): Routing {
+  const c = routerConfig(spec);
+  return spec.scoring === "sigmoid" ? routeSigmoidGrouped(logits, T, spec.choiceBias ? bias : null, c) : routeSoftmax(logits, T, c);
+}
+
 export interface Routing {
   /** [T, k] expert ids. */
   readonly experts: Int32Array;
@@ -62,7 +99,7 @@ export function routeSigmoidGrouped(logits: Float32Array, T: number, bias: Float
       experts[t * k + j] = e;
       weights[t * k + j] = s[e];
     });
-    finish(weights, t, k, c, c.normTopkProb);
+    finish(weights, t, k, c, c.normTopkProb && k > 1);
   }
   return { experts, weights };
 }

@@ -8,7 +8,7 @@ import { DEFAULT_ROPE, RotaryEmbedding } from "../attention/rope.js";
 import { ropeHalves } from "../backends/cpu/rope.js";
 import { ropeHalvesBackward, type Vec } from "./grad/index.js";
 import { attendBackwardBatch, attendBatch, batchRope, type TrainAttention, type TrainCtx } from "./attention.js";
-import type { LlamaSpec } from "./configs.js";
+import type { LlamaSpec } from "../model/families/writers.js";
 
 interface GqaSaved {
   xn: Vec; //  [N, D]

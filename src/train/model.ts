@@ -17,21 +17,23 @@
  * Every norm weight is 1.
  */
 import { MlaError } from "../errors.js";
-import { isMoeLayer, parseConfig } from "../model/config.js";
-import { expectedTensors } from "../model/weights.js";
+import { isMoeLayer } from "../model/config.js";
+
 import {
   crossEntropyLoss, embeddingBackward, embeddingForward, rmsNormBackward, siluMulBackward, type Vec,
 } from "./grad/index.js";
 import { Rng } from "../tensor/rng.js";
 import type { WasmBackend } from "../backends/wasm/index.js";
-import { TrainMatmul, type MatmulOps } from "./fast.js";
+import { TrainMatmul, type MatmulOps } from "./wasm-matmul.js";
 import { llamaTensors, parseLlamaSpec, type Json } from "./configs.js";
 import type { TrainAttention, TrainCtx } from "./attention.js";
 import { MlaTrainAttention } from "./attention-mla.js";
 import { GqaTrainAttention } from "./attention-gqa.js";
 import { rmsNorm } from "../backends/cpu/norm.js";
+import { expectedTensors, parseConfig } from "../model/families/index.js";
 
-export { denseMlaConfig, llamaConfig, type DenseMlaSpec, type LlamaSpec, type Json } from "./configs.js";
+export { denseMlaConfig, llamaConfig, type DenseMlaSpec, type LlamaSpec } from "../model/families/writers.js";
+export type { Json } from "../model/config.js";
 
 export interface TrainModelOptions {
   /** PRNG seed for initialization (default 0). */
@@ -42,7 +44,7 @@ export interface TrainModelOptions {
   readonly float64?: boolean;
   /**
    * Run the matrix products (forward and both backward products of every linear layer, lm_head included) on this
-   * WebAssembly SIMD backend (./fast.ts); attention, norms, RoPE and the loss stay scalar. Float32 only. The
+   * WebAssembly SIMD backend (./wasm-matmul.ts); attention, norms, RoPE and the loss stay scalar. Float32 only. The
    * caller owns the backend (closes it). Default: scalar JS everywhere (the reference).
    */
   readonly backend?: WasmBackend | null;
@@ -85,7 +87,9 @@ interface Saved {
 }
 
 function architecture(configJson: Json): { dims: TrainDims; attention: TrainAttention<unknown>; shapes: Map<string, number[]> } {
-  if (configJson.model_type === "llama") {
+  // the registry's family decides the attention: the MLA block for deepseek-layout families, GQA for llama
+  const c = parseConfig(configJson);
+  if (c.attention === "gqa") {
     const s = parseLlamaSpec(configJson);
     const dims: TrainDims = {
       kind: "gqa", vocabSize: s.vocabSize, hiddenSize: s.hiddenSize, intermediateSize: s.intermediateSize, numLayers: s.numLayers,
@@ -93,7 +97,6 @@ function architecture(configJson: Json): { dims: TrainDims; attention: TrainAtte
     };
     return { dims, attention: new GqaTrainAttention(s) as TrainAttention<unknown>, shapes: llamaTensors(s) };
   }
-  const c = parseConfig(configJson);
   if (c.tieWordEmbeddings) throw new MlaError("training: tie_word_embeddings is not supported (lm_head is untied)");
   for (let i = 0; i < c.numLayers; i++) if (isMoeLayer(c, i)) throw new MlaError(`training: layer ${i} is a MoE layer; only dense models are supported`);
   const dims: TrainDims = {

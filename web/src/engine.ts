@@ -9,12 +9,13 @@ import { cpuOps } from "../../src/backends/ops.js";
 import { generate } from "../../src/generate/generate.js";
 import type { InferenceModel, SequenceState } from "../../src/model/inference.js";
 import { parseSafetensorsBuffer } from "../../src/io/safetensors-buffer.js";
-import { parseConfig, type ModelConfig } from "../../src/model/config.js";
-import { DeepseekModel } from "../../src/model/decoder.js";
+import { type ModelConfig } from "../../src/model/config.js";
+import { DeepseekModel } from "../../src/model/deepseek-model.js";
 import { GpuModel } from "../../src/model/gpu/model.js";
-import { assemble } from "../../src/model/weights.js";
+
 import type { Tensor } from "../../src/tensor/tensor.js";
 import { StreamDecoder, TextTokenizer } from "../../src/tokenizer/tokenizer.js";
+import { assemble, parseConfig } from "../../src/model/families/index.js";
 
 export interface LoadedModel {
   readonly configJson: Record<string, unknown>;

@@ -11,16 +11,18 @@
 import { MlaError } from "../../errors.js";
 import { LATENT_NORM_EPS } from "../../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../../attention/rope.js";
-import { kernels as K, type Pass, type WebGpuBackend } from "../../backends/webgpu/backend.js";
+import { kernels as gk, type Pass, type WebGpuBackend } from "../../backends/webgpu/backend.js";
 import { Checkpoint } from "../checkpoint.js";
-import { isMoeLayer, loadConfig, parseConfig, type ModelConfig } from "../config.js";
+import type { ModelConfig } from "../config.js";
 import type { Tensor } from "../../tensor/tensor.js";
-import { route, slotsByExpert, type RouterKind } from "../moe.js";
+import { route, slotsByExpert } from "../moe.js";
+import type { RouterSpec } from "../router.js";
 import { checkInput } from "../causal-lm.js";
 import type { InferenceModel, Runtime, StepItem, StepOptions } from "../inference.js";
 import { argmax } from "../../tensor/argmax.js";
-import { assemble, assembleLlama, expectedTensors, loadLlamaWeights, loadWeights, type LoadProgress } from "../weights.js";
-import { uploadWeights, type GpuLayer, type GpuMlp, type GpuMoe, type GpuWeights } from "./weights.js";
+import { type LoadProgress } from "../weights.js";
+import { uploadWeights, type GpuGqa, type GpuMla, type GpuMlp, type GpuMoe, type GpuWeights } from "./weights.js";
+import { assemble, assembleLlama, cacheWidths, expectedTensors, loadConfig, loadLlamaWeights, loadWeights, parseConfig } from "../families/index.js";
 
 /** One sequence's caches on the GPU: per layer the latent rows (MLA) or K and V rows (GQA). */
 export class GpuState {
@@ -135,21 +137,18 @@ export class GpuModel implements InferenceModel<GpuState> {
   readonly cacheWidths: number[];
   readonly cacheBytesPerToken: number;
   private readonly scratch: Scratch;
-  private readonly router: RouterKind;
 
   constructor(readonly config: ModelConfig, readonly weights: GpuWeights, readonly gpu: WebGpuBackend, readonly moeRouting: "cpu" | "gpu" = "gpu") {
     const c = config;
     this.scratch = new Scratch(gpu);
-    this.router = c.modelType === "deepseek_v3" ? "sigmoid-grouped" : "softmax";
     if (c.attention === "mla") {
       this.rope = new RotaryEmbedding(c.rope, c.qkRopeHeadDim);
       this.scale = attentionScale(c.qkNopeHeadDim + c.qkRopeHeadDim, c.rope);
-      this.cacheWidths = [c.kvLoraRank + c.qkRopeHeadDim];
     } else {
       this.rope = new RotaryEmbedding(c.rope, c.headDim);
       this.scale = 1 / Math.sqrt(c.headDim);
-      this.cacheWidths = [c.numKvHeads * c.headDim, c.numKvHeads * c.headDim];
     }
+    this.cacheWidths = [...cacheWidths(c)]; // the family's cache layout: [latent] or [K, V]
     this.cacheBytesPerToken = this.cacheWidths.reduce((a, b) => a + b, 0) * 4 * c.numLayers;
   }
 
@@ -220,7 +219,7 @@ export class GpuModel implements InferenceModel<GpuState> {
       return Int32Array.from(items, (_, b) => argmax(logits, b * V, V));
     }
     const out = this.scratch.get("argmax", 4);
-    await this.record(items, { tail: (p, logits) => K.argmax(p, out, logits, V) });
+    await this.record(items, { tail: (p, logits) => gk.argmax(p, out, logits, V) });
     return new Int32Array(await this.gpu.read(out, 4));
   }
 
@@ -254,7 +253,7 @@ export class GpuModel implements InferenceModel<GpuState> {
    * with allLogits (one item) every row; `tail` is recorded after the logits.
    */
   private async record(items: readonly GpuBatchItem[], o: { allLogits?: boolean; tail?: (p: Pass, logits: GPUBuffer) => void } = {}): Promise<GPUBuffer> {
-    const c = this.config, B = items.length, D = c.hiddenSize, g = this.gpu, S = this.scratch;
+    const c = this.config, B = items.length, D = c.hiddenSize, g = this.gpu, sc = this.scratch;
     for (const it of items) checkInput(c, it.ids, it.state.position); // nothing is submitted for a bad batch
     if (new Set(items.map((it) => it.state)).size !== B) throw new MlaError("a batch holds each sequence's state once");
     const segs: Segment[] = [];
@@ -264,28 +263,28 @@ export class GpuModel implements InferenceModel<GpuState> {
       segs.push({ row: N, T: it.ids.length, p0: it.state.position });
       N += it.ids.length;
     }
-    const idBuf = S.get("ids", N);
+    const idBuf = sc.get("ids", N);
     g.write(idBuf, Uint32Array.from(items.flatMap((it) => Array.from(it.ids))));
     const csBuf = this.ropeRows(segs, N);
-    const h = S.get("h", N * D), x = S.get("x", N * D);
+    const h = sc.get("h", N * D), x = sc.get("x", N * D);
     // tiny steps and steps of single tokens route MoE on the GPU (see moe)
     const gpuRouted = N <= 4 || (N <= MAX_GPU_ROUTED && segs.every((sg) => sg.T === 1));
     let p = g.pass();
-    K.embed(p, h, this.weights.embed, idBuf, N, D);
+    gk.embed(p, h, this.weights.embed, idBuf, N, D);
     for (let i = 0; i < c.numLayers; i++) {
       const l = this.weights.layers[i], caches = items.map((it) => it.state.caches[i]);
-      K.rmsNorm(p, x, h, N, D, l.inputNorm, c.rmsNormEps);
-      if (l.mla) this.mla(p, l, x, h, N, caches.map((cc) => cc[0]), segs, csBuf);
-      else this.gqa(p, l, x, h, N, caches, segs, csBuf);
-      K.rmsNorm(p, x, h, N, D, l.postNorm, c.rmsNormEps);
-      if (l.moe && isMoeLayer(c, i)) p = await this.moe(p, l, x, h, N, gpuRouted);
-      else this.mlp(p, l.mlp!, x, h, N, "mlp");
+      gk.rmsNorm(p, x, h, N, D, l.inputNorm, c.rmsNormEps);
+      if (l.attn.kind === "mla") this.mla(p, l.attn, x, h, N, caches.map((cc) => cc[0]), segs, csBuf);
+      else this.gqa(p, l.attn, x, h, N, caches, segs, csBuf);
+      gk.rmsNorm(p, x, h, N, D, l.postNorm, c.rmsNormEps);
+      if (l.ffn.kind === "moe") p = await this.moe(p, l.ffn.moe, x, h, N, gpuRouted);
+      else this.mlp(p, l.ffn.mlp, x, h, N, "mlp");
     }
     const rows = o.allLogits ? N : B;
-    const hn = S.get("hn", rows * D), logits = S.get("logits", rows * c.vocabSize);
-    if (o.allLogits) K.rmsNorm(p, hn, h, N, D, this.weights.norm, c.rmsNormEps);
-    else segs.forEach((sg, b) => K.rmsNorm(p, hn, h, 1, D, this.weights.norm, c.rmsNormEps, { xo: (sg.row + sg.T - 1) * D, oo: b * D }));
-    K.linear(p, logits, hn, rows, D, this.weights.lmHead, c.vocabSize);
+    const hn = sc.get("hn", rows * D), logits = sc.get("logits", rows * c.vocabSize);
+    if (o.allLogits) gk.rmsNorm(p, hn, h, N, D, this.weights.norm, c.rmsNormEps);
+    else segs.forEach((sg, b) => gk.rmsNorm(p, hn, h, 1, D, this.weights.norm, c.rmsNormEps, { xo: (sg.row + sg.T - 1) * D, oo: b * D }));
+    gk.linear(p, logits, hn, rows, D, this.weights.lmHead, c.vocabSize);
     o.tail?.(p, logits);
     p.submit();
     items.forEach((it) => (it.state.position += it.ids.length));
@@ -313,44 +312,44 @@ export class GpuModel implements InferenceModel<GpuState> {
    * query and writes its result in place; several attend from copies of their rows, with the scratch sized for the
    * largest first so that no buffer is swapped while the pass is being recorded.
    */
-  private mla(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[], segs: readonly Segment[], cs: GPUBuffer): void {
-    const c = this.config, w = l.mla!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, one = segs.length === 1;
+  private mla(p: Pass, w: GpuMla, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[], segs: readonly Segment[], cs: GPUBuffer): void {
+    const c = this.config, sc = this.scratch, D = c.hiddenSize, H = c.numHeads, one = segs.length === 1;
     const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
     // q = c_Q -> RMSNorm -> W^UQ|W^QR (or q_proj), its RoPE part turned at each row's position
-    const q = S.get("q", N * H * dqk);
-    if (w.qA) {
-      const qr = c.qLoraRank!, cq = S.get("cq", N * qr), cqn = S.get("cqn", N * qr);
-      K.linear(p, cq, x, N, D, w.qA, qr);
-      K.rmsNorm(p, cqn, cq, N, qr, w.qANorm!, LATENT_NORM_EPS);
-      K.linear(p, q, cqn, N, qr, w.qB!, H * dqk);
+    const q = sc.get("q", N * H * dqk);
+    if (w.query.kind === "lora") {
+      const qr = w.query.qA.shape[0], cq = sc.get("cq", N * qr), cqn = sc.get("cqn", N * qr);
+      gk.linear(p, cq, x, N, D, w.query.qA, qr);
+      gk.rmsNorm(p, cqn, cq, N, qr, w.query.qANorm, LATENT_NORM_EPS);
+      gk.linear(p, q, cqn, N, qr, w.query.qB, H * dqk);
     } else {
-      K.linear(p, q, x, N, D, w.q!, H * dqk);
+      gk.linear(p, q, x, N, D, w.query.q, H * dqk);
     }
-    K.rope(p, q, cs, N, H, dr, dn, H * dqk, dqk, false);
+    gk.rope(p, q, cs, N, H, dr, dn, H * dqk, dqk, false);
     // [c | k_rope] = kv_a x; k_rope turned at each row's position before it goes to its cache
-    const a = S.get("kva", N * R);
-    K.linear(p, a, x, N, D, w.kvA, R);
-    K.rope(p, a, cs, N, 1, dr, dc, R, 0, false);
-    const qc = S.get("qc", N * H * dc), lat = S.get("lat", N * H * dc), ov = S.get("ov", N * H * dv);
-    K.absorbQuery(p, qc, q, w.kvB, N, H, dn, dv, dc, dqk);
+    const a = sc.get("kva", N * R);
+    gk.linear(p, a, x, N, D, w.kvA, R);
+    gk.rope(p, a, cs, N, 1, dr, dc, R, 0, false);
+    const qc = sc.get("qc", N * H * dc), lat = sc.get("lat", N * H * dc), ov = sc.get("ov", N * H * dv);
+    gk.absorbQuery(p, qc, q, w.kvB, N, H, dn, dv, dc, dqk);
     const sp = segs.map((sg) => splits(sg.T, sg.p0 + sg.T));
     const Tmax = Math.max(...segs.map((sg) => sg.T)), most = Math.max(...segs.map((sg, b) => sg.T * sp[b].nSplit));
-    const part = S.get("part", most * H * dc), ml = S.get("ml", most * H * 2);
-    const [q1, qc1, lat1] = one ? [q, qc, lat] : [S.get("q1", Tmax * H * dqk), S.get("qc1", Tmax * H * dc), S.get("lat1", Tmax * H * dc)];
+    const part = sc.get("part", most * H * dc), ml = sc.get("ml", most * H * 2);
+    const [q1, qc1, lat1] = one ? [q, qc, lat] : [sc.get("q1", Tmax * H * dqk), sc.get("qc1", Tmax * H * dc), sc.get("lat1", Tmax * H * dc)];
     caches.forEach((cache, b) => {
       const { row, T, p0 } = segs[b], { nSplit, chunk } = sp[b];
-      K.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: row * R, oo: p0 * R });
-      K.copyRows(p, cache, a, T, dr, R, row * R + dc, R, dc, p0);
+      gk.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: row * R, oo: p0 * R });
+      gk.copyRows(p, cache, a, T, dr, R, row * R + dc, R, dc, p0);
       if (!one) {
-        K.copyRows(p, q1, q, T, H * dqk, H * dqk, row * H * dqk, H * dqk, 0, 0);
-        K.copyRows(p, qc1, qc, T, H * dc, H * dc, row * H * dc, H * dc, 0, 0);
+        gk.copyRows(p, q1, q, T, H * dqk, H * dqk, row * H * dqk, H * dqk, 0, 0);
+        gk.copyRows(p, qc1, qc, T, H * dc, H * dc, row * H * dc, H * dc, 0, 0);
       }
-      K.latentAttend(p, part, ml, qc1, q1, cache, T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
-      K.latentCombine(p, lat1, part, ml, T, H, dc, nSplit);
-      if (!one) K.copyRows(p, lat, lat1, T, H * dc, H * dc, 0, H * dc, 0, row);
+      gk.latentAttend(p, part, ml, qc1, q1, cache, T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
+      gk.latentCombine(p, lat1, part, ml, T, H, dc, nSplit);
+      if (!one) gk.copyRows(p, lat, lat1, T, H * dc, H * dc, 0, H * dc, 0, row);
     });
-    K.absorbOutput(p, ov, lat, w.kvB, N, H, dn, dv, dc);
-    K.linear(p, h, ov, N, H * dv, w.o, D, { accumulate: true });
+    gk.absorbOutput(p, ov, lat, w.kvB, N, H, dn, dv, dc);
+    gk.linear(p, h, ov, N, H * dv, w.o, D, { accumulate: true });
   }
 
   /**
@@ -358,43 +357,43 @@ export class GpuModel implements InferenceModel<GpuState> {
    * K/V rows go straight into its caches and its attention reads and writes in place; several sequences' rows go
    * through one buffer and copies, as in mla().
    */
-  private gqa(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[][], segs: readonly Segment[], cs: GPUBuffer): void {
-    const c = this.config, w = l.gqa!, S = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim, one = segs.length === 1;
-    const q = S.get("q", N * H * hd), o = S.get("att", N * H * hd);
-    const [k, v] = one ? caches[0] : [S.get("k.rows", N * G * hd), S.get("v.rows", N * G * hd)];
+  private gqa(p: Pass, w: GpuGqa, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[][], segs: readonly Segment[], cs: GPUBuffer): void {
+    const c = this.config, sc = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim, one = segs.length === 1;
+    const q = sc.get("q", N * H * hd), o = sc.get("att", N * H * hd);
+    const [k, v] = one ? caches[0] : [sc.get("k.rows", N * G * hd), sc.get("v.rows", N * G * hd)];
     const ko = one ? segs[0].p0 * G * hd : 0; // where the rows start in k and v
-    K.linear(p, q, x, N, D, w.q, H * hd);
-    K.linear(p, k, x, N, D, w.k, G * hd, { oo: ko });
-    K.linear(p, v, x, N, D, w.v, G * hd, { oo: ko });
-    if (w.qBias) K.bias(p, q, w.qBias, N, H * hd);
-    if (w.kBias) K.bias(p, k, w.kBias, N, G * hd, G * hd, ko);
-    if (w.vBias) K.bias(p, v, w.vBias, N, G * hd, G * hd, ko);
-    K.rope(p, q, cs, N, H, hd, 0, H * hd, hd, true);
-    K.rope(p, k, cs, N, G, hd, 0, G * hd, hd, true, ko);
+    gk.linear(p, q, x, N, D, w.q, H * hd);
+    gk.linear(p, k, x, N, D, w.k, G * hd, { oo: ko });
+    gk.linear(p, v, x, N, D, w.v, G * hd, { oo: ko });
+    if (w.qBias) gk.bias(p, q, w.qBias, N, H * hd);
+    if (w.kBias) gk.bias(p, k, w.kBias, N, G * hd, G * hd, ko);
+    if (w.vBias) gk.bias(p, v, w.vBias, N, G * hd, G * hd, ko);
+    gk.rope(p, q, cs, N, H, hd, 0, H * hd, hd, true);
+    gk.rope(p, k, cs, N, G, hd, 0, G * hd, hd, true, ko);
     const Tmax = Math.max(...segs.map((sg) => sg.T));
-    const [q1, o1] = one ? [q, o] : [S.get("q1", Tmax * H * hd), S.get("att1", Tmax * H * hd)];
+    const [q1, o1] = one ? [q, o] : [sc.get("q1", Tmax * H * hd), sc.get("att1", Tmax * H * hd)];
     caches.forEach(([kc, vc], b) => {
       const { row, T, p0 } = segs[b];
       if (!one) {
-        K.copyRows(p, kc, k, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
-        K.copyRows(p, vc, v, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
-        K.copyRows(p, q1, q, T, H * hd, H * hd, row * H * hd, H * hd, 0, 0);
+        gk.copyRows(p, kc, k, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
+        gk.copyRows(p, vc, v, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
+        gk.copyRows(p, q1, q, T, H * hd, H * hd, row * H * hd, H * hd, 0, 0);
       }
-      K.gqaAttend(p, o1, q1, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
-      if (!one) K.copyRows(p, o, o1, T, H * hd, H * hd, 0, H * hd, 0, row);
+      gk.gqaAttend(p, o1, q1, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
+      if (!one) gk.copyRows(p, o, o1, T, H * hd, H * hd, 0, H * hd, 0, row);
     });
-    K.linear(p, h, o, N, H * hd, w.o, D, { accumulate: true });
-    if (w.oBias) K.bias(p, h, w.oBias, N, D);
+    gk.linear(p, h, o, N, H * hd, w.o, D, { accumulate: true });
+    if (w.oBias) gk.bias(p, h, w.oBias, N, D);
   }
 
   /** h += down(silu(gate x) * up x) on T rows of x; buffers named by `tag` so experts don't clash with the shared MLP. */
   private mlp(p: Pass, m: GpuMlp, x: GPUBuffer, h: GPUBuffer, T: number, tag: string): void {
-    const D = this.config.hiddenSize, F = m.gate.shape[0], S = this.scratch;
-    const gb = S.get(`${tag}.g`, T * F), ub = S.get(`${tag}.u`, T * F), sb = S.get(`${tag}.s`, T * F);
-    K.linear(p, gb, x, T, D, m.gate, F);
-    K.linear(p, ub, x, T, D, m.up, F);
-    K.siluMul(p, sb, gb, ub, T, F);
-    K.linear(p, h, sb, T, F, m.down, D, { accumulate: true });
+    const D = this.config.hiddenSize, F = m.gate.shape[0], sc = this.scratch;
+    const gb = sc.get(`${tag}.g`, T * F), ub = sc.get(`${tag}.u`, T * F), sb = sc.get(`${tag}.s`, T * F);
+    gk.linear(p, gb, x, T, D, m.gate, F);
+    gk.linear(p, ub, x, T, D, m.up, F);
+    gk.siluMul(p, sb, gb, ub, T, F);
+    gk.linear(p, h, sb, T, F, m.down, D, { accumulate: true });
   }
 
   /**
@@ -405,33 +404,30 @@ export class GpuModel implements InferenceModel<GpuState> {
    * normed input back, route on the CPU (the engine's router), then gather each chosen expert's tokens, run it
    * once for all of them, and scatter-add its weighted output into h. The shared experts run on every token.
    */
-  private async moe(p: Pass, l: GpuLayer, x: GPUBuffer, h: GPUBuffer, T: number, decode: boolean): Promise<Pass> {
-    const moe = l.moe!;
+  private async moe(p: Pass, moe: GpuMoe, x: GPUBuffer, h: GPUBuffer, T: number, decode: boolean): Promise<Pass> {
     const q = decode && this.moeRouting === "gpu" ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
     if (moe.shared) this.mlp(q, moe.shared, x, h, T, "shared");
     return q;
   }
 
   private moeOnGpu(p: Pass, moe: GpuMoe, x: GPUBuffer, h: GPUBuffer, T: number): void {
-    const c = this.config, D = c.hiddenSize, S = this.scratch, k = c.numExpertsPerTok, E = c.nRoutedExperts, F = moe.width, n = T * k;
-    const logits = S.get("moe.logits", T * E), experts = S.get("moe.experts", n), weights = S.get("moe.weights", n);
-    K.linear(p, logits, x, T, D, moe.gate, E);
-    const method = this.router === "sigmoid-grouped" ? 0 : c.topkMethod === "group_limited_greedy" ? 2 : 1;
-    const norm = method === 0 ? c.normTopkProb : c.normTopkProb && k > 1;
-    K.route(p, experts, weights, logits, moe.bias, T, { E, k, nGroup: c.nGroup, topkGroup: c.topkGroup, method, norm, scaling: c.routedScalingFactor });
-    const gb = S.get("moe.g", n * F), ub = S.get("moe.u", n * F), sb = S.get("moe.s", n * F), yb = S.get("moe.y", n * D);
-    K.slotLinear(p, gb, x, experts, n, D, moe.gates, F, F, k);
-    K.slotLinear(p, ub, x, experts, n, D, moe.ups, F, F, k);
-    K.siluMul(p, sb, gb, ub, n, F);
-    K.slotLinear(p, yb, sb, experts, n, F, moe.downs, D, D, 1);
-    K.moeCombine(p, h, yb, weights, T, D, k);
+    const c = this.config, spec = routerOf(c), D = c.hiddenSize, sc = this.scratch, k = spec.topK, E = spec.experts, F = moe.width, n = T * k;
+    const logits = sc.get("moe.logits", T * E), experts = sc.get("moe.experts", n), weights = sc.get("moe.weights", n);
+    gk.linear(p, logits, x, T, D, moe.gate, E);
+    gk.route(p, experts, weights, logits, spec.choiceBias ? moe.bias : null, T, spec);
+    const gb = sc.get("moe.g", n * F), ub = sc.get("moe.u", n * F), sb = sc.get("moe.s", n * F), yb = sc.get("moe.y", n * D);
+    gk.slotLinear(p, gb, x, experts, n, D, moe.gates, F, F, k);
+    gk.slotLinear(p, ub, x, experts, n, D, moe.ups, F, F, k);
+    gk.siluMul(p, sb, gb, ub, n, F);
+    gk.slotLinear(p, yb, sb, experts, n, F, moe.downs, D, D, 1);
+    gk.moeCombine(p, h, yb, weights, T, D, k);
   }
 
   private async moeRoutedOnCpu(p: Pass, moe: GpuMoe, x: GPUBuffer, h: GPUBuffer, T: number): Promise<Pass> {
-    const c = this.config, D = c.hiddenSize, S = this.scratch, k = c.numExpertsPerTok, F = moe.width;
+    const c = this.config, spec = routerOf(c), D = c.hiddenSize, sc = this.scratch, k = spec.topK, F = moe.width;
     p.submit();
     const xs = await this.gpu.readF32(x, T * D);
-    const { experts, weights } = route(this.router, moe.router, xs, T, D, c);
+    const { experts, weights } = route(spec, moe.router, xs, T, D);
     const idx = new Uint32Array(T * k), wt = new Float32Array(T * k);
     const runs: [number, number, number][] = []; // expert, first entry, count
     let n = 0;
@@ -442,19 +438,19 @@ export class GpuModel implements InferenceModel<GpuState> {
         wt[n++] = weights[s];
       }
     }
-    const idxBuf = S.get("moe.idx", T * k), wtBuf = S.get("moe.wt", T * k);
+    const idxBuf = sc.get("moe.idx", T * k), wtBuf = sc.get("moe.wt", T * k);
     this.gpu.write(idxBuf, idx);
     this.gpu.write(wtBuf, wt);
     const q = this.gpu.pass();
-    const xe = S.get("moe.x", T * k * D), ye = S.get("moe.y", T * k * D);
-    const gb = S.get("moe.g", T * k * F), ub = S.get("moe.u", T * k * F), sb = S.get("moe.s", T * k * F);
+    const xe = sc.get("moe.x", T * k * D), ye = sc.get("moe.y", T * k * D);
+    const gb = sc.get("moe.g", T * k * F), ub = sc.get("moe.u", T * k * F), sb = sc.get("moe.s", T * k * F);
     for (const [e, i0, m] of runs) {
-      K.gather(q, xe, x, idxBuf, m, D, i0);
-      K.linear(q, gb, xe, m, D, moe.gates, F, { row0: e * F });
-      K.linear(q, ub, xe, m, D, moe.ups, F, { row0: e * F });
-      K.siluMul(q, sb, gb, ub, m, F);
-      K.linear(q, ye, sb, m, F, moe.downs, D, { row0: e * D });
-      K.axpy(q, h, ye, m, D, 1, idxBuf, wtBuf, i0);
+      gk.gather(q, xe, x, idxBuf, m, D, i0);
+      gk.linear(q, gb, xe, m, D, moe.gates, F, { row0: e * F });
+      gk.linear(q, ub, xe, m, D, moe.ups, F, { row0: e * F });
+      gk.siluMul(q, sb, gb, ub, m, F);
+      gk.linear(q, ye, sb, m, F, moe.downs, D, { row0: e * D });
+      gk.axpy(q, h, ye, m, D, 1, idxBuf, wtBuf, i0);
     }
     return q;
   }
@@ -472,6 +468,12 @@ export function webgpuRuntime(gpu: WebGpuBackend, opts: Omit<GpuLoadOptions, "on
     load: (dir, o) => GpuModel.load(dir, gpu, { ...opts, onProgress: o?.onProgress }),
     close: async () => gpu.destroy(),
   };
+}
+
+/** The router of a model that has MoE layers. */
+function routerOf(c: ModelConfig): RouterSpec {
+  if (!c.router) throw new MlaError(`${c.modelType}: a mixture-of-experts layer but no router in the config`);
+  return c.router;
 }
 
 /** The GPU decoder has one MLA form, absorbed: it is exact for any cache state, prefill and decode alike. */

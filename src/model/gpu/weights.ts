@@ -14,11 +14,14 @@ export interface GpuMlp {
   readonly down: GpuWeight;
 }
 
+/** The MLA query path on the GPU: through c_Q (q_lora) or one plain projection. */
+export type GpuMlaQuery =
+  | { readonly kind: "lora"; readonly qA: GpuWeight; readonly qANorm: GPUBuffer; readonly qB: GpuWeight }
+  | { readonly kind: "direct"; readonly q: GpuWeight };
+
 export interface GpuMla {
-  readonly qA?: GpuWeight;
-  readonly qANorm?: GPUBuffer;
-  readonly qB?: GpuWeight;
-  readonly q?: GpuWeight;
+  readonly kind: "mla";
+  readonly query: GpuMlaQuery;
   readonly kvA: GpuWeight;
   readonly kvANorm: GPUBuffer;
   readonly kvB: GpuWeight;
@@ -26,6 +29,7 @@ export interface GpuMla {
 }
 
 export interface GpuGqa {
+  readonly kind: "gqa";
   readonly q: GpuWeight;
   readonly k: GpuWeight;
   readonly v: GpuWeight;
@@ -54,10 +58,8 @@ export interface GpuMoe {
 export interface GpuLayer {
   readonly inputNorm: GPUBuffer;
   readonly postNorm: GPUBuffer;
-  readonly mla?: GpuMla;
-  readonly gqa?: GpuGqa;
-  readonly mlp?: GpuMlp;
-  readonly moe?: GpuMoe;
+  readonly attn: GpuMla | GpuGqa;
+  readonly ffn: { readonly kind: "dense"; readonly mlp: GpuMlp } | { readonly kind: "moe"; readonly moe: GpuMoe };
 }
 
 export interface GpuWeights {
@@ -87,30 +89,36 @@ function moe(g: WebGpuBackend, m: MoeWeights): GpuMoe {
 
 const opt = <T, R>(x: T | undefined, f: (x: T) => R): R | undefined => (x === undefined ? undefined : f(x));
 
+/** An MLA layer (its attention has the latent projections) or a llama-layout one. */
+function isMlaLayer(l: LayerWeights | LlamaLayerWeights): l is LayerWeights {
+  return "kvA" in l.attn;
+}
+
 function layer(g: WebGpuBackend, l: LayerWeights | LlamaLayerWeights): GpuLayer {
   const vec = (v: Float32Array) => g.uploadF32(v);
   const w = (t: Tensor) => g.uploadWeight(t);
   const base = { inputNorm: vec(l.inputNorm), postNorm: vec(l.postNorm) };
-  if ("moe" in l || "kvA" in l.attn) {
-    const d = l as LayerWeights, a = d.attn;
+  if (isMlaLayer(l)) {
+    const a = l.attn, q = a.query;
     return {
       ...base,
-      mla: {
-        qA: opt(a.qA, w), qANorm: opt(a.qANorm, vec), qB: opt(a.qB, w), q: opt(a.q, w),
+      attn: {
+        kind: "mla",
+        query: q.kind === "lora" ? { kind: "lora", qA: w(q.qA), qANorm: vec(q.qANorm), qB: w(q.qB) } : { kind: "direct", q: w(q.q) },
         kvA: w(a.kvA), kvANorm: vec(a.kvANorm), kvB: w(a.kvB), o: w(a.o),
       },
-      mlp: d.mlp ? mlp(g, d.mlp) : undefined,
-      moe: d.moe ? moe(g, d.moe) : undefined,
+      ffn: l.ffn.kind === "moe" ? { kind: "moe", moe: moe(g, l.ffn.moe) } : { kind: "dense", mlp: mlp(g, l.ffn.mlp) },
     };
   }
-  const q = l as LlamaLayerWeights, a = q.attn;
+  const a = l.attn;
   return {
     ...base,
-    gqa: {
+    attn: {
+      kind: "gqa",
       q: w(a.q), k: w(a.k), v: w(a.v), o: w(a.o),
       qBias: opt(a.qBias, vec), kBias: opt(a.kBias, vec), vBias: opt(a.vBias, vec), oBias: opt(a.oBias, vec),
     },
-    mlp: mlp(g, q.mlp),
+    ffn: { kind: "dense", mlp: mlp(g, l.mlp) },
   };
 }
 

@@ -4,14 +4,15 @@ import { LatentCache, type CacheAlloc, type RowCache } from "../attention/cache.
 import { MultiHeadLatentAttention, type MlaMode } from "../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../attention/rope.js";
 import { Checkpoint } from "./checkpoint.js";
-import { isMoeLayer, loadConfig, type ModelConfig } from "./config.js";
+import type { ModelConfig } from "./config.js";
 import { mlpForward } from "./mlp.js";
-import { moeForward, type RouterKind } from "./moe.js";
-import { loadWeights, type ModelWeights } from "./weights.js";
+import { moeForward } from "./moe.js";
+import { type ModelWeights } from "./weights.js";
 import {
   checkBatch, lastRowLogits, lmHeadLogits, residualStack,
   CpuDecoder, type BatchForwardOptions, type BatchItem, type ForwardOptions, type LoadOptions, type ModelState,
 } from "./causal-lm.js";
+import { loadConfig, loadWeights } from "./families/index.js";
 
 export type { ForwardOptions, LoadOptions } from "./causal-lm.js";
 
@@ -45,7 +46,6 @@ export class RunState implements ModelState {
 /** A DeepSeek-V2/V3 decoder: embeddings, MLA + (dense | MoE) layers, final norm, lm_head. */
 export class DeepseekModel extends CpuDecoder<RunState> {
   readonly attention: MultiHeadLatentAttention[];
-  private readonly router: RouterKind;
 
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly ops: Ops = cpuOps) {
     super();
@@ -58,7 +58,6 @@ export class DeepseekModel extends CpuDecoder<RunState> {
       qkNopeHeadDim: c.qkNopeHeadDim, qkRopeHeadDim: c.qkRopeHeadDim, vHeadDim: c.vHeadDim,
     };
     this.attention = weights.layers.map((l) => new MultiHeadLatentAttention(dims, l.attn, rope, scale, ops));
-    this.router = c.modelType === "deepseek_v3" ? "sigmoid-grouped" : "softmax";
   }
 
   static load(dir: string, opts: LoadOptions = {}): DeepseekModel {
@@ -102,7 +101,7 @@ export class DeepseekModel extends CpuDecoder<RunState> {
     const c = this.config;
     return residualStack(c, this.ops, this.weights, items, N,
       (i, x) => this.attention[i].forwardBatch(x, items.map((it) => ({ T: it.ids.length, cache: it.state.caches[i] })), mode),
-      (i, l, x) => (isMoeLayer(c, i) ? moeForward(this.router, l.moe!, x, N, c, this.ops) : mlpForward(l.mlp!, x, N, this.ops)),
+      (_i, l, x) => (l.ffn.kind === "moe" ? moeForward(c.router, l.ffn.moe, x, N, this.ops) : mlpForward(l.ffn.mlp, x, N, this.ops)),
       hiddenStates);
   }
 }

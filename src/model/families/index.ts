@@ -1,0 +1,105 @@
+/**
+ * The family registry: every model_type the engine loads, each described by one module of this folder. Loaders,
+ * `mla info`, the WebGPU model and training ask here (config, tensor names, weights, router, cache layout) instead
+ * of switching on model_type. docs/architecture.md says, step by step, how a family is added.
+ */
+import { MlaError } from "../../errors.js";
+import type { Tensor } from "../../tensor/tensor.js";
+import type { Checkpoint } from "../checkpoint.js";
+import { checkActivation, readConfigJson, type Json, type ModelConfig } from "../config.js";
+import { decoderWeights, readTensors, type LayerWeights, type LlamaLayerWeights, type LlamaWeights, type LoadProgress, type ModelWeights, type ReadTensors } from "../weights.js";
+import type { ModelFamily } from "./family.js";
+import { deepseekV2 } from "./deepseek-v2.js";
+import { deepseekV3 } from "./deepseek-v3.js";
+import { llama } from "./llama.js";
+import { qwen2 } from "./qwen2.js";
+import { mistral } from "./mistral.js";
+
+export type { ModelFamily, TensorSource } from "./family.js";
+
+/** Every family, in the order error messages list them. */
+const FAMILIES: readonly ModelFamily[] = [deepseekV2, deepseekV3, llama, qwen2, mistral];
+
+/** Every model_type mla-ts loads. */
+export const MODEL_TYPES: readonly string[] = FAMILIES.map((f) => f.modelType);
+
+/** The family of a model_type (of a parsed config, or of config.json's string). */
+export function familyOf(modelType: string): ModelFamily {
+  const f = FAMILIES.find((x) => x.modelType === modelType);
+  if (!f) throw new MlaError(`config.json: model_type ${JSON.stringify(modelType)} is not supported (supported: ${MODEL_TYPES.join(", ")})`);
+  return f;
+}
+
+/** Parse any supported config.json: its model_type picks the family that reads it. */
+export function parseConfig(json: Json): ModelConfig {
+  const modelType = json.model_type;
+  const family = familyOf(typeof modelType === "string" ? modelType : JSON.stringify(modelType));
+  checkActivation(json);
+  return family.parseConfig(json);
+}
+
+/** config.json of a checkpoint folder, parsed by its family. */
+export function loadConfig(dir: string): ModelConfig {
+  return parseConfig(readConfigJson(dir));
+}
+
+/** The tensors this config needs, with their shapes (only layers < num_hidden_layers: V3's MTP layer is skipped). */
+export function expectedTensors(c: ModelConfig): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  m.set("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize]);
+  m.set("model.norm.weight", [c.hiddenSize]);
+  if (!c.tieWordEmbeddings) m.set("lm_head.weight", [c.vocabSize, c.hiddenSize]);
+  const f = familyOf(c.modelType);
+  for (let i = 0; i < c.numLayers; i++) f.layerTensors(c, i, m);
+  return m;
+}
+
+/** Matrices a backend may stack, for every layer (first -> second). */
+function stackedPairs(c: ModelConfig): Map<string, string> {
+  const pairs = new Map<string, string>(), f = familyOf(c.modelType);
+  for (let i = 0; i < c.numLayers; i++) f.stackedPairs(c, i, pairs);
+  return pairs;
+}
+
+/** A decoder's weights from named tensors, its layers as its family reads them. */
+function assembleAny<L>(c: ModelConfig, t: ReadTensors): { embed: Tensor; layers: readonly L[]; norm: Float32Array; lmHead: Tensor } {
+  const f = familyOf(c.modelType) as ModelFamily<L>;
+  return decoderWeights(c, t.get, Array.from({ length: c.numLayers }, (_, i) => f.layer(c, i, t)));
+}
+
+function expectAttention(c: ModelConfig, attention: "mla" | "gqa", fn: string): void {
+  if (c.attention !== attention) {
+    throw new MlaError(attention === "mla"
+      ? `${fn} reads MLA checkpoints (deepseek_v2, deepseek_v3), not ${c.modelType} (use ${fn === "loadWeights" ? "loadLlamaWeights" : "assembleLlama"})`
+      : `${fn} reads GQA checkpoints (llama, qwen2, mistral), not ${c.modelType} (use ${fn === "loadLlamaWeights" ? "loadWeights" : "assemble"})`);
+  }
+}
+
+/** MLA weights from named tensors already in memory (`get`; stacked matrices when the loader made them). */
+export function assemble(c: ModelConfig, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined = () => undefined): ModelWeights {
+  expectAttention(c, "mla", "assemble");
+  return assembleAny<LayerWeights>(c, { get, stacked });
+}
+
+/** GQA (llama-layout) weights from named tensors already in memory. */
+export function assembleLlama(c: ModelConfig, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined = () => undefined): LlamaWeights {
+  expectAttention(c, "gqa", "assembleLlama");
+  return assembleAny<LlamaLayerWeights>(c, { get, stacked });
+}
+
+/** Check that every needed tensor of an MLA checkpoint is present with the right shape, then read them all. */
+export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): ModelWeights {
+  expectAttention(c, "mla", "loadWeights");
+  return assembleAny<LayerWeights>(c, readTensors(c, ckpt, expectedTensors(c), stackedPairs(c), onProgress, prepare));
+}
+
+/** The same for a GQA (llama-layout) checkpoint. */
+export function loadLlamaWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): LlamaWeights {
+  expectAttention(c, "gqa", "loadLlamaWeights");
+  return assembleAny<LlamaLayerWeights>(c, readTensors(c, ckpt, expectedTensors(c), stackedPairs(c), onProgress, prepare));
+}
+
+/** Floats per token and layer of each cache the model's decoder keeps. */
+export function cacheWidths(c: ModelConfig): readonly number[] {
+  return familyOf(c.modelType).cacheWidths(c);
+}
