@@ -5,7 +5,7 @@
  */
 import type { RotaryEmbedding } from "../attention/rope.js";
 import { attendBackward, type Vec } from "./grad/index.js";
-import type { MatmulOps } from "./fast.js";
+import type { MatmulOps } from "./wasm-matmul.js";
 
 export interface TrainCtx {
   readonly mm: MatmulOps;

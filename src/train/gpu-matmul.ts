@@ -1,5 +1,5 @@
 /**
- * Training's three matrix products (see ./fast.ts) on WebGPU. Training is synchronous and a GPU read-back is not,
+ * Training's three matrix products (see ./wasm-matmul.ts) on WebGPU. Training is synchronous and a GPU read-back is not,
  * so the GPU lives in a worker thread: each product's operands go into shared memory, the main thread blocks on
  * Atomics.wait while the worker uploads them, runs the tiled product (src/backends/webgpu) and copies the result
  * back. Node only (browsers forbid Atomics.wait on the main thread).
@@ -10,7 +10,7 @@
 import { Worker } from "node:worker_threads";
 import { MlaError } from "../errors.js";
 import type { Vec } from "./grad/index.js";
-import type { MatmulOps } from "./fast.js";
+import type { MatmulOps } from "./wasm-matmul.js";
 
 const IDLE = 0, REQUEST = 1, DONE = 2, FAILED = 3;
 

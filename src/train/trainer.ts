@@ -103,7 +103,7 @@ export interface RunOptions {
   /** Stop (after saving) once this step is done, as if the run were interrupted there. */
   readonly stopAt?: number;
   /**
-   * Where the matrix products run: "cpu" (default) the WebAssembly SIMD kernels on a worker pool (./fast.ts),
+   * Where the matrix products run: "cpu" (default) the WebAssembly SIMD kernels on a worker pool (./wasm-matmul.ts),
    * "cpu-scalar" the single-threaded scalar reference, "webgpu" the GPU through a worker (./gpu-matmul.ts). Not part of the saved settings (a run may resume on either).
    */
   readonly backend?: TrainBackend;

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TrainModel, denseMlaConfig, type DenseMlaSpec } from "../src/train/model.js";
-import { TrainMatmul } from "../src/train/fast.js";
+import { TrainMatmul } from "../src/train/wasm-matmul.js";
 import { AdamW } from "../src/train/adamw.js";
 import { runTraining } from "../src/train/trainer.js";
 import { WasmBackend } from "../src/backends/wasm/index.js";
