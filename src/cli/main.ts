@@ -226,37 +226,11 @@ tokenizerCmd
   .option("--model-max-length <n>", "model_max_length written to tokenizer_config.json", "2048")
   .action((o: { out: string; vocab: string; corpus?: string; text?: string[]; modelMaxLength: string }) =>
     run(async () => {
-      const { existsSync, readFileSync } = await import("node:fs");
-      const { join } = await import("node:path");
-      const bpe = await import("../tokenizer/bpe-train.js");
-      const vocabSize = parseInt10(o.vocab, "--vocab", 258);
-      const modelMaxLength = parseInt10(o.modelMaxLength, "--model-max-length", 1);
-      if (o.corpus !== undefined && o.text !== undefined) throw new MlaError("use either --corpus or --text, not both");
-      let train: string[], validation: string[], source: string, evalName: string;
-      if (o.text !== undefined) {
-        for (const f of o.text) if (!existsSync(f)) throw new MlaError(`--text: ${f} does not exist`);
-        train = validation = o.text.map((f) => readFileSync(f, "utf8"));
-        source = `${o.text.length} text file${o.text.length === 1 ? "" : "s"}`;
-        evalName = "the training text";
-      } else {
-        const corpus = o.corpus ?? "brown";
-        if (corpus !== "brown") throw new MlaError(`--corpus must be brown, got "${corpus}"`);
-        const { loadBrown } = await import("../data/brown.js");
-        ({ train, validation } = loadBrown());
-        source = `brown train split (${train.length} documents)`;
-        evalName = `brown validation split (${validation.length} documents)`;
-      }
-      const bytes = train.reduce((s, t) => s + Buffer.byteLength(t, "utf8"), 0);
-      const t0 = performance.now();
-      const json = bpe.trainByteLevelBpe(train, { vocabSize });
-      const seconds = (performance.now() - t0) / 1000;
-      const size = Object.keys(json.model.vocab).length;
-      bpe.writeTokenizer(o.out, json, { modelMaxLength });
-      const c = bpe.bytesPerToken(new bpe.ByteLevelBpe(json), validation);
-      console.log(`trained on ${source}, ${bytes} bytes: vocab ${size} (${json.model.merges.length} merges) in ${seconds.toFixed(2)} s`);
-      if (size < vocabSize) console.log(`note: the text has too few repeated pairs for ${vocabSize} tokens`);
-      console.log(`compression: ${c.bytesPerToken.toFixed(3)} bytes/token on ${evalName} (${c.bytes} bytes -> ${c.tokens} tokens)`);
-      console.log(`wrote ${join(o.out, "tokenizer.json")} and ${join(o.out, "tokenizer_config.json")}`);
+      const { tokenizerTrainCommand } = await import("./commands/tokenizer.js");
+      await tokenizerTrainCommand({
+        out: o.out, vocabSize: parseInt10(o.vocab, "--vocab", 258), modelMaxLength: parseInt10(o.modelMaxLength, "--model-max-length", 1),
+        corpus: o.corpus, text: o.text,
+      });
     }),
   );
 
