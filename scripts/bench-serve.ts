@@ -17,6 +17,7 @@ import { openRuntime } from "../src/cli/backend.js";
 import { TextEngine } from "../src/generate/text.js";
 import type { InferenceModel, SequenceState } from "../src/model/inference.js";
 import { ApiServer } from "../src/server/server.js";
+import { pct } from "./stats.js";
 import { argmax } from "../src/generate/sampler.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -85,12 +86,6 @@ async function one(i, k) {
 `;
 
 interface Result { error?: string; ttft: number; gaps: number[]; tokens: number; start: number; end: number }
-
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-}
 
 const runtime = await openRuntime({ backend, threads });
 const engine = TextEngine.open(model, { runtime, maxCacheBytes: 1 << 30, maxBatch: 64, maxQueue: 256, mode: "auto" });

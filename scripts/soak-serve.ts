@@ -14,6 +14,7 @@ import { cpus } from "node:os";
 import { openRuntime } from "../src/cli/backend.js";
 import { TextEngine } from "../src/generate/text.js";
 import { ApiServer } from "../src/server/server.js";
+import { pct } from "./stats.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -88,12 +89,6 @@ async function one(i, k) {
 `;
 
 interface Result { status: number; ok?: boolean; vanished?: boolean; hung?: boolean; error?: string; ms: number; ttft?: number }
-
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-}
 
 const runtime = await openRuntime({ backend, threads });
 const engine = TextEngine.open(model, { runtime, maxCacheBytes: 1 << 30, maxBatch: 32, maxQueue: 256, mode: "auto" });
