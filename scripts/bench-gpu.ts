@@ -9,6 +9,7 @@
 import { WebGpuBackend, kernels as K, type Pass } from "../src/backends/webgpu/backend.js";
 import { runBench } from "../src/cli/commands/bench.js";
 import { webgpuRuntime } from "../src/model/gpu/model.js";
+import { kernel, layout } from "../src/backends/webgpu/params.js";
 
 const quick = process.argv.includes("--quick");
 const mi = process.argv.indexOf("--model");
@@ -31,24 +32,23 @@ async function time(record: (p: Pass) => void, reps: number, inner: number): Pro
   return ts[ts.length >> 1];
 }
 
-const READ = `
-struct Params { u: array<vec4<u32>, 4> };
-@group(0) @binding(0) var<uniform> P: Params;
+/** Streaming read: each invocation sums every (workgroups x 64)-th vec4 of A. */
+const READ = kernel(layout({ total: "u32" }), () => `
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> O: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) n: vec3u) {
-  let total = P.u[0][0]; let stride = n.x * 64u;
+  let total = P.total; let stride = n.x * 64u;
   var s = vec4<f32>(0.0);
   for (var i = g.x; i < total; i += stride) { s += A[i]; }
   O[g.x] = s.x + s.y + s.z + s.w;
-}`;
+}`);
 
 const rows: [string, string, string][] = [];
 // 1. streaming read
 const bytes = quick ? 64 * 2 ** 20 : 1024 * 2 ** 20;
 const big = gpu.buffer(bytes, "read"), sink = gpu.buffer(4 * 64 * 4096);
-const readS = await time((p) => p.dispatch("readbw", () => READ, [big, sink], [bytes / 16], [4096, 1, 1]), 5, 4);
+const readS = await time((p) => p.dispatch("readbw", READ, [big, sink], { total: bytes / 16 }, [4096, 1, 1]), 5, 4);
 const readBw = bytes / readS;
 rows.push(["streaming read (vec4)", `${(bytes / 2 ** 20).toFixed(0)} MiB`, `${(readBw / 1e9).toFixed(1)} GB/s`]);
 gpu.release(big);

@@ -56,8 +56,8 @@ interface Dispatch {
   readonly pipeline: GPUComputePipeline;
   readonly buffers: readonly GPUBuffer[];
   /** The layout that writes `params`; null for raw words. */
-  readonly layout: ParamLayout<ParamFields> | null;
-  readonly params: ParamValues<ParamFields> | readonly number[];
+  readonly layout: ParamLayout<ParamFields>;
+  readonly params: ParamValues<ParamFields>;
   readonly groups: readonly [number, number, number];
 }
 
@@ -72,17 +72,11 @@ export class Pass {
    * Record kernel `kernel` (its pipeline cached under `key`) on `buffers` (bindings 1..) with its parameters by name,
    * over `groups` workgroups.
    */
-  dispatch<F extends ParamFields>(key: string, kernel: Kernel<F>, buffers: readonly GPUBuffer[], params: NoInfer<ParamValues<F>>, groups: readonly [number, number, number]): void;
-  /** A shader that reads its uniform block as raw words (an ad-hoc kernel): `params` are written as given. */
-  dispatch(key: string, source: () => string, buffers: readonly GPUBuffer[], params: readonly number[], groups: readonly [number, number, number]): void;
-  dispatch(key: string, kernel: Kernel<ParamFields> | (() => string), buffers: readonly GPUBuffer[], params: ParamValues<ParamFields> | readonly number[],
-    groups: readonly [number, number, number]): void {
-    const raw = typeof kernel === "function";
-    if (raw && (params as readonly number[]).length > WORDS) throw new Error(`webgpu: ${key} has ${(params as readonly number[]).length} params (max ${WORDS})`);
+  dispatch<F extends ParamFields>(key: string, kernel: Kernel<F>, buffers: readonly GPUBuffer[], params: NoInfer<ParamValues<F>>, groups: readonly [number, number, number]): void {
     if (groups.some((g) => g > 65535)) throw new MlaError(`webgpu: dispatch of ${groups.join("x")} workgroups for ${key} exceeds the 65535 limit`);
     if (groups.some((g) => g === 0)) return;
-    const pipeline = this.gpu.pipeline(key, raw ? kernel : kernel.source);
-    this.list.push({ pipeline, buffers, layout: raw ? null : kernel.params, params, groups });
+    const pipeline = this.gpu.pipeline(key, kernel.source);
+    this.list.push({ pipeline, buffers, layout: kernel.params as unknown as ParamLayout<ParamFields>, params: params as ParamValues<ParamFields>, groups });
   }
 
   /** Copy to a mappable buffer after the kernels (readback). */
@@ -102,15 +96,8 @@ export class Pass {
     const data = slotWords;
     this.list.forEach((d, i) => {
       const at = (i * SLOT) / 4;
-      let used: number;
-      if (d.layout) {
-        d.layout.write(d.params as ParamValues<ParamFields>, data, at);
-        used = d.layout.names.length;
-      } else {
-        data.set(d.params as readonly number[], at);
-        used = (d.params as readonly number[]).length;
-      }
-      data.fill(0, at + used, at + WORDS); // as in a fresh array, whatever an earlier submit left there
+      d.layout.write(d.params, data, at);
+      data.fill(0, at + d.layout.names.length, at + WORDS); // as in a fresh array, whatever an earlier submit left there
     });
     if (n) dev.queue.writeBuffer(uni, 0, data, 0, n);
     const enc = dev.createCommandEncoder();
