@@ -96,11 +96,16 @@ test("mla serve: SIGTERM drains: a running stream ends with an error event and [
   await until(p, () => /on http:\/\/127\.0\.0\.1:\d+\/v1/.test(p.err()), "listening");
   const port = Number(/127\.0\.0\.1:(\d+)/.exec(p.err())![1]);
   const url = `http://127.0.0.1:${port}/v1/completions`;
-  const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "The jury said", max_tokens: 1900, stream: true }) });
+  const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "The jury said", max_tokens: 1900, ignore_eos: true, stream: true }) });
   const reader = res.body!.getReader();
   let text = new TextDecoder().decode((await reader.read()).value);
-  const plain = fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "It was", max_tokens: 1900 }) });
-  await new Promise((r) => setTimeout(r, 200));
+  const plain = fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "It was", max_tokens: 1900, ignore_eos: true }) });
+  // both requests are generating (the scheduler reports them) before the signal
+  for (let i = 0; i < 500; i++) {
+    const h = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { active: number; waiting: number };
+    if (h.active + h.waiting >= 2) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
   p.kill("SIGTERM");
   for (;;) {
     const { value, done } = await reader.read();

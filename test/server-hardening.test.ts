@@ -184,10 +184,10 @@ test("the character bound is only claimed where it is sound", async () => {
 
 test("drain: new connections are refused, short requests finish, long ones end with an error event or a 503", async () => {
   const { srv, url, eng } = await another({});
-  const stream = await fetch(`${url}/v1/completions`, { method: "POST", headers: JSON_TYPE, body: JSON.stringify({ prompt: "The jury said", max_tokens: 1500, stream: true }) });
+  const stream = await fetch(`${url}/v1/completions`, { method: "POST", headers: JSON_TYPE, body: JSON.stringify({ prompt: "The jury said", max_tokens: 1500, ignore_eos: true, stream: true }) });
   const reader = stream.body!.getReader();
   let streamed = new TextDecoder().decode((await reader.read()).value);
-  const plain = post(url, "/v1/chat/completions", { messages: [{ role: "user", content: "Tell me everything" }], max_tokens: 1500 });
+  const plain = post(url, "/v1/chat/completions", { messages: [{ role: "user", content: "Tell me everything" }], max_tokens: 1500, ignore_eos: true });
   while (eng.scheduler.stats().active < 2) await new Promise((r) => setTimeout(r, 5));
   const short = post(url, "/v1/completions", { prompt: "It was", max_tokens: 3 });
   while (eng.scheduler.stats().active + eng.scheduler.stats().waiting < 3) await new Promise((r) => setTimeout(r, 5));
@@ -376,7 +376,7 @@ test("every request is logged once with its outcome: vanished clients and aborte
   const p = Number(new URL(url).port);
   // a stream whose client leaves
   const ctl = new AbortController();
-  const res = await fetch(`${url}/v1/completions`, { method: "POST", headers: JSON_TYPE, body: JSON.stringify({ prompt: "The jury", max_tokens: 1500, stream: true }), signal: ctl.signal });
+  const res = await fetch(`${url}/v1/completions`, { method: "POST", headers: JSON_TYPE, body: JSON.stringify({ prompt: "The jury", max_tokens: 1500, ignore_eos: true, stream: true }), signal: ctl.signal });
   const reader = res.body!.getReader();
   await reader.read();
   await reader.read();
@@ -415,7 +415,7 @@ test("timeouts: slow headers and bodies are cut, long streams are not; a request
   // a stream that runs longer than the header and body limits together is not cut by them
   const t0 = performance.now();
   const ctl = new AbortController();
-  const res = await fetch(`${url}/v1/completions`, { method: "POST", headers: JSON_TYPE, body: JSON.stringify({ prompt: "The jury", max_tokens: 1900, stream: true }), signal: ctl.signal });
+  const res = await fetch(`${url}/v1/completions`, { method: "POST", headers: JSON_TYPE, body: JSON.stringify({ prompt: "The jury", max_tokens: 1900, ignore_eos: true, stream: true }), signal: ctl.signal });
   const reader = res.body!.getReader();
   let got = 0;
   while (performance.now() - t0 < 2500) {
@@ -428,9 +428,9 @@ test("timeouts: slow headers and bodies are cut, long streams are not; a request
   assert.ok(got > 10);
 
   const limited = await another({ requestTimeoutMs: 400 });
-  const r = await post(limited.url, "/v1/completions", { prompt: "The jury", max_tokens: 1900 });
+  const r = await post(limited.url, "/v1/completions", { prompt: "The jury", max_tokens: 1900, ignore_eos: true });
   assertError(r, 504, "request_timeout", "server_error");
-  const sse = await post(limited.url, "/v1/completions", { prompt: "The jury", max_tokens: 1900, stream: true });
+  const sse = await post(limited.url, "/v1/completions", { prompt: "The jury", max_tokens: 1900, ignore_eos: true, stream: true });
   const events = sse.text.split("\n\n").filter(Boolean);
   assert.equal(events[events.length - 1], "data: [DONE]");
   assert.equal(JSON.parse(events[events.length - 2].slice(6)).error.code, "request_timeout");
