@@ -35,7 +35,7 @@ export {
 export { loadModel, cpuRuntime } from "./model/load.js";
 export { DeepseekModel, RunState } from "./model/deepseek-model.js";
 export { LlamaModel, KvRunState } from "./model/llama.js";
-export { forwardOne, type InferenceModel, type Runtime, type SequenceState, type StepItem, type StepOptions } from "./model/inference.js";
+export { type InferenceModel, type Runtime, type SequenceState, type StepItem, type StepOptions } from "./model/inference.js";
 export { routeSigmoidGrouped, routeSoftmax, routeTokens, type Routing, type RouterConfig, type RouterSpec } from "./model/router.js";
 export { describeModel, kvCacheInfo, type ModelInfo, type KvCacheInfo } from "./model/info.js";
 

@@ -10,19 +10,9 @@ import { type Tensor, tensor, fromF32 } from "../src/tensor/tensor.js";
 import { type F64Array, readHeader, readTensor, writeSafetensors } from "../src/io/safetensors.js";
 import { Checkpoint } from "../src/model/checkpoint.js";
 import { tempDirs } from "./helpers.js";
+import { mulberry32 } from "../src/tensor/rng.js";
 
 const freshDir = tempDirs("mla-st-", after);
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randF32(n: number, rnd: () => number): Float32Array {
   const a = new Float32Array(n);

@@ -69,8 +69,3 @@ export interface Runtime {
   /** Release the backend (worker threads, the device). */
   close(): Promise<void>;
 }
-
-/** The logits of one sequence's new tokens: [1, V], or [T, V] with allLogits. */
-export function forwardOne<S extends SequenceState>(model: InferenceModel<S>, ids: ArrayLike<number>, state: S, opts: StepOptions = {}): Promise<Float32Array> {
-  return model.step([{ ids, state }], opts);
-}

@@ -9,15 +9,19 @@ export class TextTokenizer {
    * No token covers more UTF-16 characters of input than this, so a text of n characters is at least
    * ceil(n / maxCharsPerToken) tokens; null when the tokenizer gives no such bound (see charsPerTokenBound).
    */
-  readonly maxCharsPerToken: number | null;
+  get maxCharsPerToken(): number | null {
+    // a pass over the whole vocabulary: made on first use (a server's first text prompt), not at every load
+    if (this.bound === undefined) this.bound = charsPerTokenBound(this.json);
+    return this.bound;
+  }
+
+  private bound: number | null | undefined;
 
   private constructor(
     private readonly tok: Tokenizer, readonly config: Record<string, unknown>,
     /** The parsed tokenizer.json, kept to start the same tokenizer on a worker thread (./encoder.ts). */
     readonly json: object,
-  ) {
-    this.maxCharsPerToken = charsPerTokenBound(json);
-  }
+  ) {}
 
   static fromJson(tokenizerJson: object, tokenizerConfig: Record<string, unknown> = {}): TextTokenizer {
     try {
@@ -29,7 +33,8 @@ export class TextTokenizer {
 
   /** The fewest tokens a text of `chars` UTF-16 characters can encode to (0 when the tokenizer gives no bound). */
   minTokens(chars: number): number {
-    return this.maxCharsPerToken === null ? 0 : Math.ceil(chars / this.maxCharsPerToken);
+    const bound = this.maxCharsPerToken;
+    return bound === null ? 0 : Math.ceil(chars / bound);
   }
 
   /** The tokenizer in dir, or null when the folder has no tokenizer.json. */

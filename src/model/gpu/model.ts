@@ -241,6 +241,7 @@ export class GpuModel implements InferenceModel<GpuState> {
     state.position = n;
   }
 
+  /** Bytes of GPU memory this backend holds (weights, caches, activations). */
   get deviceBytes(): number {
     return this.gpu.allocatedBytes;
   }
@@ -453,11 +454,6 @@ export class GpuModel implements InferenceModel<GpuState> {
       gk.axpy(q, h, ye, m, D, 1, idxBuf, wtBuf, i0);
     }
     return q;
-  }
-
-  /** Bytes of GPU memory this backend holds (weights, caches, activations). */
-  get gpuBytes(): number {
-    return this.gpu.allocatedBytes;
   }
 }
 
