@@ -7,6 +7,7 @@
  */
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
+import { isBlockDType } from "../tensor/dtype.js";
 import { MlaError } from "../errors.js";
 import { type Tensor, numel, tensor } from "../tensor/tensor.js";
 import { SAFETENSORS_DTYPE_BYTES, fail, parseEntries, parseHeaderJson } from "./safetensors-header.js";
@@ -166,7 +167,7 @@ function buildHeader(entries: [string, Tensor | F64Array][], metadata?: Record<s
   let offset = 0;
   for (const [name, t] of entries) {
     if (name === "__metadata__") throw new MlaError(`"__metadata__" cannot be used as a tensor name`);
-    if (t.dtype === "Q8") throw new MlaError(`tensor "${name}" is Q8, an in-memory format that safetensors cannot hold`);
+    if (t.dtype === "Q8" || isBlockDType(t.dtype)) throw new MlaError(`tensor "${name}" is ${t.dtype}, a block-quantized format that safetensors cannot hold (export GGUF instead)`);
     if (t.data.length !== numel(t.shape)) {
       throw new MlaError(`tensor "${name}" has ${t.data.length} elements but shape [${t.shape.join(", ")}] needs ${numel(t.shape)}`);
     }

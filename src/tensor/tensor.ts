@@ -1,9 +1,13 @@
-import { type DType, bf16ToF32, f16Lut, f32ToBf16, f32ToF16 } from "./dtype.js";
+import { type DType, type BlockDType, bf16ToF32, f16Lut, f32ToBf16, f32ToF16, isBlockDType } from "./dtype.js";
 import { MlaError } from "../errors.js";
 import { Q8_BLOCK, dequantizeRowQ8, quantizeRowsQ8 } from "./quant.js";
+import { dequantizeGgml, ggmlRowBytes } from "./ggml.js";
 
-/** F32 data lives in a Float32Array; BF16/F16 stay packed as raw 16-bit words; Q8 as int8 with f32 scales. */
-export type Storage = Float32Array | Uint16Array | Int8Array;
+/**
+ * F32 data lives in a Float32Array; BF16/F16 stay packed as raw 16-bit words; Q8 as int8 with f32 scales; the
+ * GGML block types (Q4_0, Q4_K, Q5_K, Q6_K) as their packed bytes, each row a whole number of blocks.
+ */
+export type Storage = Float32Array | Uint16Array | Int8Array | Uint8Array;
 
 /** A dense row-major tensor. Weights use PyTorch's Linear layout [out, in]. */
 export interface Tensor {
@@ -17,7 +21,20 @@ export interface Tensor {
 function storageMatches(dtype: DType, d: Storage): boolean {
   if (dtype === "F32") return d instanceof Float32Array;
   if (dtype === "Q8") return d instanceof Int8Array;
+  if (isBlockDType(dtype)) return d instanceof Uint8Array;
   return d instanceof Uint16Array;
+}
+
+/** Bytes of one row of `cols` weights of a block dtype (cols a multiple of its block). */
+export function blockRowBytes(dtype: BlockDType, cols: number): number {
+  return ggmlRowBytes(dtype, cols);
+}
+
+/** Storage elements of a tensor: numel, or packed bytes for the block dtypes. */
+function storageLength(dtype: DType, shape: readonly number[]): number {
+  if (!isBlockDType(dtype)) return numel(shape);
+  const cols = shape.length ? shape[shape.length - 1] : 1;
+  return (numel(shape) / Math.max(cols, 1)) * blockRowBytes(dtype, cols);
 }
 
 export function numel(shape: readonly number[]): number {
@@ -27,9 +44,9 @@ export function numel(shape: readonly number[]): number {
 }
 
 export function tensor(dtype: DType, shape: readonly number[], data?: Storage, scales?: Float32Array): Tensor {
-  const n = numel(shape);
-  const d = data ?? (dtype === "F32" ? new Float32Array(n) : dtype === "Q8" ? new Int8Array(n) : new Uint16Array(n));
-  if (d.length !== n) throw new MlaError(`tensor data has ${d.length} elements, shape [${shape.join(", ")}] needs ${n}`);
+  const n = storageLength(dtype, shape);
+  const d = data ?? (dtype === "F32" ? new Float32Array(n) : dtype === "Q8" ? new Int8Array(n) : isBlockDType(dtype) ? new Uint8Array(n) : new Uint16Array(n));
+  if (d.length !== n) throw new MlaError(`tensor data has ${d.length} ${isBlockDType(dtype) ? "bytes" : "elements"}, ${dtype} shape [${shape.join(", ")}] needs ${n}`);
   if (!storageMatches(dtype, d)) throw new MlaError(`tensor storage does not match dtype ${dtype}`);
   if (dtype !== "Q8") return { dtype, shape: [...shape], data: d };
   const cols = shape[shape.length - 1];
@@ -66,6 +83,10 @@ export function rowF32(t: Tensor, r: number, cols: number, scratch: Float32Array
     }
     case "Q8":
       return dequantizeRowQ8(t.data as Int8Array, t.scales!, r, cols, scratch);
+    default: {
+      const rb = blockRowBytes(t.dtype, cols);
+      return dequantizeGgml(t.dtype, t.data as Uint8Array, r * rb, cols, scratch);
+    }
   }
 }
 
@@ -77,8 +98,8 @@ export function f32Tensor(shape: readonly number[], data?: Float32Array): Tensor
 export function toF32(t: Tensor): Float32Array {
   if (t.dtype === "F32") return t.data as Float32Array;
   const cols = t.shape.length ? t.shape[t.shape.length - 1] : 1;
-  const rows = cols ? t.data.length / cols : 0;
-  const out = new Float32Array(t.data.length);
+  const n = numel(t.shape), rows = cols ? n / cols : 0;
+  const out = new Float32Array(n);
   for (let r = 0; r < rows; r++) rowF32(t, r, cols, out.subarray(r * cols, (r + 1) * cols));
   return out;
 }
@@ -87,6 +108,7 @@ export function toF32(t: Tensor): Float32Array {
 export function fromF32(data: Float32Array, dtype: DType, shape: readonly number[]): Tensor {
   if (dtype === "F32") return tensor("F32", shape, data);
   if (dtype === "Q8") return quantizeQ8(tensor("F32", shape, data));
+  if (isBlockDType(dtype)) throw new MlaError(`fromF32: quantize to ${dtype} with quantizeBlocks (src/tensor/ggml-quantize.ts)`);
   const out = new Uint16Array(data.length);
   const conv = dtype === "BF16" ? f32ToBf16 : f32ToF16;
   for (let i = 0; i < data.length; i++) out[i] = conv(data[i]);
@@ -97,26 +119,38 @@ export function fromF32(data: Float32Array, dtype: DType, shape: readonly number
 export function at(t: Tensor, i: number): number {
   if (t.dtype === "F32") return t.data[i];
   if (t.dtype === "Q8") return t.data[i] * t.scales![Math.floor(i / Q8_BLOCK)];
+  if (isBlockDType(t.dtype)) {
+    const cols = t.shape[t.shape.length - 1], r = Math.floor(i / cols);
+    return rowF32(t, r, cols, new Float32Array(cols))[i - r * cols];
+  }
   return t.dtype === "BF16" ? bf16ToF32(t.data[i]) : f16Lut()[t.data[i]];
 }
 
 /** Rows [r0, r1) of a matrix as a view (no copy; Q8 scales sliced alongside). */
 export function sliceRows(t: Tensor, r0: number, r1: number): Tensor {
   const cols = t.shape[t.shape.length - 1];
+  if (isBlockDType(t.dtype)) {
+    const rb = blockRowBytes(t.dtype, cols);
+    return tensor(t.dtype, [r1 - r0, cols], t.data.subarray(r0 * rb, r1 * rb));
+  }
   const data = t.data.subarray(r0 * cols, r1 * cols);
   const scales = t.scales?.subarray((r0 * cols) / Q8_BLOCK, (r1 * cols) / Q8_BLOCK);
   return tensor(t.dtype, [r1 - r0, cols], data, scales);
 }
 
-/** The rows of a then the rows of b, in one new matrix (same dtype and width; not Q8). */
+/** The rows of a then the rows of b, in one new matrix (same dtype and width). */
 export function concatRows(a: Tensor, b: Tensor): Tensor {
   const cols = a.shape[a.shape.length - 1];
-  if (a.dtype !== b.dtype || b.shape[b.shape.length - 1] !== cols || a.dtype === "Q8") {
+  if (a.dtype !== b.dtype || b.shape[b.shape.length - 1] !== cols) {
     throw new MlaError(`cannot stack ${a.dtype} [${a.shape.join(", ")}] and ${b.dtype} [${b.shape.join(", ")}]`);
   }
-  const ra = a.data.length / cols, rb = b.data.length / cols;
+  const ra = numel(a.shape) / cols, rb = numel(b.shape) / cols;
   const out = tensor(a.dtype, [ra + rb, cols]);
-  (out.data as Float32Array | Uint16Array).set(a.data as Float32Array & Uint16Array);
-  (out.data as Float32Array | Uint16Array).set(b.data as Float32Array & Uint16Array, a.data.length);
+  (out.data as Storage & Uint8Array).set(a.data as Storage & Uint8Array);
+  (out.data as Storage & Uint8Array).set(b.data as Storage & Uint8Array, a.data.length);
+  if (a.scales && b.scales && out.scales) {
+    out.scales.set(a.scales);
+    out.scales.set(b.scales, a.scales.length);
+  }
   return out;
 }

@@ -4,6 +4,7 @@ import { setFlagsFromString } from "node:v8";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MlaError } from "../../errors.js";
+import { isBlockDType } from "../../tensor/dtype.js";
 import { rowF32, type Tensor } from "../../tensor/tensor.js";
 import { Q8_BLOCK, quantizeRowsQ8, type Q8Data } from "../../tensor/quant.js";
 import { RESERVED_BYTES, WasmHeap } from "./memory.js";
@@ -220,6 +221,7 @@ export class WasmBackend {
   upload(t: Tensor): WasmWeight {
     const [rows, cols] = matShape(t);
     if (t.dtype === "Q8") return this.uploadQ8Data({ q: t.data as Int8Array, scales: t.scales! }, rows, cols);
+    if (isBlockDType(t.dtype)) throw new MlaError(`wasm: ${t.dtype} weights are not supported yet`);
     if (t.dtype === "F32") {
       const a = this.heap.allocF32(rows * cols);
       a.view.set(t.data as Float32Array);
