@@ -1,4 +1,5 @@
 import { rowF32, tensor, type Tensor } from "../tensor/tensor.js";
+import { isBlockDType } from "../tensor/dtype.js";
 import { MlaError } from "../errors.js";
 import { ropeInterleaved } from "../backends/cpu/index.js";
 import { attendLatentRows, cpuOps, type Ops } from "../backends/ops.js";
@@ -50,6 +51,14 @@ export interface MlaWeights {
   readonly o: Tensor; //         o_proj              W^O [D, n_h d_v]
   /** q_a_proj (or q_proj) and kv_a_proj_with_mqa stacked [q rows + d_c + d_h^R, D], when the backend asked for it. */
   readonly qkvA?: Tensor;
+  /**
+   * kv_b_proj split as GGUF files store it (llama.cpp's attn_k_b / attn_v_b), when the file has them: ukT is
+   * (W^UK)^T of every head [n_h d_c, d_h] (what transposeUK builds), uv is W^UV of every head [n_h d_v, d_c]. The
+   * absorbed form multiplies with them as stored, so a quantized file's decode keeps its quantization; kvB (rebuilt
+   * by the loader) serves the naive form.
+   */
+  readonly ukT?: Tensor;
+  readonly uv?: Tensor;
 }
 
 /** DeepSeek's and transformers' latent norms use this eps whatever rms_norm_eps says. */
@@ -58,10 +67,11 @@ export const LATENT_NORM_EPS = 1e-6;
 /**
  * (W^UK)^T of every head as one matrix [n_h d_c, d_h]: rows h*d_c.. are head h's d_c x d_h block, so folding
  * W^UK into the query is an ordinary product (q~_h = block_h q_nope_h) on the fast kernels. Same dtype as kv_b_proj
- * (elements are moved, not rounded); F32 when kv_b_proj is Q8, whose blocks run along the other axis.
+ * (elements are moved, not rounded); F32 when kv_b_proj is Q8 or GGML blocks (a GGUF file's attn_kv_b), whose
+ * blocks run along the other axis.
  */
 export function transposeUK(kvB: Tensor, H: number, dn: number, dv: number, dc: number): Tensor {
-  if (kvB.dtype === "Q8") {
+  if (kvB.dtype === "Q8" || isBlockDType(kvB.dtype)) {
     const out = new Float32Array(H * dc * dn), row = new Float32Array(dc);
     for (let h = 0; h < H; h++) for (let d = 0; d < dn; d++) {
       const r = rowF32(kvB, h * (dn + dv) + d, dc, row);
@@ -88,6 +98,8 @@ export interface AttentionSegment<C> {
 export class MultiHeadLatentAttention {
   /** (W^UK)^T per head, for the absorbed form (see transposeUK). */
   readonly ukT: Tensor;
+  /** W^UV for the absorbed form: its matrix, head h's first row (h * stride + row0) and the row stride per head. */
+  private readonly uv: { readonly w: Tensor; readonly row0: number; readonly stride: number };
 
   constructor(
     readonly dims: MlaDims,
@@ -97,7 +109,10 @@ export class MultiHeadLatentAttention {
     readonly ops: Ops = cpuOps,
   ) {
     if (rope.dim !== dims.qkRopeHeadDim) throw new MlaError(`RoPE table is for ${rope.dim} dims, layer needs ${dims.qkRopeHeadDim}`);
-    this.ukT = ops.prepare(transposeUK(w.kvB, dims.nHeads, dims.qkNopeHeadDim, dims.vHeadDim, dims.kvLoraRank));
+    const { nHeads: H, qkNopeHeadDim: dn, vHeadDim: dv, kvLoraRank: dc } = dims;
+    // a stored k_b_proj/v_b_proj came through the loader's prepare hook already
+    this.ukT = w.ukT ?? ops.prepare(transposeUK(w.kvB, H, dn, dv, dc));
+    this.uv = w.uv ? { w: w.uv, row0: 0, stride: dv } : { w: w.kvB, row0: dn, stride: dn + dv };
   }
 
   /** Attention output [T, D] for T new tokens x [T, D] (already normed), appending their latents to `cache`. */
@@ -208,7 +223,8 @@ export class MultiHeadLatentAttention {
     const oLat = new Float32Array(n * H * dc);
     attendLatentRows(this.ops, oLat, qa, H, w, dc, decode.map((d) => d.cache), this.scale);
     const od = new Float32Array(n * H * dv);
-    for (let h = 0; h < H; h++) this.ops.linearGrouped(od.subarray(h * dv), oLat.subarray(h * dc), n, dc, this.w.kvB, dv, H * dc, H * dv, h * (dn + dv) + dn, 0);
+    const uv = this.uv;
+    for (let h = 0; h < H; h++) this.ops.linearGrouped(od.subarray(h * dv), oLat.subarray(h * dc), n, dc, uv.w, dv, H * dc, H * dv, h * uv.stride + uv.row0, 0);
     decode.forEach(({ row }, i) => o.set(od.subarray(i * H * dv, (i + 1) * H * dv), row * H * dv));
   }
 
@@ -231,12 +247,12 @@ export class MultiHeadLatentAttention {
     const oLat = new Float32Array(T * H * dc);
     const view = { data: cache.data, offset: 0, rowStride: w, headStride: 0 };
     this.ops.attend(oLat, qa, T, H, w, view, view, dc, 1, L, this.scale);
-    const o = new Float32Array(T * H * dv);
+    const o = new Float32Array(T * H * dv), uv = this.uv;
     if (T === 1) {
-      this.ops.linearGrouped(o, oLat, H, dc, this.w.kvB, dv, dc, dv, dn, dn + dv);
+      this.ops.linearGrouped(o, oLat, H, dc, uv.w, dv, dc, dv, uv.row0, uv.stride);
     } else {
       for (let h = 0; h < H; h++) {
-        this.ops.linear(o.subarray(h * dv), oLat.subarray(h * dc), T, dc, this.w.kvB, dv, h * (dn + dv) + dn, H * dc, H * dv);
+        this.ops.linear(o.subarray(h * dv), oLat.subarray(h * dc), T, dc, uv.w, dv, h * uv.stride + uv.row0, H * dc, H * dv);
       }
     }
     return o;

@@ -6,6 +6,7 @@ import { cpuRuntime } from "../model/load.js";
 import type { LoadProgress } from "../model/weights.js";
 import { ChatTemplate, stopTokenIds, type ChatMessage } from "../tokenizer/chat.js";
 import { StreamDecoder, TextTokenizer } from "../tokenizer/tokenizer.js";
+import { loadTextTokenizer } from "../tokenizer/gguf.js";
 import { AsyncEncoder } from "../tokenizer/encoder.js";
 import { BatchScheduler, type SchedulerOptions } from "./batch.js";
 import type { SamplingOptions } from "./sampler.js";
@@ -82,7 +83,8 @@ export interface TextJob {
 }
 
 function loadTokenizer(dir: string): TextTokenizer {
-  const tok = TextTokenizer.load(dir);
+  // a GGUF file carries its tokenizer in its metadata; a folder has tokenizer.json
+  const tok = loadTextTokenizer(dir);
   if (!tok) throw new MlaError(`${dir} has no tokenizer.json: text generation needs one`);
   return tok;
 }

@@ -7,6 +7,13 @@ import * as nodePath from "node:path";
 import { MlaError } from "../errors.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { type ReadOptions, type TensorInfo, readHeader, readTensor } from "../io/safetensors.js";
+import type { TensorStore } from "./tensor-store.js";
+import { GgufCheckpoint, isGgufPath } from "./gguf/checkpoint.js";
+
+/** A model by path: a GGUF file, split set or folder holding one (./gguf/), else a safetensors folder. */
+export function openCheckpoint(path: string): TensorStore {
+  return isGgufPath(path) ? GgufCheckpoint.open(path) : Checkpoint.open(path);
+}
 
 export interface LoadManyOptions {
   alloc?: ReadOptions["alloc"];
@@ -18,7 +25,7 @@ const INDEX_FILE = "model.safetensors.index.json";
 const SINGLE_FILE = "model.safetensors";
 const SHARD_RE = /^model-(\d+)-of-(\d+)\.safetensors$/;
 
-export class Checkpoint {
+export class Checkpoint implements TensorStore {
   readonly dir: string;
   readonly files: string[];
   private readonly tensors: Map<string, TensorInfo>;

@@ -3,7 +3,7 @@ import { cpuOps, type Ops } from "../backends/ops.js";
 import { LatentCache, type CacheAlloc, type RowCache } from "../attention/cache.js";
 import { MultiHeadLatentAttention, type MlaMode } from "../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../attention/rope.js";
-import { Checkpoint } from "./checkpoint.js";
+import { openCheckpoint } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
 import { mlpForward } from "./mlp.js";
 import { moeForward } from "./moe.js";
@@ -63,7 +63,7 @@ export class DeepseekModel extends CpuDecoder<RunState> {
   static load(dir: string, opts: LoadOptions = {}): DeepseekModel {
     const config = loadConfig(dir);
     if (config.attention !== "mla") throw new MlaError(`DeepseekModel loads deepseek_v2/deepseek_v3 checkpoints; ${dir} is ${config.modelType} (use loadModel)`);
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = openCheckpoint(dir);
     try {
       const ops = opts.ops ?? cpuOps;
       return new DeepseekModel(config, loadWeights(config, ckpt, opts.onProgress, (w) => ops.prepare(w)), ops);

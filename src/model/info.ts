@@ -1,7 +1,7 @@
 import { numel } from "../tensor/tensor.js";
 import { compareCaches, defaultGqaGroups, kvCacheFootprint, type CacheFootprint } from "../attention/accounting.js";
 import type { DType } from "../tensor/dtype.js";
-import { Checkpoint } from "./checkpoint.js";
+import { openCheckpoint } from "./checkpoint.js";
 import { isMoeLayer, type ModelConfig } from "./config.js";
 import { expectedTensors, loadConfig } from "./families/index.js";
 
@@ -38,7 +38,7 @@ export interface KvCacheInfo {
 
 export function describeModel(dir: string, cacheDtype: DType = "F32"): ModelInfo {
   const config = loadConfig(dir);
-  const ckpt = Checkpoint.open(dir);
+  const ckpt = openCheckpoint(dir);
   try {
     const expected = expectedTensors(config);
     const dtypes: Record<string, number> = {};

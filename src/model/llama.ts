@@ -4,7 +4,7 @@ import { KvCache, type CacheAlloc, type RowCache } from "../attention/cache.js";
 import { GroupedQueryAttention } from "../attention/gqa.js";
 import type { MlaMode } from "../attention/mla.js";
 import { RotaryEmbedding } from "../attention/rope.js";
-import { Checkpoint } from "./checkpoint.js";
+import { openCheckpoint } from "./checkpoint.js";
 import { type ModelConfig } from "./config.js";
 import { mlpForward } from "./mlp.js";
 import { type LlamaWeights } from "./weights.js";
@@ -64,7 +64,7 @@ export class LlamaModel extends CpuDecoder<KvRunState> {
   static load(dir: string, opts: LoadOptions = {}): LlamaModel {
     const config = loadConfig(dir);
     if (config.attention !== "gqa") throw new MlaError(`LlamaModel loads llama, qwen2 and mistral checkpoints; ${dir} is ${config.modelType} (use loadModel)`);
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = openCheckpoint(dir);
     try {
       const ops = opts.ops ?? cpuOps;
       return new LlamaModel(config, loadLlamaWeights(config, ckpt, opts.onProgress, (w) => ops.prepare(w)), ops);

@@ -5,7 +5,7 @@
  */
 import { MlaError } from "../errors.js";
 import { concatRows, sliceRows, toF32, type Tensor } from "../tensor/tensor.js";
-import type { Checkpoint } from "./checkpoint.js";
+import type { TensorStore } from "./tensor-store.js";
 import type { ModelConfig } from "./config.js";
 import type { MlaWeights } from "../attention/mla.js";
 import type { GqaWeights } from "../attention/gqa.js";
@@ -54,21 +54,22 @@ function isMatmulWeight(c: ModelConfig, name: string): boolean {
   return name.endsWith("_proj.weight") || name === "lm_head.weight" || name.endsWith("kv_a_proj_with_mqa.weight");
 }
 
-const LOADABLE_DTYPES = new Set(["F32", "BF16", "F16", "F64"]);
+/** Safetensors' float dtypes, and the block dtypes a GGUF file holds (./gguf/checkpoint.ts). */
+const LOADABLE_DTYPES = new Set(["F32", "BF16", "F16", "F64", "Q8", "Q4_0", "Q4_K", "Q5_K", "Q6_K"]);
 
 function listNames(names: string[], max = 5): string {
   return names.slice(0, max).join(", ") + (names.length > max ? ` and ${names.length - max} more` : "");
 }
 
 /** Every tensor's presence, dtype and shape, checked before any is read (so a bad checkpoint fails fast). */
-function checkTensors(expected: Map<string, number[]>, ckpt: Checkpoint): void {
+function checkTensors(expected: Map<string, number[]>, ckpt: TensorStore): void {
   const missing = ckpt.missing([...expected.keys()]);
   if (missing.length) throw new MlaError(`checkpoint ${ckpt.dir} is missing ${missing.length} tensor(s): ${listNames(missing)}`);
   for (const [name, shape] of expected) {
     const { dtype, shape: got } = ckpt.info(name);
     if (!LOADABLE_DTYPES.has(dtype)) {
       const hint = dtype.startsWith("F8") ? " (an FP8 release: convert it to BF16 first, e.g. with DeepSeek's fp8_cast_bf16.py)" : "";
-      throw new MlaError(`tensor ${name} has dtype ${dtype}, which mla-ts does not support (F32, BF16, F16, F64)${hint}`);
+      throw new MlaError(`tensor ${name} has dtype ${dtype}, which mla-ts does not support (F32, BF16, F16, F64; in GGUF files also Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)${hint}`);
     }
     if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
       throw new MlaError(`tensor ${name} has shape [${got.join(", ")}] but config.json implies [${shape.join(", ")}]`);
@@ -79,6 +80,8 @@ function checkTensors(expected: Map<string, number[]>, ckpt: Checkpoint): void {
 /** Named tensors, and the stacked matrix that begins with a name (when the loader stacked one). */
 export interface ReadTensors {
   readonly get: (name: string) => Tensor;
+  /** Whether a tensor was read (the optional ones are read only when the checkpoint has them). */
+  readonly has: (name: string) => boolean;
   /** The stacked matrix whose first part is `first`, when the backend stacked it. */
   readonly stacked: (first: string) => Tensor | undefined;
 }
@@ -88,7 +91,7 @@ export interface ReadTensors {
  * with `prepare`, the `pairs` (first -> second) that read the same input are stacked into one matrix.
  */
 export function readTensors(
-  c: ModelConfig, ckpt: Checkpoint, expected: Map<string, number[]>, pairs: Map<string, string>, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor,
+  c: ModelConfig, ckpt: TensorStore, expected: Map<string, number[]>, pairs: Map<string, string>, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor,
 ): ReadTensors {
   checkTensors(expected, ckpt);
   const names = [...expected.keys()];
@@ -125,7 +128,7 @@ export function readTensors(
       progress(partner);
     }
   }
-  return { get: (name) => t.get(name)!, stacked: (name) => stacked.get(name) };
+  return { get: (name) => t.get(name)!, has: (name) => t.has(name), stacked: (name) => stacked.get(name) };
 }
 
 /** A SwiGLU MLP's weights under prefix p (gate/up stacked when the loader stacked them). */

@@ -1,6 +1,7 @@
 import { describeModel } from "../../model/info.js";
 import { generate } from "../../generate/generate.js";
 import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
+import { loadTextTokenizer } from "../../tokenizer/gguf.js";
 import { infoText } from "./info.js";
 import { loadModel } from "../load.js";
 import type { Runtime } from "../../model/inference.js";
@@ -15,7 +16,7 @@ import { timing } from "./generate.js";
 export async function demoCommand(opts: { model: string; prompt: string; maxNewTokens: number }, runtime: Runtime): Promise<void> {
   const out = process.stdout;
   out.write(infoText(describeModel(opts.model)) + "\n\n");
-  const tok = TextTokenizer.load(opts.model);
+  const tok = loadTextTokenizer(opts.model);
   const model = loadModel(opts.model, runtime);
   out.write(`kernels: ${model.backendName}\n`);
   const prompt = tok ? tok.encode(opts.prompt) : [1, 2, 3, 4, 5, 6, 7, 8];

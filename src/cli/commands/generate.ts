@@ -3,6 +3,7 @@ import type { MlaMode } from "../../attention/mla.js";
 import { generate, type GenerateResult } from "../../generate/generate.js";
 import type { SamplingOptions } from "../../generate/sampler.js";
 import { StreamDecoder, TextTokenizer } from "../../tokenizer/tokenizer.js";
+import { loadTextTokenizer } from "../../tokenizer/gguf.js";
 import { checkAttentionForm, loadModel } from "../load.js";
 import type { Runtime } from "../../model/inference.js";
 
@@ -41,7 +42,7 @@ export function promptTokens(opts: GenerateCliOptions, tok: TextTokenizer | null
 }
 
 export async function generateCommand(opts: GenerateCliOptions, runtime: Runtime): Promise<void> {
-  const tok = TextTokenizer.load(opts.model);
+  const tok = loadTextTokenizer(opts.model);
   const prompt = promptTokens(opts, tok);
   const model = loadModel(opts.model, runtime);
   checkAttentionForm(model, opts.attention);

@@ -103,6 +103,13 @@ function layerTensors(c: ModelConfig, i: number, m: Map<string, number[]>, o: Ml
   if (c.nSharedExperts) mlpTensors(m, `${p}mlp.shared_experts.`, D, c.nSharedExperts * c.moeIntermediateSize);
 }
 
+/** kv_b_proj split per head as GGUF files store it (see MlaWeights.ukT/uv), read when the checkpoint has it. */
+function optionalTensors(c: ModelConfig, i: number, m: Map<string, number[]>): void {
+  const a = `model.layers.${i}.self_attn.`, H = c.numHeads;
+  m.set(`${a}k_b_proj.weight`, [H * c.kvLoraRank, c.qkNopeHeadDim]);
+  m.set(`${a}v_b_proj.weight`, [H * c.vHeadDim, c.kvLoraRank]);
+}
+
 /** The query and latent down-projections read the same x, and so do every MLP's gate_proj and up_proj. */
 function stackedPairs(c: ModelConfig, i: number, pairs: Map<string, string>): void {
   const p = `model.layers.${i}.`, a = `${p}self_attn.`;
@@ -116,7 +123,10 @@ function stackedPairs(c: ModelConfig, i: number, pairs: Map<string, string>): vo
 function layer(c: ModelConfig, i: number, t: TensorSource, o: MlaFamilyOptions): LayerWeights {
   const { get, stacked } = t;
   const p = `model.layers.${i}.`, a = `${p}self_attn.`;
-  const kv = { kvA: get(`${a}kv_a_proj_with_mqa.weight`), kvANorm: toF32(get(`${a}kv_a_layernorm.weight`)), kvB: get(`${a}kv_b_proj.weight`), o: get(`${a}o_proj.weight`) };
+  const kv = {
+    kvA: get(`${a}kv_a_proj_with_mqa.weight`), kvANorm: toF32(get(`${a}kv_a_layernorm.weight`)), kvB: get(`${a}kv_b_proj.weight`), o: get(`${a}o_proj.weight`),
+    ...(t.has(`${a}k_b_proj.weight`) && t.has(`${a}v_b_proj.weight`) ? { ukT: get(`${a}k_b_proj.weight`), uv: get(`${a}v_b_proj.weight`) } : {}),
+  };
   const attn: MlaWeights = c.qLoraRank
     ? { query: { kind: "lora", qA: get(`${a}q_a_proj.weight`), qANorm: toF32(get(`${a}q_a_layernorm.weight`)), qB: get(`${a}q_b_proj.weight`) }, qkvA: stacked(`${a}q_a_proj.weight`), ...kv }
     : { query: { kind: "direct", q: get(`${a}q_proj.weight`) }, qkvA: stacked(`${a}q_proj.weight`), ...kv };
@@ -144,6 +154,7 @@ export function mlaFamily(o: MlaFamilyOptions): ModelFamily<LayerWeights> {
     layerTensors: (c, i, m) => layerTensors(c, i, m, o),
     stackedPairs,
     layer: (c, i, t) => layer(c, i, t, o),
+    optionalTensors,
     cacheWidths: (c) => [c.kvLoraRank + c.qkRopeHeadDim],
   };
 }

@@ -24,6 +24,8 @@ export interface ModelFamily<L = unknown> {
   stackedPairs(c: ModelConfig, i: number, out: Map<string, string>): void;
   /** Layer i's weights from its named tensors. */
   layer(c: ModelConfig, i: number, t: TensorSource): L;
+  /** Tensors layer i reads when the checkpoint has them (a GGUF file's k_b_proj/v_b_proj), with their shapes. */
+  optionalTensors?(c: ModelConfig, i: number, out: Map<string, number[]>): void;
   /** Floats per token and layer of each cache the decoder keeps (the latent row; or K and V rows). */
   cacheWidths(c: ModelConfig): readonly number[];
 }

@@ -5,7 +5,8 @@
  */
 import { MlaError } from "../../errors.js";
 import type { Tensor } from "../../tensor/tensor.js";
-import type { Checkpoint } from "../checkpoint.js";
+import type { TensorStore } from "../tensor-store.js";
+import { ggufConfigJson, isGgufPath } from "../gguf/config.js";
 import { checkActivation, readConfigJson, type Json, type ModelConfig } from "../config.js";
 import { decoderWeights, readTensors, type LayerWeights, type LlamaLayerWeights, type LlamaWeights, type LoadProgress, type ModelWeights, type ReadTensors } from "../weights.js";
 import type { ModelFamily } from "./family.js";
@@ -38,9 +39,9 @@ export function parseConfig(json: Json): ModelConfig {
   return family.parseConfig(json);
 }
 
-/** config.json of a checkpoint folder, parsed by its family. */
+/** config.json of a checkpoint folder (or, for a GGUF path, the config its metadata describes), parsed by its family. */
 export function loadConfig(dir: string): ModelConfig {
-  return parseConfig(readConfigJson(dir));
+  return parseConfig(isGgufPath(dir) ? ggufConfigJson(dir) : readConfigJson(dir));
 }
 
 /** The tensors this config needs, with their shapes (only layers < num_hidden_layers: V3's MTP layer is skipped). */
@@ -51,6 +52,14 @@ export function expectedTensors(c: ModelConfig): Map<string, number[]> {
   if (!c.tieWordEmbeddings) m.set("lm_head.weight", [c.vocabSize, c.hiddenSize]);
   const f = familyOf(c.modelType);
   for (let i = 0; i < c.numLayers; i++) f.layerTensors(c, i, m);
+  return m;
+}
+
+/** The expected tensors, and the family's optional ones that this checkpoint has. */
+function tensorsToRead(c: ModelConfig, ckpt: TensorStore): Map<string, number[]> {
+  const m = expectedTensors(c), f = familyOf(c.modelType), opt = new Map<string, number[]>();
+  for (let i = 0; i < c.numLayers; i++) f.optionalTensors?.(c, i, opt);
+  for (const [name, shape] of opt) if (ckpt.has(name)) m.set(name, shape);
   return m;
 }
 
@@ -78,25 +87,25 @@ function expectAttention(c: ModelConfig, attention: "mla" | "gqa", fn: string): 
 /** MLA weights from named tensors already in memory (`get`; stacked matrices when the loader made them). */
 export function assemble(c: ModelConfig, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined = () => undefined): ModelWeights {
   expectAttention(c, "mla", "assemble");
-  return assembleAny<LayerWeights>(c, { get, stacked });
+  return assembleAny<LayerWeights>(c, { get, has: () => false, stacked });
 }
 
 /** GQA (llama-layout) weights from named tensors already in memory. */
 export function assembleLlama(c: ModelConfig, get: (name: string) => Tensor, stacked: (first: string) => Tensor | undefined = () => undefined): LlamaWeights {
   expectAttention(c, "gqa", "assembleLlama");
-  return assembleAny<LlamaLayerWeights>(c, { get, stacked });
+  return assembleAny<LlamaLayerWeights>(c, { get, has: () => false, stacked });
 }
 
 /** Check that every needed tensor of an MLA checkpoint is present with the right shape, then read them all. */
-export function loadWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): ModelWeights {
+export function loadWeights(c: ModelConfig, ckpt: TensorStore, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): ModelWeights {
   expectAttention(c, "mla", "loadWeights");
-  return assembleAny<LayerWeights>(c, readTensors(c, ckpt, expectedTensors(c), stackedPairs(c), onProgress, prepare));
+  return assembleAny<LayerWeights>(c, readTensors(c, ckpt, tensorsToRead(c, ckpt), stackedPairs(c), onProgress, prepare));
 }
 
 /** The same for a GQA (llama-layout) checkpoint. */
-export function loadLlamaWeights(c: ModelConfig, ckpt: Checkpoint, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): LlamaWeights {
+export function loadLlamaWeights(c: ModelConfig, ckpt: TensorStore, onProgress?: LoadProgress, prepare?: (w: Tensor) => Tensor): LlamaWeights {
   expectAttention(c, "gqa", "loadLlamaWeights");
-  return assembleAny<LlamaLayerWeights>(c, readTensors(c, ckpt, expectedTensors(c), stackedPairs(c), onProgress, prepare));
+  return assembleAny<LlamaLayerWeights>(c, readTensors(c, ckpt, tensorsToRead(c, ckpt), stackedPairs(c), onProgress, prepare));
 }
 
 /** Floats per token and layer of each cache the model's decoder keeps. */

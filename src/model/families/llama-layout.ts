@@ -49,7 +49,8 @@ function parseLlamaLayout(c: Json, o: LlamaLayoutOptions): ModelConfig {
     rmsNormEps: num(c, "rms_norm_eps", 1e-6),
     maxPositionEmbeddings: posInt(c, "max_position_embeddings", o.defaultContext),
     tieWordEmbeddings: c.tie_word_embeddings === true,
-    rope: parseRope(c, ["default", "linear", "llama3"]),
+    // longrope: llama3 RoPE from a GGUF file (its rope_freqs divisors, see ../gguf/config.ts)
+    rope: parseRope(c, ["default", "linear", "llama3", "longrope"]),
     ...NO_EXPERTS,
     bosTokenId: c.bos_token_id == null ? null : num(c, "bos_token_id"),
     eosTokenIds: eosIds(c.eos_token_id),

@@ -12,7 +12,7 @@ import { MlaError } from "../../errors.js";
 import { LATENT_NORM_EPS } from "../../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../../attention/rope.js";
 import { kernels as gk, type Pass, type WebGpuBackend } from "../../backends/webgpu/backend.js";
-import { Checkpoint } from "../checkpoint.js";
+import { openCheckpoint } from "../checkpoint.js";
 import type { ModelConfig } from "../config.js";
 import type { Tensor } from "../../tensor/tensor.js";
 import { route, slotsByExpert } from "../moe.js";
@@ -173,7 +173,7 @@ export class GpuModel implements InferenceModel<GpuState> {
   /** Load a checkpoint folder (any supported model type) onto the GPU. */
   static load(dir: string, gpu: WebGpuBackend, opts: GpuLoadOptions = {}): GpuModel {
     const config = loadConfig(dir);
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = openCheckpoint(dir);
     try {
       const w = config.attention === "mla" ? loadWeights(config, ckpt, opts.onProgress) : loadLlamaWeights(config, ckpt, opts.onProgress);
       return new GpuModel(config, uploadWeights(gpu, w), gpu, opts.moeRouting);
