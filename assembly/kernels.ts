@@ -22,12 +22,14 @@
 //   f16.ts               IEEE half -> f32 on SIMD lanes
 //   dot-f32.ts           f32 dot-product blocks (K along the lanes)
 //   q8.ts                int8 blocks: dequantized rows, the T == 1 integer and float paths
+//   kquant.ts            GGML's packed blocks (Q4_0, Q4_K, Q5_K, Q6_K): T == 1 integer paths, rows widened to f32
 //   linear-tiled.ts      T > 1 products of every dtype (8-token panels x 4 rows)
 //   linear.ts            the product kernels, one per weight dtype, and linear_grouped
 //   elementwise.ts       rmsnorm, silu_mul, softmax
 //   attention-latent.ts  absorbed-MLA decode attention over latent rows
 //   attention-heads.ts   decode attention with per-head K/V, causal softmax of score rows
 //   heap.ts              heap_base
+//   quantize.ts          load-time quantization of float rows to Q8
 
 // products (the export order is the module's export order, kept as it was)
 export { linear_scratch } from "./linear-tiled";
@@ -39,3 +41,7 @@ export { attend_latent_scratch, attend_latent, attend_latent_many } from "./atte
 export { heap_base } from "./heap";
 // decode attention with per-head K/V (MHA/GQA/MQA, naive MLA)
 export { attend_heads_scratch, attend_heads, softmax_causal } from "./attention-heads";
+// products on GGML's packed blocks (Q4_0, Q4_K, Q5_K, Q6_K)
+export { linear_q4_0, linear_q4_k, linear_q5_k, linear_q6_k } from "./linear";
+// load-time quantization (F32/BF16/F16 -> Q8)
+export { quantize_q8 } from "./quantize";

@@ -5,6 +5,7 @@ import { fma } from "./simd";
 import { f16x8_to_f32 } from "./f16";
 import { gemm_f32 } from "./dot-f32";
 import { widen_q8 } from "./q8";
+import { widen_blocks } from "./kquant";
 
 // The dot-product tiles (dot-f32.ts) keep K along the SIMD lanes, so every output needs a horizontal sum and each step
 // loads as many x vectors as weight vectors. Here the tokens go along the lanes instead: x is packed into panels
@@ -132,17 +133,19 @@ function widen_f16(dst: usize, w: usize, r: i32, cnt: i32, K: i32): void {
   for (let i: usize = 0; i < n; i += 8) f16x8_to_f32(dst + (i << 2), src + (i << 1));
 }
 
-/** f32 copies of weight rows [r, r + cnt) at dst (dt 1 BF16, 2 F16, 3 Q8; see widen_*). */
+/** f32 copies of weight rows [r, r + cnt) at dst (dt 1 BF16, 2 F16, 3 Q8, 4-7 GGML blocks; see widen_*). */
 function widen_rows(dt: i32, dst: usize, w: usize, scales: usize, r: i32, cnt: i32, K: i32): void {
   if (dt == 1) widen_bf16(dst, w, r, cnt, K);
   else if (dt == 2) widen_f16(dst, w, r, cnt, K);
-  else widen_q8(dst, w, scales, r, cnt, K);
+  else if (dt == 3) widen_q8(dst, w, scales, r, cnt, K);
+  else widen_blocks(dt, dst, w, r, cnt, K);
 }
 
 // ---------------------------------------------------------------------------------------------
 
 /**
- * out[t, n] for t < T (T > 1), n in [n0, n1), weights of dtype dt (0 F32, 1 BF16, 2 F16, 3 Q8). Tokens go in blocks
+ * out[t, n] for t < T (T > 1), n in [n0, n1), weights of dtype dt (0 F32, 1 BF16, 2 F16, 3 Q8, 4 Q4_0, 5 Q4_K,
+ * 6 Q5_K, 7 Q6_K). Tokens go in blocks
  * of TILE_TOKENS packed into scratch; in a block, each group of 4 rows (widened to f32 in scratch unless F32) is
  * multiplied with every full panel of 8 tokens by tile4x8. A last part-panel of 6 or 7 tokens is padded with
  * zeros; 1 to 5 left-over tokens go through the dot tiles (gemm_f32), where padding would waste more than half.

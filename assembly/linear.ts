@@ -6,6 +6,7 @@ import { f16hi, f16hi_x, f16lo_x, f16special } from "./f16";
 import { dot1_f32 } from "./dot-f32";
 import { q8_block, q8_prep_x, q8_rows_float } from "./q8";
 import { linear_tiled } from "./linear-tiled";
+import { kq_decode, kq_row_bytes } from "./kquant";
 
 /** F32 weights. scratch unused. */
 export function linear_f32(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
@@ -159,7 +160,33 @@ export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scale
 }
 
 /**
- * G independent one-token products over row blocks of one weight (dt 0 F32, 1 BF16, 2 F16, 3 Q8):
+ * GGML block weights (src/tensor/ggml.ts), row-major whole blocks; K a multiple of the block (32 Q4_0, 256 K-quants).
+ * T == 1: integer dot products on the packed blocks against x quantized to int16 per 32 (kquant.ts; scratch
+ * 16 K + 64 bytes), or the float path when x has non-finite or tiny blocks. T > 1: linear_tiled, 4 rows at a time
+ * dequantized to f32 (scratch linear_scratch(K)).
+ */
+export function linear_q4_0(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  linear_blocks(4, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
+}
+export function linear_q4_k(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  linear_blocks(5, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
+}
+export function linear_q5_k(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  linear_blocks(6, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
+}
+export function linear_q6_k(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  linear_blocks(7, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
+}
+
+// @ts-ignore: decorator
+@inline function linear_blocks(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  if (T == 1) kq_decode(dt, out, x, K, w, n0, n1, scratch);
+  else linear_tiled(dt, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
+}
+
+/**
+ * G independent one-token products over row blocks of one weight (dt 0 F32, 1 BF16, 2 F16, 3 Q8, 4-7 GGML blocks
+ * Q4_0, Q4_K, Q5_K, Q6_K):
  * for g in [g0, g1): out[g*og + n] = sum_k x[g*xg + k] * W[row0 + g*gs + n, k], n < N. Absorbed MLA folds W^UK
  * into each head's query this way and applies W^UV (every head's block inside kv_b_proj), one call for all heads.
  */
@@ -167,7 +194,12 @@ export function linear_grouped(dt: i32, out: usize, x: usize, K: i32, w: usize, 
   const eb: usize = dt == 0 ? 4 : dt == 3 ? 1 : 2;
   for (let g = g0; g < g1; g++) {
     const r = <usize>(row0 + g * gs);
-    const o = out + ((<usize>g * <usize>og) << 2), xp = x + ((<usize>g * <usize>xg) << 2), wg = w + r * <usize>K * eb;
+    const o = out + ((<usize>g * <usize>og) << 2), xp = x + ((<usize>g * <usize>xg) << 2);
+    if (dt >= 4) {
+      kq_decode(dt, o, xp, K, w + r * kq_row_bytes(dt, K), 0, N, scratch);
+      continue;
+    }
+    const wg = w + r * <usize>K * eb;
     if (dt == 0) linear_f32(o, xp, 1, K, wg, 0, N, K, N, scratch);
     else if (dt == 1) linear_bf16(o, xp, 1, K, wg, 0, N, K, N, scratch);
     else if (dt == 2) linear_f16(o, xp, 1, K, wg, 0, N, K, N, scratch);

@@ -4,7 +4,7 @@
  *   npm run asbuild
  *   node --import tsx scripts/bench-kernels.ts [--threads 1,2] [--ms 400] [--hot] [--no-scalar] [--spin 50]
  *                                              [--only decode,scalar,prefill,attention,misc]
- *                                              [--dtypes F32,BF16,F16,Q8] [--reps 3] [--wasm-dir DIR]
+ *                                              [--dtypes F32,BF16,F16,Q8,Q4_0,Q4_K,Q5_K,Q6_K] [--reps 3] [--wasm-dir DIR]
  *   node --experimental-wasm-relaxed-simd --import tsx scripts/bench-kernels.ts     # relaxed-SIMD (FMA) build
  *
  * Shapes are those of the `small` preset (hidden 1024, intermediate 2816, vocab 32000). Decode matvecs cycle through
@@ -16,7 +16,9 @@ import { availableParallelism, cpus, loadavg } from "node:os";
 import { WasmBackend, quantizeQ8Data, type Q8Data, type WasmDType, type WasmWeight } from "../src/backends/wasm/index.js";
 import { KERNEL } from "../src/backends/wasm/kernels.js";
 import { linear as scalarLinear } from "../src/backends/cpu/matmul.js";
-import { fromF32, type Tensor } from "../src/tensor/tensor.js";
+import { blockRowBytes, fromF32, tensor, type Tensor } from "../src/tensor/tensor.js";
+import { isBlockDType, type BlockDType } from "../src/tensor/dtype.js";
+import { GGML_BLOCK } from "../src/tensor/ggml.js";
 import { randn } from "../test/helpers.js";
 
 function arg(name: string, def: string): string {
@@ -48,7 +50,25 @@ function time(fn: (i: number) => void): number {
 }
 
 function weightBytes(dt: WasmDType, N: number, K: number): number {
+  if (isBlockDType(dt)) return N * blockRowBytes(dt, K);
   return dt === "F32" ? 4 * N * K : dt === "Q8" ? N * K + 4 * N * (K / 32) : 2 * N * K;
+}
+
+/**
+ * Random GGML blocks [N, K]: random bytes with every f16 scale field set to a small normal value (the kernels' speed
+ * does not depend on the values; quantizing 32M weights in JS would take minutes).
+ */
+function randomBlocks(dt: BlockDType, N: number, K: number): Tensor {
+  const [, size] = GGML_BLOCK[dt];
+  const data = new Uint8Array(N * blockRowBytes(dt, K));
+  let a = N * 7919 + K;
+  for (let i = 0; i < data.length; i++) {
+    a = (Math.imul(a, 1103515245) + 12345) >>> 0;
+    data[i] = a >>> 24;
+  }
+  const halves = dt === "Q6_K" ? [208] : dt === "Q4_0" ? [0] : [0, 2];
+  for (let b = 0; b < data.length; b += size) for (const h of halves) { data[b + h] = 0x00; data[b + h + 1] = 0x20; }
+  return tensor(dt, [N, K], data);
 }
 
 const sources = new Map<string, Tensor | Q8Data>();
@@ -57,8 +77,8 @@ function uploadWeight(be: WasmBackend, dt: WasmDType, N: number, K: number): Was
   const key = `${dt}:${N}x${K}`;
   let src = sources.get(key);
   if (!src) {
-    const wf = randn(N * K, N + K, 0.05);
-    src = dt === "Q8" ? quantizeQ8Data(wf, N, K) : fromF32(wf, dt, [N, K]);
+    const wf = isBlockDType(dt) ? new Float32Array(0) : randn(N * K, N + K, 0.05);
+    src = dt === "Q8" ? quantizeQ8Data(wf, N, K) : isBlockDType(dt) ? randomBlocks(dt, N, K) : fromF32(wf, dt, [N, K]);
     sources.set(key, src);
   }
   return "q" in src ? be.uploadQ8Data(src, N, K) : be.upload(src);

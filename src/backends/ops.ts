@@ -1,4 +1,6 @@
 import { quantizeQ8, type Tensor } from "../tensor/tensor.js";
+import type { BlockDType } from "../tensor/dtype.js";
+import { quantizeTarget, quantizeTensor } from "../tensor/ggml-quantize.js";
 import { attend, linear, rmsNorm, siluMul, type KvView } from "./cpu/index.js";
 
 /**
@@ -70,3 +72,19 @@ export const cpuOpsQ8: Ops = {
   name: "cpu-scalar, q8",
   prepare: (w) => (w.shape.length === 2 && w.shape[1] % 32 === 0 ? quantizeQ8(w) : w),
 };
+
+/**
+ * The scalar kernels with float weight matrices quantized at load to `type` (quantizeTarget: rows that do not divide
+ * its block fall back to Q8, then to the float weights). "q8" is cpuOpsQ8.
+ */
+export function cpuOpsQuant(type: "q8" | BlockDType): Ops {
+  if (type === "q8") return cpuOpsQ8;
+  return {
+    ...cpuOps,
+    name: `cpu-scalar, ${type.toLowerCase()}`,
+    prepare: (w) => {
+      const to = quantizeTarget(type, w);
+      return to ? quantizeTensor(w, to) : w;
+    },
+  };
+}

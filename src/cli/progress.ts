@@ -8,17 +8,20 @@ import { fmtBytes } from "./format.js";
 export function loadingBar(label: string): { onProgress: (done: number, total: number) => void; stop: () => void } {
   if (!process.stderr.isTTY) return { onProgress: () => {}, stop: () => {} };
   const bar = new cliProgress.SingleBar(
-    { format: `${label} [{bar}] {percentage}% | {done} / {all}`, stream: process.stderr, hideCursor: true, clearOnComplete: true },
+    // cli-progress estimates the ETA from the recent rate (eta_formatted); the rate itself is ours, in bytes
+    { format: `${label} [{bar}] {percentage}% | {done} / {all} | {rate}/s | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 20 },
     cliProgress.Presets.shades_classic,
   );
-  let started = false;
+  let started = false, t0 = 0;
   return {
     onProgress(done, total) {
       if (!started) {
-        bar.start(total, 0, { done: fmtBytes(0), all: fmtBytes(total) });
+        t0 = performance.now();
+        bar.start(total, 0, { done: fmtBytes(0), all: fmtBytes(total), rate: "-" });
         started = true;
       }
-      bar.update(done, { done: fmtBytes(done), all: fmtBytes(total) });
+      const s = (performance.now() - t0) / 1000;
+      bar.update(done, { done: fmtBytes(done), all: fmtBytes(total), rate: s > 0 ? fmtBytes(done / s) : "-" });
     },
     stop() {
       if (started) bar.stop();

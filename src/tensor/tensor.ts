@@ -108,7 +108,7 @@ export function toF32(t: Tensor): Float32Array {
 export function fromF32(data: Float32Array, dtype: DType, shape: readonly number[]): Tensor {
   if (dtype === "F32") return tensor("F32", shape, data);
   if (dtype === "Q8") return quantizeQ8(tensor("F32", shape, data));
-  if (isBlockDType(dtype)) throw new MlaError(`fromF32: quantize to ${dtype} with quantizeBlocks (src/tensor/ggml-quantize.ts)`);
+  if (isBlockDType(dtype)) throw new MlaError(`fromF32: quantize to ${dtype} with quantizeTensor (src/tensor/ggml-quantize.ts)`);
   const out = new Uint16Array(data.length);
   const conv = dtype === "BF16" ? f32ToBf16 : f32ToF16;
   for (let i = 0; i < data.length; i++) out[i] = conv(data[i]);

@@ -4,8 +4,8 @@ import { setFlagsFromString } from "node:v8";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MlaError } from "../../errors.js";
-import { isBlockDType } from "../../tensor/dtype.js";
-import { rowF32, type Tensor } from "../../tensor/tensor.js";
+import { type BlockDType, isBlockDType } from "../../tensor/dtype.js";
+import { blockRowBytes, rowF32, type Tensor } from "../../tensor/tensor.js";
 import { Q8_BLOCK, quantizeRowsQ8, type Q8Data } from "../../tensor/quant.js";
 import { RESERVED_BYTES, WasmHeap } from "./memory.js";
 import { WorkerPool, controlBlockBytes, defaultThreads } from "./pool.js";
@@ -23,7 +23,12 @@ export { KERNEL, POOL_KERNELS, type KernelSpec, type KernelArgs } from "./kernel
  * `upload`/`uploadQ8`, keep activations in wasm memory (heap.allocF32 / an Arena), call kernels with pointers.
  */
 
-export type WasmDType = "F32" | "BF16" | "F16" | "Q8";
+export type WasmDType = "F32" | "BF16" | "F16" | "Q8" | BlockDType;
+
+/** The multiple of which a product's K must be: the block of the weight's dtype (8 for the float dtypes). */
+export function wasmKMultiple(dtype: WasmDType): number {
+  return dtype === "Q8" || dtype === "Q4_0" ? 32 : isBlockDType(dtype) ? 256 : 8;
+}
 
 /** A weight matrix [rows, cols] (PyTorch Linear layout) living in wasm memory. */
 export interface WasmWeight {
@@ -34,6 +39,8 @@ export interface WasmWeight {
   readonly ptr: number;
   /** Q8 only: f32 scales [rows, cols / 32]; 0 otherwise. */
   readonly scalesPtr: number;
+  /** The memory bank holding it (0 when absent); a product's x and out must live in the same bank. */
+  readonly bank?: number;
 }
 
 export interface WasmBackendOptions {
@@ -79,6 +86,8 @@ export interface KernelExports {
 
 /** The float products by weight dtype (one parameter list, so one call serves them all; Q8 has its own). */
 const LINEAR_FLOAT = { F32: KERNEL.linear_f32, BF16: KERNEL.linear_bf16, F16: KERNEL.linear_f16 } as const;
+/** The products on GGML's packed blocks (the float products' parameter list, w at the first row's blocks). */
+const LINEAR_BLOCK = { Q4_0: KERNEL.linear_q4_0, Q4_K: KERNEL.linear_q4_k, Q5_K: KERNEL.linear_q5_k, Q6_K: KERNEL.linear_q6_k } as const;
 
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
@@ -149,16 +158,21 @@ export function dequantizeQ8Data(d: Q8Data, rows: number, K: number): Float32Arr
 // ---------------------------------------------------------------------------------------------
 
 export class WasmBackend {
+  /** Bank 0: the pool's control block, caches, activations, and the first weights. */
   readonly heap: WasmHeap;
+  /** Every bank's heap (heaps[0] === heap); see addBank. */
+  readonly heaps: WasmHeap[];
   readonly kernels: KernelExports;
   readonly pool: WorkerPool;
   readonly relaxed: boolean;
   readonly threads: number;
-  private scratchBytes = 0;
+  /** Per bank, the per-thread scratch size set aside so far. */
+  private readonly scratchBytes: number[] = [0];
   private readonly minWork: number;
 
-  private constructor(heap: WasmHeap, kernels: KernelExports, pool: WorkerPool, relaxed: boolean, minWork: number) {
+  private constructor(private readonly module: WebAssembly.Module, heap: WasmHeap, kernels: KernelExports, pool: WorkerPool, relaxed: boolean, minWork: number) {
     this.heap = heap;
+    this.heaps = [heap];
     this.kernels = kernels;
     this.pool = pool;
     this.relaxed = relaxed;
@@ -191,7 +205,22 @@ export class WasmBackend {
       throw new MlaError(`kernels.wasm static data (${base} bytes) overlaps the pool control block`);
     }
     const pool = await WorkerPool.create(module, heap.memory, CTRL_PTR, instance.exports, POOL_KERNELS, { threads, spinMicros: opts.spinMicros });
-    return new WasmBackend(heap, kernels, pool, relaxed, opts.minParallelWork ?? MIN_PARALLEL_WORK);
+    return new WasmBackend(module, heap, kernels, pool, relaxed, opts.minParallelWork ?? MIN_PARALLEL_WORK);
+  }
+
+  /**
+   * One more memory bank: a fresh shared memory (up to wasm32's 4 GiB of its own) with the kernel module
+   * instantiated on it here and in every worker. Weights placed in it are multiplied there; their inputs and outputs
+   * pass through that bank (see WasmOps). Returns the bank's index.
+   */
+  addBank(initialBytes = 4 << 20): number {
+    const heap = WasmHeap.create(initialBytes);
+    const instance = new WebAssembly.Instance(this.module, { env: { memory: heap.memory } });
+    const bank = this.pool.addBank(heap.memory, instance.exports);
+    this.heaps.push(heap);
+    this.scratchBytes.push(0);
+    this.ensureScratch(1 << 20, bank);
+    return bank;
   }
 
   /**
@@ -206,53 +235,76 @@ export class WasmBackend {
    * Per-thread scratch of at least `bytes`. The first 1 MiB per thread is set aside at creation (enough for K up to
    * 65532); growing past it takes new heap memory and pins the heap there (old buffers are abandoned).
    */
-  private ensureScratch(bytes: number): void {
-    if (bytes <= this.scratchBytes) return;
-    const b = Math.max(bytes, this.scratchBytes * 2);
-    this.pool.scratch = Array.from({ length: this.threads }, () => this.heap.alloc(b));
-    this.heap.pin();
-    this.scratchBytes = b;
+  private ensureScratch(bytes: number, bank = 0): void {
+    const have = this.scratchBytes[bank];
+    if (bytes <= have) return;
+    const b = Math.max(bytes, have * 2), heap = this.heaps[bank];
+    this.pool.scratch[bank] = Array.from({ length: this.threads }, () => heap.alloc(b));
+    heap.pin();
+    this.scratchBytes[bank] = b;
   }
 
   // -------------------------------------------------------------------------------------------
   // weights
 
-  /** Copy a tensor [rows, cols] into wasm memory keeping its dtype (F32/BF16/F16). */
-  upload(t: Tensor): WasmWeight {
-    const [rows, cols] = matShape(t);
-    if (t.dtype === "Q8") return this.uploadQ8Data({ q: t.data as Int8Array, scales: t.scales! }, rows, cols);
-    if (isBlockDType(t.dtype)) throw new MlaError(`wasm: ${t.dtype} weights are not supported yet`);
-    if (t.dtype === "F32") {
-      const a = this.heap.allocF32(rows * cols);
-      a.view.set(t.data as Float32Array);
-      return { dtype: "F32", rows, cols, ptr: a.ptr, scalesPtr: 0 };
+  /** Copy a tensor [rows, cols] into wasm memory (bank `bank`, default 0) keeping its dtype. */
+  upload(t: Tensor, bank = 0): WasmWeight {
+    const [rows, cols] = matShape(t), heap = this.heaps[bank];
+    if (t.dtype === "Q8") return this.uploadQ8Data({ q: t.data as Int8Array, scales: t.scales! }, rows, cols, bank);
+    if (isBlockDType(t.dtype)) {
+      // GGML's blocks as they are: the kernels read them packed
+      const src = t.data as Uint8Array, a = heap.alloc(src.length);
+      new Uint8Array(heap.buffer, a, src.length).set(src);
+      return { dtype: t.dtype, rows, cols, ptr: a, scalesPtr: 0, bank };
     }
-    const a = this.heap.allocU16(rows * cols);
+    if (t.dtype === "F32") {
+      const a = heap.allocF32(rows * cols);
+      a.view.set(t.data as Float32Array);
+      return { dtype: "F32", rows, cols, ptr: a.ptr, scalesPtr: 0, bank };
+    }
+    const a = heap.allocU16(rows * cols);
     a.view.set(t.data as Uint16Array);
-    return { dtype: t.dtype, rows, cols, ptr: a.ptr, scalesPtr: 0 };
+    return { dtype: t.dtype, rows, cols, ptr: a.ptr, scalesPtr: 0, bank };
   }
 
   /** Quantize a tensor [rows, cols] (any dtype, cols % 32 == 0) straight into wasm memory as Q8. */
-  uploadQ8(t: Tensor): WasmWeight {
-    const [rows, cols] = matShape(t);
+  uploadQ8(t: Tensor, bank = 0): WasmWeight {
+    const [rows, cols] = matShape(t), heap = this.heaps[bank];
     if (cols % Q8_BLOCK !== 0) throw new MlaError(`Q8 needs cols % ${Q8_BLOCK} == 0, got ${cols}`);
-    const q = this.heap.allocI8(rows * cols);
-    const s = this.heap.allocF32(rows * (cols / Q8_BLOCK));
-    quantizeQ8DataInto(q.view, s.view, t, rows, cols);
-    return { dtype: "Q8", rows, cols, ptr: q.ptr, scalesPtr: s.ptr };
+    const q = heap.allocI8(rows * cols);
+    const s = heap.allocF32(rows * (cols / Q8_BLOCK));
+    if (t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16") this.quantizeQ8Rows(q.ptr, s.ptr, t, rows, cols, bank);
+    else quantizeQ8DataInto(q.view, s.view, t, rows, cols);
+    return { dtype: "Q8", rows, cols, ptr: q.ptr, scalesPtr: s.ptr, bank };
+  }
+
+  /**
+   * Quantize float rows to Q8 on the pool (assembly/quantize.ts, the arithmetic of quant.ts): the source is staged
+   * above the heap's top and released after, so loading costs about the copy, not the ~10 ns a weight of JS.
+   */
+  private quantizeQ8Rows(q: number, s: number, t: Tensor, rows: number, cols: number, bank: number): void {
+    const heap = this.heaps[bank], mark = heap.mark();
+    const src = t.data as Float32Array | Uint16Array;
+    const staged = heap.alloc(src.byteLength);
+    new Uint8Array(heap.buffer, staged, src.byteLength).set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
+    this.ensureScratch(128, bank);
+    this.pool.run(KERNEL.quantize_q8, { q, s, src: staged, dt: DTYPE_CODE[t.dtype as "F32" | "BF16" | "F16"], K: cols }, rows, 1, this.threads, bank);
+    heap.release(mark);
   }
 
   /** Copy already-quantized data into wasm memory. */
-  uploadQ8Data(d: Q8Data, rows: number, cols: number): WasmWeight {
-    const q = this.heap.allocI8(rows * cols);
+  uploadQ8Data(d: Q8Data, rows: number, cols: number, bank = 0): WasmWeight {
+    const heap = this.heaps[bank];
+    const q = heap.allocI8(rows * cols);
     q.view.set(d.q);
-    const s = this.heap.allocF32(rows * (cols / Q8_BLOCK));
+    const s = heap.allocF32(rows * (cols / Q8_BLOCK));
     s.view.set(d.scales);
-    return { dtype: "Q8", rows, cols, ptr: q.ptr, scalesPtr: s.ptr };
+    return { dtype: "Q8", rows, cols, ptr: q.ptr, scalesPtr: s.ptr, bank };
   }
 
   // -------------------------------------------------------------------------------------------
-  // kernels (all pointers are byte offsets into this.heap)
+  // kernels (all pointers are byte offsets into this.heap, except that a product's x and out are offsets into the
+  // bank of its weight)
 
   /**
    * out[t, n] = sum_k x[t, k] * W[row0 + n, k] for t < T, n < N (y = x W^T), as cpu/matmul.ts `linear`.
@@ -260,19 +312,25 @@ export class WasmBackend {
    */
   linear(out: number, x: number, T: number, K: number, w: WasmWeight, N: number, row0 = 0, xStride = K, outStride = N): void {
     if (K !== w.cols) throw new MlaError(`linear: K=${K} but the weight has ${w.cols} columns`);
-    if (K % 8 !== 0 || (w.dtype === "Q8" && K % Q8_BLOCK !== 0)) throw new MlaError(`linear: K=${K} must be a multiple of ${w.dtype === "Q8" ? 32 : 8}`);
+    if (K % wasmKMultiple(w.dtype) !== 0) throw new MlaError(`linear: K=${K} must be a multiple of ${wasmKMultiple(w.dtype)} for ${w.dtype}`);
     if (row0 < 0 || row0 + N > w.rows) throw new MlaError(`linear: rows [${row0}, ${row0 + N}) outside the weight's ${w.rows}`);
     if (T <= 0 || N <= 0) return;
     // T = 1: x deinterleaved (BF16/F16, 4*K bytes) or as int16 (Q8); T > 1: a packed token block and 4 widened rows
-    this.ensureScratch(T === 1 ? 16 * K + 64 : this.kernels.linear_scratch(K));
+    const bank = w.bank ?? 0;
+    this.ensureScratch(T === 1 ? 16 * K + 64 : this.kernels.linear_scratch(K), bank);
     const maxThreads = N * K * T >= this.minWork ? this.threads : 1;
     if (w.dtype === "Q8") {
       const nb = K / Q8_BLOCK;
-      this.pool.run(KERNEL.linear_q8, { out, x, T, K, wq: w.ptr + row0 * K, scales: w.scalesPtr + row0 * nb * 4, xStride, outStride }, N, 16, maxThreads);
+      this.pool.run(KERNEL.linear_q8, { out, x, T, K, wq: w.ptr + row0 * K, scales: w.scalesPtr + row0 * nb * 4, xStride, outStride }, N, 16, maxThreads, bank);
+      return;
+    }
+    if (isBlockDType(w.dtype)) {
+      const rb = blockRowBytes(w.dtype, K);
+      this.pool.run(LINEAR_BLOCK[w.dtype], { out, x, T, K, w: w.ptr + row0 * rb, xStride, outStride }, N, 16, maxThreads, bank);
       return;
     }
     const eb = w.dtype === "F32" ? 4 : 2;
-    this.pool.run(LINEAR_FLOAT[w.dtype], { out, x, T, K, w: w.ptr + row0 * K * eb, xStride, outStride }, N, 16, maxThreads);
+    this.pool.run(LINEAR_FLOAT[w.dtype], { out, x, T, K, w: w.ptr + row0 * K * eb, xStride, outStride }, N, 16, maxThreads, bank);
   }
 
   /**
@@ -281,11 +339,12 @@ export class WasmBackend {
    */
   linearGrouped(out: number, x: number, G: number, K: number, w: WasmWeight, N: number, xg: number, og: number, row0 = 0, gs = N): void {
     if (K !== w.cols || row0 < 0 || row0 + (G - 1) * gs + N > w.rows) throw new MlaError(`linearGrouped: ${G} groups of ${N}x${K} (row0 ${row0}, stride ${gs}) do not fit the weight's ${w.rows}x${w.cols}`);
-    if (K % 8 !== 0 || (w.dtype === "Q8" && K % Q8_BLOCK !== 0)) throw new MlaError(`linearGrouped: K=${K} must be a multiple of ${w.dtype === "Q8" ? 32 : 8}`);
+    if (K % wasmKMultiple(w.dtype) !== 0) throw new MlaError(`linearGrouped: K=${K} must be a multiple of ${wasmKMultiple(w.dtype)} for ${w.dtype}`);
     if (G <= 0 || N <= 0) return;
-    this.ensureScratch(16 * K + 64);
+    const bank = w.bank ?? 0;
+    this.ensureScratch(16 * K + 64, bank);
     const maxThreads = G * N * K >= this.minWork ? this.threads : 1;
-    this.pool.run(KERNEL.linear_grouped, { dt: DTYPE_CODE[w.dtype], out, x, K, w: w.ptr, scales: w.scalesPtr, N, row0, gs, xg, og }, G, 1, maxThreads);
+    this.pool.run(KERNEL.linear_grouped, { dt: DTYPE_CODE[w.dtype], out, x, K, w: w.ptr, scales: w.scalesPtr, N, row0, gs, xg, og }, G, 1, maxThreads, bank);
   }
 
   /** RMSNorm of T rows of width D with f32 weights at w: out = w * x / sqrt(mean(x^2) + eps). out may alias x. */

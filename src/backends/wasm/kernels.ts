@@ -50,10 +50,17 @@ export const KERNEL = {
     ["out", "q", "k", "v", "L", "dk", "dv", "kRow", "vRow", "kHead", "vHead", "group", "scale", "h0", "h1", "scratch"], ["h0", "h1"]),
   softmax_causal: kernel("softmax_causal", ["s", "Lp", "first", "t0", "t1", "scratch"], ["t0", "t1"]),
   attend_latent_many: kernel("attend_latent_many", ["out", "q", "table", "H", "w", "dc", "scale", "s0", "s1", "scratch"], ["s0", "s1"]),
+  // GGML's packed blocks (assembly/kquant.ts): the float products' parameters, w pointing at row 0's first block
+  linear_q4_0: kernel("linear_q4_0", LINEAR, ["n0", "n1"]),
+  linear_q4_k: kernel("linear_q4_k", LINEAR, ["n0", "n1"]),
+  linear_q5_k: kernel("linear_q5_k", LINEAR, ["n0", "n1"]),
+  linear_q6_k: kernel("linear_q6_k", LINEAR, ["n0", "n1"]),
+  // load-time quantization (assembly/quantize.ts); dt as DTYPE_CODE numbers the float sources
+  quantize_q8: kernel("quantize_q8", ["q", "s", "src", "dt", "K", "r0", "r1", "scratch"], ["r0", "r1"]),
 } as const;
 
 /** The kernels above as a list, in their numbering order: what WasmBackend starts its pool with. */
 export const POOL_KERNELS: readonly KernelSpec[] = Object.values(KERNEL);
 
 /** linear_grouped's `dt`: the weight dtype as assembly/linear.ts numbers it. */
-export const DTYPE_CODE = { F32: 0, BF16: 1, F16: 2, Q8: 3 } as const;
+export const DTYPE_CODE = { F32: 0, BF16: 1, F16: 2, Q8: 3, Q4_0: 4, Q4_K: 5, Q5_K: 6, Q6_K: 7 } as const;

@@ -1,6 +1,8 @@
 import type { Tensor } from "../../tensor/tensor.js";
 import { MlaError } from "../../errors.js";
-import { tensor } from "../../tensor/tensor.js";
+import { blockRowBytes, tensor } from "../../tensor/tensor.js";
+import { type BlockDType, isBlockDType } from "../../tensor/dtype.js";
+import { quantizeTarget, quantizeTensor } from "../../tensor/ggml-quantize.js";
 import type { KvView } from "../cpu/attention.js";
 import { attendLatentEach, cpuOps, type LatentRows, type Ops } from "../ops.js";
 import type { Arena } from "./memory.js";
@@ -10,10 +12,26 @@ import { WasmBackend, type WasmBackendOptions, type WasmWeight } from "./index.j
 const SMALL = 1 << 14;
 /** Queries per block of the causal score product. */
 const QUERY_BLOCK = 128;
+/**
+ * Weights go to bank 0 while it holds less than this, leaving the rest of its 4 GiB to caches and activations;
+ * then to banks of their own (see docs/architecture.md, "Memory past 4 GiB").
+ */
+const BANK0_WEIGHTS = 3 * 2 ** 30;
+/** Weight bytes a further bank takes (its 4 GiB less room for per-thread scratch and the activation arena). */
+const BANK_WEIGHTS = 4 * 2 ** 30 - (96 << 20);
 
 export interface WasmOpsOptions extends WasmBackendOptions {
-  /** Quantize weight matrices to Q8 while loading (rows whose length is a multiple of 32). */
-  readonly quantize?: "q8";
+  /**
+   * Quantize float weight matrices while loading: to Q8, or to a GGML block type where the rows divide its block
+   * (else Q8 where they divide 32, else kept; see quantizeTarget).
+   */
+  readonly quantize?: "q8" | BlockDType;
+  /**
+   * Where weights go (bytes): bank 0 takes weights while it holds under `bank0Weights` (default 3 GiB), each further
+   * bank up to `bankWeights` (default 4 GiB less 96 MiB). Tests set them small to spread a model over many banks.
+   */
+  readonly bank0Weights?: number;
+  readonly bankWeights?: number;
 }
 
 /**
@@ -29,16 +47,24 @@ export class WasmOps implements Ops {
   /** Cache regions whose views were garbage-collected: reused by allocCache (the heap itself only grows). */
   private readonly freeRegions: { ptr: number; bytes: number }[] = [];
   private readonly regions = new FinalizationRegistry<{ ptr: number; bytes: number }>((r) => this.freeRegions.push(r));
-  private arena: Arena;
+  /** Per bank, the arena that a step's activations pass through (made on a bank's first use). */
+  private readonly arenas: (Arena | undefined)[] = [];
+  /** The bank that takes the next weights that do not fit in bank 0. */
+  private weightBank = 0;
 
-  constructor(readonly be: WasmBackend, readonly quantize?: "q8") {
+  private readonly bank0Weights: number;
+  private readonly bankWeights: number;
+
+  constructor(readonly be: WasmBackend, readonly quantize?: "q8" | BlockDType, banks: { bank0Weights?: number; bankWeights?: number } = {}) {
     this.name = `wasm-simd${be.relaxed ? "-relaxed" : ""}, ${be.threads} thread${be.threads > 1 ? "s" : ""}${quantize ? `, ${quantize}` : ""}`;
     this.threads = be.threads;
-    this.arena = be.heap.arena(4 << 20);
+    this.arenas[0] = be.heap.arena(4 << 20);
+    this.bank0Weights = banks.bank0Weights ?? BANK0_WEIGHTS;
+    this.bankWeights = Math.min(banks.bankWeights ?? BANK_WEIGHTS, BANK_WEIGHTS);
   }
 
   static async create(opts: WasmOpsOptions = {}): Promise<WasmOps> {
-    return new WasmOps(await WasmBackend.create(opts), opts.quantize);
+    return new WasmOps(await WasmBackend.create(opts), opts.quantize, opts);
   }
 
   close(): Promise<void> {
@@ -48,18 +74,41 @@ export class WasmOps implements Ops {
   prepare(w: Tensor): Tensor {
     const cols = w.shape[w.shape.length - 1];
     if (w.shape.length !== 2 || cols % 8 !== 0) return w; // the scalar kernels serve it
+    const to = this.quantize ? quantizeTarget(this.quantize, w) : undefined;
+    const q8 = to === "Q8";
+    // block types are quantized on the host (one tensor at a time), then copied in as they are
+    const src = to && to !== "Q8" ? quantizeTensor(w, to) : w;
+    const bank = this.bankFor(q8 ? w.shape[0] * cols * (1 + 4 / 32) : storedBytes(src));
     let ww: WasmWeight;
     try {
-      ww = this.quantize === "q8" && cols % 32 === 0 ? this.be.uploadQ8(w) : this.be.upload(w);
+      ww = q8 ? this.be.uploadQ8(w, bank) : this.be.upload(src, bank);
     } catch (e) {
-      if (!(e instanceof RangeError || (e instanceof Error && e.message.startsWith("wasm memory would need")))) throw e;
-      const used = (this.be.heap.used / 2 ** 30).toFixed(2);
-      throw new MlaError(`the weights do not fit in WebAssembly's 4 GiB memory (${used} GiB placed so far): ` +
-        `try --quantize q8, or --backend cpu-scalar (slow, no size limit)`);
+      if (!(e instanceof RangeError)) throw e;
+      throw new MlaError(`out of memory placing the weights (${(this.weightBytes() / 2 ** 30).toFixed(2)} GiB placed so far): ` +
+        `the machine's RAM does not hold them; try a smaller --quantize type`);
     }
     const t = this.view(ww);
     this.weights.set(t, ww);
     return t;
+  }
+
+  /**
+   * The bank for a weight of `bytes`: bank 0 while it has room under BANK0_WEIGHTS, else the current weight bank,
+   * else a new one. A single tensor larger than a bank cannot be placed.
+   */
+  private bankFor(bytes: number): number {
+    const heaps = this.be.heaps;
+    if (heaps[0].used + bytes <= this.bank0Weights) return 0;
+    if (bytes > BANK_WEIGHTS) {
+      throw new MlaError(`a weight of ${(bytes / 2 ** 30).toFixed(2)} GiB is larger than one WebAssembly memory (4 GiB) can hold`);
+    }
+    if (this.weightBank === 0 || heaps[this.weightBank].used + bytes > this.bankWeights) this.weightBank = this.be.addBank();
+    return this.weightBank;
+  }
+
+  /** Bytes of weights placed in every bank (heaps' watermarks). */
+  weightBytes(): number {
+    return this.be.heaps.reduce((s, h) => s + h.used, 0);
   }
 
   /**
@@ -84,23 +133,25 @@ export class WasmOps implements Ops {
   linear(out: Float32Array, x: Float32Array, T: number, K: number, w: Tensor, N: number, row0 = 0, xStride = K, outStride = N): void {
     const ww = this.weights.get(w);
     if (!ww) return cpuOps.linear(out, x, T, K, w, N, row0, xStride, outStride);
+    const bank = ww.bank ?? 0;
     this.step((a) => {
-      const xp = this.input(a, x, (T - 1) * xStride + K);
+      const xp = this.input(a, x, (T - 1) * xStride + K, bank);
       const op = a.allocF32((T - 1) * outStride + N).ptr;
       this.be.linear(op, xp, T, K, ww, N, row0, xStride, outStride);
-      this.output(out, op, T, N, outStride);
-    });
+      this.output(out, op, T, N, outStride, bank);
+    }, bank);
   }
 
   linearGrouped(out: Float32Array, x: Float32Array, G: number, K: number, w: Tensor, N: number, xg: number, og: number, row0 = 0, gs = N): void {
     const ww = this.weights.get(w);
     if (!ww) return cpuOps.linearGrouped(out, x, G, K, w, N, xg, og, row0, gs);
+    const bank = ww.bank ?? 0;
     this.step((a) => {
-      const xp = this.input(a, x, (G - 1) * xg + K);
+      const xp = this.input(a, x, (G - 1) * xg + K, bank);
       const op = a.allocF32((G - 1) * og + N).ptr;
       this.be.linearGrouped(op, xp, G, K, ww, N, xg, og, row0, gs);
-      this.output(out, op, G, N, og);
-    });
+      this.output(out, op, G, N, og, bank);
+    }, bank);
   }
 
   rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride = D, outStride = D): void {
@@ -216,23 +267,24 @@ export class WasmOps implements Ops {
     });
   }
 
-  /** Run fn with a fresh arena; grow the arena (once, to fit) when a step needs more than it holds. */
-  private step(fn: (a: Arena) => void): void {
+  /** Run fn with a fresh arena of `bank`; grow the arena (once, to fit) when a step needs more than it holds. */
+  private step(fn: (a: Arena) => void, bank = 0): void {
+    let arena = (this.arenas[bank] ??= this.be.heaps[bank].arena(4 << 20));
     for (;;) {
-      this.arena.reset();
+      arena.reset();
       try {
-        fn(this.arena);
+        fn(arena);
         return;
       } catch (e) {
         if (!(e instanceof Error) || !e.message.startsWith("wasm arena full")) throw e;
-        this.arena = this.be.heap.arena(this.arena.capacity * 4);
+        arena = this.arenas[bank] = this.be.heaps[bank].arena(arena.capacity * 4);
       }
     }
   }
 
-  /** x in wasm memory: the cache itself when x is a cache, else a copy of its first n floats. */
-  private input(a: Arena, x: Float32Array, n: number): number {
-    const cached = this.cachePtrs.get(x);
+  /** x in wasm memory (of `bank`): the cache itself when x is a cache in that bank, else a copy of its first n floats. */
+  private input(a: Arena, x: Float32Array, n: number, bank = 0): number {
+    const cached = bank === 0 ? this.cachePtrs.get(x) : undefined;
     if (cached !== undefined) return cached;
     const p = a.allocF32(n);
     p.view.set(x.subarray(0, n));
@@ -240,17 +292,23 @@ export class WasmOps implements Ops {
   }
 
   /** Copy T rows of N outputs (row stride outStride) back, leaving the gaps between rows untouched. */
-  private output(out: Float32Array, op: number, T: number, N: number, outStride: number): void {
-    const o = this.be.heap.f32(op, (T - 1) * outStride + N);
+  private output(out: Float32Array, op: number, T: number, N: number, outStride: number, bank = 0): void {
+    const o = this.be.heaps[bank].f32(op, (T - 1) * outStride + N);
     if (outStride === N) out.set(o.subarray(0, T * N));
     else for (let t = 0; t < T; t++) out.set(o.subarray(t * outStride, t * outStride + N), t * outStride);
   }
 
   /** A Tensor whose data views the uploaded weight (so row reads, e.g. tied embeddings, still work). */
   private view(w: WasmWeight): Tensor {
-    const buf = this.be.heap.buffer, n = w.rows * w.cols, shape = [w.rows, w.cols];
+    const buf = this.be.heaps[w.bank ?? 0].buffer, n = w.rows * w.cols, shape = [w.rows, w.cols];
     if (w.dtype === "F32") return tensor("F32", shape, new Float32Array(buf, w.ptr, n));
     if (w.dtype === "Q8") return tensor("Q8", shape, new Int8Array(buf, w.ptr, n), new Float32Array(buf, w.scalesPtr, n / 32));
+    if (isBlockDType(w.dtype)) return tensor(w.dtype, shape, new Uint8Array(buf, w.ptr, w.rows * blockRowBytes(w.dtype, w.cols)));
     return tensor(w.dtype, shape, new Uint16Array(buf, w.ptr, n));
   }
+}
+
+/** Bytes a tensor's data takes as stored (Q8 with its f32 scales). */
+function storedBytes(t: Tensor): number {
+  return t.data.byteLength + (t.scales?.byteLength ?? 0);
 }

@@ -1,4 +1,4 @@
-import { Worker } from "node:worker_threads";
+import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import { MlaError } from "../../errors.js";
 import { SCRATCH, type KernelArgs, type KernelSpec } from "./kernels.js";
 
@@ -17,10 +17,17 @@ import { SCRATCH, type KernelArgs, type KernelSpec } from "./kernels.js";
  * Kernels are named by their descriptions (kernels.ts); the pool turns a call's named arguments into the kernel's
  * positional list once, on the calling thread, and every thread then fills in its own row range and scratch pointer.
  *
- * Control block layout (bytes from `ctrl`, which must be 64-aligned):
- *   0   i32 kernel id (-1: shut down)     4 i32 argument count     8 i32 position of r0
+ * Banks: the pool may serve several memories (the backend's banks, each under wasm32's 4 GiB, see memory.ts).
+ * Every thread instantiates the module once per bank; a job names the bank whose instance runs it, so its pointers
+ * are offsets into that bank's memory. `addBank` hands a new memory to every worker synchronously: through a
+ * MessagePort that the worker drains with receiveMessageOnPort when the control block tells it to (it never
+ * returns to its event loop, so an ordinary message would wait forever).
+ *
+ * Control block layout (bytes from `ctrl` in bank 0's memory, which must be 64-aligned):
+ *   0   i32 kernel id (-1: shut down, -2: take a new bank)   4 i32 argument count     8 i32 position of r0
  *   12  i32 next chunk (shared counter)   16 i32 rows per chunk    20 i32 rows in all
  *   24  i32 position of r1                28 i32 position of the scratch pointer (-1: none)
+ *   32  i32 bank
  *   64  f64 args[MAX_ARGS] (every argument in order; the r0, r1 and scratch slots are each thread's own)
  *   ARGS_END + 128*i   worker i: i32 seq, i32 r0, i32 r1, i32 scratch pointer
  *   ARGS_END + 128*i + 64            i32 done seq, i32 error flag
@@ -42,12 +49,16 @@ export function controlBlockBytes(threads: number): number {
 const WORKER_SOURCE = `
 "use strict";
 // dynamic import: this code runs as CommonJS, or as ESM when the process was started with --input-type=module
-import("node:worker_threads").then(({ workerData, parentPort }) => {
-  const { module, memory, ctrl, index, kernels, spinMs } = workerData;
-  const inst = new WebAssembly.Instance(module, { env: { memory } });
-  const fns = kernels.map((n) => inst.exports[n]);
-  const i32 = new Int32Array(memory.buffer, ctrl, ${SLOTS_OFF >> 2} + ${(SLOT_BYTES >> 2) * MAX_WORKERS});
-  const f64 = new Float64Array(memory.buffer, ctrl + ${ARGS_OFF}, ${MAX_ARGS});
+import("node:worker_threads").then(({ workerData, parentPort, receiveMessageOnPort }) => {
+  const { module, memories, ctrl, index, kernels, spinMs, port } = workerData;
+  const banks = [];
+  const addBank = (memory) => {
+    const inst = new WebAssembly.Instance(module, { env: { memory } });
+    banks.push(kernels.map((n) => inst.exports[n]));
+  };
+  memories.forEach(addBank);
+  const i32 = new Int32Array(memories[0].buffer, ctrl, ${SLOTS_OFF >> 2} + ${(SLOT_BYTES >> 2) * MAX_WORKERS});
+  const f64 = new Float64Array(memories[0].buffer, ctrl + ${ARGS_OFF}, ${MAX_ARGS});
   const slot = (${SLOTS_OFF} + ${SLOT_BYTES} * index) >> 2;
   const done = slot + 16;
   let seq = Atomics.load(i32, slot);
@@ -66,12 +77,21 @@ import("node:worker_threads").then(({ workerData, parentPort }) => {
     }
     seq = s;
     const kid = i32[0];
-    if (kid < 0) {
+    if (kid === -1) {
       Atomics.store(i32, done, seq);
       Atomics.notify(i32, done);
       break;
     }
     try {
+      if (kid === -2) {
+        const m = receiveMessageOnPort(port);
+        if (!m) throw new Error("no memory was sent for the new bank");
+        addBank(m.message);
+        Atomics.store(i32, done, seq);
+        Atomics.notify(i32, done);
+        continue;
+      }
+      const fns = banks[i32[8]];
       const n = i32[1], p0 = i32[2], p1 = i32[6], ps = i32[7], chunk = i32[4], rows = i32[5];
       const a = [];
       for (let j = 0; j < n; j++) a.push(f64[j]);
@@ -139,32 +159,61 @@ function plan(id: number, spec: KernelSpec, f: unknown): Plan {
 export class WorkerPool {
   readonly threads: number;
   private readonly workers: Worker[];
+  private readonly ports: MessagePort[];
   private readonly i32: Int32Array;
   private readonly f64: Float64Array;
-  private readonly fns: ((...a: number[]) => void)[];
+  /** Per bank, the main thread's kernel functions in plan order. */
+  private readonly fns: ((...a: number[]) => void)[][];
   private readonly plans: Plan[];
   private readonly byKernel = new Map<KernelSpec, Plan>();
   private readonly spin: number;
   private readonly errors: string[];
   private seq = 0;
   private closed = false;
-  /** Per-thread scratch pointers (index 0 = main thread), passed as each kernel's `scratch` parameter. */
-  scratch: number[];
+  /**
+   * Per bank, per-thread scratch pointers into that bank (index 0 = main thread), passed as each kernel's `scratch`
+   * parameter.
+   */
+  scratch: number[][];
 
   private constructor(
-    threads: number, workers: Worker[], memory: WebAssembly.Memory, ctrl: number,
+    threads: number, workers: Worker[], ports: MessagePort[], memory: WebAssembly.Memory, ctrl: number,
     exports: WebAssembly.Exports, plans: Plan[], spin: number, errors: string[],
   ) {
     this.threads = threads;
     this.errors = errors;
     this.workers = workers;
+    this.ports = ports;
     this.i32 = new Int32Array(memory.buffer, ctrl, controlBlockBytes(MAX_WORKERS + 1) >> 2);
     this.f64 = new Float64Array(memory.buffer, ctrl + ARGS_OFF, MAX_ARGS);
     this.plans = plans;
     for (const p of plans) this.byKernel.set(p.spec, p);
-    this.fns = plans.map((p) => exports[p.spec.name] as (...a: number[]) => void);
+    this.fns = [this.bankFns(exports)];
     this.spin = spin;
-    this.scratch = new Array(threads).fill(0);
+    this.scratch = [new Array(threads).fill(0)];
+  }
+
+  private bankFns(exports: WebAssembly.Exports): ((...a: number[]) => void)[] {
+    return this.plans.map((p) => exports[p.spec.name] as (...a: number[]) => void);
+  }
+
+  /** Banks the pool runs kernels in (bank 0 holds the control block). */
+  get banks(): number {
+    return this.fns.length;
+  }
+
+  /**
+   * Serve one more memory: `exports` is the main thread's instance of the module on it; every worker instantiates
+   * its own before this returns. Returns the new bank's index.
+   */
+  addBank(memory: WebAssembly.Memory, exports: WebAssembly.Exports): number {
+    if (this.closed) throw new MlaError("wasm worker pool is closed");
+    for (const p of this.plans) plan(p.id, p.spec, exports[p.spec.name]);
+    for (const port of this.ports) port.postMessage(memory);
+    this.signal(-2, this.threads);
+    this.fns.push(this.bankFns(exports));
+    this.scratch.push(new Array(this.threads).fill(0));
+    return this.fns.length - 1;
   }
 
   /**
@@ -185,11 +234,15 @@ export class WorkerPool {
     const spin = Math.max(0, opts.spinMicros ?? 1000);
     new Int32Array(memory.buffer, ctrl, controlBlockBytes(threads) >> 2).fill(0);
     const workers: Worker[] = [];
+    const ports: MessagePort[] = [];
     const ready: Promise<void>[] = [];
     for (let i = 0; i < threads - 1; i++) {
+      const { port1, port2 } = new MessageChannel();
+      ports.push(port1);
       const w = new Worker(WORKER_SOURCE, {
         eval: true,
-        workerData: { module, memory, ctrl, index: i, kernels: kernels.map((k) => k.name), spinMs: spin / 1000 },
+        workerData: { module, memories: [memory], ctrl, index: i, kernels: kernels.map((k) => k.name), spinMs: spin / 1000, port: port2 },
+        transferList: [port2],
       });
       workers.push(w);
       ready.push(new Promise<void>((resolve, reject) => {
@@ -211,7 +264,8 @@ export class WorkerPool {
     for (const w of workers) w.on("message", (m) => { if (m !== "ready") errors.push(String(m)); });
     // parked workers must not keep the process alive
     for (const w of workers) w.unref();
-    return new WorkerPool(threads, workers, memory, ctrl, exports, plans, spin, errors);
+    for (const p of ports) p.unref();
+    return new WorkerPool(threads, workers, ports, memory, ctrl, exports, plans, spin, errors);
   }
 
   /**
@@ -221,7 +275,7 @@ export class WorkerPool {
    * range parameters and its scratch pointer in `scratch`. Blocks until all threads are done. `maxThreads` caps
    * how many threads take part (small jobs: 1).
    */
-  run<P extends string, R extends P>(kernel: KernelSpec<P, R>, args: NoInfer<KernelArgs<P, R>>, nRows: number, align = 16, maxThreads = this.threads): void {
+  run<P extends string, R extends P>(kernel: KernelSpec<P, R>, args: NoInfer<KernelArgs<P, R>>, nRows: number, align = 16, maxThreads = this.threads, bank = 0): void {
     const p = this.byKernel.get(kernel);
     if (!p) throw new MlaError(`kernel ${kernel.name} is not one this pool was started with`);
     const named = args as Readonly<Record<string, number>>, names = p.names;
@@ -236,16 +290,17 @@ export class WorkerPool {
       if (typeof v !== "number") throw new MlaError(`kernel ${kernel.name}: argument ${name} is missing`);
       a[j] = v;
     }
-    this.exec(p.id, a, p.r0, p.r1, p.scratchAt, nRows, align, maxThreads);
+    this.exec(p.id, a, p.r0, p.r1, p.scratchAt, nRows, align, maxThreads, bank);
   }
 
   /** Run kernel `id` with its positional arguments `a` (slots r0, r1 and scratchAt are filled here, per thread). */
-  private exec(id: number, a: number[], r0: number, r1: number, scratchAt: number, nRows: number, align: number, maxThreads: number): void {
+  private exec(id: number, a: number[], r0: number, r1: number, scratchAt: number, nRows: number, align: number, maxThreads: number, bank: number): void {
     if (this.closed) throw new MlaError("wasm worker pool is closed");
     if (a.length > MAX_ARGS) throw new MlaError(`too many kernel arguments (${a.length})`);
-    const fn = this.fns[id];
+    if (!(bank >= 0 && bank < this.fns.length)) throw new MlaError(`wasm pool: no bank ${bank} (it has ${this.fns.length})`);
+    const fn = this.fns[bank][id], scratch = this.scratch[bank];
     const nt = Math.max(1, Math.min(this.threads, maxThreads, Math.ceil(nRows / align)));
-    if (scratchAt >= 0) a[scratchAt] = this.scratch[0];
+    if (scratchAt >= 0) a[scratchAt] = scratch[0];
     if (nt === 1 || nRows <= 0) {
       if (nRows > 0) {
         a[r0] = 0;
@@ -265,11 +320,12 @@ export class WorkerPool {
     i32[5] = nRows;
     i32[6] = r1;
     i32[7] = scratchAt;
+    i32[8] = bank;
     for (let j = 0; j < a.length; j++) this.f64[j] = a[j];
     const seq = (this.seq = (this.seq + 1) | 0);
     for (let t = 1; t < nt; t++) {
       const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
-      i32[slot + 3] = this.scratch[t];
+      i32[slot + 3] = scratch[t];
       Atomics.store(i32, slot, seq);
       Atomics.notify(i32, slot, 1);
     }
@@ -305,6 +361,26 @@ export class WorkerPool {
     }
     if (err) throw err;
     if (failed) throw new MlaError(`wasm kernel ${this.plans[id].spec.name} failed in a worker thread${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
+  }
+
+  /** Send a control command (kernel id < 0) to the first nt - 1 workers and wait until each has done it. */
+  private signal(cmd: number, nt: number): void {
+    const i32 = this.i32;
+    i32[0] = cmd;
+    const seq = (this.seq = (this.seq + 1) | 0);
+    for (let t = 1; t < nt; t++) {
+      const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
+      Atomics.store(i32, slot, seq);
+      Atomics.notify(i32, slot, 1);
+    }
+    for (let t = 1; t < nt; t++) {
+      const done = ((SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2) + 16;
+      for (let d = Atomics.load(i32, done); d !== seq; d = Atomics.load(i32, done)) Atomics.wait(i32, done, d, 1000);
+      if (Atomics.load(i32, done + 1)) {
+        Atomics.store(i32, done + 1, 0);
+        throw new MlaError(`wasm worker failed to take a new memory bank${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
+      }
+    }
   }
 
   /** Stop the workers (idempotent). */

@@ -1,0 +1,169 @@
+// The WebAssembly products on GGML's packed blocks (assembly/kquant.ts; linear_q4_0/q4_k/q5_k/q6_k and
+// linear_grouped) against the plain reference: dequantizeGgml, then the scalar f32 product.
+//
+// Tolerances (relative error ||out - ref|| / ||ref||): T > 1 widens the rows to exactly the reference's f32 weights,
+// so only the summation order differs: 1e-5. T == 1 quantizes x to int16 per block of 32 (error <= max|x_block| /
+// 65534 per element, ~1e-5 of a typical dot product, more where terms cancel) and applies the scales per
+// sub-block in f32: 1e-4, as the Q8 kernel's test (wasm.test.ts) allows (measured 1.5e-5 for every type on
+// 64 x 1024 uniform data; T = 17: 6e-7).
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { linear as refLinear } from "../src/backends/cpu/matmul.js";
+import { WasmBackend, type WasmWeight } from "../src/backends/wasm/index.js";
+import { WasmOps } from "../src/backends/wasm/ops.js";
+import { cpuOpsQuant } from "../src/backends/ops.js";
+import { BLOCK_DTYPES, type BlockDType } from "../src/tensor/dtype.js";
+import { dequantizeGgml, ggmlRowBytes } from "../src/tensor/ggml.js";
+import { quantizeRows } from "../src/tensor/ggml-quantize.js";
+import { f32Tensor, tensor, type Tensor } from "../src/tensor/tensor.js";
+import { randn, relErr } from "./helpers.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+/** In the relaxed child run (see the last test) every backend uses the relaxed-SIMD build. */
+const RELAXED = process.env.MLA_WASM_RELAXED === "1";
+const BLOCK: Record<BlockDType, number> = { Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256 };
+const SENTINEL = 12345;
+
+let seed = (Math.random() * 2 ** 30) | 0;
+
+/** A random [rows, K] block tensor and its dequantized f32 twin. */
+function randomWeight(type: BlockDType, rows: number, K: number): { q: Tensor; deq: Tensor } {
+  const s = seed++;
+  const wf = randn(rows * K, s);
+  // sub-blocks of different magnitudes, so the per-sub-block scales and mins matter
+  for (let i = 0; i < wf.length; i++) wf[i] *= 1 + ((i >> 5) % 7);
+  const bytes = quantizeRows(type, rows, K, (r) => wf.subarray(r * K, (r + 1) * K));
+  const deq = new Float32Array(rows * K), rb = ggmlRowBytes(type, K);
+  for (let r = 0; r < rows; r++) dequantizeGgml(type, bytes, r * rb, K, deq, r * K);
+  return { q: tensor(type, [rows, K], bytes), deq: f32Tensor([rows, K], deq) };
+}
+
+describe("wasm products on GGML blocks", () => {
+  let be1: WasmBackend, be2: WasmBackend;
+  before(async () => {
+    be1 = await WasmBackend.create({ threads: 1, relaxed: RELAXED });
+    be2 = await WasmBackend.create({ threads: 2, relaxed: RELAXED, minParallelWork: 0 });
+  });
+  after(async () => {
+    await be1?.close();
+    await be2?.close();
+  });
+
+  /** be.linear on fresh copies; out pre-filled with a sentinel to catch stray writes. */
+  function runLinear(be: WasmBackend, w: Tensor, x: Float32Array, T: number, K: number, N: number, row0: number, xStride: number, outStride: number, outLen: number): Float32Array {
+    const mark = be.heap.mark();
+    const ww = be.upload(w);
+    const xp = be.heap.putF32(x);
+    const o = be.heap.allocF32(outLen);
+    o.view.fill(SENTINEL);
+    be.linear(o.ptr, xp, T, K, ww, N, row0, xStride, outStride);
+    const res = be.heap.f32(o.ptr, outLen).slice();
+    be.heap.release(mark);
+    return res;
+  }
+
+  function check(what: string, got: Float32Array, ref: Float32Array, tol: number): void {
+    for (let i = 0; i < ref.length; i++) if (ref[i] === SENTINEL) assert.equal(got[i], SENTINEL, `${what}: wrote outside the outputs at ${i}`);
+    const e = relErr(got, ref);
+    assert.ok(e <= tol, `${what} (seed ${seed}): relErr ${e}`);
+  }
+
+  for (const type of BLOCK_DTYPES) {
+    test(`${type}: linear vs dequantized reference, T = 1, 3, 17, odd N, 1 and 2 threads identical`, () => {
+      for (const K of [BLOCK[type], 3 * BLOCK[type]]) {
+        for (const N of [5, 37]) {
+          const { q, deq } = randomWeight(type, N, K);
+          for (const T of [1, 3, 17]) {
+            const x = randn(T * K, seed++);
+            const ref = new Float32Array(T * N);
+            refLinear(ref, x, T, K, deq, N);
+            const a = runLinear(be1, q, x, T, K, N, 0, K, N, T * N), b = runLinear(be2, q, x, T, K, N, 0, K, N, T * N);
+            check(`${type} K=${K} N=${N} T=${T}`, a, ref, T === 1 ? 1e-4 : 1e-5);
+            assert.deepEqual(b, a, `${type} K=${K} N=${N} T=${T}: 2 threads differ from 1`);
+          }
+        }
+      }
+    });
+
+    test(`${type}: linear with row0, strided x and out`, () => {
+      const rows = 53, K = 2 * BLOCK[type], N = 31, row0 = 19, xStride = K + 5, outStride = N + 3;
+      const { q, deq } = randomWeight(type, rows, K);
+      for (const T of [1, 3, 17]) {
+        const x = randn(T * xStride, seed++);
+        const outLen = (T - 1) * outStride + N + 4;
+        const ref = new Float32Array(outLen).fill(SENTINEL);
+        refLinear(ref, x, T, K, deq, N, row0, xStride, outStride);
+        for (const be of [be1, be2]) check(`${type} T=${T} threads=${be.threads}`, runLinear(be, q, x, T, K, N, row0, xStride, outStride, outLen), ref, T === 1 ? 1e-4 : 1e-5);
+      }
+    });
+
+    test(`${type}: T = 1 float path (x with a tiny block) and a zero x`, () => {
+      const K = 2 * BLOCK[type], N = 21;
+      const { q, deq } = randomWeight(type, N, K);
+      const x = randn(K, seed++);
+      for (let i = 32; i < 64; i++) x[i] *= 1e-33;
+      const ref = new Float32Array(N);
+      refLinear(ref, x, 1, K, deq, N);
+      for (const be of [be1, be2]) check(`${type} tiny block threads=${be.threads}`, runLinear(be, q, x, 1, K, N, 0, K, N, N), ref, 1e-5);
+      const zero = runLinear(be1, q, new Float32Array(K), 1, K, N, 0, K, N, N);
+      assert.ok(zero.every((v) => v === 0), `${type}: zero x gives ${zero.find((v) => v !== 0)}`);
+    });
+
+    test(`${type}: linearGrouped (row blocks with a stride) vs the reference`, () => {
+      const G = 5, N = 9, gs = 11, row0 = 3, K = BLOCK[type] * 2, xg = K + 4, og = N + 2;
+      const rows = row0 + (G - 1) * gs + N + 2;
+      const { q, deq } = randomWeight(type, rows, K);
+      const x = randn((G - 1) * xg + K, seed++);
+      const outLen = (G - 1) * og + N;
+      const ref = new Float32Array(outLen).fill(SENTINEL);
+      for (let g = 0; g < G; g++) refLinear(ref.subarray(g * og), x.subarray(g * xg), 1, K, deq, N, row0 + g * gs);
+      for (const be of [be1, be2]) {
+        const mark = be.heap.mark();
+        const ww: WasmWeight = be.upload(q);
+        const xp = be.heap.putF32(x), o = be.heap.allocF32(outLen);
+        o.view.fill(SENTINEL);
+        be.linearGrouped(o.ptr, xp, G, K, ww, N, xg, og, row0, gs);
+        check(`${type} grouped threads=${be.threads}`, be.heap.f32(o.ptr, outLen).slice(), ref, 1e-4);
+        be.heap.release(mark);
+      }
+    });
+  }
+
+  test("linear refuses K that is not a multiple of the block", () => {
+    const { q } = randomWeight("Q4_K", 4, 256);
+    const ww = be1.upload(q);
+    assert.throws(() => be1.linear(0, 0, 1, 128, { ...ww, cols: 128 }, 4), /multiple of 256/);
+  });
+});
+
+test("WasmOps quantize Q4_K: blocks where rows divide 256, Q8 where 32, else kept; products match cpuOpsQuant", async () => {
+  const ops = await WasmOps.create({ threads: 2, relaxed: RELAXED, quantize: "Q4_K" });
+  try {
+    const cpu = cpuOpsQuant("Q4_K");
+    for (const [K, want] of [[512, "Q4_K"], [96, "Q8"], [40, "F32"]] as const) {
+      const N = 13, w = f32Tensor([N, K], randn(N * K, seed++));
+      const t = ops.prepare(w), c = cpu.prepare(w);
+      assert.equal(t.dtype, want, `K=${K}`);
+      assert.equal(c.dtype, want, `K=${K} (cpu)`);
+      assert.deepEqual(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.byteLength));
+      for (const T of [1, 5]) {
+        const x = randn(T * K, seed++), a = new Float32Array(T * N), b = new Float32Array(T * N);
+        ops.linear(a, x, T, K, t, N);
+        cpu.linear(b, x, T, K, c, N);
+        assert.ok(relErr(a, b) <= (T === 1 ? 1e-4 : 1e-5), `K=${K} T=${T}: ${relErr(a, b)}`);
+      }
+    }
+  } finally {
+    await ops.close();
+  }
+});
+
+test("relaxed-SIMD build passes these tests (child process with --experimental-wasm-relaxed-simd)", { skip: RELAXED ? "this is the relaxed child run itself" : false }, () => {
+  const r = spawnSync(process.execPath, ["--experimental-wasm-relaxed-simd", "--import", "tsx", "--test", "test/kquant.test.ts"], {
+    cwd: ROOT, encoding: "utf8", timeout: 240000, env: { ...process.env, MLA_WASM_RELAXED: "1" },
+  });
+  assert.equal(r.status, 0, r.stdout.slice(-3000) + r.stderr.slice(-2000));
+});
