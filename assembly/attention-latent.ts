@@ -1,6 +1,7 @@
 // Absorbed-MLA decode attention: one query token per sequence against its cached latent rows [c_KV | k_rope].
 
 import { exp4, fma, hsum4 } from "./simd";
+import { f16fix, f16hi, f16x8_to_f32 } from "./f16";
 
 const CHUNK: i32 = 32; // cache rows per online-softmax step
 
@@ -19,6 +20,55 @@ export function attend_latent_scratch(H: i32, dc: i32): i32 {
  * reused from cache by every head group. Scratch: attend_latent_scratch(H, dc) bytes.
  */
 export function attend_latent(out: usize, q: usize, cache: usize, L: i32, w: i32, dc: i32, cStride: i32, scale: f32, h0: i32, h1: i32, scratch: usize): void {
+  latent(out, q, cache, L, w, dc, cStride, scale, DT_F32, h0, h1, scratch);
+}
+
+/** Cache row dtypes: dt of attend_latent_16 is DT_BF16, or 2 for F16 (16-bit words); DT_F32 is attend_latent's own. */
+const DT_F32: i32 = 0;
+const DT_BF16: i32 = 1;
+
+/** Bytes of scratch attend_latent_16 needs per thread: attend_latent's plus one chunk of rows widened to f32. */
+export function attend_latent_16_scratch(H: i32, dc: i32, w: i32): i32 {
+  return attend_latent_scratch(H, dc) + CHUNK * w * 4 + 64;
+}
+
+/**
+ * attend_latent over a cache of 16-bit rows (dt 1 = BF16, 2 = F16; cStride in 16-bit words): each chunk of rows is
+ * widened exactly to f32 once per thread, into scratch, and every head group reads it from there, so the memory
+ * read per cached token is halved and the arithmetic is attend_latent's on the widened values.
+ * Scratch: attend_latent_16_scratch(H, dc, w) bytes.
+ */
+export function attend_latent_16(out: usize, q: usize, cache: usize, L: i32, w: i32, dc: i32, cStride: i32, scale: f32, dt: i32, h0: i32, h1: i32, scratch: usize): void {
+  latent(out, q, cache, L, w, dc, cStride, scale, dt, h0, h1, scratch);
+}
+
+/** cs rows of w 16-bit values (row stride srcStride words) -> cs rows of w floats at dst, contiguous. w % 4 == 0. */
+function widen_rows(dst: usize, src: usize, cs: i32, w: i32, srcStride: i32, dt: i32): void {
+  const w8 = <usize>(w & ~7) << 1, wb = <usize>w << 1;
+  for (let j = 0; j < cs; j++) {
+    const s = src + <usize>j * (<usize>srcStride << 1), d = dst + <usize>j * (<usize>w << 2);
+    let i: usize = 0;
+    if (dt == DT_BF16) {
+      // BF16 is an f32's top half: widening is a shift
+      for (; i < w8; i += 16) {
+        const v = v128.load(s + i);
+        v128.store(d + (i << 1), i32x4.shl(i32x4.extend_low_i16x8_u(v), 16));
+        v128.store(d + (i << 1), i32x4.shl(i32x4.extend_high_i16x8_u(v), 16), 16);
+      }
+      if (i < wb) v128.store(d + (i << 1), i32x4.shl(i32x4.extend_low_i16x8_u(v128.load64_zero(s + i)), 16));
+    } else {
+      for (; i < w8; i += 16) f16x8_to_f32(d + (i << 1), s + i);
+      if (i < wb) {
+        // 4 halves left: even ones from the low 16 bits of each lane, odd ones from the high, then interleaved
+        const v = v128.load64_zero(s + i);
+        const lo = i32x4.shl(v, 16), hi = v128.and(v, i32x4.splat(0xffff0000));
+        v128.store(d + (i << 1), v128.shuffle<f32>(f16fix(f16hi(lo), lo), f16fix(f16hi(hi), hi), 0, 4, 1, 5));
+      }
+    }
+  }
+}
+
+function latent(out: usize, q: usize, cache: usize, L: i32, w: i32, dc: i32, cStride: i32, scale: f32, dt: i32, h0: i32, h1: i32, scratch: usize): void {
   if (h1 <= h0) return;
   const nh = h1 - h0;
   const ng = (nh + 3) >> 2;
@@ -27,7 +77,10 @@ export function attend_latent(out: usize, q: usize, cache: usize, L: i32, w: i32
   const pArr = lArr + (<usize>ng << 4);       // [CHUNK][4]: scores, then probabilities
   const cArr = pArr + (<usize>CHUNK << 4);    // [4] correction factors
   const dummy = (cArr + 16 + 63) & ~<usize>63; // 3 rows of dc floats for padding lanes
-  const qb = <usize>w << 2, ob = <usize>dc << 2, cb = <usize>cStride << 2;
+  const wide = (dummy + 3 * (<usize>dc << 2) + 63) & ~<usize>63; // a chunk of 16-bit rows widened (dt != DT_F32)
+  const qb = <usize>w << 2, ob = <usize>dc << 2;
+  // bytes between rows as the loops read them: the cache's, or the widened chunk's
+  const cb = dt == DT_F32 ? <usize>cStride << 2 : <usize>w << 2;
   const wb = <usize>w << 2;
   const dc8 = <usize>(dc & ~7) << 2;
   const dcb = <usize>dc << 2;
@@ -41,7 +94,11 @@ export function attend_latent(out: usize, q: usize, cache: usize, L: i32, w: i32
 
   for (let c0 = 0; c0 < L; c0 += CHUNK) {
     const cs = min(CHUNK, L - c0);
-    const rows = cache + <usize>c0 * cb;
+    let rows = cache + <usize>c0 * cb;
+    if (dt != DT_F32) {
+      widen_rows(wide, cache + <usize>c0 * (<usize>cStride << 1), cs, w, cStride, dt);
+      rows = wide;
+    }
     for (let g = 0; g < ng; g++) {
       const hb = h0 + (g << 2);
       // lanes past h1 reuse the last head's query and write into dummy rows
@@ -164,7 +221,16 @@ export function attend_latent(out: usize, q: usize, cache: usize, L: i32, w: i32
 export function attend_latent_many(out: usize, q: usize, table: usize, H: i32, w: i32, dc: i32, scale: f32, s0: i32, s1: i32, scratch: usize): void {
   for (let s = s0; s < s1; s++) {
     const t = table + <usize>s * 12;
-    attend_latent(out + <usize>s * <usize>H * (<usize>dc << 2), q + <usize>s * <usize>H * (<usize>w << 2),
-      <usize>load<i32>(t), load<i32>(t, 4), w, dc, load<i32>(t, 8), scale, 0, H, scratch);
+    latent(out + <usize>s * <usize>H * (<usize>dc << 2), q + <usize>s * <usize>H * (<usize>w << 2),
+      <usize>load<i32>(t), load<i32>(t, 4), w, dc, load<i32>(t, 8), scale, DT_F32, 0, H, scratch);
+  }
+}
+
+/** attend_latent_many over caches of 16-bit rows (dt as attend_latent_16; row strides in 16-bit words). */
+export function attend_latent_many_16(out: usize, q: usize, table: usize, H: i32, w: i32, dc: i32, scale: f32, dt: i32, s0: i32, s1: i32, scratch: usize): void {
+  for (let s = s0; s < s1; s++) {
+    const t = table + <usize>s * 12;
+    latent(out + <usize>s * <usize>H * (<usize>dc << 2), q + <usize>s * <usize>H * (<usize>w << 2),
+      <usize>load<i32>(t), load<i32>(t, 4), w, dc, load<i32>(t, 8), scale, dt, 0, H, scratch);
   }
 }

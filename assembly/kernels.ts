@@ -29,7 +29,7 @@
 //   attention-latent.ts  absorbed-MLA decode attention over latent rows
 //   attention-heads.ts   decode attention with per-head K/V, causal softmax of score rows
 //   heap.ts              heap_base
-//   quantize.ts          load-time quantization of float rows to Q8
+//   quantize.ts          load-time quantization of float rows to Q8 and to GGML's blocks
 
 // products (the export order is the module's export order, kept as it was)
 export { linear_scratch } from "./linear-tiled";
@@ -37,11 +37,11 @@ export { linear_f32, linear_bf16, linear_f16, linear_q8, linear_grouped } from "
 // elementwise
 export { rmsnorm, silu_mul, softmax } from "./elementwise";
 // absorbed-MLA decode attention
-export { attend_latent_scratch, attend_latent, attend_latent_many } from "./attention-latent";
+export { attend_latent_scratch, attend_latent, attend_latent_many, attend_latent_16_scratch, attend_latent_16, attend_latent_many_16 } from "./attention-latent";
 export { heap_base } from "./heap";
 // decode attention with per-head K/V (MHA/GQA/MQA, naive MLA)
 export { attend_heads_scratch, attend_heads, softmax_causal } from "./attention-heads";
 // products on GGML's packed blocks (Q4_0, Q4_K, Q5_K, Q6_K)
 export { linear_q4_0, linear_q4_k, linear_q5_k, linear_q6_k } from "./linear";
-// load-time quantization (F32/BF16/F16 -> Q8)
-export { quantize_q8 } from "./quantize";
+// load-time quantization (F32/BF16/F16 -> Q8, and to GGML's blocks)
+export { quantize_q8, quantize_blocks } from "./quantize";

@@ -319,6 +319,9 @@ def main() -> None:
             (OUT / f"{name}.tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
         d, _, _ = prepare("tiny-deepseek-v3", work)
         convert(d, OUT / "tiny-deepseek-v3.gguf")
+        # DeepSeek-V2 with expert groups (softmax, group max): llama.cpp routes it by V3's rule, mla-ts as transformers
+        d, _, _ = prepare("tiny-deepseek-v2-groups", work)
+        convert(d, OUT / "tiny-deepseek-v2-groups.gguf")
         d, _, _ = prepare("tiny-mla-dense", work)
         convert(d, OUT / "tiny-mla-dense-kvb.gguf", old_layout=True)
         convert(work / "tiny-mistral", OUT / "tiny-mistral-q8_0.gguf", outtype="q8_0")

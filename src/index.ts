@@ -14,7 +14,7 @@ export { quantizeQ8, sliceRows, concatRows } from "./tensor/tensor.js";
 // attention library
 export { MultiHeadLatentAttention, resolveMlaMode, LATENT_NORM_EPS, type MlaMode, type MlaDims, type MlaWeights } from "./attention/mla.js";
 export { GroupedQueryAttention, type GqaDims, type GqaWeights, type RopeStyle } from "./attention/gqa.js";
-export { LatentCache, KvCache, RowCache } from "./attention/cache.js";
+export { LatentCache, KvCache, RowCache, type CacheDType } from "./attention/cache.js";
 export { RotaryEmbedding, ropeInvFreq, ropeAttentionFactor, attentionScale, yarnMscale, type RopeScaling } from "./attention/rope.js";
 export {
   compareCaches, kvCacheFootprint, latentCacheFootprint, defaultGqaGroups,

@@ -78,6 +78,8 @@ test("names: GGUF <-> HF tensor names, both directions, every architecture", () 
 interface Case { file: string; fixture: string; mla: boolean }
 const CASES: Case[] = [
   { file: join(GGUF, "tiny-deepseek-v3.gguf"), fixture: "tiny-deepseek-v3", mla: true },
+  // V2 with expert groups (softmax, group max): llama.cpp would route it by V3's top-2 sum; mla-ts as transformers
+  { file: join(GGUF, "tiny-deepseek-v2-groups.gguf"), fixture: "tiny-deepseek-v2-groups", mla: true },
   { file: join(GGUF, "tiny-mla-dense-kvb.gguf"), fixture: "tiny-mla-dense", mla: true },
   { file: join(GGUF, "tiny-llama.gguf"), fixture: "tiny-llama", mla: false },
   { file: join(GGUF, "tiny-qwen2.gguf"), fixture: "tiny-qwen2", mla: false },

@@ -6,7 +6,7 @@ import { readHeader, readTensor } from "../src/io/safetensors.js";
 import { toF32 } from "../src/tensor/tensor.js";
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
-export const FIXTURE_NAMES = ["tiny-deepseek-v3", "tiny-deepseek-v2-lite", "tiny-mla-dense"];
+export const FIXTURE_NAMES = ["tiny-deepseek-v3", "tiny-deepseek-v2-lite", "tiny-mla-dense", "tiny-deepseek-v2-groups"];
 
 /** ||a - b|| / ||b|| */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {

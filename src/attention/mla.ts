@@ -188,14 +188,15 @@ export class MultiHeadLatentAttention {
   private attendNaive(q: Float32Array, T: number, cache: LatentCache): Float32Array {
     const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
     const L = cache.length, w = dc + dr;
+    const rows = cache.rowsF32(); // a 16-bit cache is widened once: the up-projection reads every row H times
     const kv = new Float32Array(L * H * (dn + dv)); // per head [k_nope | v]
-    this.ops.linear(kv, cache.data, L, dc, this.w.kvB, H * (dn + dv), 0, w);
+    this.ops.linear(kv, rows, L, dc, this.w.kvB, H * (dn + dv), 0, w);
     const k = new Float32Array(L * H * (dn + dr));
     for (let s = 0; s < L; s++) {
       for (let h = 0; h < H; h++) {
         const ko = (s * H + h) * (dn + dr);
         k.set(kv.subarray((s * H + h) * (dn + dv), (s * H + h) * (dn + dv) + dn), ko);
-        k.set(cache.data.subarray(s * w + dc, s * w + w), ko + dn);
+        k.set(rows.subarray(s * w + dc, s * w + w), ko + dn);
       }
     }
     const o = new Float32Array(T * H * dv);
@@ -245,8 +246,13 @@ export class MultiHeadLatentAttention {
       }
     }
     const oLat = new Float32Array(T * H * dc);
-    const view = { data: cache.data, offset: 0, rowStride: w, headStride: 0 };
-    this.ops.attend(oLat, qa, T, H, w, view, view, dc, 1, L, this.scale);
+    if (T === 1 && cache.dtype !== "F32") {
+      attendLatentRows(this.ops, oLat, qa, H, w, dc, [cache], this.scale); // the kernels read 16-bit rows in place
+    } else {
+      // the F32 cache itself (not a view of it): WasmOps recognises its own cache memory and reads it in place
+      const view = { data: cache.data instanceof Float32Array ? cache.data : cache.rowsF32(), offset: 0, rowStride: w, headStride: 0 };
+      this.ops.attend(oLat, qa, T, H, w, view, view, dc, 1, L, this.scale);
+    }
     const o = new Float32Array(T * H * dv), uv = this.uv;
     if (T === 1) {
       this.ops.linearGrouped(o, oLat, H, dc, uv.w, dv, dc, dv, uv.row0, uv.stride);

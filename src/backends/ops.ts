@@ -1,7 +1,11 @@
 import { quantizeQ8, type Tensor } from "../tensor/tensor.js";
 import type { BlockDType } from "../tensor/dtype.js";
 import { quantizeTarget, quantizeTensor } from "../tensor/ggml-quantize.js";
-import { attend, linear, rmsNorm, siluMul, type KvView } from "./cpu/index.js";
+import {
+  allocCacheData, attend, attendLatent, linear, rmsNorm, siluMul, type CacheData, type CacheDType, type KvView, type LatentRows,
+} from "./cpu/index.js";
+
+export type { LatentRows } from "./cpu/index.js";
 
 /**
  * The kernels a model runs on, so the same layer code drives every backend. Activations are Float32Arrays;
@@ -14,8 +18,12 @@ export interface Ops {
   readonly threads: number;
   /** Make a weight matrix ready for this backend (called once per matrix at load). */
   prepare(w: Tensor): Tensor;
-  /** Storage for a KV/latent cache of n floats (a backend may place it in its own memory). */
+  /**
+   * Storage for a KV/latent cache of n values (a backend may place it in its own memory): floats, or 16-bit words
+   * (a Uint16Array) for an F16/BF16 cache.
+   */
   allocCache(n: number): Float32Array;
+  allocCache(n: number, dtype: CacheDType): CacheData;
   /** out[t, n] = sum_k x[t, k] W[row0 + n, k]  (see backends/cpu/matmul.ts). */
   linear(out: Float32Array, x: Float32Array, T: number, K: number, w: Tensor, N: number, row0?: number, xStride?: number, outStride?: number): void;
   /** One token through G row blocks of W: out[g*og + n] = sum_k x[g*xg + k] W[row0 + g*gs + n, k] (per-head products). */
@@ -33,24 +41,22 @@ export interface Ops {
   attendLatentMany?(out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: readonly LatentRows[], scale: number): void;
 }
 
-/** A sequence's latent cache as attention reads it: `length` rows of `width` floats at the start of `data`. */
-export interface LatentRows {
-  readonly data: Float32Array;
-  readonly length: number;
-  readonly width: number;
-}
-
 /** ops.attendLatentMany when the backend has it, else `attend` per sequence. */
 export function attendLatentRows(ops: Ops, out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: readonly LatentRows[], scale: number): void {
   if (ops.attendLatentMany) ops.attendLatentMany(out, q, H, w, dc, rows, scale);
   else attendLatentEach(ops, out, q, H, w, dc, rows, scale);
 }
 
-/** The absorbed decode of each sequence through `attend`: MQA with the latent row as key and its c_KV prefix as value. */
+/**
+ * The absorbed decode of each sequence through `attend`: MQA with the latent row as key and its c_KV prefix as value.
+ * 16-bit rows go to the scalar latent kernel, which reads them as stored (`attend` takes floats).
+ */
 export function attendLatentEach(ops: Pick<Ops, "attend">, out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: readonly LatentRows[], scale: number): void {
   rows.forEach((c, i) => {
+    const o = out.subarray(i * H * dc, (i + 1) * H * dc), qi = q.subarray(i * H * w, (i + 1) * H * w);
+    if (!(c.data instanceof Float32Array)) return attendLatent(o, qi, H, w, dc, c, scale);
     const view = { data: c.data, offset: 0, rowStride: c.width, headStride: 0 };
-    ops.attend(out.subarray(i * H * dc, (i + 1) * H * dc), q.subarray(i * H * w, (i + 1) * H * w), 1, H, w, view, view, dc, 1, c.length, scale);
+    ops.attend(o, qi, 1, H, w, view, view, dc, 1, c.length, scale);
   });
 }
 
@@ -59,7 +65,7 @@ export const cpuOps: Ops = {
   name: "cpu-scalar",
   threads: 1,
   prepare: (w) => w,
-  allocCache: (n) => new Float32Array(n),
+  allocCache: allocCacheData,
   linear, rmsNorm, siluMul, attend,
   linearGrouped(out, x, G, K, w, N, xg, og, row0 = 0, gs = N) {
     for (let g = 0; g < G; g++) linear(out.subarray(g * og), x.subarray(g * xg), 1, K, w, N, row0 + g * gs);

@@ -1,6 +1,7 @@
 import { MlaError } from "../errors.js";
 import { cpuOps, cpuOpsQuant, type Ops } from "../backends/ops.js";
 import type { BlockDType } from "../tensor/dtype.js";
+import { CACHE_DTYPES, type CacheDType } from "../backends/cpu/cache-dtype.js";
 import { WasmOps } from "../backends/wasm/ops.js";
 import type { MlaMode } from "../attention/mla.js";
 import type { Runtime } from "../model/inference.js";
@@ -13,6 +14,8 @@ export interface BackendChoice {
   readonly quantize?: string;
   /** --attention, checked against the backend before it is opened. */
   readonly attention?: MlaMode;
+  /** --cache-type: f32, f16 or bf16 (the MLA latent cache's storage, cpu backends). */
+  readonly cacheType?: string;
 }
 
 export const BACKENDS = ["cpu", "cpu-scalar", "webgpu"] as const;
@@ -32,6 +35,14 @@ export function parseQuantize(q: string | undefined): "q8" | BlockDType | undefi
   if (t === "q8" || t === "q8_0") return "q8";
   if (t === "q4_0" || t === "q4_k" || t === "q5_k" || t === "q6_k") return t.toUpperCase() as BlockDType;
   throw new MlaError(`--quantize must be one of ${QUANTIZE_TYPES.join(", ")}, got "${q}"`);
+}
+
+/** A --cache-type value as the cache dtype (undefined: F32). */
+export function parseCacheType(t: string | undefined): CacheDType | undefined {
+  if (t === undefined) return undefined;
+  const d = CACHE_DTYPES.find((x) => x === t.toUpperCase());
+  if (!d) throw new MlaError(`--cache-type must be one of ${CACHE_DTYPES.map((x) => x.toLowerCase()).join(", ")}, got "${t}"`);
+  return d;
 }
 
 /** The CPU kernels for a run, and how to release them (stops worker threads). */
@@ -55,8 +66,10 @@ export async function openBackend(c: BackendChoice): Promise<{ ops: Ops; close: 
 
 /** The backend the flags choose, as a Runtime that loads any supported model onto it; flag errors come first. */
 export async function openRuntime(c: BackendChoice): Promise<Runtime> {
+  const cacheType = parseCacheType(c.cacheType);
   if (c.backend === "webgpu") {
     checkGpuMode(c.attention ?? "auto");
+    if (cacheType !== undefined) throw new MlaError("--cache-type applies to the cpu backends (the webgpu backend keeps its caches in f32)");
     if (c.quantize !== undefined) throw new MlaError("--quantize applies to the cpu backends (the webgpu backend keeps weights as stored: F32, BF16 or F16)");
     // GGUF files of block types are refused by the GPU loader itself, naming the type
     const { WebGpuBackend } = await import("../backends/webgpu/backend.js");
@@ -64,5 +77,5 @@ export async function openRuntime(c: BackendChoice): Promise<Runtime> {
     return webgpuRuntime(await WebGpuBackend.create());
   }
   const { ops, close } = await openBackend(c);
-  return cpuRuntime(ops, ops instanceof WasmOps ? "cpu" : "cpu-scalar", close);
+  return cpuRuntime(ops, ops instanceof WasmOps ? "cpu" : "cpu-scalar", close, cacheType);
 }

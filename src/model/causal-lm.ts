@@ -1,7 +1,7 @@
 import { MlaError } from "../errors.js";
 import { weightRow } from "../backends/cpu/index.js";
 import type { Ops } from "../backends/ops.js";
-import type { RowCache } from "../attention/cache.js";
+import type { CacheData, CacheDType, RowCache } from "../attention/cache.js";
 import type { MlaMode } from "../attention/mla.js";
 import type { ModelConfig } from "./config.js";
 import type { DecoderWeights, LoadProgress } from "./weights.js";
@@ -59,7 +59,7 @@ export abstract class CpuDecoder<S extends ModelState> implements CausalLM<S>, I
   }
 
   get cacheBytesPerToken(): number {
-    if (this.bytesPerToken < 0) this.bytesPerToken = this.newState(1).rowCaches.reduce((s, c) => s + c.width * 4, 0);
+    if (this.bytesPerToken < 0) this.bytesPerToken = this.newState(1).rowCaches.reduce((s, c) => s + c.rowBytes, 0);
     return this.bytesPerToken;
   }
 
@@ -97,7 +97,7 @@ export function forwardBatch<S extends ModelState>(model: CausalLM<S>, items: re
 /** Per-sequence state: the caches of every layer. Their length is the next token's position. */
 export interface ModelState extends SequenceState {
   /** Every row cache of the state (latent caches, or K and V caches), e.g. to fill a synthetic context. */
-  readonly rowCaches: readonly RowCache[];
+  readonly rowCaches: readonly RowCache<CacheData>[];
   /** Drop everything after the first n positions (e.g. to re-run a prompt suffix). */
   truncate(n: number): void;
 }
@@ -115,6 +115,8 @@ export interface LoadOptions {
   readonly onProgress?: LoadProgress;
   /** Kernels to run on (default: the scalar CPU reference). Weights are prepared for them while loading. */
   readonly ops?: Ops;
+  /** How MLA latent caches store their rows (default F32; F16/BF16 halve them). GQA models take F32 only. */
+  readonly cacheType?: CacheDType;
 }
 
 /** Reject bad token ids and sequences past the context before any cache is touched. */

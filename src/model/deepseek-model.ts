@@ -1,6 +1,6 @@
 import { MlaError } from "../errors.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
-import { LatentCache, type CacheAlloc, type RowCache } from "../attention/cache.js";
+import { LatentCache, type CacheAlloc, type CacheData, type CacheDType, type RowCache } from "../attention/cache.js";
 import { MultiHeadLatentAttention, type MlaMode } from "../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../attention/rope.js";
 import { openCheckpoint } from "./checkpoint.js";
@@ -20,9 +20,9 @@ export type { ForwardOptions, LoadOptions } from "./causal-lm.js";
 export class RunState implements ModelState {
   readonly caches: LatentCache[];
 
-  constructor(c: ModelConfig, capacity = 64, alloc?: CacheAlloc) {
+  constructor(c: ModelConfig, capacity = 64, alloc?: CacheAlloc<CacheData>, dtype: CacheDType = "F32") {
     this.caches = Array.from({ length: c.numLayers }, () =>
-      new LatentCache(c.kvLoraRank, c.qkRopeHeadDim, Math.min(capacity, c.maxPositionEmbeddings), c.maxPositionEmbeddings, alloc));
+      new LatentCache(c.kvLoraRank, c.qkRopeHeadDim, Math.min(capacity, c.maxPositionEmbeddings), c.maxPositionEmbeddings, alloc, dtype));
   }
 
   get position(): number {
@@ -34,7 +34,7 @@ export class RunState implements ModelState {
     return this.caches.reduce((s, c) => s + c.bytes, 0);
   }
 
-  get rowCaches(): readonly RowCache[] {
+  get rowCaches(): readonly RowCache<CacheData>[] {
     return this.caches;
   }
 
@@ -47,7 +47,8 @@ export class RunState implements ModelState {
 export class DeepseekModel extends CpuDecoder<RunState> {
   readonly attention: MultiHeadLatentAttention[];
 
-  constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly ops: Ops = cpuOps) {
+  /** cacheType: how the latent caches store rows (F16/BF16 round each row once, when appended). */
+  constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly ops: Ops = cpuOps, readonly cacheType: CacheDType = "F32") {
     super();
     const c = config;
     if (c.attention !== "mla") throw new MlaError(`DeepseekModel runs deepseek_v2/deepseek_v3 checkpoints; ${c.modelType} is a GQA model (load it with loadModel)`);
@@ -66,14 +67,14 @@ export class DeepseekModel extends CpuDecoder<RunState> {
     const ckpt = openCheckpoint(dir);
     try {
       const ops = opts.ops ?? cpuOps;
-      return new DeepseekModel(config, loadWeights(config, ckpt, opts.onProgress, (w) => ops.prepare(w)), ops);
+      return new DeepseekModel(config, loadWeights(config, ckpt, opts.onProgress, (w) => ops.prepare(w)), ops, opts.cacheType);
     } finally {
       ckpt.close();
     }
   }
 
   newState(capacity?: number): RunState {
-    return new RunState(this.config, capacity, (n) => this.ops.allocCache(n));
+    return new RunState(this.config, capacity, (n, dtype) => this.ops.allocCache(n, dtype), this.cacheType);
   }
 
   /** Run T new tokens at positions state.position.., appending to the caches. */

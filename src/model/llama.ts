@@ -1,6 +1,6 @@
 import { MlaError } from "../errors.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
-import { KvCache, type CacheAlloc, type RowCache } from "../attention/cache.js";
+import { KvCache, type CacheAlloc, type CacheData, type RowCache } from "../attention/cache.js";
 import { GroupedQueryAttention } from "../attention/gqa.js";
 import type { MlaMode } from "../attention/mla.js";
 import { RotaryEmbedding } from "../attention/rope.js";
@@ -32,7 +32,7 @@ export class KvRunState implements ModelState {
     return this.caches.reduce((s, c) => s + c.bytes, 0);
   }
 
-  get rowCaches(): readonly RowCache[] {
+  get rowCaches(): readonly RowCache<CacheData>[] {
     return this.caches.flatMap((c) => [c.k, c.v]);
   }
 
@@ -64,6 +64,7 @@ export class LlamaModel extends CpuDecoder<KvRunState> {
   static load(dir: string, opts: LoadOptions = {}): LlamaModel {
     const config = loadConfig(dir);
     if (config.attention !== "gqa") throw new MlaError(`LlamaModel loads llama, qwen2 and mistral checkpoints; ${dir} is ${config.modelType} (use loadModel)`);
+    if ((opts.cacheType ?? "F32") !== "F32") throw new MlaError(`--cache-type ${opts.cacheType?.toLowerCase()} applies to MLA models only (${config.modelType} keeps its K/V cache in f32)`);
     const ckpt = openCheckpoint(dir);
     try {
       const ops = opts.ops ?? cpuOps;

@@ -1,4 +1,5 @@
 import type { Ops } from "../backends/ops.js";
+import type { CacheDType } from "../attention/cache.js";
 
 import { DeepseekModel } from "./deepseek-model.js";
 import { LlamaModel } from "./llama.js";
@@ -11,7 +12,7 @@ export function loadModel(dir: string, opts: LoadOptions = {}): CpuDecoder<Model
   return loadConfig(dir).attention === "mla" ? DeepseekModel.load(dir, opts) : LlamaModel.load(dir, opts);
 }
 
-/** The CPU backend on a kernel set: models load with their weights prepared for `ops`. */
-export function cpuRuntime(ops: Ops, kind = "cpu", close: () => Promise<void> = async () => {}): Runtime {
-  return { kind, name: ops.name, threads: ops.threads, load: (dir, o) => loadModel(dir, { ops, onProgress: o?.onProgress }), close };
+/** The CPU backend on a kernel set: models load with their weights prepared for `ops`, MLA caches as `cacheType`. */
+export function cpuRuntime(ops: Ops, kind = "cpu", close: () => Promise<void> = async () => {}, cacheType?: CacheDType): Runtime {
+  return { kind, name: ops.name, threads: ops.threads, load: (dir, o) => loadModel(dir, { ops, onProgress: o?.onProgress, cacheType }), close };
 }

@@ -1,3 +1,5 @@
+import { cacheValueReader, type CacheData, type CacheDType } from "./cache-dtype.js";
+
 /** A strided view of cached keys or values: element (s, g, i) is data[offset + s*rowStride + g*headStride + i]. */
 export interface KvView {
   readonly data: Float32Array;
@@ -49,5 +51,41 @@ export function attend(
       const oo = (t * H + h) * dv;
       for (let i = 0; i < dv; i++) out[oo + i] = acc[i];
     }
+  }
+}
+
+/** A sequence's latent cache as attention reads it: `length` rows of `width` values at the start of `data`. */
+export interface LatentRows {
+  readonly data: CacheData;
+  readonly length: number;
+  readonly width: number;
+  /** How `data` stores the rows (default F32; F16/BF16 data is a Uint16Array). */
+  readonly dtype?: CacheDType;
+}
+
+/**
+ * Absorbed-MLA decode of one query token over every row of a latent cache of any dtype (the scalar reference of
+ * the WASM latent kernels): MQA whose key is the row [c_KV | k_rope] (w values) and whose value is its c_KV prefix
+ * (dc). q is [H, w], out [H, dc]. 16-bit rows are widened exactly as they are read.
+ */
+export function attendLatent(out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: LatentRows, scale: number): void {
+  const L = rows.length, at = cacheValueReader(rows.data, rows.dtype ?? "F32");
+  const scores = new Float64Array(L), acc = new Float64Array(dc);
+  for (let h = 0; h < H; h++) {
+    let m = -Infinity;
+    for (let s = 0; s < L; s++) {
+      let dot = 0;
+      for (let i = 0; i < w; i++) dot += q[h * w + i] * at(s * rows.width + i);
+      scores[s] = dot * scale;
+      if (scores[s] > m) m = scores[s];
+    }
+    let sum = 0;
+    for (let s = 0; s < L; s++) sum += scores[s] = Math.exp(scores[s] - m);
+    acc.fill(0);
+    for (let s = 0; s < L; s++) {
+      const p = scores[s] / sum;
+      for (let i = 0; i < dc; i++) acc[i] += p * at(s * rows.width + i);
+    }
+    for (let i = 0; i < dc; i++) out[h * dc + i] = acc[i];
   }
 }

@@ -4,4 +4,5 @@ export { rmsNorm } from "./norm.js";
 export { ropeInterleaved, ropeHalves } from "./rope.js";
 export { siluMul, axpy } from "./activation.js";
 export { softmax } from "./softmax.js";
-export { attend, type KvView } from "./attention.js";
+export { attend, attendLatent, type KvView, type LatentRows } from "./attention.js";
+export { allocCacheData, cacheElementBytes, decodeCacheValues, encodeCacheRow, CACHE_DTYPES, type CacheData, type CacheDType } from "./cache-dtype.js";

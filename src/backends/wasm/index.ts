@@ -7,9 +7,11 @@ import { MlaError } from "../../errors.js";
 import { type BlockDType, isBlockDType } from "../../tensor/dtype.js";
 import { blockRowBytes, rowF32, type Tensor } from "../../tensor/tensor.js";
 import { Q8_BLOCK, quantizeRowsQ8, type Q8Data } from "../../tensor/quant.js";
+import { quantizeTensor } from "../../tensor/ggml-quantize.js";
 import { RESERVED_BYTES, WasmHeap } from "./memory.js";
 import { WorkerPool, controlBlockBytes, defaultThreads } from "./pool.js";
 import { DTYPE_CODE, KERNEL, POOL_KERNELS } from "./kernels.js";
+import type { CacheDType } from "../cpu/cache-dtype.js";
 
 export { WasmHeap, Arena, type F32Alloc } from "./memory.js";
 export { WorkerPool } from "./pool.js";
@@ -76,6 +78,7 @@ export interface KernelExports {
   softmax(x: number, n: number): void;
   attend_latent(out: number, q: number, cache: number, L: number, w: number, dc: number, cStride: number, scale: number, h0: number, h1: number, scratch: number): void;
   attend_latent_scratch(H: number, dc: number): number;
+  attend_latent_16_scratch(H: number, dc: number, w: number): number;
   attend_latent_many(out: number, q: number, table: number, H: number, w: number, dc: number, scale: number, s0: number, s1: number, scratch: number): void;
   linear_grouped(dt: number, out: number, x: number, K: number, w: number, scales: number, N: number, row0: number, gs: number, g0: number, g1: number, xg: number, og: number, scratch: number): void;
   attend_heads(out: number, q: number, k: number, v: number, L: number, dk: number, dv: number, kRow: number, vRow: number, kHead: number, vHead: number, group: number, scale: number, h0: number, h1: number, scratch: number): void;
@@ -87,10 +90,16 @@ export interface KernelExports {
 /** The float products by weight dtype (one parameter list, so one call serves them all; Q8 has its own). */
 const LINEAR_FLOAT = { F32: KERNEL.linear_f32, BF16: KERNEL.linear_bf16, F16: KERNEL.linear_f16 } as const;
 /** The products on GGML's packed blocks (the float products' parameter list, w at the first row's blocks). */
+/** The latent kernels' dt for 16-bit cache rows (assembly/attention-latent.ts). */
+const CACHE_DT = { BF16: 1, F16: 2 } as const;
 const LINEAR_BLOCK = { Q4_0: KERNEL.linear_q4_0, Q4_K: KERNEL.linear_q4_k, Q5_K: KERNEL.linear_q5_k, Q6_K: KERNEL.linear_q6_k } as const;
 
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
+/** Bytes of a bank's staging area for load-time quantization (a chunk of rows at a time passes through it). */
+const STAGING_BYTES = 16 << 20;
+/** Per-thread scratch of quantize_blocks (assembly/quantize.ts needs 3456 bytes: one block widened, its fits). */
+const QUANTIZE_BLOCKS_SCRATCH = 4096;
 /** Control block offset inside the reserved first page. */
 const CTRL_PTR = 16384; // above the kernels' static data (heap_base, checked at start-up)
 
@@ -166,6 +175,8 @@ export class WasmBackend {
   readonly pool: WorkerPool;
   readonly relaxed: boolean;
   readonly threads: number;
+  /** Per bank, the staging area of load-time conversions (see staging). */
+  private readonly stagings: ({ ptr: number; bytes: number } | undefined)[] = [];
   /** Per bank, the per-thread scratch size set aside so far. */
   private readonly scratchBytes: number[] = [0];
   private readonly minWork: number;
@@ -178,6 +189,7 @@ export class WasmBackend {
     this.relaxed = relaxed;
     this.threads = pool.threads;
     this.minWork = minWork;
+    this.staging(0);
     this.ensureScratch(1 << 20);
   }
 
@@ -219,6 +231,7 @@ export class WasmBackend {
     const bank = this.pool.addBank(heap.memory, instance.exports);
     this.heaps.push(heap);
     this.scratchBytes.push(0);
+    this.staging(bank);
     this.ensureScratch(1 << 20, bank);
     return bank;
   }
@@ -279,17 +292,58 @@ export class WasmBackend {
   }
 
   /**
-   * Quantize float rows to Q8 on the pool (assembly/quantize.ts, the arithmetic of quant.ts): the source is staged
-   * above the heap's top and released after, so loading costs about the copy, not the ~10 ns a weight of JS.
+   * Quantize float rows to Q8 on the pool (assembly/quantize.ts, the arithmetic of quant.ts), a chunk of rows at a
+   * time through the bank's staging area: loading then costs about a copy, not the ~10 ns a weight of JS, and the
+   * staging pages are touched once per bank instead of once per tensor (fresh pages cost a fault each).
    */
   private quantizeQ8Rows(q: number, s: number, t: Tensor, rows: number, cols: number, bank: number): void {
-    const heap = this.heaps[bank], mark = heap.mark();
-    const src = t.data as Float32Array | Uint16Array;
-    const staged = heap.alloc(src.byteLength);
-    new Uint8Array(heap.buffer, staged, src.byteLength).set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
+    const heap = this.heaps[bank], stage = this.staging(bank);
+    const src = t.data as Float32Array | Uint16Array, rowBytes = cols * src.BYTES_PER_ELEMENT;
+    const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+    if (rowBytes > stage.bytes) {
+      // a row longer than the staging area (cols > 4M): the JS reference, same bytes
+      quantizeQ8DataInto(new Int8Array(heap.buffer, q, rows * cols), new Float32Array(heap.buffer, s, (rows * cols) / Q8_BLOCK), t, rows, cols);
+      return;
+    }
+    const chunk = Math.floor(stage.bytes / rowBytes);
+    const dt = DTYPE_CODE[t.dtype as "F32" | "BF16" | "F16"];
     this.ensureScratch(128, bank);
-    this.pool.run(KERNEL.quantize_q8, { q, s, src: staged, dt: DTYPE_CODE[t.dtype as "F32" | "BF16" | "F16"], K: cols }, rows, 1, this.threads, bank);
-    heap.release(mark);
+    for (let r0 = 0; r0 < rows; r0 += chunk) {
+      const n = Math.min(chunk, rows - r0);
+      new Uint8Array(heap.buffer, stage.ptr, n * rowBytes).set(bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes));
+      // the chunk's rows as rows [0, n) of their own: outputs offset to row r0
+      this.pool.run(KERNEL.quantize_q8, { q: q + r0 * cols, s: s + r0 * (cols / Q8_BLOCK) * 4, src: stage.ptr, dt, K: cols }, n, 1, this.threads, bank);
+    }
+  }
+
+  /**
+   * Quantize a tensor [rows, cols] straight into wasm memory as one of GGML's block types. F32/BF16/F16 rows are
+   * quantized on the pool (assembly/quantize.ts quantize_blocks, byte for byte ggml-quantize.ts's quantizeRows),
+   * as the JS costs ~350 ns a weight for the K-quants; other sources on the host.
+   */
+  uploadBlocks(t: Tensor, type: BlockDType, bank = 0): WasmWeight {
+    if (!(t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16")) return this.upload(quantizeTensor(t, type), bank);
+    const [rows, cols] = matShape(t), rb = blockRowBytes(type, cols); // throws where cols does not divide the block
+    const src = t.data as Float32Array | Uint16Array, rowBytes = cols * src.BYTES_PER_ELEMENT, stage = this.staging(bank);
+    if (rowBytes > stage.bytes) return this.upload(quantizeTensor(t, type), bank); // a row past the staging area: the JS
+    const dst = this.heaps[bank].alloc(rows * rb);
+    const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength), chunk = Math.floor(stage.bytes / rowBytes);
+    const dt = DTYPE_CODE[t.dtype];
+    this.ensureScratch(QUANTIZE_BLOCKS_SCRATCH, bank);
+    for (let r0 = 0; r0 < rows; r0 += chunk) {
+      const n = Math.min(chunk, rows - r0);
+      new Uint8Array(this.heaps[bank].buffer, stage.ptr, n * rowBytes).set(bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes));
+      this.pool.run(KERNEL.quantize_blocks, { dst: dst + r0 * rb, src: stage.ptr, dt, type: DTYPE_CODE[type], K: cols }, n, 1, this.threads, bank);
+    }
+    return { dtype: type, rows, cols, ptr: dst, scalesPtr: 0, bank };
+  }
+
+  /**
+   * A bank's staging area for load-time conversion, set aside when the bank is made (below anything a caller may
+   * release later, like the scratch).
+   */
+  private staging(bank: number): { ptr: number; bytes: number } {
+    return this.stagings[bank] ??= { ptr: this.heaps[bank].alloc(STAGING_BYTES), bytes: STAGING_BYTES };
   }
 
   /** Copy already-quantized data into wasm memory. */
@@ -373,15 +427,21 @@ export class WasmBackend {
   /**
    * Absorbed-MLA attention for one query token over the L cached latent rows (all of them visible):
    *   out[h] = sum_s softmax_s(scale * q[h] . row_s) * row_s[:dc],  h < H
-   * q [H, w] and out [H, dc] contiguous; row s of the cache at cache + s * cStride * 4 is [c_KV (dc) | k_rope].
+   * q [H, w] and out [H, dc] contiguous; row s of the cache at cache + s * cStride * (4, or 2 for an F16/BF16 cache)
+   * is [c_KV (dc) | k_rope].
    * Requires w % 4 == 0 and dc % 4 == 0. Heads are split across threads, 4 at a time.
    */
-  attendLatent(out: number, q: number, H: number, cache: number, L: number, w: number, dc: number, scale: number, cStride = w): void {
+  attendLatent(out: number, q: number, H: number, cache: number, L: number, w: number, dc: number, scale: number, cStride = w, dtype: CacheDType = "F32"): void {
     if (w % 4 !== 0 || dc % 4 !== 0 || dc > w) throw new MlaError(`attendLatent: needs w % 4 == 0, dc % 4 == 0, dc <= w (w=${w}, dc=${dc})`);
     if (L <= 0) throw new MlaError("attendLatent: empty cache");
-    this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
     const maxThreads = H * L * w >= this.minWork ? this.threads : 1;
-    this.pool.run(KERNEL.attend_latent, { out, q, cache, L, w, dc, cStride, scale }, H, 4, maxThreads);
+    if (dtype === "F32") {
+      this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
+      this.pool.run(KERNEL.attend_latent, { out, q, cache, L, w, dc, cStride, scale }, H, 4, maxThreads);
+    } else {
+      this.ensureScratch(this.kernels.attend_latent_16_scratch(H, dc, w));
+      this.pool.run(KERNEL.attend_latent_16, { out, q, cache, L, w, dc, cStride, scale, dt: CACHE_DT[dtype] }, H, 4, maxThreads);
+    }
   }
 
   /**
@@ -389,12 +449,17 @@ export class WasmBackend {
    * [n, H, dc]; `table` points at n triples of i32 (cache pointer, rows L >= 1, row stride in floats). Sequences are
    * split across threads; each is computed exactly as attendLatent computes it alone.
    */
-  attendLatentMany(out: number, q: number, n: number, H: number, table: number, w: number, dc: number, scale: number, totalRows: number): void {
+  attendLatentMany(out: number, q: number, n: number, H: number, table: number, w: number, dc: number, scale: number, totalRows: number, dtype: CacheDType = "F32"): void {
     if (w % 4 !== 0 || dc % 4 !== 0 || dc > w) throw new MlaError(`attendLatentMany: needs w % 4 == 0, dc % 4 == 0, dc <= w (w=${w}, dc=${dc})`);
     if (n <= 0) return;
-    this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
     const maxThreads = H * totalRows * w >= this.minWork ? this.threads : 1;
-    this.pool.run(KERNEL.attend_latent_many, { out, q, table, H, w, dc, scale }, n, 1, maxThreads);
+    if (dtype === "F32") {
+      this.ensureScratch(this.kernels.attend_latent_scratch(H, dc));
+      this.pool.run(KERNEL.attend_latent_many, { out, q, table, H, w, dc, scale }, n, 1, maxThreads);
+    } else {
+      this.ensureScratch(this.kernels.attend_latent_16_scratch(H, dc, w));
+      this.pool.run(KERNEL.attend_latent_many_16, { out, q, table, H, w, dc, scale, dt: CACHE_DT[dtype] }, n, 1, maxThreads);
+    }
   }
 
   /**

@@ -50,6 +50,9 @@ export const KERNEL = {
     ["out", "q", "k", "v", "L", "dk", "dv", "kRow", "vRow", "kHead", "vHead", "group", "scale", "h0", "h1", "scratch"], ["h0", "h1"]),
   softmax_causal: kernel("softmax_causal", ["s", "Lp", "first", "t0", "t1", "scratch"], ["t0", "t1"]),
   attend_latent_many: kernel("attend_latent_many", ["out", "q", "table", "H", "w", "dc", "scale", "s0", "s1", "scratch"], ["s0", "s1"]),
+  // the same over 16-bit cache rows, dt 1 = BF16, 2 = F16 (assembly/attention-latent.ts)
+  attend_latent_16: kernel("attend_latent_16", ["out", "q", "cache", "L", "w", "dc", "cStride", "scale", "dt", "h0", "h1", "scratch"], ["h0", "h1"]),
+  attend_latent_many_16: kernel("attend_latent_many_16", ["out", "q", "table", "H", "w", "dc", "scale", "dt", "s0", "s1", "scratch"], ["s0", "s1"]),
   // GGML's packed blocks (assembly/kquant.ts): the float products' parameters, w pointing at row 0's first block
   linear_q4_0: kernel("linear_q4_0", LINEAR, ["n0", "n1"]),
   linear_q4_k: kernel("linear_q4_k", LINEAR, ["n0", "n1"]),
@@ -57,6 +60,8 @@ export const KERNEL = {
   linear_q6_k: kernel("linear_q6_k", LINEAR, ["n0", "n1"]),
   // load-time quantization (assembly/quantize.ts); dt as DTYPE_CODE numbers the float sources
   quantize_q8: kernel("quantize_q8", ["q", "s", "src", "dt", "K", "r0", "r1", "scratch"], ["r0", "r1"]),
+  // type: the block dtype as DTYPE_CODE numbers it (Q4_0, Q4_K, Q5_K, Q6_K)
+  quantize_blocks: kernel("quantize_blocks", ["dst", "src", "dt", "type", "K", "r0", "r1", "scratch"], ["r0", "r1"]),
 } as const;
 
 /** The kernels above as a list, in their numbering order: what WasmBackend starts its pool with. */

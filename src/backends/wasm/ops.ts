@@ -2,8 +2,9 @@ import type { Tensor } from "../../tensor/tensor.js";
 import { MlaError } from "../../errors.js";
 import { blockRowBytes, tensor } from "../../tensor/tensor.js";
 import { type BlockDType, isBlockDType } from "../../tensor/dtype.js";
-import { quantizeTarget, quantizeTensor } from "../../tensor/ggml-quantize.js";
+import { quantizeTarget } from "../../tensor/ggml-quantize.js";
 import type { KvView } from "../cpu/attention.js";
+import { cacheElementBytes, type CacheData, type CacheDType } from "../cpu/cache-dtype.js";
 import { attendLatentEach, cpuOps, type LatentRows, type Ops } from "../ops.js";
 import type { Arena } from "./memory.js";
 import { WasmBackend, type WasmBackendOptions, type WasmWeight } from "./index.js";
@@ -43,7 +44,7 @@ export class WasmOps implements Ops {
   readonly name: string;
   readonly threads: number;
   private readonly weights = new WeakMap<Tensor, WasmWeight>();
-  private readonly cachePtrs = new WeakMap<Float32Array, number>();
+  private readonly cachePtrs = new WeakMap<CacheData, number>();
   /** Cache regions whose views were garbage-collected: reused by allocCache (the heap itself only grows). */
   private readonly freeRegions: { ptr: number; bytes: number }[] = [];
   private readonly regions = new FinalizationRegistry<{ ptr: number; bytes: number }>((r) => this.freeRegions.push(r));
@@ -75,13 +76,13 @@ export class WasmOps implements Ops {
     const cols = w.shape[w.shape.length - 1];
     if (w.shape.length !== 2 || cols % 8 !== 0) return w; // the scalar kernels serve it
     const to = this.quantize ? quantizeTarget(this.quantize, w) : undefined;
-    const q8 = to === "Q8";
-    // block types are quantized on the host (one tensor at a time), then copied in as they are
-    const src = to && to !== "Q8" ? quantizeTensor(w, to) : w;
-    const bank = this.bankFor(q8 ? w.shape[0] * cols * (1 + 4 / 32) : storedBytes(src));
+    const q8 = to === "Q8", blocks = to && to !== "Q8" ? to : undefined;
+    // Q8 and block types are quantized on the pool straight into the bank (uploadQ8, uploadBlocks)
+    const bytes = q8 ? w.shape[0] * cols * (1 + 4 / 32) : blocks ? w.shape[0] * blockRowBytes(blocks, cols) : storedBytes(w);
+    const bank = this.bankFor(bytes);
     let ww: WasmWeight;
     try {
-      ww = q8 ? this.be.uploadQ8(w, bank) : this.be.upload(src, bank);
+      ww = q8 ? this.be.uploadQ8(w, bank) : blocks ? this.be.uploadBlocks(w, blocks, bank) : this.be.upload(w, bank);
     } catch (e) {
       if (!(e instanceof RangeError)) throw e;
       throw new MlaError(`out of memory placing the weights (${(this.weightBytes() / 2 ** 30).toFixed(2)} GiB placed so far): ` +
@@ -115,15 +116,17 @@ export class WasmOps implements Ops {
    * Cache storage in wasm memory, so attention kernels read it in place. A region returns to a free list when its
    * view is collected (a RunState dropped, or a cache that grew), so long-running processes reuse memory.
    */
-  allocCache(n: number): Float32Array {
-    const bytes = n * 4;
+  allocCache(n: number): Float32Array;
+  allocCache(n: number, dtype: CacheDType): CacheData;
+  allocCache(n: number, dtype: CacheDType = "F32"): CacheData {
+    const bytes = n * cacheElementBytes(dtype);
     let best = -1;
     for (let i = 0; i < this.freeRegions.length; i++) {
       const r = this.freeRegions[i];
       if (r.bytes >= bytes && (best < 0 || r.bytes < this.freeRegions[best].bytes)) best = i;
     }
-    const region = best >= 0 ? this.freeRegions.splice(best, 1)[0] : { ptr: this.be.heap.allocF32(n).ptr, bytes };
-    const view = this.be.heap.f32(region.ptr, n);
+    const region = best >= 0 ? this.freeRegions.splice(best, 1)[0] : { ptr: this.be.heap.alloc(bytes), bytes };
+    const view = dtype === "F32" ? this.be.heap.f32(region.ptr, n) : this.be.heap.u16(region.ptr, n);
     view.fill(0);
     this.cachePtrs.set(view, region.ptr);
     this.regions.register(view, region);
@@ -189,9 +192,12 @@ export class WasmOps implements Ops {
    */
   attendLatentMany(out: Float32Array, q: Float32Array, H: number, w: number, dc: number, rows: readonly LatentRows[], scale: number): void {
     const ptrs = rows.map((r) => this.cachePtrs.get(r.data));
-    if (w % 4 !== 0 || dc % 4 !== 0 || dc > w || ptrs.some((p, i) => p === undefined || rows[i].width !== w || rows[i].length < 1)) {
+    const dtype = rows[0]?.dtype ?? "F32";
+    if (w % 4 !== 0 || dc % 4 !== 0 || dc > w || ptrs.some((p, i) => p === undefined || rows[i].width !== w || rows[i].length < 1 || (rows[i].dtype ?? "F32") !== dtype)) {
       return attendLatentEach(this, out, q, H, w, dc, rows, scale);
     }
+    // one sequence: split its heads across threads (the batched kernel splits sequences)
+    if (rows.length === 1) return this.attendLatent(out, q, H, w, ptrs[0]!, w, dc, rows[0].length, scale, dtype);
     const n = rows.length;
     this.step((a) => {
       const qp = this.input(a, q, n * H * w);
@@ -205,17 +211,17 @@ export class WasmOps implements Ops {
         t32[3 * i + 2] = w;
         total += r.length;
       });
-      this.be.attendLatentMany(op, qp, n, H, table.ptr, w, dc, scale, total);
+      this.be.attendLatentMany(op, qp, n, H, table.ptr, w, dc, scale, total, dtype);
       out.set(this.be.heap.f32(op, n * H * dc));
     });
   }
 
   /** Absorbed MLA decode: every head reads the latent rows [c_KV | k_rope] once (the kernel tiles heads). */
-  private attendLatent(out: Float32Array, q: Float32Array, H: number, w: number, cache: number, rowStride: number, dc: number, L: number, scale: number): void {
+  private attendLatent(out: Float32Array, q: Float32Array, H: number, w: number, cache: number, rowStride: number, dc: number, L: number, scale: number, dtype: CacheDType = "F32"): void {
     this.step((a) => {
       const qp = this.input(a, q, H * w);
       const op = a.allocF32(H * dc).ptr;
-      this.be.attendLatent(op, qp, H, cache, L, w, dc, scale, rowStride);
+      this.be.attendLatent(op, qp, H, cache, L, w, dc, scale, rowStride, dtype);
       out.set(this.be.heap.f32(op, H * dc));
     });
   }

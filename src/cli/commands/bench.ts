@@ -13,6 +13,8 @@ export interface BenchOptions {
   readonly threads?: number;
   readonly backend: string;
   readonly quantize?: string;
+  /** --cache-type as given (the runtime applies it); named in the report. */
+  readonly cacheType?: string;
   /** Decode after a synthetic cache of this many tokens instead of a real prefill (long-context rows). */
   readonly context?: number;
   readonly attention: MlaMode;
@@ -79,7 +81,7 @@ export async function runBench(opts: BenchOptions, runtime: Runtime): Promise<Be
     decodeMsPerToken: d, decodeTokensPerSecond: 1000 / d,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     kvCacheBytes: state.cacheBytes,
-    cacheKind: c.attention === "mla" ? "latent KV cache" : "KV cache",
+    cacheKind: c.attention === "mla" ? `latent KV cache (${(opts.cacheType ?? "f32").toLowerCase()})` : "KV cache",
     ...(model.deviceBytes === undefined ? {} : { gpuBytes: model.deviceBytes }),
   };
 }
