@@ -5,6 +5,10 @@
  *   npm run bench                  # everything (about 10 minutes on the 2-core machine)
  *   npm run bench -- --quick       # fewer rows, shorter runs
  *   npm run bench -- --repeat 3    # run every row 3 times (mla-ts and the peer alternating), report medians
+ *   npm run bench -- --llama-only  # only the llama.cpp tables (add --quick: 128-token prompt, 16 decoded, F32 and Q8_0)
+ *   npm run bench -- --no-llama    # skip them
+ * The llama.cpp tables (scripts/llama-peer.ts): the `small` preset exported to GGUF (F32, BF16, Q8_0, Q4_K), run by
+ * mla-ts, node-llama-cpp and native llama-bench (scripts/build-llama.sh) on 2 threads each.
  * Env: BENCH_DIR (checkpoints, default ./bench-out), PEER (path to ../shared/peers/torch), PYTHON (/usr/bin/python3).
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -15,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { writeRandomCheckpoint } from "../src/model/random.js";
 import { benchAttention, type AttentionBenchRow } from "./bench-attention.js";
 import { WasmOps } from "../src/backends/wasm/ops.js";
+import { llamaTables } from "./llama-peer.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const quick = process.argv.includes("--quick");
@@ -25,6 +30,8 @@ const BANDWIDTH = 44e9; // streaming reads measured on the 2-core machines (byte
 const PROMPT = quick ? 128 : 512;
 const DECODE = quick ? 16 : 64;
 const REPEAT = Number(process.argv[process.argv.indexOf("--repeat") + 1]) || 1;
+const LLAMA_ONLY = process.argv.includes("--llama-only");
+const WITH_LLAMA = !process.argv.includes("--no-llama");
 
 /** Median of each numeric field over repeated runs (the machines drift by tens of percent over minutes). */
 function medianOf<T extends Record<string, number>>(runs: T[]): T {
@@ -108,10 +115,17 @@ function printAttention(rows: AttentionBenchRow[], kernels: string): void {
   }
 }
 
+/** llama.cpp as the peer: one table per weight type on the same GGUF file, 2 threads each. */
+function llamaPeerTables(small: string, smallBf16: string): void {
+  const run = { prompt: quick ? 128 : 512, decode: quick ? 16 : 32, threads: 2, repetitions: quick ? 1 : 3 };
+  llamaTables({ f32Dir: small, bf16Dir: smallBf16, outDir: BENCH_DIR, run, types: quick ? ["f32", "q8_0"] : undefined });
+}
+
 async function main(): Promise<void> {
-  if (!existsSync(join(ROOT, "dist/cli/main.js"))) execFileSync("npm", ["run", "build"], { cwd: ROOT, stdio: "inherit" });
   const small = checkpoint("small", "F32");
   const smallBf16 = checkpoint("small", "BF16");
+  if (LLAMA_ONLY) return llamaPeerTables(small, smallBf16);
+  if (!existsSync(join(ROOT, "dist/cli/main.js"))) execFileSync("npm", ["run", "build"], { cwd: ROOT, stdio: "inherit" });
   const v2 = checkpoint("v2lite-attn", "F32");
   const withPeer = peerAvailable();
   if (!withPeer) process.stderr.write(`no PyTorch peer (${PYTHON} with torch, ${PEER}): mla-ts rows only\n`);
@@ -149,6 +163,7 @@ async function main(): Promise<void> {
   } finally {
     await ops.close();
   }
+  if (WITH_LLAMA) llamaPeerTables(small, smallBf16);
 }
 
 await main();

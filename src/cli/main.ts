@@ -29,14 +29,15 @@ async function run(fn: () => void | Promise<void>): Promise<void> {
   }
 }
 
-const modelOpt = () => new Option("-m, --model <dir>", "checkpoint folder (config.json + *.safetensors)").default(DEFAULT_MODEL, "the bundled model, models/mla-brown");
+const modelOpt = () => new Option("-m, --model <path>", "checkpoint folder (config.json + *.safetensors), or a GGUF file (or a folder holding one)").default(DEFAULT_MODEL, "the bundled model, models/mla-brown");
 const backendOpts = (cmd: Command) =>
   cmd
     .addOption(new Option("--backend <name>", "cpu (WebAssembly SIMD on worker threads), cpu-scalar (plain-JS reference kernels) or webgpu").default("cpu"))
     .option("--threads <n>", "threads for the cpu backend (default: cores, at most 8)")
-    .option("--quantize <q8>", "quantize weight matrices to 8 bits (blocks of 32) while loading");
+    .option("--quantize <type>", "quantize float weight matrices while loading, to GGML's block types: q8_0 (alias q8), q4_0, q4_k, q5_k, q6_k (rows that do not divide a block fall back to q8_0)")
+    .option("--cache-type <type>", "MLA latent cache storage on the cpu backends: f32 (default), f16 or bf16 (half the cache memory and the bytes decode reads per token; rows rounded once)");
 
-type BackendFlags = { backend?: string; threads?: string; quantize?: string; attention?: string };
+type BackendFlags = { backend?: string; threads?: string; quantize?: string; attention?: string; cacheType?: string };
 
 /**
  * Run a command on the backend the flags choose (cpu, cpu-scalar or webgpu: every command runs on each, through
@@ -47,7 +48,7 @@ function withRuntime(o: BackendFlags, fn: (runtime: Runtime) => Promise<void>): 
   return run(async () => {
     const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
     const attention = o.attention === undefined ? undefined : parseMode(o.attention);
-    const runtime = await openRuntime({ backend: o.backend, threads, quantize: o.quantize, attention });
+    const runtime = await openRuntime({ backend: o.backend, threads, quantize: o.quantize, attention, cacheType: o.cacheType });
     try {
       await fn(runtime);
     } finally {
@@ -142,7 +143,7 @@ backendOpts(program
     const opts = () => ({
       model: o.model, prompt: parseInt10(o.prompt, "--prompt", 1), decode: parseInt10(o.decode, "--decode"),
       context: o.context === undefined ? undefined : parseInt10(o.context, "--context"),
-      backend: o.backend, quantize: o.quantize, attention: parseMode(o.attention), json: o.json,
+      backend: o.backend, quantize: o.quantize, cacheType: o.cacheType, attention: parseMode(o.attention), json: o.json,
     });
     return withRuntime(o, (rt) => benchCommand(opts(), rt));
   });
@@ -307,6 +308,22 @@ program
       const res = await convertCommand(o, o.json ? () => {} : (line) => console.log(line));
       if (o.json) process.stdout.write(JSON.stringify(res) + "\n");
       else console.log(`wrote ${res.out} in ${res.seconds.toFixed(1)} s`);
+    }),
+  );
+
+program
+  .command("export")
+  .description("write a checkpoint folder as a GGUF file that llama.cpp runs (deepseek2 for MLA models, llama, qwen2)")
+  .argument("<model>", "checkpoint folder (config.json + *.safetensors)")
+  .argument("<out>", "the GGUF file to write")
+  .option("--format <name>", "output format: gguf", "gguf")
+  .option("--type <t>", "weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k (norms, biases, the router gate stay f32)", "f16")
+  .option("--fallback <how>", "K-quant rows not whole 256-blocks: llama.cpp (Q5_0/Q5_1/Q8_0, as llama-quantize) or q8_0 (which mla-ts loads)", "llama.cpp")
+  .option("--json", "print the summary as a JSON object")
+  .action((model: string, out: string, o) =>
+    run(async () => {
+      const { exportCommand } = await import("./commands/export.js");
+      exportCommand(model, out, o);
     }),
   );
 
