@@ -1,6 +1,6 @@
 """
-test/fixtures/ggml-types.gguf: one tensor of every GGML weight type mla-ts reads (F32, F16, BF16, Q8_0, Q4_0, Q4_K,
-Q5_K, Q6_K), each [2, 256], next to its dequantized values as written by the gguf package's reference code
+test/fixtures/ggml-types.gguf: one tensor of every GGML weight type mla-ts reads (F32, F16, BF16, Q8_0, Q4_0, Q4_1,
+Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), each [2, 256], next to its dequantized values as written by the gguf package's reference code
 ("<type>.expect", F32), plus metadata of every GGUF value type. The GGUF reader and the block dequantizers are
 tested against it (test/gguf.test.ts), so the tests need no Python.
 
@@ -52,12 +52,12 @@ def kquant_blocks(qtype, nblocks):
 
 
 for name, qtype in [("F32", T.F32), ("F16", T.F16), ("BF16", T.BF16), ("Q8_0", T.Q8_0), ("Q4_0", T.Q4_0),
-                    ("Q4_K", T.Q4_K), ("Q5_K", T.Q5_K), ("Q6_K", T.Q6_K)]:
+                    ("Q4_1", T.Q4_1), ("Q5_0", T.Q5_0), ("Q5_1", T.Q5_1), ("Q4_K", T.Q4_K), ("Q5_K", T.Q5_K), ("Q6_K", T.Q6_K)]:
     if qtype == T.F32:
         data, raw = x, None
     elif qtype == T.F16:
         data, raw = x.astype(np.float16), None
-    elif qtype in (T.BF16, T.Q8_0, T.Q4_0):
+    elif qtype in (T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1):
         data, raw = q.quantize(x, qtype), qtype
     else:
         blocks_per_row = cols // gguf.GGML_QUANT_SIZES[qtype][0]

@@ -271,7 +271,7 @@ def mixed_quant(out: Path) -> None:
 
 def broken(out: Path, problem: str) -> None:
     """Tiny llama-arch files that must be refused with a one-line error: unknown arch, a type mla-ts does not read
-    (Q5_0), a missing tensor."""
+    (IQ4_NL), a missing tensor."""
     rng = np.random.default_rng(7)
     D, H, HD, F, V = 16, 2, 8, 32, 8
     w = gguf.GGUFWriter(str(out), "falcon" if problem == "arch" else "llama")
@@ -296,8 +296,10 @@ def broken(out: Path, problem: str) -> None:
     f32("blk.0.ffn_gate.weight", F, D)
     f32("blk.0.ffn_up.weight", F, D)
     if problem == "type":
-        q = gguf.quants.quantize(rng.standard_normal((D, F)).astype(np.float32), gguf.GGMLQuantizationType.Q5_0)
-        w.add_tensor("blk.0.ffn_down.weight", q, raw_dtype=gguf.GGMLQuantizationType.Q5_0)
+        # IQ4_NL blocks (f16 d + 16 bytes of 4-bit indices into a non-linear table): valid bytes, a type mla-ts refuses
+        blocks = rng.integers(0, 256, (D, F // 32, 18), dtype=np.uint8)
+        blocks[:, :, 0:2] = np.full((D, F // 32), 0.01, dtype=np.float16).view(np.uint8).reshape(D, F // 32, 2)
+        w.add_tensor("blk.0.ffn_down.weight", blocks.reshape(D, -1), raw_dtype=gguf.GGMLQuantizationType.IQ4_NL)
     else:
         f32("blk.0.ffn_down.weight", D, F)
     w.write_header_to_file()

@@ -21,6 +21,7 @@ import { GGUF_PRE_TOKENIZERS, ggufTokenizer, ggufTokenizerJson } from "../src/to
 import { TextTokenizer } from "../src/tokenizer/tokenizer.js";
 import { ChatTemplate } from "../src/tokenizer/chat.js";
 import { writeSafetensors } from "../src/io/safetensors.js";
+import { exportGguf } from "../src/convert/export-gguf.js";
 import { toF32, type Tensor } from "../src/tensor/tensor.js";
 import { FIXTURES, batchRow, loadReference, relErr, tempDirs } from "./helpers.js";
 
@@ -276,8 +277,25 @@ test("GGUF tokenizer: SentencePiece and unknown pre-tokenizers are refused in on
 test("GGUF errors are one line and name the problem", () => {
   throwsOneLine(() => loadConfig(join(GGUF, "bad-arch.gguf")), "GGUF architecture \"falcon\" is not supported", "deepseek2, llama, qwen2");
   throwsOneLine(() => loadModel(join(GGUF, "bad-arch.gguf")), "falcon");
-  throwsOneLine(() => loadModel(join(GGUF, "bad-type.gguf")), "model.layers.0.mlp.down_proj.weight", "Q5_0");
-  throwsOneLine(() => GgufCheckpoint.open(join(GGUF, "bad-type.gguf")).load("model.layers.0.mlp.down_proj.weight"), "blk.0.ffn_down.weight", "Q5_0");
+  throwsOneLine(() => loadModel(join(GGUF, "bad-type.gguf")), "model.layers.0.mlp.down_proj.weight", "IQ4_NL");
+  throwsOneLine(() => GgufCheckpoint.open(join(GGUF, "bad-type.gguf")).load("model.layers.0.mlp.down_proj.weight"), "blk.0.ffn_down.weight", "IQ4_NL");
   throwsOneLine(() => loadModel(join(GGUF, "bad-missing.gguf")), "model.layers.0.self_attn.k_proj.weight");
   throwsOneLine(() => loadModel(join(GGUF, "nowhere.gguf")), "not found");
 });
+
+// llama-quantize's fallbacks for K-type rows that are not whole 256-blocks (attn_k_b's 128-wide rows in a real
+// Q4_K_M file of DeepSeek-V2): Q4_K -> Q5_0 (loads as Q8, exactly), Q5_K -> Q5_1 (loads as F32, exactly).
+for (const [type, ggml, dtype] of [["q4_k", "Q5_0", "Q8"], ["q5_k", "Q5_1", "F32"]] as const) {
+  test(`llama.cpp's ${ggml} fallback (an export at ${type} of 64-wide rows) loads as ${dtype} and equals its dequantized copy`, () => {
+    const file = join(freshDir(), `v3-${type}.gguf`);
+    exportGguf(join(FIXTURES, "tiny-deepseek-v3"), file, { type, fallback: "llama.cpp" });
+    const g = GgufCheckpoint.open(file);
+    const name = "model.layers.0.self_attn.o_proj.weight";
+    assert.equal(openGgufModel(file).tensors.get("blk.0.attn_output.weight")?.info.type, ggml);
+    assert.equal(g.info(name).dtype, dtype);
+    const quant = loadModel(file, { ops: cpuOps }), plain = loadModel(dequantizedCopy(file), { ops: cpuOps });
+    const ids = [0, 5, 9, 3, 17, 2, 40, 11];
+    const e = relErr(quant.forward(ids, quant.newState(), { allLogits: true }), plain.forward(ids, plain.newState(), { allLogits: true }));
+    assert.ok(e < 1e-6, `rel err ${e}`);
+  });
+}

@@ -44,7 +44,7 @@ test("gguf: header, metadata of every value type, tensor directory", () => {
   }
 });
 
-test("ggml: every type's rows dequantize to the reference values (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32)", () => {
+test("ggml: every type's rows dequantize to the reference values (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16, BF16, F32)", () => {
   const f = readGguf(FILE);
   for (const t of READABLE_GGML_TYPES) {
     const { data } = readGgufTensor(f, t);

@@ -9,7 +9,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { MlaError } from "../errors.js";
-import { ggmlRowBytes, ggmlTypeName, isReadableGgmlType } from "../tensor/ggml.js";
+import { READABLE_GGML_TYPES, ggmlRowBytes, ggmlTypeName, isReadableGgmlType } from "../tensor/ggml.js";
 
 /** A metadata value: numbers (64-bit integers past 2^53 as bigint), booleans, strings, and arrays of these. */
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
@@ -162,7 +162,7 @@ export function readGguf(path: string): GgufFile {
 export function readGgufTensor(file: GgufFile, name: string): { info: GgufTensorInfo; data: Uint8Array } {
   const info = file.tensors.get(name);
   if (!info) throw new MlaError(`${file.path} has no tensor ${name}`);
-  if (!isReadableGgmlType(info.type)) throw new MlaError(`${file.path}: tensor ${name} has GGML type ${info.type}, which mla-ts does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`);
+  if (!isReadableGgmlType(info.type)) throw new MlaError(`${file.path}: tensor ${name} has GGML type ${info.type}, which mla-ts does not read (${READABLE_GGML_TYPES.join(", ")})`);
   const data = new Uint8Array(info.bytes);
   const fd = openSync(file.path, "r");
   try {

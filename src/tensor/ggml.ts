@@ -6,6 +6,9 @@
  * Block layouts (little-endian; d and dmin are f16):
  *   Q8_0  32 weights, 34 bytes: d, 32 x int8                                    w = d q
  *   Q4_0  32 weights, 18 bytes: d, 16 bytes of nibbles (low: 0-15, high: 16-31)  w = d (q - 8)
+ *   Q4_1  32 weights, 20 bytes: d, m, 16 bytes of nibbles                        w = d q + m
+ *   Q5_0  32 weights, 22 bytes: d, 4 bytes of fifth bits (qh), 16 of nibbles     w = d (q - 16)
+ *   Q5_1  32 weights, 24 bytes: d, m, qh, 16 bytes of nibbles                    w = d q + m
  *   Q4_K 256 weights, 144 bytes: d, dmin, 12 bytes of 6-bit scales/mins for 8 sub-blocks of 32, 128 bytes of nibbles
  *                                                                               w = d sc q - dmin m
  *   Q5_K 256 weights, 176 bytes: as Q4_K plus 32 bytes of fifth bits (qh) before the nibbles
@@ -24,13 +27,17 @@ export const GGML_TYPE = {
 
 export type GgmlTypeName = keyof typeof GGML_TYPE;
 
-/** The types whose rows mla-ts dequantizes (the ones GGUF model files of MLA models use). */
-export const READABLE_GGML_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"] as const;
+/**
+ * The types whose rows mla-ts dequantizes: the ones GGUF model files of MLA models use, and the legacy 32-wide types
+ * llama-quantize falls back to where a K-type row does not divide 256 (attn_k_b's 128-wide rows in a Q4_K_M file).
+ */
+export const READABLE_GGML_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"] as const;
 export type ReadableGgmlType = (typeof READABLE_GGML_TYPES)[number];
 
 /** Weights per block and bytes per block. */
 export const GGML_BLOCK: Readonly<Record<ReadableGgmlType, readonly [number, number]>> = {
-  F32: [1, 4], F16: [1, 2], BF16: [1, 2], Q8_0: [32, 34], Q4_0: [32, 18], Q4_K: [256, 144], Q5_K: [256, 176], Q6_K: [256, 210],
+  F32: [1, 4], F16: [1, 2], BF16: [1, 2], Q8_0: [32, 34], Q4_0: [32, 18], Q4_1: [32, 20], Q5_0: [32, 22], Q5_1: [32, 24],
+  Q4_K: [256, 144], Q5_K: [256, 176], Q6_K: [256, 210],
 };
 
 /** The name of a GGML type id ("Q4_K"), or "type N" for ids this table does not know. */
@@ -84,6 +91,11 @@ export function dequantizeGgml(type: ReadableGgmlType, src: Uint8Array, at: numb
         }
       }
       break;
+    case "Q4_1":
+    case "Q5_0":
+    case "Q5_1":
+      legacy32(type, src, view, at, n, out, o);
+      break;
     case "Q4_K":
     case "Q5_K": {
       const five = type === "Q5_K", size = five ? 176 : 144;
@@ -130,4 +142,25 @@ export function dequantizeGgml(type: ReadableGgmlType, src: Uint8Array, at: numb
 function scaleMinK4(src: Uint8Array, sc: number, j: number): [number, number] {
   if (j < 4) return [src[sc + j] & 63, src[sc + j + 4] & 63];
   return [(src[sc + j + 4] & 15) | ((src[sc + j - 4] >> 6) << 4), (src[sc + j + 4] >> 4) | ((src[sc + j] >> 6) << 4)];
+}
+
+/** Q4_1, Q5_0, Q5_1 (llama.cpp's dequantize_row_q4_1/q5_0/q5_1): nibbles, a fifth bit from qh, an offset or a min. */
+function legacy32(type: "Q4_1" | "Q5_0" | "Q5_1", src: Uint8Array, view: DataView, at: number, n: number, out: Float32Array, o: number): void {
+  const lut = f16Lut(), [, size] = GGML_BLOCK[type];
+  const hasMin = type !== "Q5_0", five = type !== "Q4_1";
+  for (let b = 0; b < n / 32; b++, at += size, o += 32) {
+    const d = lut[view.getUint16(at, true)], m = hasMin ? lut[view.getUint16(at + 2, true)] : 0;
+    const qhAt = at + (hasMin ? 4 : 2), qs = five ? qhAt + 4 : at + 4;
+    const qh = five ? view.getUint32(qhAt, true) : 0;
+    for (let j = 0; j < 16; j++) {
+      const x0 = (src[qs + j] & 15) | (((qh >>> j) << 4) & 16), x1 = (src[qs + j] >> 4) | ((qh >>> (j + 12)) & 16);
+      if (type === "Q5_0") {
+        out[o + j] = (x0 - 16) * d;
+        out[o + j + 16] = (x1 - 16) * d;
+      } else {
+        out[o + j] = Math.fround(x0 * d) + m;
+        out[o + j + 16] = Math.fround(x1 * d) + m;
+      }
+    }
+  }
 }

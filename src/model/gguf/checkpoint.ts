@@ -15,7 +15,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import { MlaError } from "../../errors.js";
 import type { GgufFile, GgufTensorInfo } from "../../io/gguf.js";
 import { f16Lut, isBlockDType } from "../../tensor/dtype.js";
-import { GGML_BLOCK, isReadableGgmlType } from "../../tensor/ggml.js";
+import { GGML_BLOCK, READABLE_GGML_TYPES, dequantizeGgml, isReadableGgmlType } from "../../tensor/ggml.js";
 import { Q8_BLOCK } from "../../tensor/quant.js";
 import { numel, rowF32, tensor, type Tensor } from "../../tensor/tensor.js";
 import type { StoredTensorInfo, TensorStore } from "../tensor-store.js";
@@ -38,9 +38,15 @@ interface Src {
   readonly bytes: number;
 }
 
-/** The Tensor dtype a GGML type loads as (Q8_0 -> Q8), or the GGML name for the ones mla-ts does not read. */
+/**
+ * The Tensor dtype a GGML type loads as: Q8_0 and Q5_0 as Q8 (both are d times a small signed integer, so Q8 holds
+ * them exactly), Q4_1 and Q5_1 (a min offset Q8 cannot carry) as F32, exactly; the GGML name for the ones mla-ts
+ * does not read. The legacy types appear only where llama-quantize fell back from a K type (small tensors).
+ */
 function dtypeOf(ggmlType: string): string {
-  return ggmlType === "Q8_0" ? "Q8" : ggmlType;
+  if (ggmlType === "Q8_0" || ggmlType === "Q5_0") return "Q8";
+  if (ggmlType === "Q4_1" || ggmlType === "Q5_1") return "F32";
+  return ggmlType;
 }
 
 export class GgufCheckpoint implements TensorStore {
@@ -152,12 +158,14 @@ function infoOf(src: Src): StoredTensorInfo {
 function readSrc(src: Src, name: string): Tensor {
   const type = src.tensor.type;
   if (!isReadableGgmlType(type)) {
-    throw new MlaError(`GGUF tensor ${src.tensor.name} (${name}) has type ${type}, which mla-ts does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`);
+    throw new MlaError(`GGUF tensor ${src.tensor.name} (${name}) has type ${type}, which mla-ts does not read (${READABLE_GGML_TYPES.join(", ")})`);
   }
   const bytes = readRange(src.file.path, src.begin, src.bytes, src.tensor.name);
   if (type === "F32") return tensor("F32", src.shape, new Float32Array(bytes.buffer, 0, src.bytes / 4));
   if (type === "F16" || type === "BF16") return tensor(type, src.shape, new Uint16Array(bytes.buffer, 0, src.bytes / 2));
   if (type === "Q8_0") return q8FromQ8_0(bytes, src.shape);
+  if (type === "Q5_0") return q8FromQ5_0(bytes, src.shape);
+  if (type === "Q4_1" || type === "Q5_1") return tensor("F32", src.shape, dequantizeGgml(type, bytes, 0, numel(src.shape), new Float32Array(numel(src.shape))));
   if (isBlockDType(type)) return tensor(type, src.shape, bytes);
   throw new MlaError(`GGUF tensor ${src.tensor.name}: type ${type} has no Tensor dtype`);
 }
@@ -175,6 +183,19 @@ function readRange(path: string, at: number, n: number, what: string): Uint8Arra
     closeSync(fd);
   }
   return data;
+}
+
+/** Q5_0 blocks (f16 d, 5-bit q) -> Q8: int8 values q - 16 in [-16, 15], the scale widened to f32 (exact). */
+function q8FromQ5_0(bytes: Uint8Array, shape: readonly number[]): Tensor {
+  const n = numel(shape), w = dequantizeGgml("Q5_0", bytes, 0, n, new Float32Array(n));
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), lut = f16Lut(), [, blockBytes] = GGML_BLOCK.Q5_0;
+  const q = new Int8Array(n), scales = new Float32Array(n / Q8_BLOCK);
+  for (let b = 0; b < n / Q8_BLOCK; b++) {
+    const d = (scales[b] = lut[view.getUint16(b * blockBytes, true)]);
+    // w = (q - 16) d exactly (a small integer times d), so w / d recovers the integer; a zero d leaves zeros
+    for (let j = 0; j < Q8_BLOCK; j++) q[b * Q8_BLOCK + j] = d === 0 ? 0 : Math.round(w[b * Q8_BLOCK + j] / d);
+  }
+  return tensor("Q8", shape, q, scales);
 }
 
 /** Q8_0 blocks (f16 d, 32 x int8) -> Q8: the same int8 values, the scale widened to f32 (exact). */
