@@ -147,8 +147,8 @@ function ggufOf(o: LlamaTablesOptions, type: PeerType): string {
   const src = readdirSync(o.f32Dir).filter((f) => f.endsWith(".safetensors")).map((f) => statSync(join(o.f32Dir, f)).mtimeMs);
   if (!existsSync(out) || statSync(out).mtimeMs < Math.max(...src)) {
     process.stderr.write(`mla export --type ${type} ${o.f32Dir} ${out}\n`);
-    // K-quant rows that are not whole 256-blocks in Q8_0, not llama-quantize's Q5_0: mla-ts reads Q8_0 (not Q5_0)
-    exportGguf(o.f32Dir, out, { type: type as ExportType, fallback: "q8_0" });
+    // K-quant rows that are not whole 256-blocks fall back as llama-quantize does (Q4_K -> Q5_0, ...): both read them
+    exportGguf(o.f32Dir, out, { type: type as ExportType });
   }
   return out;
 }
@@ -199,7 +199,7 @@ function printTable(type: PeerType, gguf: string, rows: Measured[], r: PeerRun):
 
 /** One table per weight type: mla-ts, node-llama-cpp and native llama.cpp on the same GGUF and thread count. */
 export function llamaTables(o: LlamaTablesOptions): void {
-  console.log(`\nllama.cpp peers (prefill ratio > 1: mla-ts faster; decode ratio > 1: mla-ts slower). node-llama-cpp ${nodeLlamaCppVersion()} prebuilt CPU binaries through its API; native = ${LLAMA_BENCH} -r ${o.run.repetitions ?? 1}. GGUFs by mla export, K-quant rows not whole 256-blocks in Q8_0 (--fallback q8_0)`);
+  console.log(`\nllama.cpp peers (prefill ratio > 1: mla-ts faster; decode ratio > 1: mla-ts slower). node-llama-cpp ${nodeLlamaCppVersion()} prebuilt CPU binaries through its API; native = ${LLAMA_BENCH} -r ${o.run.repetitions ?? 1}. GGUFs by mla export, K-quant rows not whole 256-blocks as llama-quantize falls back (Q5_0 for Q4_K)`);
   for (const type of o.types ?? PEER_TYPES) {
     const gguf = ggufOf(o, type);
     const rows: Measured[] = [mlaOn(o, type, gguf)];

@@ -318,7 +318,7 @@ program
   .argument("<out>", "the GGUF file to write")
   .option("--format <name>", "output format: gguf", "gguf")
   .option("--type <t>", "weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k (norms, biases, the router gate stay f32)", "f16")
-  .option("--fallback <how>", "K-quant rows not whole 256-blocks: llama.cpp (Q5_0/Q5_1/Q8_0, as llama-quantize) or q8_0 (which mla-ts loads)", "llama.cpp")
+  .option("--fallback <how>", "K-quant rows not whole 256-blocks: llama.cpp (Q5_0/Q5_1/Q8_0, as llama-quantize) or q8_0 (larger; both load in mla-ts)", "llama.cpp")
   .option("--json", "print the summary as a JSON object")
   .action((model: string, out: string, o) =>
     run(async () => {

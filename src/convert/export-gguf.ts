@@ -35,7 +35,7 @@ export type ExportType = (typeof EXPORT_TYPES)[number];
 
 /**
  * Where a K-quant row is not whole 256-blocks: "llama.cpp" (llama-quantize's Q5_0 / Q5_1 / Q8_0, the default) or
- * "q8_0" (always Q8_0, which mla-ts's GGUF loader reads; it does not read Q5_0 or Q5_1).
+ * "q8_0" (always Q8_0: larger, but every reader of Q8_0 runs it; mla-ts reads both).
  */
 export type KQuantFallback = "llama.cpp" | "q8_0";
 
