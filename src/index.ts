@@ -2,12 +2,16 @@
 export { MlaError } from "./errors.js";
 
 // tensors and files
-export { type DType, DTYPE_BYTES, bf16ToF32, f32ToBf16, f16ToF32, f32ToF16 } from "./tensor/dtype.js";
+export { type DType, type BlockDType, BLOCK_DTYPES, DTYPE_BYTES, bf16ToF32, f32ToBf16, f16ToF32, f32ToF16 } from "./tensor/dtype.js";
+export { GGML_TYPE, GGML_BLOCK, READABLE_GGML_TYPES, dequantizeGgml, ggmlRowBytes, type ReadableGgmlType } from "./tensor/ggml.js";
+export { quantizeRows, quantizeTensor } from "./tensor/ggml-quantize.js";
 export { type Tensor, type Storage, tensor, f32Tensor, toF32, fromF32, numel } from "./tensor/tensor.js";
 export { readHeader, readTensor, writeSafetensors, type TensorInfo } from "./io/safetensors.js";
+export { readGguf, readGgufTensor, type GgufFile, type GgufTensorInfo, type GgufValue } from "./io/gguf.js";
+export { GgufWriter } from "./io/gguf-write.js";
 
 // kernels (backends)
-export { cpuOps, cpuOpsQ8, type Ops } from "./backends/ops.js";
+export { cpuOps, cpuOpsQ8, cpuOpsQuant, type Ops } from "./backends/ops.js";
 export { WasmOps, type WasmOpsOptions } from "./backends/wasm/ops.js";
 export { quantizeQ8, sliceRows, concatRows } from "./tensor/tensor.js";
 
@@ -22,7 +26,11 @@ export {
 } from "./attention/accounting.js";
 
 // models
-export { Checkpoint } from "./model/checkpoint.js";
+export { Checkpoint, openCheckpoint } from "./model/checkpoint.js";
+export { type TensorStore } from "./model/tensor-store.js";
+export { GgufCheckpoint } from "./model/gguf/checkpoint.js";
+export { ggufTokenizer } from "./tokenizer/gguf.js";
+export { exportGguf, EXPORT_TYPES, type ExportType, type ExportOptions } from "./convert/export-gguf.js";
 export { parseRope, isMoeLayer, type ModelConfig, type ModelType, type AttentionFamily } from "./model/config.js";
 export {
   loadConfig, parseConfig, familyOf, MODEL_TYPES, loadWeights, loadLlamaWeights, assemble, assembleLlama, expectedTensors, cacheWidths,
