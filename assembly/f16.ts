@@ -49,3 +49,12 @@
   v128.store(dst, v128.shuffle<f32>(fl, fh, 0, 4, 1, 5));
   v128.store(dst, v128.shuffle<f32>(fl, fh, 2, 6, 3, 7), 16);
 }
+
+/** The half at p -> f32, exact (the lane trick of f16hi on one value: rebias by 2^112, then fix exponent 31). */
+// @ts-ignore: decorator
+@inline export function f16_at(p: usize): f32 {
+  const h = <u32>load<u16>(p);
+  let b = reinterpret<u32>(reinterpret<f32>((h & 0x7fff) << 13) * reinterpret<f32>(0x77800000)) | ((h & 0x8000) << 16);
+  if ((h & 0x7c00) == 0x7c00) b |= 0x7f800000;
+  return reinterpret<f32>(b);
+}

@@ -23,6 +23,7 @@
 //   dot-f32.ts           f32 dot-product blocks (K along the lanes)
 //   q8.ts                int8 blocks: dequantized rows, the T == 1 integer and float paths
 //   kquant.ts            GGML's packed blocks (Q4_0, Q4_K, Q5_K, Q6_K): T == 1 integer paths, rows widened to f32
+//   q5.ts                GGML's Q5_0 (llama.cpp's fallback where a Q4_K row does not divide 256): the same two paths
 //   linear-tiled.ts      T > 1 products of every dtype (8-token panels x 4 rows)
 //   linear.ts            the product kernels, one per weight dtype, and linear_grouped
 //   elementwise.ts       rmsnorm, silu_mul, softmax
@@ -45,3 +46,5 @@ export { attend_heads_scratch, attend_heads, softmax_causal } from "./attention-
 export { linear_q4_0, linear_q4_k, linear_q5_k, linear_q6_k } from "./linear";
 // load-time quantization (F32/BF16/F16 -> Q8, and to GGML's blocks)
 export { quantize_q8, quantize_blocks } from "./quantize";
+// products on GGML's Q5_0 (q5.ts)
+export { linear_q5_0 } from "./linear";

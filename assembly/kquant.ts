@@ -4,6 +4,9 @@
 // sub-block's integer dot product is exact in i32 (i32x4.dot_i16x8_s), and the block scales are applied per
 // sub-block in f32. widen_* make the f32 rows the T > 1 tiles (linear-tiled.ts) multiply, equal to the reference
 // dequantization bit for bit (each weight is d * q - m rounded once, as in f32 arithmetic it is exact up to that).
+// The relaxed-SIMD build takes other paths for the K-quants (the int8 sections at the end): x in int8 per 256 (GGML's
+// Q8_K) against the levels in relaxed_dot_i8x16_i7x16, for T == 1 (kq_decode8) and T > 1 (kq_prefill8); Q4_0 and the
+// plain SIMD build keep the int16 and f32 paths above.
 
 import { fma, hsum } from "./simd";
 import { q8_prep_x } from "./q8";
@@ -240,6 +243,10 @@ function kq_rows_float(dt: i32, out: usize, x: usize, K: i32, w: usize, n0: i32,
 
 /** out[n] = W[n] . x for n in [n0, n1), weights of block dtype dt at w (row 0 at w); scratch: 16 K + 64 bytes. */
 export function kq_decode(dt: i32, out: usize, x: usize, K: i32, w: usize, n0: i32, n1: i32, scratch: usize): void {
+  if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) {
+    if (!kq_decode8(dt, out, x, K, w, n0, n1, scratch)) kq_rows_float(dt, out, x, K, w, n0, n1, scratch);
+    return;
+  }
   if (!kq_prep(scratch, x, K, dt == 5 || dt == 6)) {
     kq_rows_float(dt, out, x, K, w, n0, n1, scratch);
     return;
@@ -341,4 +348,406 @@ export function widen_blocks(dt: i32, dst: usize, w: usize, r: i32, cnt: i32, K:
   else if (dt == 7) widen_q6k(dst, src, <usize>cnt * <usize>(K >> 8));
   else if (dt == 6) widen_q5k(dst, src, <usize>cnt * <usize>(K >> 8));
   else widen_q4k(dst, src, <usize>cnt * <usize>(K >> 8));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Int8 activations (relaxed build only; ASC_FEATURE_RELAXED_SIMD). As GGML's Q8_K (ggml-cpu quants.c): each token's
+// x is quantized to int8 per block of 256 (X = round(127 x / max|x|), factor xd = max|x| / 127) with its per-16 and
+// per-32 sums kept in i16, and the K-quants' levels, all in [0, 63], are the 7-bit operand of
+// i16x8.relaxed_dot_i8x16_i7x16_s (x86: pmaddubsw, 16 multiply-adds into 8 i16 pair sums, exact: at most
+// 2 * 63 * 127 < 2^15). The pair sums meet the sub-block's integer scale in i32x4.dot_i16x8_s (pmaddwd), so a whole
+// 256-weight block accumulates in i32 and takes one float multiply-add; the mins (Q4_K/Q5_K) and Q6_K's -32 go
+// through the x sums. Error: x rounded to 1/254 of its block's largest |x| (~2-4e-3 relative on a dot product of
+// random data, as llama.cpp's).
+//
+// A token's record (kq8_stride bytes): K int8 | per 256-block: 16 i16 sums of 16 | 8 i16 sums of 32 | f32 xd.
+
+/** Bytes of one token's int8 record for width K (a multiple of 256), rounded up to 16. */
+// @ts-ignore: decorator
+@inline function kq8_stride(K: i32): usize {
+  const nb = <usize>(K >> 8);
+  return (<usize>K + nb * 52 + 15) & ~(<usize>15);
+}
+
+/** 16 floats at xp times inv, rounded to int8 at q; returns their sum (exact, in i32). */
+// @ts-ignore: decorator
+@inline function q8k_chunk(q: usize, xp: usize, inv: v128): i32 {
+  const X0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp), inv)));
+  const X1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp, 16), inv)));
+  const X2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp, 32), inv)));
+  const X3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp, 48), inv)));
+  v128.store(q, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(X0, X1), i16x8.narrow_i32x4_s(X2, X3)));
+  const s = i32x4.add(i32x4.add(X0, X1), i32x4.add(X2, X3));
+  return i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3);
+}
+
+/** max |x| over the 256 floats at xp */
+// @ts-ignore: decorator
+@inline function absmax256(xp: usize): f32 {
+  let m = f32x4.abs(v128.load(xp));
+  for (let j: usize = 16; j < 1024; j += 16) m = f32x4.max(m, f32x4.abs(v128.load(xp + j)));
+  return max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+}
+
+/** x (K floats) -> the token record at dst; false when a block is non-finite or tiny (the caller's float path). */
+function kq8_quant(dst: usize, x: usize, K: i32): bool {
+  const nb = <usize>(K >> 8);
+  const s16 = dst + <usize>K, s32 = s16 + (nb << 5), xd = s32 + (nb << 4);
+  for (let b: usize = 0; b < nb; b++) {
+    const xp = x + (b << 10), q = dst + (b << 8);
+    const mx = absmax256(xp);
+    if (!(mx < Infinity)) return false;
+    if (mx == 0) {
+      memory.fill(q, 0, 256);
+      memory.fill(s16 + (b << 5), 0, 32);
+      memory.fill(s32 + (b << 4), 0, 16);
+      store<f32>(xd + (b << 2), 0);
+      continue;
+    }
+    if (mx < <f32>7.888609e-31) return false; // 2^-100: 127 / mx would overflow
+    const inv = f32x4.splat(<f32>127 / mx);
+    for (let c: usize = 0; c < 16; c += 2) {
+      const a = q8k_chunk(q + (c << 4), xp + (c << 6), inv), e = q8k_chunk(q + (c << 4) + 16, xp + (c << 6) + 64, inv);
+      store<i16>(s16 + (b << 5) + (c << 1), a);
+      store<i16>(s16 + (b << 5) + (c << 1), e, 2);
+      store<i16>(s32 + (b << 4) + c, a + e);
+    }
+    store<f32>(xd + (b << 2), mx / <f32>127);
+  }
+  return true;
+}
+
+/** 16 int8 x at xp against 16 levels (0..63) in l, pair sums (i16x8) times the i16 scale splatted from sp: i32x4. */
+// @ts-ignore: decorator
+@inline function i8dot16(xp: usize, l: v128, s: v128): v128 {
+  return i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp), l), s);
+}
+/** As i8dot16 over 32 weights sharing one scale: the two pair sums added in i16 first (at most 4 * 15 * 127 for Q4_K, 4 * 31 * 127 for Q5_K). */
+// @ts-ignore: decorator
+@inline function i8dot32(xp: usize, l0: v128, l1: v128, s: v128): v128 {
+  return i32x4.dot_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp), l0), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 16), l1)), s);
+}
+
+/**
+ * Q4_K (five false) / Q5_K rows [n0, n1) against the token record at xr: per block
+ * d xd sum_s sc_s (q . X)_s - dmin xd sum_s m_s (sum X)_s, the first sum in i32 over the block. fs: 16 bytes scratch.
+ */
+// @ts-ignore: decorator
+@inline function q45k_rows8(out: usize, xr: usize, K: i32, w: usize, n0: i32, n1: i32, five: bool, fs: usize): void {
+  const nb = <usize>(K >> 8), s32 = xr + <usize>K + (nb << 5), xdp = s32 + (nb << 4);
+  const m4 = i8x16.splat(15), m16 = i8x16.splat(16);
+  const size: usize = five ? 176 : 144, qsOff: usize = five ? 48 : 16;
+  let p = w + <usize>n0 * kq_row_bytes(five ? 6 : 5, K);
+  for (let n = n0; n < n1; n++) {
+    let acc = f32x4.splat(0), macc = f32x4.splat(0);
+    for (let b: usize = 0; b < nb; b++) {
+      const sm = scales_mins(p + 4), xd = load<f32>(xdp + (b << 2));
+      v128.store(fs, i16x8.extend_low_i8x16_u(sm));
+      const mins = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(sm), v128.load(s32 + (b << 4)));
+      macc = fma(f32x4.convert_i32x4_s(mins), f32x4.splat(f16_at(p + 2) * xd), macc);
+      let iacc = i32x4.splat(0);
+      const qs = p + qsOff, xb = xr + (b << 8);
+      // Q5_K: qh shifted right by 2 per sub-block pair (constant shifts; bits 0, 1 are then sub-blocks 2j, 2j + 1's)
+      let h0 = five ? v128.load(p, 16) : m4, h1 = five ? v128.load(p, 32) : m4;
+      for (let j = 0; j < 4; j++) {
+        const o = <usize>j << 5, q0 = v128.load(qs + o), q1 = v128.load(qs + o, 16);
+        let a0 = v128.and(q0, m4), a1 = v128.and(q1, m4);
+        let c0 = v128.and(i16x8.shr_u(q0, 4), m4), c1 = v128.and(i16x8.shr_u(q1, 4), m4);
+        if (five) {
+          a0 = v128.or(a0, v128.and(i16x8.shl(h0, 4), m16)); a1 = v128.or(a1, v128.and(i16x8.shl(h1, 4), m16));
+          c0 = v128.or(c0, v128.and(i16x8.shl(h0, 3), m16)); c1 = v128.or(c1, v128.and(i16x8.shl(h1, 3), m16));
+          h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2);
+        }
+        const xj = xb + (<usize>j << 6), sp = fs + (<usize>j << 2);
+        iacc = i32x4.add(iacc, i8dot32(xj, a0, a1, v128.load16_splat(sp)));
+        iacc = i32x4.add(iacc, i8dot32(xj + 32, c0, c1, v128.load16_splat(sp, 2)));
+      }
+      acc = fma(f32x4.convert_i32x4_s(iacc), f32x4.splat(f16_at(p) * xd), acc);
+      p += size;
+    }
+    store<f32>(out + (<usize>n << 2), hsum(acc) - hsum(macc));
+  }
+}
+
+/** Q6_K level bytes (0..63) of 16 weights: nibbles at bit nib of ql, bits hb, hb + 1 of qh on top (see q6k_rows). */
+// @ts-ignore: decorator
+@inline function q6_levels(ql: v128, qh: v128, nib: i32, hb: i32, m4: v128, m30: v128): v128 {
+  return v128.or(v128.and(i16x8.shr_u(ql, nib), m4), v128.and(i16x8.shl(i16x8.shr_u(qh, hb), 4), m30));
+}
+
+/** Q6_K rows against the token record: d xd (sum_s sc_s (q . X)_s - 32 sum_s sc_s (sum X)_s), all in i32 per block. */
+function q6k_rows8(out: usize, xr: usize, K: i32, w: usize, n0: i32, n1: i32, fs: usize): void {
+  const nb = <usize>(K >> 8), s16 = xr + <usize>K, xdp = s16 + (nb << 5) + (nb << 4);
+  const m4 = i8x16.splat(15), m30 = i8x16.splat(0x30);
+  let p = w + <usize>n0 * kq_row_bytes(7, K);
+  for (let n = n0; n < n1; n++) {
+    let acc = f32x4.splat(0);
+    for (let b: usize = 0; b < nb; b++) {
+      const sc = v128.load(p + 192), sl = i16x8.extend_low_i8x16_s(sc), sh = i16x8.extend_high_i8x16_s(sc);
+      v128.store(fs, sl);
+      v128.store(fs, sh, 16);
+      const bs = s16 + (b << 5);
+      const off = i32x4.add(i32x4.dot_i16x8_s(sl, v128.load(bs)), i32x4.dot_i16x8_s(sh, v128.load(bs, 16)));
+      let iacc = i32x4.sub(i32x4.splat(0), i32x4.shl(off, 5));
+      const xb = xr + (b << 8);
+      // groups g = e and e + 2 of a half share their ql bytes (low / high nibbles) and qh bytes (bits 2e.. / 2e + 4..):
+      // one shift of qh by 2e serves both, the rest are constant shifts (a variable one costs V8 three instructions)
+      for (let i = 0; i < 4; i++) {
+        const half = <usize>(i >> 1), e = <usize>(i & 1), k = (half << 2) + e;
+        const ql = p + (half << 6) + (e << 5), qh = p + 128 + (half << 5), hs = <i32>e << 1;
+        const l0 = v128.load(ql), l1 = v128.load(ql, 16), h0 = i16x8.shr_u(v128.load(qh), hs), h1 = i16x8.shr_u(v128.load(qh, 16), hs);
+        const xk = xb + (k << 5), sp = fs + (k << 2);
+        iacc = i32x4.add(iacc, i8dot16(xk, v128.or(v128.and(l0, m4), v128.and(i16x8.shl(h0, 4), m30)), v128.load16_splat(sp)));
+        iacc = i32x4.add(iacc, i8dot16(xk + 16, v128.or(v128.and(l1, m4), v128.and(i16x8.shl(h1, 4), m30)), v128.load16_splat(sp, 2)));
+        iacc = i32x4.add(iacc, i8dot16(xk + 64, v128.or(v128.and(i16x8.shr_u(l0, 4), m4), v128.and(h0, m30)), v128.load16_splat(sp, 8)));
+        iacc = i32x4.add(iacc, i8dot16(xk + 80, v128.or(v128.and(i16x8.shr_u(l1, 4), m4), v128.and(h1, m30)), v128.load16_splat(sp, 10)));
+      }
+      acc = fma(f32x4.convert_i32x4_s(iacc), f32x4.splat(f16_at(p + 208) * load<f32>(xdp + (b << 2))), acc);
+      p += 210;
+    }
+    store<f32>(out + (<usize>n << 2), hsum(acc));
+  }
+}
+
+/** Relaxed-build T == 1 for the K-quants (dt 5-7): false when x needs the float path. Scratch: kq8_stride(K) + 32. */
+function kq_decode8(dt: i32, out: usize, x: usize, K: i32, w: usize, n0: i32, n1: i32, scratch: usize): bool {
+  if (!kq8_quant(scratch, x, K)) return false;
+  const fs = scratch + kq8_stride(K);
+  if (dt == 7) q6k_rows8(out, scratch, K, w, n0, n1, fs);
+  else if (dt == 6) q45k_rows8(out, scratch, K, w, n0, n1, true, fs);
+  else q45k_rows8(out, scratch, K, w, n0, n1, false, fs);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// T > 1 on int8 activations (relaxed build): each row is unpacked once per chunk of tokens into a common form, then
+// every token of the chunk meets it with the same integer dot products as T == 1 (the levels are no longer re-masked
+// per token). A block's unpacked record (KQ_REC bytes): 256 levels (0..63) | 16 i16x8 vectors, the integer scale of
+// each 16 weights splatted (pmaddwd operand) | 16 i16 offsets o_c | f32 d, f32 dm. A block of the row then adds
+// xd (d sum_c sc_c (q . X)_c - dm sum_c o_c (sum X)_c): Q4_K/Q5_K o_c = the min of the sub-block, dm = dmin;
+// Q6_K o_c = 32 sc_c, dm = d.
+
+const KQ_REC: usize = 576;
+/** Tokens quantized per chunk (kq_prefill8): 64 tokens of ~1.1 K bytes stay in L2 while a row pair meets them all. */
+export const KQ8_CHUNK: i32 = 64;
+
+/** A block's i16 scale splats from the n scales at tmp: 8 (Q4_K/Q5_K, one per 32 weights) or 16 (Q6_K, per 16). */
+// @ts-ignore: decorator
+@inline function put_splats(r: usize, tmp: usize, n: usize): void {
+  for (let c: usize = 0; c < n; c++) v128.store(r + 256 + (c << 4), v128.load16_splat(tmp + (c << 1)));
+}
+
+/** Unpack a Q4_K / Q5_K row (nb blocks at p) into records at rec, 2 KQ_REC apart (see kq8_tile); tmp: 32 bytes. */
+// @ts-ignore: decorator
+@inline function unpack_q45k(rec: usize, p: usize, nb: usize, five: bool, tmp: usize): void {
+  const m4 = i8x16.splat(15), m16 = i8x16.splat(16);
+  const size: usize = five ? 176 : 144, qsOff: usize = five ? 48 : 16;
+  for (let b: usize = 0; b < nb; b++) {
+    const r = rec + b * (KQ_REC << 1), q = p + b * size, sm = scales_mins(q + 4);
+    const m = i16x8.extend_high_i8x16_u(sm);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(sm));
+    put_splats(r, tmp, 8);
+    v128.store(r + 512, v128.shuffle<i16>(m, m, 0, 0, 1, 1, 2, 2, 3, 3));
+    v128.store(r + 528, v128.shuffle<i16>(m, m, 4, 4, 5, 5, 6, 6, 7, 7));
+    store<f32>(r + 544, f16_at(q));
+    store<f32>(r + 548, f16_at(q + 2));
+    let h0 = v128.load(q, 16), h1 = v128.load(q, 32);
+    for (let j: usize = 0; j < 4; j++) {
+      const qs = q + qsOff + (j << 5), q0 = v128.load(qs), q1 = v128.load(qs, 16);
+      let a0 = v128.and(q0, m4), a1 = v128.and(q1, m4);
+      let c0 = v128.and(i16x8.shr_u(q0, 4), m4), c1 = v128.and(i16x8.shr_u(q1, 4), m4);
+      if (five) {
+        a0 = v128.or(a0, v128.and(i16x8.shl(h0, 4), m16)); a1 = v128.or(a1, v128.and(i16x8.shl(h1, 4), m16));
+        c0 = v128.or(c0, v128.and(i16x8.shl(h0, 3), m16)); c1 = v128.or(c1, v128.and(i16x8.shl(h1, 3), m16));
+        h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2);
+      }
+      const o = r + (j << 6);
+      v128.store(o, a0); v128.store(o, a1, 16); v128.store(o, c0, 32); v128.store(o, c1, 48);
+    }
+  }
+}
+
+/** Unpack a Q6_K row into records (levels q, not q - 32; the -32 goes through the offsets). */
+function unpack_q6k(rec: usize, p: usize, nb: usize, tmp: usize): void {
+  const m4 = i8x16.splat(15), m30 = i8x16.splat(0x30);
+  for (let b: usize = 0; b < nb; b++) {
+    const r = rec + b * (KQ_REC << 1), q = p + b * 210, sc = v128.load(q + 192);
+    const sl = i16x8.extend_low_i8x16_s(sc), sh = i16x8.extend_high_i8x16_s(sc);
+    v128.store(tmp, sl);
+    v128.store(tmp, sh, 16);
+    put_splats(r, tmp, 16);
+    v128.store(r + 512, i16x8.shl(sl, 5));
+    v128.store(r + 528, i16x8.shl(sh, 5));
+    const d = f16_at(q + 208);
+    store<f32>(r + 544, d);
+    store<f32>(r + 548, d);
+    for (let k = 0; k < 8; k++) {
+      const g = k & 3, half = <usize>(k >> 2);
+      const ql = q + (half << 6) + (<usize>(g & 1) << 5), qh = q + 128 + (half << 5);
+      const nib = (g >> 1) << 2, hb = g << 1, o = r + (<usize>k << 5);
+      v128.store(o, q6_levels(v128.load(ql), v128.load(qh), nib, hb, m4, m30));
+      v128.store(o, q6_levels(v128.load(ql, 16), v128.load(qh, 16), nib, hb, m4, m30), 16);
+    }
+  }
+}
+
+// The tiles below meet 2 rows with 4 tokens. Their operands are laid out so that every load is a base plus a constant
+// (V8 folds it into the instruction; a computed address costs an extra instruction per load): the rows' records
+// interleaved by block (row 1's block b right after row 0's), and the 4 tokens of a quad interleaved per 16 bytes of x
+// (token j's bytes 16i.. at quad + 64 i + 16 j), their per-16 sums after the K * 4 bytes of x (block b, token j:
+// + 128 b + 32 j), their factors xd token-minor in a table (block b: xdt + KQ8_CHUNK 4 b, 4 tokens in one load).
+
+/** Quad bytes for width K: 4 tokens' int8 x, then their per-16 sums. */
+// @ts-ignore: decorator
+@inline function kq8_quad(K: i32): usize {
+  return (<usize>K << 2) + (<usize>(K >> 8) << 7);
+}
+
+/** Token j of a quad from its record at xr (kq8_quant): x, sums; its factors to the table at xdt. */
+function kq8_scatter(quad: usize, j: usize, xr: usize, K: i32, xdt: usize): void {
+  const nb = <usize>(K >> 8), k = <usize>K;
+  for (let i: usize = 0; i < k; i += 16) v128.store(quad + (i << 2) + (j << 4), v128.load(xr + i));
+  for (let b: usize = 0; b < nb; b++) {
+    const d = quad + (k << 2) + (b << 7) + (j << 5), s = xr + k + (b << 5);
+    v128.store(d, v128.load(s));
+    v128.store(d, v128.load(s, 16), 16);
+    store<f32>(xdt + ((b * <usize>KQ8_CHUNK) << 2), load<f32>(xr + k + nb * 48 + (b << 2)));
+  }
+}
+
+/** i16 pair sums of 32 int8 x (x, y) against 32 levels (l, l2), added (at most 4 * 31 * 127 < 2^15 for Q4_K/Q5_K) */
+// @ts-ignore: decorator
+@inline function i8pair(x: v128, y: v128, l: v128, l2: v128): v128 {
+  return i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(x, l), i16x8.relaxed_dot_i8x16_i7x16_s(y, l2));
+}
+
+/**
+ * Block of 2 rows (records r, r + KQ_REC) against a quad's block (x at xq): the 8 i32x4 sums to ia (row-major).
+ * One scale per 32 (Q4_K/Q5_K): the two 16-weight pair sums are added in i16 before the pmaddwd.
+ */
+// @ts-ignore: decorator
+@inline function kq8_block8_32(ia: usize, r: usize, xq: usize): void {
+  let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+  let j0 = i32x4.splat(0), j1 = i32x4.splat(0), j2 = i32x4.splat(0), j3 = i32x4.splat(0);
+  for (let c: usize = 0; c < 256; c += 32) {
+    const w = r + c, sp = r + (c >> 1), xp = xq + (c << 2);
+    const l = v128.load(w), l2 = v128.load(w, 16), m = v128.load(w, KQ_REC), m2 = v128.load(w, KQ_REC + 16);
+    let x = v128.load(xp), y = v128.load(xp, 64);
+    i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i8pair(x, y, l, l2), v128.load(sp, 256)));
+    j0 = i32x4.add(j0, i32x4.dot_i16x8_s(i8pair(x, y, m, m2), v128.load(sp, KQ_REC + 256)));
+    x = v128.load(xp, 16); y = v128.load(xp, 80);
+    i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i8pair(x, y, l, l2), v128.load(sp, 256)));
+    j1 = i32x4.add(j1, i32x4.dot_i16x8_s(i8pair(x, y, m, m2), v128.load(sp, KQ_REC + 256)));
+    x = v128.load(xp, 32); y = v128.load(xp, 96);
+    i2 = i32x4.add(i2, i32x4.dot_i16x8_s(i8pair(x, y, l, l2), v128.load(sp, 256)));
+    j2 = i32x4.add(j2, i32x4.dot_i16x8_s(i8pair(x, y, m, m2), v128.load(sp, KQ_REC + 256)));
+    x = v128.load(xp, 48); y = v128.load(xp, 112);
+    i3 = i32x4.add(i3, i32x4.dot_i16x8_s(i8pair(x, y, l, l2), v128.load(sp, 256)));
+    j3 = i32x4.add(j3, i32x4.dot_i16x8_s(i8pair(x, y, m, m2), v128.load(sp, KQ_REC + 256)));
+  }
+  v128.store(ia, i0); v128.store(ia, i1, 16); v128.store(ia, i2, 32); v128.store(ia, i3, 48);
+  v128.store(ia, j0, 64); v128.store(ia, j1, 80); v128.store(ia, j2, 96); v128.store(ia, j3, 112);
+}
+
+/** As kq8_block8_32 with one scale per 16 weights (Q6_K). */
+// @ts-ignore: decorator
+@inline function kq8_block8_16(ia: usize, r: usize, xq: usize): void {
+  let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+  let j0 = i32x4.splat(0), j1 = i32x4.splat(0), j2 = i32x4.splat(0), j3 = i32x4.splat(0);
+  for (let c: usize = 0; c < 256; c += 16) {
+    const w = r + c, xp = xq + (c << 2);
+    const l = v128.load(w), s = v128.load(w, 256), m = v128.load(w, KQ_REC), u = v128.load(w, KQ_REC + 256);
+    let x = v128.load(xp);
+    i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, l), s));
+    j0 = i32x4.add(j0, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, m), u));
+    x = v128.load(xp, 16);
+    i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, l), s));
+    j1 = i32x4.add(j1, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, m), u));
+    x = v128.load(xp, 32);
+    i2 = i32x4.add(i2, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, l), s));
+    j2 = i32x4.add(j2, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, m), u));
+    x = v128.load(xp, 48);
+    i3 = i32x4.add(i3, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, l), s));
+    j3 = i32x4.add(j3, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, m), u));
+  }
+  v128.store(ia, i0); v128.store(ia, i1, 16); v128.store(ia, i2, 32); v128.store(ia, i3, 48);
+  v128.store(ia, j0, 64); v128.store(ia, j1, 80); v128.store(ia, j2, 96); v128.store(ia, j3, 112);
+}
+
+/** o . (sum X) for token j's block: the offsets (ol, oh) against its 16 per-16 sums (at bs + 32 j), i32x4 partial sums. */
+// @ts-ignore: decorator
+@inline function kq8_off(ol: v128, oh: v128, bs: usize, j: usize): v128 {
+  return i32x4.add(i32x4.dot_i16x8_s(ol, v128.load(bs + (j << 5))), i32x4.dot_i16x8_s(oh, v128.load(bs + (j << 5), 16)));
+}
+
+/**
+ * The float step of one row's block (record r) for a quad's 4 tokens in the lanes: f + xd (d i - dm o . sum X), the
+ * tokens' i32 sums at ia (4 vectors), their per-16 sums at bs, their factors in xdv.
+ */
+// @ts-ignore: decorator
+@inline function kq8_fin(f: v128, ia: usize, r: usize, bs: usize, xdv: v128): v128 {
+  const ol = v128.load(r + 512), oh = v128.load(r + 528);
+  const i = ifin(ipair(v128.load(ia), v128.load(ia, 16)), ipair(v128.load(ia, 32), v128.load(ia, 48)));
+  const o = ifin(ipair(kq8_off(ol, oh, bs, 0), kq8_off(ol, oh, bs, 1)), ipair(kq8_off(ol, oh, bs, 2), kq8_off(ol, oh, bs, 3)));
+  const fi = fma(f32x4.convert_i32x4_s(i), f32x4.mul(v128.load32_splat(r + 544), xdv), f);
+  return fma(f32x4.convert_i32x4_s(o), f32x4.mul(v128.load32_splat(r + 548), f32x4.neg(xdv)), fi);
+}
+
+/** Lanes 0..cnt-1 of f to out, ob apart. */
+// @ts-ignore: decorator
+@inline function store_lanes(out: usize, ob: usize, f: v128, cnt: i32): void {
+  store<f32>(out, f32x4.extract_lane(f, 0));
+  if (cnt > 1) store<f32>(out + ob, f32x4.extract_lane(f, 1));
+  if (cnt > 2) store<f32>(out + 2 * ob, f32x4.extract_lane(f, 2));
+  if (cnt > 3) store<f32>(out + 3 * ob, f32x4.extract_lane(f, 3));
+}
+
+/**
+ * rows unpacked rows (1 or 2, records at rec) against the quad at xq (cnt <= 4 tokens; the other lanes are computed
+ * from whatever the scratch holds and never stored, as is a lone row's partner), their factors at xdt:
+ * out[t * ob + 4 r]. ia: 128 bytes.
+ */
+function kq8_tile(out: usize, ob: usize, rec: usize, rows: i32, xq: usize, xdt: usize, K: i32, cnt: i32, ia: usize, per32: bool): void {
+  const nb = <usize>(K >> 8), sums = xq + (<usize>K << 2);
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
+  for (let b: usize = 0; b < nb; b++) {
+    const r = rec + b * (KQ_REC << 1), xb = xq + (b << 10), bs = sums + (b << 7);
+    if (per32) kq8_block8_32(ia, r, xb);
+    else kq8_block8_16(ia, r, xb);
+    const xdv = v128.load(xdt + ((b * <usize>KQ8_CHUNK) << 2));
+    f0 = kq8_fin(f0, ia, r, bs, xdv);
+    if (rows == 2) f1 = kq8_fin(f1, ia + 64, r + KQ_REC, bs, xdv);
+  }
+  store_lanes(out, ob, f0, cnt);
+  if (rows == 2) store_lanes(out + 4, ob, f1, cnt);
+}
+
+/**
+ * Relaxed-build T > 1 for the K-quants (dt 5-7), one chunk of cnt <= KQ8_CHUNK tokens: out[t, n] for n in [n0, n1).
+ * False (nothing written) when a token needs the float path. Scratch: 16 kq8_quad(K) + kq8_stride(K) + 2 (K / 256) KQ_REC + 160 + K.
+ */
+export function kq_prefill8(dt: i32, out: usize, x: usize, cnt: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): bool {
+  const nb = <usize>(K >> 8), xb = <usize>xStride << 2, ob = <usize>outStride << 2, qb = kq8_quad(K);
+  const quads = scratch, nq = <usize>((cnt + 3) >> 2);
+  const xr = quads + nq * qb, rec = xr + kq8_stride(K), tmp = rec + 2 * nb * KQ_REC, ia = tmp + 32, xdt = ia + 128;
+  for (let t = 0; t < cnt; t++) {
+    if (!kq8_quant(xr, x + <usize>t * xb, K)) return false;
+    kq8_scatter(quads + <usize>(t >> 2) * qb, <usize>(t & 3), xr, K, xdt + (<usize>t << 2));
+  }
+  const rb = kq_row_bytes(dt, K);
+  for (let n = n0; n < n1; n += 2) {
+    const rows = min(2, n1 - n);
+    for (let r = 0; r < rows; r++) unpack_row(dt, rec + <usize>r * KQ_REC, w + <usize>(n + r) * rb, nb, tmp);
+    const on = out + (<usize>n << 2);
+    for (let t = 0; t < cnt; t += 4) {
+      kq8_tile(on + <usize>t * ob, ob, rec, rows, quads + <usize>(t >> 2) * qb, xdt + (<usize>t << 2), K, min(4, cnt - t), ia, dt != 7);
+    }
+  }
+  return true;
+}
+
+function unpack_row(dt: i32, rec: usize, p: usize, nb: usize, tmp: usize): void {
+  if (dt == 7) unpack_q6k(rec, p, nb, tmp);
+  else if (dt == 6) unpack_q45k(rec, p, nb, true, tmp);
+  else unpack_q45k(rec, p, nb, false, tmp);
 }

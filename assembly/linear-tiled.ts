@@ -6,6 +6,7 @@ import { f16x8_to_f32 } from "./f16";
 import { gemm_f32 } from "./dot-f32";
 import { widen_q8 } from "./q8";
 import { widen_blocks } from "./kquant";
+import { widen_q5_0 } from "./q5";
 
 // The dot-product tiles (dot-f32.ts) keep K along the SIMD lanes, so every output needs a horizontal sum and each step
 // loads as many x vectors as weight vectors. Here the tokens go along the lanes instead: x is packed into panels
@@ -133,11 +134,12 @@ function widen_f16(dst: usize, w: usize, r: i32, cnt: i32, K: i32): void {
   for (let i: usize = 0; i < n; i += 8) f16x8_to_f32(dst + (i << 2), src + (i << 1));
 }
 
-/** f32 copies of weight rows [r, r + cnt) at dst (dt 1 BF16, 2 F16, 3 Q8, 4-7 GGML blocks; see widen_*). */
+/** f32 copies of weight rows [r, r + cnt) at dst (dt 1 BF16, 2 F16, 3 Q8, 4-7 GGML blocks, 8 Q5_0; see widen_*). */
 function widen_rows(dt: i32, dst: usize, w: usize, scales: usize, r: i32, cnt: i32, K: i32): void {
   if (dt == 1) widen_bf16(dst, w, r, cnt, K);
   else if (dt == 2) widen_f16(dst, w, r, cnt, K);
   else if (dt == 3) widen_q8(dst, w, scales, r, cnt, K);
+  else if (dt == 8) widen_q5_0(dst, w, r, cnt, K);
   else widen_blocks(dt, dst, w, r, cnt, K);
 }
 

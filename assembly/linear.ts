@@ -6,7 +6,8 @@ import { f16hi, f16hi_x, f16lo_x, f16special } from "./f16";
 import { dot1_f32 } from "./dot-f32";
 import { q8_block, q8_prep_x, q8_rows_float } from "./q8";
 import { linear_tiled } from "./linear-tiled";
-import { kq_decode, kq_row_bytes } from "./kquant";
+import { q5_0_decode, q5_0_row_bytes } from "./q5";
+import { KQ8_CHUNK, kq_decode, kq_prefill8, kq_row_bytes } from "./kquant";
 
 /** F32 weights. scratch unused. */
 export function linear_f32(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
@@ -163,7 +164,8 @@ export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scale
  * GGML block weights (src/tensor/ggml.ts), row-major whole blocks; K a multiple of the block (32 Q4_0, 256 K-quants).
  * T == 1: integer dot products on the packed blocks against x quantized to int16 per 32 (kquant.ts; scratch
  * 16 K + 64 bytes), or the float path when x has non-finite or tiny blocks. T > 1: linear_tiled, 4 rows at a time
- * dequantized to f32 (scratch linear_scratch(K)).
+ * dequantized to f32 (scratch linear_scratch(K)). The relaxed build's K-quants (dt 5-7) use x in int8 per 256 instead,
+ * T == 1 and T > 1 (kq_decode8, kq_prefill8: unpacked rows meet chunks of tokens; same scratch bounds).
  */
 export function linear_q4_0(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
   linear_blocks(4, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
@@ -178,15 +180,31 @@ export function linear_q6_k(out: usize, x: usize, T: i32, K: i32, w: usize, n0: 
   linear_blocks(7, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
 }
 
+/** GGML's Q5_0 (q5.ts): T == 1 on the packed blocks (scratch 16 K + 64 bytes), T > 1 through linear_tiled. */
+export function linear_q5_0(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  if (T == 1) q5_0_decode(out, x, K, w, n0, n1, scratch);
+  else linear_tiled(8, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
+}
+
 // @ts-ignore: decorator
 @inline function linear_blocks(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
   if (T == 1) kq_decode(dt, out, x, K, w, n0, n1, scratch);
+  else if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) kq_prefill(dt, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
   else linear_tiled(dt, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
+}
+
+/** Relaxed-build K-quant T > 1: int8 chunks of tokens (kquant.ts kq_prefill8); a chunk with a non-finite or tiny block goes through the f32 tiles. */
+function kq_prefill(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  const xb = <usize>xStride << 2, ob = <usize>outStride << 2;
+  for (let t0 = 0; t0 < T; t0 += KQ8_CHUNK) {
+    const cnt = min(KQ8_CHUNK, T - t0), xt = x + <usize>t0 * xb, ot = out + <usize>t0 * ob;
+    if (!kq_prefill8(dt, ot, xt, cnt, K, w, n0, n1, xStride, outStride, scratch)) linear_tiled(dt, ot, xt, cnt, K, w, 0, n0, n1, xStride, outStride, scratch);
+  }
 }
 
 /**
  * G independent one-token products over row blocks of one weight (dt 0 F32, 1 BF16, 2 F16, 3 Q8, 4-7 GGML blocks
- * Q4_0, Q4_K, Q5_K, Q6_K):
+ * Q4_0, Q4_K, Q5_K, Q6_K, 8 Q5_0):
  * for g in [g0, g1): out[g*og + n] = sum_k x[g*xg + k] * W[row0 + g*gs + n, k], n < N. Absorbed MLA folds W^UK
  * into each head's query this way and applies W^UV (every head's block inside kv_b_proj), one call for all heads.
  */
@@ -195,6 +213,10 @@ export function linear_grouped(dt: i32, out: usize, x: usize, K: i32, w: usize, 
   for (let g = g0; g < g1; g++) {
     const r = <usize>(row0 + g * gs);
     const o = out + ((<usize>g * <usize>og) << 2), xp = x + ((<usize>g * <usize>xg) << 2);
+    if (dt == 8) {
+      q5_0_decode(o, xp, K, w + r * q5_0_row_bytes(K), 0, N, scratch);
+      continue;
+    }
     if (dt >= 4) {
       kq_decode(dt, o, xp, K, w + r * kq_row_bytes(dt, K), 0, N, scratch);
       continue;

@@ -4,7 +4,7 @@
  *   npm run asbuild
  *   node --import tsx scripts/bench-kernels.ts [--threads 1,2] [--ms 400] [--hot] [--no-scalar] [--spin 50]
  *                                              [--only decode,scalar,prefill,attention,misc]
- *                                              [--dtypes F32,BF16,F16,Q8,Q4_0,Q4_K,Q5_K,Q6_K] [--reps 3] [--wasm-dir DIR]
+ *                                              [--dtypes F32,BF16,F16,Q8,Q4_0,Q4_K,Q5_K,Q6_K,Q5_0] [--reps 3] [--wasm-dir DIR]
  *   node --experimental-wasm-relaxed-simd --import tsx scripts/bench-kernels.ts     # relaxed-SIMD (FMA) build
  *
  * Shapes are those of the `small` preset (hidden 1024, intermediate 2816, vocab 32000). Decode matvecs cycle through
@@ -66,7 +66,7 @@ function randomBlocks(dt: BlockDType, N: number, K: number): Tensor {
     a = (Math.imul(a, 1103515245) + 12345) >>> 0;
     data[i] = a >>> 24;
   }
-  const halves = dt === "Q6_K" ? [208] : dt === "Q4_0" ? [0] : [0, 2];
+  const halves = dt === "Q6_K" ? [208] : dt === "Q4_0" || dt === "Q5_0" ? [0] : [0, 2];
   for (let b = 0; b < data.length; b += size) for (const h of halves) { data[b + h] = 0x00; data[b + h + 1] = 0x20; }
   return tensor(dt, [N, K], data);
 }

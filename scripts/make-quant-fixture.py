@@ -4,11 +4,11 @@ test/ggml-quantize.test.ts (so the test needs neither Python nor a C compiler).
 
   input.f32      6 rows x 512 float32 (Gaussian, tiny with an outlier, all positive, ties on a half grid,
                  a zero block then large values, heavy tails)
-  <TYPE>.bin     the quantized rows, TYPE in Q8_0 Q4_0 Q4_K Q5_K Q6_K
+  <TYPE>.bin     the quantized rows, TYPE in Q8_0 Q4_0 Q4_K Q5_K Q6_K Q5_0
 
 Two independent implementations: ggml-quants.c itself (quantize_row_*_ref, compiled here with gcc -O2, which on
 x86-64 does not contract float operations into FMA), for every type; and the gguf package (gguf.quants.quantize,
-numpy), for the types it quantizes (Q8_0, Q4_0), which must agree with the C bytes.
+numpy), for the types it quantizes (Q8_0, Q4_0, Q5_0), which must agree with the C bytes.
 
   PYTHONPATH=.cache/llama.cpp/gguf-py python3 scripts/make-quant-fixture.py [llama.cpp dir]
 """
@@ -23,7 +23,7 @@ import gguf.quants as q
 LLAMA = sys.argv[1] if len(sys.argv) > 1 else ".cache/llama.cpp"
 OUT = "test/fixtures/ggml-quant"
 ROWS, COLS = 6, 512
-TYPES = {"Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
+TYPES = {"Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210), "Q5_0": (32, 22)}
 
 DRIVER = r"""
 #include <stdio.h>
@@ -35,6 +35,7 @@ void quantize_row_q4_0_ref(const float*, void*, int64_t);
 void quantize_row_q4_K_ref(const float*, void*, int64_t);
 void quantize_row_q5_K_ref(const float*, void*, int64_t);
 void quantize_row_q6_K_ref(const float*, void*, int64_t);
+void quantize_row_q5_0_ref(const float*, void*, int64_t);
 void ggml_abort(const char* f, int l, const char* fmt, ...) { abort(); }
 size_t ggml_row_size(int t, long n) { abort(); }
 const char* ggml_type_name(int t) { return "?"; }
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {  /* TYPE N BYTES: N floats on stdin -> BYTES b
   else if (!strcmp(argv[1], "Q4_0")) quantize_row_q4_0_ref(x, y, n);
   else if (!strcmp(argv[1], "Q4_K")) quantize_row_q4_K_ref(x, y, n);
   else if (!strcmp(argv[1], "Q5_K")) quantize_row_q5_K_ref(x, y, n);
+  else if (!strcmp(argv[1], "Q5_0")) quantize_row_q5_0_ref(x, y, n);
   else quantize_row_q6_K_ref(x, y, n);
   fwrite(y, 1, bytes, stdout); return 0;
 }
@@ -86,7 +88,7 @@ def main() -> None:
         for name, (per, size) in TYPES.items():
             nbytes = COLS // per * size
             c = b"".join(subprocess.run([exe, name, str(COLS), str(nbytes)], input=r.tobytes(), capture_output=True, check=True).stdout for r in x)
-            if name in ("Q8_0", "Q4_0"):
+            if name in ("Q8_0", "Q4_0", "Q5_0"):
                 py = q.quantize(x, getattr(T, name)).tobytes()
                 if py != c:
                     raise SystemExit(f"{name}: the gguf package and ggml-quants.c disagree")

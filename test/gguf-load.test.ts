@@ -212,7 +212,10 @@ for (const [file, fixture, backends] of [
         const a = quant.forward(ids, quant.newState(), { allLogits: true, mode } as never);
         const b = plain.forward(ids, plain.newState(), { allLogits: true, mode } as never);
         const e = relErr(a, b);
-        assert.ok(e < 1e-5, `${mode}: rel err ${e}`);
+        // the relaxed-SIMD build multiplies K-quant blocks with x quantized to int8 per 256 (llama.cpp's Q8_K):
+        // ~4e-3 per product, compounded over this file's layers; the plain build and the scalar kernels keep x in f32
+        const tol = ops instanceof WasmOps && ops.be.relaxed && fixture === null ? 3e-2 : 1e-5;
+        assert.ok(e < tol, `${mode}: rel err ${e} (tolerance ${tol})`);
       }
     });
   }
@@ -284,8 +287,8 @@ test("GGUF errors are one line and name the problem", () => {
 });
 
 // llama-quantize's fallbacks for K-type rows that are not whole 256-blocks (attn_k_b's 128-wide rows in a real
-// Q4_K_M file of DeepSeek-V2): Q4_K -> Q5_0 (loads as Q8, exactly), Q5_K -> Q5_1 (loads as F32, exactly).
-for (const [type, ggml, dtype] of [["q4_k", "Q5_0", "Q8"], ["q5_k", "Q5_1", "F32"]] as const) {
+// Q4_K_M file of DeepSeek-V2): Q4_K -> Q5_0 (kept packed as the Q5_0 dtype), Q5_K -> Q5_1 (loads as F32, exactly).
+for (const [type, ggml, dtype] of [["q4_k", "Q5_0", "Q5_0"], ["q5_k", "Q5_1", "F32"]] as const) {
   test(`llama.cpp's ${ggml} fallback (an export at ${type} of 64-wide rows) loads as ${dtype} and equals its dequantized copy`, () => {
     const file = join(freshDir(), `v3-${type}.gguf`);
     exportGguf(join(FIXTURES, "tiny-deepseek-v3"), file, { type, fallback: "llama.cpp" });
@@ -295,7 +298,18 @@ for (const [type, ggml, dtype] of [["q4_k", "Q5_0", "Q8"], ["q5_k", "Q5_1", "F32
     assert.equal(g.info(name).dtype, dtype);
     const quant = loadModel(file, { ops: cpuOps }), plain = loadModel(dequantizedCopy(file), { ops: cpuOps });
     const ids = [0, 5, 9, 3, 17, 2, 40, 11];
-    const e = relErr(quant.forward(ids, quant.newState(), { allLogits: true }), plain.forward(ids, plain.newState(), { allLogits: true }));
+    const ref = plain.forward(ids, plain.newState(), { allLogits: true });
+    const e = relErr(quant.forward(ids, quant.newState(), { allLogits: true }), ref);
     assert.ok(e < 1e-6, `rel err ${e}`);
+    if (ggml !== "Q5_0") return;
+    // the WebAssembly kernels on the packed blocks: prefill widens them to the same f32 weights (summation order
+    // differs), decode quantizes x to int16 per 32
+    const wasm = loadModel(file, { ops: ops2 }), st = wasm.newState();
+    const ew = relErr(wasm.forward(ids, st, { allLogits: true }), ref);
+    assert.ok(ew < 1e-4, `wasm prefill rel err ${ew}`);
+    const pst = plain.newState();
+    plain.forward(ids, pst);
+    const ed = relErr(wasm.forward([7], st), plain.forward([7], pst));
+    assert.ok(ed < 1e-3, `wasm decode rel err ${ed}`);
   });
 }

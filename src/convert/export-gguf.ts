@@ -253,7 +253,7 @@ function encode(x: Float32Array, spec: GgufTensorSpec): Uint8Array {
     return new Uint8Array(out.buffer);
   }
   if (t === "Q8_0") return q8Blocks(x, rows, cols);
-  if (t === "Q5_0" || t === "Q5_1") return q5Blocks(x, t);
+  if (t === "Q5_1") return q5_1Blocks(x);
   if (!isBlockDType(t)) throw new MlaError(`no encoder for GGML type ${t}`);
   return quantizeRows(t, rows, cols, (r) => x.subarray(r * cols, (r + 1) * cols));
 }
@@ -273,38 +273,29 @@ function q8Blocks(x: Float32Array, rows: number, cols: number): Uint8Array {
 }
 
 /**
- * Q5_0 and Q5_1 (quantize_row_q5_0_ref / q5_1_ref, in float32): the types llama-quantize falls back to for Q4_K and
- * Q5_K rows that are not whole 256-blocks. Block: f16 d, (Q5_1: f16 min), 4 bytes of fifth bits, 16 of nibbles.
+ * Q5_1 (quantize_row_q5_1_ref, in float32): the type llama-quantize falls back to for Q5_K rows that are not whole
+ * 256-blocks (Q5_0, Q4_K's fallback, is a block dtype quantizeRows makes). Block: f16 d, f16 min, 4 bytes of fifth
+ * bits, 16 of nibbles; w = d q + min.
  */
-function q5Blocks(x: Float32Array, type: "Q5_0" | "Q5_1"): Uint8Array {
-  const f = Math.fround, one = type === "Q5_1", size = one ? 24 : 22;
+function q5_1Blocks(x: Float32Array): Uint8Array {
+  const f = Math.fround, size = 24;
   const out = new Uint8Array((x.length / 32) * size), view = new DataView(out.buffer);
   for (let b = 0; b < x.length / 32; b++) {
     const o = 32 * b, at = size * b;
-    let d: number, id: number, min = 0;
-    if (one) {
-      let lo = Infinity, hi = -Infinity;
-      for (let j = 0; j < 32; j++) { lo = Math.min(lo, x[o + j]); hi = Math.max(hi, x[o + j]); }
-      min = lo;
-      d = f(f(hi - lo) / 31);
-      view.setUint16(at + 2, f32ToF16(min), true);
-    } else {
-      let amax = 0, max = 0;
-      for (let j = 0; j < 32; j++) if (amax < Math.abs(x[o + j])) { amax = Math.abs(x[o + j]); max = x[o + j]; }
-      d = f(max / -16);
-    }
-    id = d ? f(1 / d) : 0;
+    let lo = Infinity, hi = -Infinity;
+    for (let j = 0; j < 32; j++) { lo = Math.min(lo, x[o + j]); hi = Math.max(hi, x[o + j]); }
+    const min = lo, d = f(f(hi - lo) / 31), id = d ? f(1 / d) : 0;
     view.setUint16(at, f32ToF16(d), true);
+    view.setUint16(at + 2, f32ToF16(min), true);
     let qh = 0;
-    const qs = at + (one ? 8 : 6);
     for (let j = 0; j < 16; j++) {
-      const q = (v: number) => (one ? Math.trunc(f(f(f(v - min) * id) + 0.5)) & 255 : Math.min(31, (Math.trunc(f(f(v * id) + 16.5)) << 24) >> 24));
+      const q = (v: number) => Math.trunc(f(f(f(v - min) * id) + 0.5)) & 255;
       const q0 = q(x[o + j]), q1 = q(x[o + 16 + j]);
-      out[qs + j] = (q0 & 15) | ((q1 & 15) << 4);
+      out[at + 8 + j] = (q0 & 15) | ((q1 & 15) << 4);
       qh |= ((q0 & 16) >> 4) << j;
       qh |= ((q1 & 16) >> 4) << (j + 16);
     }
-    view.setUint32(at + (one ? 4 : 2), qh >>> 0, true);
+    view.setUint32(at + 4, qh >>> 0, true);
   }
   return out;
 }

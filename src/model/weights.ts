@@ -55,7 +55,7 @@ function isMatmulWeight(c: ModelConfig, name: string): boolean {
 }
 
 /** Safetensors' float dtypes, and the block dtypes a GGUF file holds (./gguf/checkpoint.ts). */
-const LOADABLE_DTYPES = new Set(["F32", "BF16", "F16", "F64", "Q8", "Q4_0", "Q4_K", "Q5_K", "Q6_K"]);
+const LOADABLE_DTYPES = new Set(["F32", "BF16", "F16", "F64", "Q8", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q5_0"]);
 
 function listNames(names: string[], max = 5): string {
   return names.slice(0, max).join(", ") + (names.length > max ? ` and ${names.length - max} more` : "");
@@ -69,7 +69,7 @@ function checkTensors(expected: Map<string, number[]>, ckpt: TensorStore): void 
     const { dtype, shape: got } = ckpt.info(name);
     if (!LOADABLE_DTYPES.has(dtype)) {
       const hint = dtype.startsWith("F8") ? " (an FP8 release: convert it to BF16 first, e.g. with DeepSeek's fp8_cast_bf16.py)" : "";
-      throw new MlaError(`tensor ${name} has dtype ${dtype}, which mla-ts does not support (F32, BF16, F16, F64; in GGUF files also Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)${hint}`);
+      throw new MlaError(`tensor ${name} has dtype ${dtype}, which mla-ts does not support (F32, BF16, F16, F64; in GGUF files also Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q5_0)${hint}`);
     }
     if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
       throw new MlaError(`tensor ${name} has shape [${got.join(", ")}] but config.json implies [${shape.join(", ")}]`);

@@ -3,20 +3,21 @@
  * (F32/BF16/F16 from files), or are block-quantized (at load, or as a GGUF file stores them):
  * - Q8: GGML's Q8_0 (int8 in blocks of 32, one scale each) with the int8 values and the scales kept apart, the
  *   scales widened from f16 to f32 (exactly: they are f16 values), so the SIMD kernels load aligned int8 rows.
- * - Q4_0, Q4_K, Q5_K, Q6_K: GGML's packed blocks byte for byte, as in a GGUF file (see ggml.ts).
+ * - Q4_0, Q4_K, Q5_K, Q6_K, Q5_0: GGML's packed blocks byte for byte, as in a GGUF file (see ggml.ts). Q5_0 comes only
+ *   from GGUF files (llama.cpp's fallback where a Q4_K row does not divide 256); `--quantize` does not make it.
  */
 export type DType = "F32" | "BF16" | "F16" | "Q8" | BlockDType;
 
 /** The block-quantized dtypes kept as GGML's packed blocks (a Uint8Array of whole blocks per row). */
-export type BlockDType = "Q4_0" | "Q4_K" | "Q5_K" | "Q6_K";
-export const BLOCK_DTYPES: readonly BlockDType[] = ["Q4_0", "Q4_K", "Q5_K", "Q6_K"];
+export type BlockDType = "Q4_0" | "Q4_K" | "Q5_K" | "Q6_K" | "Q5_0";
+export const BLOCK_DTYPES: readonly BlockDType[] = ["Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q5_0"];
 
 export function isBlockDType(d: string): d is BlockDType {
   return (BLOCK_DTYPES as readonly string[]).includes(d);
 }
 
 /** Bytes per element, on average (Q8: plus one f32 scale per 32 elements; blocks: block bytes / block weights). */
-export const DTYPE_BYTES: Record<DType, number> = { F32: 4, BF16: 2, F16: 2, Q8: 1, Q4_0: 18 / 32, Q4_K: 144 / 256, Q5_K: 176 / 256, Q6_K: 210 / 256 };
+export const DTYPE_BYTES: Record<DType, number> = { F32: 4, BF16: 2, F16: 2, Q8: 1, Q4_0: 18 / 32, Q4_K: 144 / 256, Q5_K: 176 / 256, Q6_K: 210 / 256, Q5_0: 22 / 32 };
 
 /** The dtypes a checkpoint file may hold and mla-ts keeps as stored. */
 export function isDType(s: string): s is "F32" | "BF16" | "F16" {

@@ -1,6 +1,6 @@
 /**
- * F32 rows -> GGML's packed block formats (Q4_0, Q4_K, Q5_K, Q6_K), following llama.cpp's reference quantizers
- * (ggml-quants.c: quantize_row_q4_0_ref, quantize_row_q4_K_ref / q5_K_ref with make_qkx2_quants,
+ * F32 rows -> GGML's packed block formats (Q4_0, Q4_K, Q5_K, Q6_K, Q5_0), following llama.cpp's reference quantizers
+ * (ggml-quants.c: quantize_row_q4_0_ref, quantize_row_q5_0_ref, quantize_row_q4_K_ref / q5_K_ref with make_qkx2_quants,
  * quantize_row_q6_K_ref with make_qx_quants) operation by operation in float32, so the bytes match llama.cpp's
  * (test/ggml-quantize.test.ts checks them against the C reference and the gguf package). Block layouts: ggml.ts.
  *
@@ -72,6 +72,7 @@ const BLOCK_QUANTIZERS: Record<BlockDType, BlockQuantizer> = {
   Q4_K: (x, o, y, at) => quantizeQ45K(x, o, y, at, false),
   Q5_K: (x, o, y, at) => quantizeQ45K(x, o, y, at, true),
   Q6_K: quantizeQ6K,
+  Q5_0: quantizeQ5_0,
 };
 
 function putF16(y: Uint8Array, at: number, h: number): void {
@@ -93,6 +94,31 @@ function quantizeQ4_0(x: Float32Array, o: number, y: Uint8Array, at: number): vo
   putF16(y, at, half(d)[0]);
   const q = (v: number) => Math.min(15, Math.trunc(f(f(v * id) + 8.5)));
   for (let j = 0; j < 16; j++) y[at + 2 + j] = q(x[o + j]) | (q(x[o + 16 + j]) << 4);
+}
+
+/**
+ * quantize_row_q5_0_ref, one block of 32: d = (the value of largest magnitude) / -16, q = min(31, trunc(x / d + 16.5)),
+ * the nibbles as Q4_0's and the fifth bits in qh (bit j for weight j).
+ */
+function quantizeQ5_0(x: Float32Array, o: number, y: Uint8Array, at: number): void {
+  let amax = 0, max = 0;
+  for (let j = 0; j < 32; j++) {
+    const v = x[o + j];
+    if (amax < Math.abs(v)) {
+      amax = Math.abs(v);
+      max = v;
+    }
+  }
+  const d = f(max / -16), id = d ? f(1 / d) : 0;
+  putF16(y, at, half(d)[0]);
+  const q = (v: number) => Math.min(31, Math.trunc(f(f(v * id) + 16.5)));
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    const q0 = q(x[o + j]), q1 = q(x[o + 16 + j]);
+    y[at + 6 + j] = (q0 & 15) | ((q1 & 15) << 4);
+    qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
+  }
+  for (let i = 0; i < 4; i++) y[at + 2 + i] = (qh >>> (8 * i)) & 255;
 }
 
 /**

@@ -29,7 +29,7 @@ export type WasmDType = "F32" | "BF16" | "F16" | "Q8" | BlockDType;
 
 /** The multiple of which a product's K must be: the block of the weight's dtype (8 for the float dtypes). */
 export function wasmKMultiple(dtype: WasmDType): number {
-  return dtype === "Q8" || dtype === "Q4_0" ? 32 : isBlockDType(dtype) ? 256 : 8;
+  return dtype === "Q8" || dtype === "Q4_0" || dtype === "Q5_0" ? 32 : isBlockDType(dtype) ? 256 : 8;
 }
 
 /** A weight matrix [rows, cols] (PyTorch Linear layout) living in wasm memory. */
@@ -92,7 +92,7 @@ const LINEAR_FLOAT = { F32: KERNEL.linear_f32, BF16: KERNEL.linear_bf16, F16: KE
 /** The products on GGML's packed blocks (the float products' parameter list, w at the first row's blocks). */
 /** The latent kernels' dt for 16-bit cache rows (assembly/attention-latent.ts). */
 const CACHE_DT = { BF16: 1, F16: 2 } as const;
-const LINEAR_BLOCK = { Q4_0: KERNEL.linear_q4_0, Q4_K: KERNEL.linear_q4_k, Q5_K: KERNEL.linear_q5_k, Q6_K: KERNEL.linear_q6_k } as const;
+const LINEAR_BLOCK = { Q4_0: KERNEL.linear_q4_0, Q4_K: KERNEL.linear_q4_k, Q5_K: KERNEL.linear_q5_k, Q6_K: KERNEL.linear_q6_k, Q5_0: KERNEL.linear_q5_0 } as const;
 
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
@@ -322,7 +322,8 @@ export class WasmBackend {
    * as the JS costs ~350 ns a weight for the K-quants; other sources on the host.
    */
   uploadBlocks(t: Tensor, type: BlockDType, bank = 0): WasmWeight {
-    if (!(t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16")) return this.upload(quantizeTensor(t, type), bank);
+    // Q5_0 has no pool quantizer (only GGUF files hold it; `--quantize` does not make it): the JS reference
+    if (!(t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16") || type === "Q5_0") return this.upload(quantizeTensor(t, type), bank);
     const [rows, cols] = matShape(t), rb = blockRowBytes(type, cols); // throws where cols does not divide the block
     const src = t.data as Float32Array | Uint16Array, rowBytes = cols * src.BYTES_PER_ELEMENT, stage = this.staging(bank);
     if (rowBytes > stage.bytes) return this.upload(quantizeTensor(t, type), bank); // a row past the staging area: the JS

@@ -58,9 +58,10 @@ export const KERNEL = {
   linear_q4_k: kernel("linear_q4_k", LINEAR, ["n0", "n1"]),
   linear_q5_k: kernel("linear_q5_k", LINEAR, ["n0", "n1"]),
   linear_q6_k: kernel("linear_q6_k", LINEAR, ["n0", "n1"]),
+  linear_q5_0: kernel("linear_q5_0", LINEAR, ["n0", "n1"]),
   // load-time quantization (assembly/quantize.ts); dt as DTYPE_CODE numbers the float sources
   quantize_q8: kernel("quantize_q8", ["q", "s", "src", "dt", "K", "r0", "r1", "scratch"], ["r0", "r1"]),
-  // type: the block dtype as DTYPE_CODE numbers it (Q4_0, Q4_K, Q5_K, Q6_K)
+  // type: the block dtype as DTYPE_CODE numbers it (Q4_0, Q4_K, Q5_K, Q6_K; not Q5_0, which only GGUF files hold)
   quantize_blocks: kernel("quantize_blocks", ["dst", "src", "dt", "type", "K", "r0", "r1", "scratch"], ["r0", "r1"]),
 } as const;
 
@@ -68,4 +69,4 @@ export const KERNEL = {
 export const POOL_KERNELS: readonly KernelSpec[] = Object.values(KERNEL);
 
 /** linear_grouped's `dt`: the weight dtype as assembly/linear.ts numbers it. */
-export const DTYPE_CODE = { F32: 0, BF16: 1, F16: 2, Q8: 3, Q4_0: 4, Q4_K: 5, Q5_K: 6, Q6_K: 7 } as const;
+export const DTYPE_CODE = { F32: 0, BF16: 1, F16: 2, Q8: 3, Q4_0: 4, Q4_K: 5, Q5_K: 6, Q6_K: 7, Q5_0: 8 } as const;

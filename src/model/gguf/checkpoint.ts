@@ -3,8 +3,8 @@
  * by positional reads (never the whole file).
  *
  * - F32, F16, BF16 load as they are; Q8_0 becomes the engine's Q8 (the same values, int8 and f32 scales held apart);
- *   Q4_0, Q4_K, Q5_K, Q6_K stay packed as stored. Other GGML types are listed under their own name, so the loader
- *   refuses the tensor by name and type if the model needs it.
+ *   Q4_0, Q4_K, Q5_K, Q6_K and Q5_0 stay packed as stored. Other GGML types are listed under their own name, so the
+ *   loader refuses the tensor by name and type if the model needs it.
  * - A layer's stacked experts (blk.N.ffn_gate_exps [n_expert, rows, cols]) give each HF expert tensor as a row
  *   slice: its byte range alone is read.
  * - llama's attn_q/attn_k rows, permuted by the converter for llama.cpp's RoPE, are put back in HF order.
@@ -39,12 +39,14 @@ interface Src {
 }
 
 /**
- * The Tensor dtype a GGML type loads as: Q8_0 and Q5_0 as Q8 (both are d times a small signed integer, so Q8 holds
- * them exactly), Q4_1 and Q5_1 (a min offset Q8 cannot carry) as F32, exactly; the GGML name for the ones mla-ts
- * does not read. The legacy types appear only where llama-quantize fell back from a K type (small tensors).
+ * The Tensor dtype a GGML type loads as: Q8_0 as Q8 (the same values); Q4_1 and Q5_1 (a min offset Q8 cannot carry)
+ * as F32, exactly; the block dtypes, Q5_0 included, as themselves; the GGML name for the ones mla-ts does not read.
+ * The legacy types appear only where llama-quantize fell back from a K type. Q5_0 is kept packed (0.69 bytes a
+ * weight, not Q8's 1.06) because a Q4_K file holds it in large tensors too: DeepSeek-V2-Lite's 1408-wide
+ * ffn_down_exps, a third of the expert weights.
  */
 function dtypeOf(ggmlType: string): string {
-  if (ggmlType === "Q8_0" || ggmlType === "Q5_0") return "Q8";
+  if (ggmlType === "Q8_0") return "Q8";
   if (ggmlType === "Q4_1" || ggmlType === "Q5_1") return "F32";
   return ggmlType;
 }
@@ -164,7 +166,6 @@ function readSrc(src: Src, name: string): Tensor {
   if (type === "F32") return tensor("F32", src.shape, new Float32Array(bytes.buffer, 0, src.bytes / 4));
   if (type === "F16" || type === "BF16") return tensor(type, src.shape, new Uint16Array(bytes.buffer, 0, src.bytes / 2));
   if (type === "Q8_0") return q8FromQ8_0(bytes, src.shape);
-  if (type === "Q5_0") return q8FromQ5_0(bytes, src.shape);
   if (type === "Q4_1" || type === "Q5_1") return tensor("F32", src.shape, dequantizeGgml(type, bytes, 0, numel(src.shape), new Float32Array(numel(src.shape))));
   if (isBlockDType(type)) return tensor(type, src.shape, bytes);
   throw new MlaError(`GGUF tensor ${src.tensor.name}: type ${type} has no Tensor dtype`);
@@ -183,19 +184,6 @@ function readRange(path: string, at: number, n: number, what: string): Uint8Arra
     closeSync(fd);
   }
   return data;
-}
-
-/** Q5_0 blocks (f16 d, 5-bit q) -> Q8: int8 values q - 16 in [-16, 15], the scale widened to f32 (exact). */
-function q8FromQ5_0(bytes: Uint8Array, shape: readonly number[]): Tensor {
-  const n = numel(shape), w = dequantizeGgml("Q5_0", bytes, 0, n, new Float32Array(n));
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), lut = f16Lut(), [, blockBytes] = GGML_BLOCK.Q5_0;
-  const q = new Int8Array(n), scales = new Float32Array(n / Q8_BLOCK);
-  for (let b = 0; b < n / Q8_BLOCK; b++) {
-    const d = (scales[b] = lut[view.getUint16(b * blockBytes, true)]);
-    // w = (q - 16) d exactly (a small integer times d), so w / d recovers the integer; a zero d leaves zeros
-    for (let j = 0; j < Q8_BLOCK; j++) q[b * Q8_BLOCK + j] = d === 0 ? 0 : Math.round(w[b * Q8_BLOCK + j] / d);
-  }
-  return tensor("Q8", shape, q, scales);
 }
 
 /** Q8_0 blocks (f16 d, 32 x int8) -> Q8: the same int8 values, the scale widened to f32 (exact). */
