@@ -7,7 +7,8 @@
  * value); the tensor infos (string name, u32 n_dims, u64 dims innermost first, u32 ggml type, u64 offset from the
  * data section); the data section at the next multiple of general.alignment (default 32).
  */
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+// a namespace import: browser bundles (GpuModel) stub node:fs, and named imports of a stub fail to bundle
+import * as fs from "node:fs";
 import { MlaError } from "../errors.js";
 import { READABLE_GGML_TYPES, ggmlRowBytes, ggmlTypeName, isReadableGgmlType } from "../tensor/ggml.js";
 
@@ -54,7 +55,7 @@ class Cursor {
     if (this.pos >= this.start && this.pos + n <= this.start + this.end) return this.pos - this.start;
     if (n > this.buf.length) this.buf = Buffer.alloc(Math.max(n, this.buf.length * 2));
     this.start = this.pos;
-    this.end = readSync(this.fd, this.buf, 0, Math.min(this.buf.length, this.size - this.pos), this.pos);
+    this.end = fs.readSync(this.fd, this.buf, 0, Math.min(this.buf.length, this.size - this.pos), this.pos);
     if (this.end < n) throw new MlaError(`${this.path}: short read at byte ${this.pos}`);
     return 0;
   }
@@ -120,9 +121,9 @@ function readValue(c: Cursor, type: number, key: string): GgufValue {
 
 /** The header, metadata and tensor directory of a GGUF file (tensor data is not read). */
 export function readGguf(path: string): GgufFile {
-  const fd = openSync(path, "r");
+  const fd = fs.openSync(path, "r");
   try {
-    const size = fstatSync(fd).size;
+    const size = fs.fstatSync(fd).size;
     const c = new Cursor(fd, size, path);
     if (size < 24 || c.u32() !== MAGIC) throw new MlaError(`${path} is not a GGUF file (no "GGUF" magic)`);
     const version = c.u32();
@@ -154,7 +155,7 @@ export function readGguf(path: string): GgufFile {
     }
     return { path, version, metadata, tensors, alignment: align, dataOffset, fileBytes: size };
   } finally {
-    closeSync(fd);
+    fs.closeSync(fd);
   }
 }
 
@@ -164,16 +165,16 @@ export function readGgufTensor(file: GgufFile, name: string): { info: GgufTensor
   if (!info) throw new MlaError(`${file.path} has no tensor ${name}`);
   if (!isReadableGgmlType(info.type)) throw new MlaError(`${file.path}: tensor ${name} has GGML type ${info.type}, which mla-ts does not read (${READABLE_GGML_TYPES.join(", ")})`);
   const data = new Uint8Array(info.bytes);
-  const fd = openSync(file.path, "r");
+  const fd = fs.openSync(file.path, "r");
   try {
     let got = 0;
     while (got < info.bytes) {
-      const n = readSync(fd, data, got, info.bytes - got, info.offset + got);
+      const n = fs.readSync(fd, data, got, info.bytes - got, info.offset + got);
       if (n <= 0) throw new MlaError(`${file.path}: short read of tensor ${name}`);
       got += n;
     }
   } finally {
-    closeSync(fd);
+    fs.closeSync(fd);
   }
   return { info, data };
 }

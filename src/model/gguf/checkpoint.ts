@@ -11,7 +11,8 @@
  * - deepseek2's current layout (attn_k_b [n_head, dc, dn], attn_v_b [n_head, dv, dc]) gives kv_b_proj rebuilt
  *   (see loadKvB), and also k_b_proj / v_b_proj as stored, which the MLA layer uses directly (attention/mla.ts).
  */
-import { closeSync, openSync, readSync } from "node:fs";
+// a namespace import: browser bundles (GpuModel) stub node:fs, and named imports of a stub fail to bundle
+import * as fs from "node:fs";
 import { MlaError } from "../../errors.js";
 import type { GgufFile, GgufTensorInfo } from "../../io/gguf.js";
 import { f16Lut, isBlockDType } from "../../tensor/dtype.js";
@@ -173,15 +174,15 @@ function readSrc(src: Src, name: string): Tensor {
 
 function readRange(path: string, at: number, n: number, what: string): Uint8Array {
   const data = new Uint8Array(n);
-  const fd = openSync(path, "r");
+  const fd = fs.openSync(path, "r");
   try {
     for (let got = 0; got < n;) {
-      const k = readSync(fd, data, got, n - got, at + got);
+      const k = fs.readSync(fd, data, got, n - got, at + got);
       if (k <= 0) throw new MlaError(`${path}: short read of tensor ${what}`);
       got += k;
     }
   } finally {
-    closeSync(fd);
+    fs.closeSync(fd);
   }
   return data;
 }
