@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readHeader, readTensor } from "../src/io/safetensors.js";
-import { toF32 } from "../src/tensor/tensor.js";
+import { toF32, type Tensor } from "../src/tensor/tensor.js";
+import type { WasmBackend } from "../src/backends/wasm/index.js";
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
 export const FIXTURE_NAMES = ["tiny-deepseek-v3", "tiny-deepseek-v2-lite", "tiny-mla-dense", "tiny-deepseek-v2-groups"];
@@ -114,4 +115,25 @@ export function randomizeParams(m: { params: Map<string, Float32Array | Float64A
     const r = randn(p.length, s++);
     for (let i = 0; i < p.length; i++) p[i] = shape.length === 1 ? 1 + 0.3 * r[i] : 0.5 * r[i];
   }
+}
+
+/** What wasmLinear pre-fills its output with, so a kernel writing outside its rows is caught. */
+export const SENTINEL = 12345;
+
+/** be.linear on fresh copies of w and x in bank 0; the output pre-filled with SENTINEL (outLen floats). */
+export function wasmLinear(be: WasmBackend, w: Tensor, x: Float32Array, T: number, K: number, N: number, row0: number, xStride: number, outStride: number, outLen: number): Float32Array {
+  const mark = be.heap.mark();
+  const ww = be.upload(w), xp = be.heap.putF32(x), o = be.heap.allocF32(outLen);
+  o.view.fill(SENTINEL);
+  be.linear(o.ptr, xp, T, K, ww, N, row0, xStride, outStride);
+  const res = be.heap.f32(o.ptr, outLen).slice();
+  be.heap.release(mark);
+  return res;
+}
+
+/** Outputs left at SENTINEL where the reference has it (no stray writes), and relative error within tol. */
+export function checkOutputs(what: string, got: Float32Array, ref: Float32Array, tol: number, seed: number): void {
+  for (let i = 0; i < ref.length; i++) if (ref[i] === SENTINEL && got[i] !== SENTINEL) throw new Error(`${what}: wrote outside the outputs at ${i}`);
+  const e = relErr(got, ref);
+  if (!(e <= tol)) throw new Error(`${what} (seed ${seed}): relErr ${e}`);
 }

@@ -23,13 +23,12 @@ import { BLOCK_DTYPES, type BlockDType } from "../src/tensor/dtype.js";
 import { dequantizeGgml, ggmlRowBytes } from "../src/tensor/ggml.js";
 import { quantizeRows } from "../src/tensor/ggml-quantize.js";
 import { f32Tensor, tensor, type Tensor } from "../src/tensor/tensor.js";
-import { randn, relErr } from "./helpers.js";
+import { randn, relErr, SENTINEL, wasmLinear, checkOutputs } from "./helpers.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 /** In the relaxed child run (see the last test) every backend uses the relaxed-SIMD build. */
 const RELAXED = process.env.MLA_WASM_RELAXED === "1";
 const BLOCK: Record<BlockDType, number> = { Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256, Q5_0: 32 };
-const SENTINEL = 12345;
 
 /** Tolerance of a product of `type` at T tokens in this run's build (see the header). */
 function tolFor(type: BlockDType, T: number): number {
@@ -62,24 +61,8 @@ describe("wasm products on GGML blocks", () => {
     await be2?.close();
   });
 
-  /** be.linear on fresh copies; out pre-filled with a sentinel to catch stray writes. */
-  function runLinear(be: WasmBackend, w: Tensor, x: Float32Array, T: number, K: number, N: number, row0: number, xStride: number, outStride: number, outLen: number): Float32Array {
-    const mark = be.heap.mark();
-    const ww = be.upload(w);
-    const xp = be.heap.putF32(x);
-    const o = be.heap.allocF32(outLen);
-    o.view.fill(SENTINEL);
-    be.linear(o.ptr, xp, T, K, ww, N, row0, xStride, outStride);
-    const res = be.heap.f32(o.ptr, outLen).slice();
-    be.heap.release(mark);
-    return res;
-  }
-
-  function check(what: string, got: Float32Array, ref: Float32Array, tol: number): void {
-    for (let i = 0; i < ref.length; i++) if (ref[i] === SENTINEL) assert.equal(got[i], SENTINEL, `${what}: wrote outside the outputs at ${i}`);
-    const e = relErr(got, ref);
-    assert.ok(e <= tol, `${what} (seed ${seed}): relErr ${e}`);
-  }
+  const runLinear = wasmLinear;
+  const check = (what: string, got: Float32Array, ref: Float32Array, tol: number): void => checkOutputs(what, got, ref, tol, seed);
 
   for (const type of BLOCK_DTYPES) {
     test(`${type}: linear vs dequantized reference, T = 1, 3, 17, odd N, 1 and 2 threads identical`, () => {

@@ -11,10 +11,9 @@ import { WasmBackend, relaxedSimdAvailable } from "../src/backends/wasm/index.js
 import { f32ToF16 } from "../src/tensor/dtype.js";
 import { dequantizeGgml, ggmlRowBytes } from "../src/tensor/ggml.js";
 import { quantizeRows } from "../src/tensor/ggml-quantize.js";
-import { blockRowBytes, f32Tensor, sliceRows, concatRows, rowF32, tensor, type Tensor } from "../src/tensor/tensor.js";
-import { randn, relErr } from "./helpers.js";
+import { blockRowBytes, f32Tensor, sliceRows, concatRows, rowF32, tensor, toF32, type Tensor } from "../src/tensor/tensor.js";
+import { randn, relErr, SENTINEL, wasmLinear, checkOutputs } from "./helpers.js";
 
-const SENTINEL = 12345;
 let seed = (Math.random() * 2 ** 30) | 0;
 
 /** rows x K of raw Q5_0 blocks: random qh and nibbles, d = +-2^e (1 + m) with e in [-12, 2]. */
@@ -45,22 +44,26 @@ for (const relaxed of relaxedSimdAvailable() ? [false, true] : [false]) describe
     await be2?.close();
   });
 
-  /** be.linear on fresh copies; out pre-filled with a sentinel to catch stray writes. */
-  function runLinear(be: WasmBackend, w: Tensor, x: Float32Array, T: number, K: number, N: number, row0: number, xStride: number, outStride: number, outLen: number): Float32Array {
-    const mark = be.heap.mark();
-    const ww = be.upload(w), xp = be.heap.putF32(x), o = be.heap.allocF32(outLen);
-    o.view.fill(SENTINEL);
-    be.linear(o.ptr, xp, T, K, ww, N, row0, xStride, outStride);
-    const res = be.heap.f32(o.ptr, outLen).slice();
-    be.heap.release(mark);
-    return res;
+  /**
+   * T = 1 quantizes x to int16 per block of 32 (step max|x| / 32767): each output may be off by at most
+   * sum over blocks of (max|x| / 65534) * sum |w| in the block. A relative tolerance is flaky for a few short rows
+   * whose sums cancel (3 outputs of 32 weights), so the bound is checked output by output.
+   */
+  function checkInt16Bound(what: string, got: Float32Array, ref: Float32Array, deq: Tensor, x: Float32Array, K: number, N: number): void {
+    const w = toF32(deq);
+    for (let n = 0; n < N; n++) {
+      let bound = 1e-6 * Math.abs(ref[n]);
+      for (let b = 0; b < K; b += 32) {
+        let mx = 0, sw = 0;
+        for (let k = b; k < b + 32; k++) mx = Math.max(mx, Math.abs(x[k])), sw += Math.abs(w[n * K + k]);
+        bound += (mx / 65534) * sw * 1.001;
+      }
+      assert.ok(Math.abs(got[n] - ref[n]) <= bound, `${what} (seed ${seed}) output ${n}: off by ${Math.abs(got[n] - ref[n])}, bound ${bound}`);
+    }
   }
 
-  function check(what: string, got: Float32Array, ref: Float32Array, tol: number): void {
-    for (let i = 0; i < ref.length; i++) if (ref[i] === SENTINEL) assert.equal(got[i], SENTINEL, `${what}: wrote outside the outputs at ${i}`);
-    const e = relErr(got, ref);
-    assert.ok(e <= tol, `${what} (seed ${seed}): relErr ${e}`);
-  }
+  const runLinear = wasmLinear;
+  const check = (what: string, got: Float32Array, ref: Float32Array, tol: number): void => checkOutputs(what, got, ref, tol, seed);
 
   test("linear vs dequantized reference: K = 32 .. 1408, T = 1 .. 70, odd N, 1 and 2 threads identical", () => {
     for (const K of [32, 96, 160, 224, 1408]) {
@@ -70,7 +73,8 @@ for (const relaxed of relaxedSimdAvailable() ? [false, true] : [false]) describe
           const x = randn(T * K, seed++), ref = new Float32Array(T * N);
           refLinear(ref, x, T, K, deq, N);
           const a = runLinear(be1, q, x, T, K, N, 0, K, N, T * N), b = runLinear(be2, q, x, T, K, N, 0, K, N, T * N);
-          check(`K=${K} N=${N} T=${T}`, a, ref, T === 1 ? 1e-4 : 1e-5);
+          if (T === 1) checkInt16Bound(`K=${K} N=${N}`, a, ref, deq, x, K, N);
+          else check(`K=${K} N=${N} T=${T}`, a, ref, 1e-5);
           assert.deepEqual(b, a, `K=${K} N=${N} T=${T}: 2 threads differ from 1`);
         }
       }

@@ -80,8 +80,8 @@ function putF16(y: Uint8Array, at: number, h: number): void {
   y[at + 1] = h >> 8;
 }
 
-/** quantize_row_q4_0_ref, one block of 32: d = (the value of largest magnitude) / -8, q = min(15, trunc(x / d + 8.5)). */
-function quantizeQ4_0(x: Float32Array, o: number, y: Uint8Array, at: number): void {
+/** The signed value of largest magnitude among x[o .. o + 32) (the first of equals, as llama.cpp's loop keeps). */
+function largestMagnitude(x: Float32Array, o: number): number {
   let amax = 0, max = 0;
   for (let j = 0; j < 32; j++) {
     const v = x[o + j];
@@ -90,7 +90,12 @@ function quantizeQ4_0(x: Float32Array, o: number, y: Uint8Array, at: number): vo
       max = v;
     }
   }
-  const d = f(max / -8), id = d ? f(1 / d) : 0;
+  return max;
+}
+
+/** quantize_row_q4_0_ref, one block of 32: d = (the value of largest magnitude) / -8, q = min(15, trunc(x / d + 8.5)). */
+function quantizeQ4_0(x: Float32Array, o: number, y: Uint8Array, at: number): void {
+  const d = f(largestMagnitude(x, o) / -8), id = d ? f(1 / d) : 0;
   putF16(y, at, half(d)[0]);
   const q = (v: number) => Math.min(15, Math.trunc(f(f(v * id) + 8.5)));
   for (let j = 0; j < 16; j++) y[at + 2 + j] = q(x[o + j]) | (q(x[o + 16 + j]) << 4);
@@ -101,15 +106,7 @@ function quantizeQ4_0(x: Float32Array, o: number, y: Uint8Array, at: number): vo
  * the nibbles as Q4_0's and the fifth bits in qh (bit j for weight j).
  */
 function quantizeQ5_0(x: Float32Array, o: number, y: Uint8Array, at: number): void {
-  let amax = 0, max = 0;
-  for (let j = 0; j < 32; j++) {
-    const v = x[o + j];
-    if (amax < Math.abs(v)) {
-      amax = Math.abs(v);
-      max = v;
-    }
-  }
-  const d = f(max / -16), id = d ? f(1 / d) : 0;
+  const d = f(largestMagnitude(x, o) / -16), id = d ? f(1 / d) : 0;
   putF16(y, at, half(d)[0]);
   const q = (v: number) => Math.min(31, Math.trunc(f(f(v * id) + 16.5)));
   let qh = 0;
