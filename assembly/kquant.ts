@@ -197,6 +197,8 @@ function q5k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): vo
   q45k_rows(out, xq, K, w, n0, n1, true);
 }
 
+
+
 /**
  * Q6_K rows [n0, n1). A block is 2 halves of 128 weights, each 4 groups of 32 (k = 4 half + g): group g's levels are
  * the low (g < 2) or high nibbles of ql[32 (g & 1) ..] with bits 2g, 2g + 1 of qh on top, as int8 q - 32; the group
@@ -221,8 +223,8 @@ function q6k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): vo
         const g = k & 3, half = <usize>(k >> 2);
         const ql = p + (half << 6) + (<usize>(g & 1) << 5), qh = p + 128 + (half << 5);
         const nib = (g >> 1) << 2, hb = g << 1;
-        const a = i8x16.sub(v128.or(v128.and(i16x8.shr_u(v128.load(ql), nib), m4), v128.and(i16x8.shl(i16x8.shr_u(v128.load(qh), hb), 4), m30)), c32);
-        const b = i8x16.sub(v128.or(v128.and(i16x8.shr_u(v128.load(ql, 16), nib), m4), v128.and(i16x8.shl(i16x8.shr_u(v128.load(qh, 16), hb), 4), m30)), c32);
+        const a = i8x16.sub(q6_levels(v128.load(ql), v128.load(qh), nib, hb, m4, m30), c32);
+        const b = i8x16.sub(q6_levels(v128.load(ql, 16), v128.load(qh, 16), nib, hb, m4, m30), c32);
         const xd = xq + ((xb + <usize>k) << 6), f = fs + (<usize>k << 3);
         acc = fma(f32x4.convert_i32x4_s(idot16s(a, xd)), v128.load32_splat(f), acc);
         acc = fma(f32x4.convert_i32x4_s(idot16s(b, xd + 32)), v128.load32_splat(f, 4), acc);
@@ -332,8 +334,8 @@ function widen_q6k(dst: usize, w: usize, blocks: usize): void {
       const g = k & 3, half = <usize>(k >> 2);
       const ql = p + (half << 6) + (<usize>(g & 1) << 5), qh = p + 128 + (half << 5);
       const nib = (g >> 1) << 2, hb = g << 1;
-      const a = i8x16.sub(v128.or(v128.and(i16x8.shr_u(v128.load(ql), nib), m4), v128.and(i16x8.shl(i16x8.shr_u(v128.load(qh), hb), 4), m30)), c32);
-      const c = i8x16.sub(v128.or(v128.and(i16x8.shr_u(v128.load(ql, 16), nib), m4), v128.and(i16x8.shl(i16x8.shr_u(v128.load(qh, 16), hb), 4), m30)), c32);
+      const a = i8x16.sub(q6_levels(v128.load(ql), v128.load(qh), nib, hb, m4, m30), c32);
+      const c = i8x16.sub(q6_levels(v128.load(ql, 16), v128.load(qh, 16), nib, hb, m4, m30), c32);
       const o = dst + (b << 10) + (<usize>k << 7), sc = p + 192 + (<usize>k << 1);
       put16s(o, a, f32x4.splat(d * <f32>load<i8>(sc)));
       put16s(o + 64, c, f32x4.splat(d * <f32>load<i8>(sc, 1)));
