@@ -286,34 +286,13 @@ export class WasmBackend {
     if (cols % Q8_BLOCK !== 0) throw new MlaError(`Q8 needs cols % ${Q8_BLOCK} == 0, got ${cols}`);
     const q = heap.allocI8(rows * cols);
     const s = heap.allocF32(rows * (cols / Q8_BLOCK));
-    if (t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16") this.quantizeQ8Rows(q.ptr, s.ptr, t, rows, cols, bank);
-    else quantizeQ8DataInto(q.view, s.view, t, rows, cols);
+    // float rows on the pool (assembly/quantize.ts, the arithmetic of quant.ts): ~2.5 ns a weight, not JS's ~10+
+    const pooled = isFloat(t) && this.staged(t, bank, 128, (stage, r0, n) => {
+      const dt = DTYPE_CODE[t.dtype as FloatDType];
+      this.pool.run(KERNEL.quantize_q8, { q: q.ptr + r0 * cols, s: s.ptr + r0 * (cols / Q8_BLOCK) * 4, src: stage, dt, K: cols }, n, 1, this.threads, bank);
+    });
+    if (!pooled) quantizeQ8DataInto(q.view, s.view, t, rows, cols);
     return { dtype: "Q8", rows, cols, ptr: q.ptr, scalesPtr: s.ptr, bank };
-  }
-
-  /**
-   * Quantize float rows to Q8 on the pool (assembly/quantize.ts, the arithmetic of quant.ts), a chunk of rows at a
-   * time through the bank's staging area: loading then costs about a copy, not the ~10 ns a weight of JS, and the
-   * staging pages are touched once per bank instead of once per tensor (fresh pages cost a fault each).
-   */
-  private quantizeQ8Rows(q: number, s: number, t: Tensor, rows: number, cols: number, bank: number): void {
-    const heap = this.heaps[bank], stage = this.staging(bank);
-    const src = t.data as Float32Array | Uint16Array, rowBytes = cols * src.BYTES_PER_ELEMENT;
-    const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
-    if (rowBytes > stage.bytes) {
-      // a row longer than the staging area (cols > 4M): the JS reference, same bytes
-      quantizeQ8DataInto(new Int8Array(heap.buffer, q, rows * cols), new Float32Array(heap.buffer, s, (rows * cols) / Q8_BLOCK), t, rows, cols);
-      return;
-    }
-    const chunk = Math.floor(stage.bytes / rowBytes);
-    const dt = DTYPE_CODE[t.dtype as "F32" | "BF16" | "F16"];
-    this.ensureScratch(128, bank);
-    for (let r0 = 0; r0 < rows; r0 += chunk) {
-      const n = Math.min(chunk, rows - r0);
-      new Uint8Array(heap.buffer, stage.ptr, n * rowBytes).set(bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes));
-      // the chunk's rows as rows [0, n) of their own: outputs offset to row r0
-      this.pool.run(KERNEL.quantize_q8, { q: q + r0 * cols, s: s + r0 * (cols / Q8_BLOCK) * 4, src: stage.ptr, dt, K: cols }, n, 1, this.threads, bank);
-    }
   }
 
   /**
@@ -322,21 +301,35 @@ export class WasmBackend {
    * as the JS costs ~350 ns a weight for the K-quants; other sources on the host.
    */
   uploadBlocks(t: Tensor, type: BlockDType, bank = 0): WasmWeight {
-    // Q5_0 has no pool quantizer (only GGUF files hold it; `--quantize` does not make it): the JS reference
-    if (!(t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16") || type === "Q5_0") return this.upload(quantizeTensor(t, type), bank);
     const [rows, cols] = matShape(t), rb = blockRowBytes(type, cols); // throws where cols does not divide the block
-    const src = t.data as Float32Array | Uint16Array, rowBytes = cols * src.BYTES_PER_ELEMENT, stage = this.staging(bank);
-    if (rowBytes > stage.bytes) return this.upload(quantizeTensor(t, type), bank); // a row past the staging area: the JS
     const dst = this.heaps[bank].alloc(rows * rb);
+    // Q5_0 has no pool quantizer (only GGUF files hold it; `--quantize` does not make it): the JS reference
+    const pooled = isFloat(t) && type !== "Q5_0" && this.staged(t, bank, QUANTIZE_BLOCKS_SCRATCH, (stage, r0, n) => {
+      const dt = DTYPE_CODE[t.dtype as FloatDType];
+      this.pool.run(KERNEL.quantize_blocks, { dst: dst + r0 * rb, src: stage, dt, type: DTYPE_CODE[type], K: cols }, n, 1, this.threads, bank);
+    });
+    if (!pooled) new Uint8Array(this.heaps[bank].buffer, dst, rows * rb).set(quantizeTensor(t, type).data as Uint8Array);
+    return { dtype: type, rows, cols, ptr: dst, scalesPtr: 0, bank };
+  }
+
+  /**
+   * Pass a float tensor's rows through the bank's staging area a chunk at a time, calling run(stage, r0, n) with the
+   * chunk's n rows at `stage` (rows [0, n) of their own; outputs offset by r0). The staging pages are touched once per
+   * bank instead of once per tensor (fresh pages cost a fault each). False, having done nothing, when one row is
+   * larger than the area (cols > 4M): the caller falls back to the JS reference, which gives the same bytes.
+   */
+  private staged(t: Tensor, bank: number, scratchBytes: number, run: (stage: number, r0: number, n: number) => void): boolean {
+    const [rows, cols] = matShape(t), heap = this.heaps[bank], stage = this.staging(bank);
+    const src = t.data as Float32Array | Uint16Array, rowBytes = cols * src.BYTES_PER_ELEMENT;
+    if (rowBytes > stage.bytes) return false;
     const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength), chunk = Math.floor(stage.bytes / rowBytes);
-    const dt = DTYPE_CODE[t.dtype];
-    this.ensureScratch(QUANTIZE_BLOCKS_SCRATCH, bank);
+    this.ensureScratch(scratchBytes, bank);
     for (let r0 = 0; r0 < rows; r0 += chunk) {
       const n = Math.min(chunk, rows - r0);
-      new Uint8Array(this.heaps[bank].buffer, stage.ptr, n * rowBytes).set(bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes));
-      this.pool.run(KERNEL.quantize_blocks, { dst: dst + r0 * rb, src: stage.ptr, dt, type: DTYPE_CODE[type], K: cols }, n, 1, this.threads, bank);
+      new Uint8Array(heap.buffer, stage.ptr, n * rowBytes).set(bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes));
+      run(stage.ptr, r0, n);
     }
-    return { dtype: type, rows, cols, ptr: dst, scalesPtr: 0, bank };
+    return true;
   }
 
   /**
@@ -480,6 +473,13 @@ export class WasmBackend {
   async close(): Promise<void> {
     await this.pool.close();
   }
+}
+
+type FloatDType = "F32" | "BF16" | "F16";
+
+/** Weights the pool quantizes at load (the others are quantized already, or go through the JS reference). */
+function isFloat(t: Tensor): boolean {
+  return t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16";
 }
 
 function matShape(t: Tensor): [number, number] {
