@@ -52,6 +52,8 @@ export class WasmOps implements Ops {
   private readonly arenas: (Arena | undefined)[] = [];
   /** The bank that takes the next weights that do not fit in bank 0. */
   private weightBank = 0;
+  /** Bytes of weights prepare() has placed (weightBytes). */
+  private placedBytes = 0;
 
   private readonly bank0Weights: number;
   private readonly bankWeights: number;
@@ -88,6 +90,7 @@ export class WasmOps implements Ops {
       throw new MlaError(`out of memory placing the weights (${(this.weightBytes() / 2 ** 30).toFixed(2)} GiB placed so far): ` +
         `the machine's RAM does not hold them; try a smaller --quantize type`);
     }
+    this.placedBytes += bytes;
     const t = this.view(ww);
     this.weights.set(t, ww);
     return t;
@@ -107,9 +110,9 @@ export class WasmOps implements Ops {
     return this.weightBank;
   }
 
-  /** Bytes of weights placed in every bank (heaps' watermarks). */
+  /** Bytes of the weight matrices placed so far, in every bank (caches, scratch and arenas not counted). */
   weightBytes(): number {
-    return this.be.heaps.reduce((s, h) => s + h.used, 0);
+    return this.placedBytes;
   }
 
   /**
