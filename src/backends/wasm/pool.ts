@@ -210,7 +210,9 @@ export class WorkerPool {
     if (this.closed) throw new MlaError("wasm worker pool is closed");
     for (const p of this.plans) plan(p.id, p.spec, exports[p.spec.name]);
     for (const port of this.ports) port.postMessage(memory);
-    this.signal(-2, this.threads);
+    if (this.join(this.wake(-2, this.threads), this.threads)) {
+      throw new MlaError(`wasm worker failed to take a new memory bank${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
+    }
     this.fns.push(this.bankFns(exports));
     this.scratch.push(new Array(this.threads).fill(0));
     return this.fns.length - 1;
@@ -312,7 +314,6 @@ export class WorkerPool {
     // about CHUNKS_PER_THREAD chunks per thread, whole multiples of `align` rows
     const chunk = Math.ceil(nRows / (nt * CHUNKS_PER_THREAD) / align) * align;
     const i32 = this.i32;
-    i32[0] = id;
     i32[1] = a.length;
     i32[2] = r0;
     Atomics.store(i32, 3, 0);
@@ -322,13 +323,8 @@ export class WorkerPool {
     i32[7] = scratchAt;
     i32[8] = bank;
     for (let j = 0; j < a.length; j++) this.f64[j] = a[j];
-    const seq = (this.seq = (this.seq + 1) | 0);
-    for (let t = 1; t < nt; t++) {
-      const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
-      i32[slot + 3] = scratch[t];
-      Atomics.store(i32, slot, seq);
-      Atomics.notify(i32, slot, 1);
-    }
+    for (let t = 1; t < nt; t++) i32[((SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2) + 3] = scratch[t];
+    const seq = this.wake(id, nt);
     let err: unknown = null;
     try {
       for (let c = Atomics.add(i32, 3, 1); c * chunk < nRows; c = Atomics.add(i32, 3, 1)) {
@@ -339,6 +335,30 @@ export class WorkerPool {
     } catch (e) {
       err = e;
     }
+    const failed = this.join(seq, nt);
+    if (err) throw err;
+    if (failed) throw new MlaError(`wasm kernel ${this.plans[id].spec.name} failed in a worker thread${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
+  }
+
+  /**
+   * Publish kernel id or command `cmd` (the rest of the job already written) to workers 1 .. nt - 1: a new sequence
+   * number in each one's slot, and a wake-up. Returns the sequence number their done words will carry.
+   */
+  private wake(cmd: number, nt: number): number {
+    const i32 = this.i32;
+    i32[0] = cmd;
+    const seq = (this.seq = (this.seq + 1) | 0);
+    for (let t = 1; t < nt; t++) {
+      const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
+      Atomics.store(i32, slot, seq);
+      Atomics.notify(i32, slot, 1);
+    }
+    return seq;
+  }
+
+  /** Wait until workers 1 .. nt - 1 have done job `seq`; true when one of them failed (its flag is cleared). */
+  private join(seq: number, nt: number): boolean {
+    const i32 = this.i32;
     let failed = false;
     for (let t = 1; t < nt; t++) {
       const done = ((SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2) + 16;
@@ -359,28 +379,7 @@ export class WorkerPool {
         Atomics.store(i32, done + 1, 0);
       }
     }
-    if (err) throw err;
-    if (failed) throw new MlaError(`wasm kernel ${this.plans[id].spec.name} failed in a worker thread${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
-  }
-
-  /** Send a control command (kernel id < 0) to the first nt - 1 workers and wait until each has done it. */
-  private signal(cmd: number, nt: number): void {
-    const i32 = this.i32;
-    i32[0] = cmd;
-    const seq = (this.seq = (this.seq + 1) | 0);
-    for (let t = 1; t < nt; t++) {
-      const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
-      Atomics.store(i32, slot, seq);
-      Atomics.notify(i32, slot, 1);
-    }
-    for (let t = 1; t < nt; t++) {
-      const done = ((SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2) + 16;
-      for (let d = Atomics.load(i32, done); d !== seq; d = Atomics.load(i32, done)) Atomics.wait(i32, done, d, 1000);
-      if (Atomics.load(i32, done + 1)) {
-        Atomics.store(i32, done + 1, 0);
-        throw new MlaError(`wasm worker failed to take a new memory bank${this.errors.length ? `: ${this.errors.join("; ")}` : ""}`);
-      }
-    }
+    return failed;
   }
 
   /** Stop the workers (idempotent). */
@@ -389,14 +388,7 @@ export class WorkerPool {
     this.closed = true;
     // ref again while waiting, or an otherwise idle event loop would end with this promise pending
     const exits = this.workers.map((w) => new Promise<void>((resolve) => { w.once("exit", () => resolve()); w.ref(); }));
-    const i32 = this.i32;
-    i32[0] = -1;
-    const seq = (this.seq = (this.seq + 1) | 0);
-    for (let t = 1; t < this.threads; t++) {
-      const slot = (SLOTS_OFF + SLOT_BYTES * (t - 1)) >> 2;
-      Atomics.store(i32, slot, seq);
-      Atomics.notify(i32, slot, 1);
-    }
+    this.wake(-1, this.threads);
     await Promise.all(exits);
   }
 }
