@@ -10,7 +10,7 @@
  * or an infinite scale), so dequantized weights are never NaN.
  */
 import { MlaError } from "../errors.js";
-import { type BlockDType, f16Lut, f32ToF16, isBlockDType } from "./dtype.js";
+import { type BlockDType, f16Lut, f32ToF16, isBlockDType, isDType } from "./dtype.js";
 import { GGML_BLOCK, ggmlRowBytes } from "./ggml.js";
 import { numel, quantizeQ8, rowF32, tensor, type Tensor } from "./tensor.js";
 
@@ -344,7 +344,7 @@ function quantizeQ6K(x: Float32Array, o: number, y: Uint8Array, at: number): voi
  * are kept, as re-quantizing them would only add error.
  */
 export function quantizeTarget(type: "q8" | BlockDType, t: Tensor): "Q8" | BlockDType | undefined {
-  if (t.shape.length !== 2 || !(t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16")) return undefined;
+  if (t.shape.length !== 2 || !isDType(t.dtype)) return undefined;
   const cols = t.shape[1];
   if (type !== "q8" && cols % GGML_BLOCK[type][0] === 0) return type;
   return cols % 32 === 0 ? "Q8" : undefined;

@@ -4,7 +4,7 @@ import { setFlagsFromString } from "node:v8";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MlaError } from "../../errors.js";
-import { type BlockDType, isBlockDType } from "../../tensor/dtype.js";
+import { type BlockDType, isBlockDType, isDType } from "../../tensor/dtype.js";
 import { blockRowBytes, rowF32, type Tensor } from "../../tensor/tensor.js";
 import { Q8_BLOCK, quantizeRowsQ8, type Q8Data } from "../../tensor/quant.js";
 import { quantizeTensor } from "../../tensor/ggml-quantize.js";
@@ -287,8 +287,9 @@ export class WasmBackend {
     const q = heap.allocI8(rows * cols);
     const s = heap.allocF32(rows * (cols / Q8_BLOCK));
     // float rows on the pool (assembly/quantize.ts, the arithmetic of quant.ts): ~2.5 ns a weight, not JS's ~10+
-    const pooled = isFloat(t) && this.staged(t, bank, 128, (stage, r0, n) => {
-      const dt = DTYPE_CODE[t.dtype as FloatDType];
+    const src = t.dtype;
+    const pooled = isDType(src) && this.staged(t, bank, 128, (stage, r0, n) => {
+      const dt = DTYPE_CODE[src];
       this.pool.run(KERNEL.quantize_q8, { q: q.ptr + r0 * cols, s: s.ptr + r0 * (cols / Q8_BLOCK) * 4, src: stage, dt, K: cols }, n, 1, this.threads, bank);
     });
     if (!pooled) quantizeQ8DataInto(q.view, s.view, t, rows, cols);
@@ -304,8 +305,9 @@ export class WasmBackend {
     const [rows, cols] = matShape(t), rb = blockRowBytes(type, cols); // throws where cols does not divide the block
     const dst = this.heaps[bank].alloc(rows * rb);
     // Q5_0 has no pool quantizer (only GGUF files hold it; `--quantize` does not make it): the JS reference
-    const pooled = isFloat(t) && type !== "Q5_0" && this.staged(t, bank, QUANTIZE_BLOCKS_SCRATCH, (stage, r0, n) => {
-      const dt = DTYPE_CODE[t.dtype as FloatDType];
+    const src = t.dtype;
+    const pooled = isDType(src) && type !== "Q5_0" && this.staged(t, bank, QUANTIZE_BLOCKS_SCRATCH, (stage, r0, n) => {
+      const dt = DTYPE_CODE[src];
       this.pool.run(KERNEL.quantize_blocks, { dst: dst + r0 * rb, src: stage, dt, type: DTYPE_CODE[type], K: cols }, n, 1, this.threads, bank);
     });
     if (!pooled) new Uint8Array(this.heaps[bank].buffer, dst, rows * rb).set(quantizeTensor(t, type).data as Uint8Array);
@@ -473,13 +475,6 @@ export class WasmBackend {
   async close(): Promise<void> {
     await this.pool.close();
   }
-}
-
-type FloatDType = "F32" | "BF16" | "F16";
-
-/** Weights the pool quantizes at load (the others are quantized already, or go through the JS reference). */
-function isFloat(t: Tensor): boolean {
-  return t.dtype === "F32" || t.dtype === "BF16" || t.dtype === "F16";
 }
 
 function matShape(t: Tensor): [number, number] {
