@@ -16,9 +16,9 @@ import { availableParallelism, cpus, loadavg } from "node:os";
 import { WasmBackend, quantizeQ8Data, type Q8Data, type WasmDType, type WasmWeight } from "../src/backends/wasm/index.js";
 import { KERNEL } from "../src/backends/wasm/kernels.js";
 import { linear as scalarLinear } from "../src/backends/cpu/matmul.js";
-import { blockRowBytes, fromF32, tensor, type Tensor } from "../src/tensor/tensor.js";
+import { fromF32, tensor, type Tensor } from "../src/tensor/tensor.js";
 import { isBlockDType, type BlockDType } from "../src/tensor/dtype.js";
-import { GGML_BLOCK } from "../src/tensor/ggml.js";
+import { GGML_BLOCK, ggmlRowBytes } from "../src/tensor/ggml.js";
 import { randn } from "../test/helpers.js";
 
 function arg(name: string, def: string): string {
@@ -50,7 +50,7 @@ function time(fn: (i: number) => void): number {
 }
 
 function weightBytes(dt: WasmDType, N: number, K: number): number {
-  if (isBlockDType(dt)) return N * blockRowBytes(dt, K);
+  if (isBlockDType(dt)) return N * ggmlRowBytes(dt, K);
   return dt === "F32" ? 4 * N * K : dt === "Q8" ? N * K + 4 * N * (K / 32) : 2 * N * K;
 }
 
@@ -60,7 +60,7 @@ function weightBytes(dt: WasmDType, N: number, K: number): number {
  */
 function randomBlocks(dt: BlockDType, N: number, K: number): Tensor {
   const [, size] = GGML_BLOCK[dt];
-  const data = new Uint8Array(N * blockRowBytes(dt, K));
+  const data = new Uint8Array(N * ggmlRowBytes(dt, K));
   let a = N * 7919 + K;
   for (let i = 0; i < data.length; i++) {
     a = (Math.imul(a, 1103515245) + 12345) >>> 0;

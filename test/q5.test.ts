@@ -11,7 +11,7 @@ import { WasmBackend, relaxedSimdAvailable } from "../src/backends/wasm/index.js
 import { f32ToF16 } from "../src/tensor/dtype.js";
 import { dequantizeGgml, ggmlRowBytes } from "../src/tensor/ggml.js";
 import { quantizeRows } from "../src/tensor/ggml-quantize.js";
-import { blockRowBytes, f32Tensor, sliceRows, concatRows, rowF32, tensor, toF32, type Tensor } from "../src/tensor/tensor.js";
+import { f32Tensor, sliceRows, concatRows, rowF32, tensor, toF32, type Tensor } from "../src/tensor/tensor.js";
 import { randn, relErr, SENTINEL, wasmLinear, checkOutputs } from "./helpers.js";
 
 let seed = (Math.random() * 2 ** 30) | 0;
@@ -134,7 +134,7 @@ for (const relaxed of relaxedSimdAvailable() ? [false, true] : [false]) describe
 });
 
 test("Q5_0 tensors: rowF32, sliceRows and concatRows on whole blocks", () => {
-  const { q, deq } = randomQ5_0(7, 96), rb = blockRowBytes("Q5_0", 96);
+  const { q, deq } = randomQ5_0(7, 96), rb = ggmlRowBytes("Q5_0", 96);
   assert.equal(rb, 66);
   const d = deq.data as Float32Array;
   assert.deepEqual(rowF32(q, 4, 96, new Float32Array(96)), d.subarray(4 * 96, 5 * 96));

@@ -4,6 +4,7 @@
  * (./families/); the registry there ties the two together (expectedTensors, loadWeights).
  */
 import { MlaError } from "../errors.js";
+import { BLOCK_DTYPES } from "../tensor/dtype.js";
 import { concatRows, sliceRows, toF32, type Tensor } from "../tensor/tensor.js";
 import type { TensorStore } from "./tensor-store.js";
 import type { ModelConfig } from "./config.js";
@@ -55,7 +56,7 @@ function isMatmulWeight(c: ModelConfig, name: string): boolean {
 }
 
 /** Safetensors' float dtypes, and the block dtypes a GGUF file holds (./gguf/checkpoint.ts). */
-const LOADABLE_DTYPES = new Set(["F32", "BF16", "F16", "F64", "Q8", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q5_0"]);
+const LOADABLE_DTYPES = new Set<string>(["F32", "BF16", "F16", "F64", "Q8", ...BLOCK_DTYPES]);
 
 function listNames(names: string[], max = 5): string {
   return names.slice(0, max).join(", ") + (names.length > max ? ` and ${names.length - max} more` : "");
@@ -69,7 +70,7 @@ function checkTensors(expected: Map<string, number[]>, ckpt: TensorStore): void 
     const { dtype, shape: got } = ckpt.info(name);
     if (!LOADABLE_DTYPES.has(dtype)) {
       const hint = dtype.startsWith("F8") ? " (an FP8 release: convert it to BF16 first, e.g. with DeepSeek's fp8_cast_bf16.py)" : "";
-      throw new MlaError(`tensor ${name} has dtype ${dtype}, which mla-ts does not support (F32, BF16, F16, F64; in GGUF files also Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q5_0)${hint}`);
+      throw new MlaError(`tensor ${name} has dtype ${dtype}, which mla-ts does not support (F32, BF16, F16, F64; in GGUF files also Q8_0, ${BLOCK_DTYPES.join(", ")})${hint}`);
     }
     if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
       throw new MlaError(`tensor ${name} has shape [${got.join(", ")}] but config.json implies [${shape.join(", ")}]`);

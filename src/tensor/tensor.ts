@@ -1,4 +1,4 @@
-import { type DType, type BlockDType, bf16ToF32, f16Lut, f32ToBf16, f32ToF16, isBlockDType } from "./dtype.js";
+import { type DType, bf16ToF32, f16Lut, f32ToBf16, f32ToF16, isBlockDType } from "./dtype.js";
 import { MlaError } from "../errors.js";
 import { Q8_BLOCK, dequantizeRowQ8, quantizeRowsQ8 } from "./quant.js";
 import { dequantizeGgml, ggmlRowBytes } from "./ggml.js";
@@ -25,16 +25,11 @@ function storageMatches(dtype: DType, d: Storage): boolean {
   return d instanceof Uint16Array;
 }
 
-/** Bytes of one row of `cols` weights of a block dtype (cols a multiple of its block). */
-export function blockRowBytes(dtype: BlockDType, cols: number): number {
-  return ggmlRowBytes(dtype, cols);
-}
-
 /** Storage elements of a tensor: numel, or packed bytes for the block dtypes. */
 function storageLength(dtype: DType, shape: readonly number[]): number {
   if (!isBlockDType(dtype)) return numel(shape);
   const cols = shape.length ? shape[shape.length - 1] : 1;
-  return (numel(shape) / Math.max(cols, 1)) * blockRowBytes(dtype, cols);
+  return (numel(shape) / Math.max(cols, 1)) * ggmlRowBytes(dtype, cols);
 }
 
 export function numel(shape: readonly number[]): number {
@@ -84,7 +79,7 @@ export function rowF32(t: Tensor, r: number, cols: number, scratch: Float32Array
     case "Q8":
       return dequantizeRowQ8(t.data as Int8Array, t.scales!, r, cols, scratch);
     default: {
-      const rb = blockRowBytes(t.dtype, cols);
+      const rb = ggmlRowBytes(t.dtype, cols);
       return dequantizeGgml(t.dtype, t.data as Uint8Array, r * rb, cols, scratch);
     }
   }
@@ -130,7 +125,7 @@ export function at(t: Tensor, i: number): number {
 export function sliceRows(t: Tensor, r0: number, r1: number): Tensor {
   const cols = t.shape[t.shape.length - 1];
   if (isBlockDType(t.dtype)) {
-    const rb = blockRowBytes(t.dtype, cols);
+    const rb = ggmlRowBytes(t.dtype, cols);
     return tensor(t.dtype, [r1 - r0, cols], t.data.subarray(r0 * rb, r1 * rb));
   }
   const data = t.data.subarray(r0 * cols, r1 * cols);

@@ -5,7 +5,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MlaError } from "../../errors.js";
 import { type BlockDType, isBlockDType, isDType } from "../../tensor/dtype.js";
-import { blockRowBytes, rowF32, type Tensor } from "../../tensor/tensor.js";
+import { rowF32, type Tensor } from "../../tensor/tensor.js";
+import { ggmlRowBytes } from "../../tensor/ggml.js";
 import { Q8_BLOCK, quantizeRowsQ8, type Q8Data } from "../../tensor/quant.js";
 import { quantizeTensor } from "../../tensor/ggml-quantize.js";
 import { RESERVED_BYTES, WasmHeap } from "./memory.js";
@@ -302,7 +303,7 @@ export class WasmBackend {
    * as the JS costs ~350 ns a weight for the K-quants; other sources on the host.
    */
   uploadBlocks(t: Tensor, type: BlockDType, bank = 0): WasmWeight {
-    const [rows, cols] = matShape(t), rb = blockRowBytes(type, cols); // throws where cols does not divide the block
+    const [rows, cols] = matShape(t), rb = ggmlRowBytes(type, cols); // throws where cols does not divide the block
     const dst = this.heaps[bank].alloc(rows * rb);
     // Q5_0 has no pool quantizer (only GGUF files hold it; `--quantize` does not make it): the JS reference
     const src = t.dtype;
@@ -375,7 +376,7 @@ export class WasmBackend {
       return;
     }
     if (isBlockDType(w.dtype)) {
-      const rb = blockRowBytes(w.dtype, K);
+      const rb = ggmlRowBytes(w.dtype, K);
       this.pool.run(LINEAR_BLOCK[w.dtype], { out, x, T, K, w: w.ptr + row0 * rb, xStride, outStride }, N, 16, maxThreads, bank);
       return;
     }

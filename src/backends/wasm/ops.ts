@@ -1,6 +1,7 @@
 import type { Tensor } from "../../tensor/tensor.js";
 import { MlaError } from "../../errors.js";
-import { blockRowBytes, tensor } from "../../tensor/tensor.js";
+import { tensor } from "../../tensor/tensor.js";
+import { ggmlRowBytes } from "../../tensor/ggml.js";
 import { type BlockDType, isBlockDType } from "../../tensor/dtype.js";
 import { quantizeTarget } from "../../tensor/ggml-quantize.js";
 import type { KvView } from "../cpu/attention.js";
@@ -80,7 +81,7 @@ export class WasmOps implements Ops {
     const to = this.quantize ? quantizeTarget(this.quantize, w) : undefined;
     const q8 = to === "Q8", blocks = to && to !== "Q8" ? to : undefined;
     // Q8 and block types are quantized on the pool straight into the bank (uploadQ8, uploadBlocks)
-    const bytes = q8 ? w.shape[0] * cols * (1 + 4 / 32) : blocks ? w.shape[0] * blockRowBytes(blocks, cols) : storedBytes(w);
+    const bytes = q8 ? w.shape[0] * cols * (1 + 4 / 32) : blocks ? w.shape[0] * ggmlRowBytes(blocks, cols) : storedBytes(w);
     const bank = this.bankFor(bytes);
     let ww: WasmWeight;
     try {
@@ -312,7 +313,7 @@ export class WasmOps implements Ops {
     const buf = this.be.heaps[w.bank ?? 0].buffer, n = w.rows * w.cols, shape = [w.rows, w.cols];
     if (w.dtype === "F32") return tensor("F32", shape, new Float32Array(buf, w.ptr, n));
     if (w.dtype === "Q8") return tensor("Q8", shape, new Int8Array(buf, w.ptr, n), new Float32Array(buf, w.scalesPtr, n / 32));
-    if (isBlockDType(w.dtype)) return tensor(w.dtype, shape, new Uint8Array(buf, w.ptr, w.rows * blockRowBytes(w.dtype, w.cols)));
+    if (isBlockDType(w.dtype)) return tensor(w.dtype, shape, new Uint8Array(buf, w.ptr, w.rows * ggmlRowBytes(w.dtype, w.cols)));
     return tensor(w.dtype, shape, new Uint16Array(buf, w.ptr, n));
   }
 }
