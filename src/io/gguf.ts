@@ -9,6 +9,7 @@
  */
 // a namespace import: browser bundles (GpuModel) stub node:fs, and named imports of a stub fail to bundle
 import * as fs from "node:fs";
+import { readRangeAt } from "./positional.js";
 import { MlaError } from "../errors.js";
 import { READABLE_GGML_TYPES, ggmlRowBytes, ggmlTypeName, isReadableGgmlType } from "../tensor/ggml.js";
 
@@ -164,17 +165,12 @@ export function readGgufTensor(file: GgufFile, name: string): { info: GgufTensor
   const info = file.tensors.get(name);
   if (!info) throw new MlaError(`${file.path} has no tensor ${name}`);
   if (!isReadableGgmlType(info.type)) throw new MlaError(`${file.path}: tensor ${name} has GGML type ${info.type}, which mla-ts does not read (${READABLE_GGML_TYPES.join(", ")})`);
-  const data = new Uint8Array(info.bytes);
-  const fd = fs.openSync(file.path, "r");
-  try {
-    let got = 0;
-    while (got < info.bytes) {
-      const n = fs.readSync(fd, data, got, info.bytes - got, info.offset + got);
-      if (n <= 0) throw new MlaError(`${file.path}: short read of tensor ${name}`);
-      got += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return { info, data };
+  return { info, data: readGgufRange(file.path, info.offset, info.bytes, name) };
+}
+
+/** n bytes of a GGUF file at `offset` (a tensor's data, or a slice of it), read in bounded chunks. */
+export function readGgufRange(path: string, offset: number, n: number, what: string): Uint8Array {
+  return readRangeAt(path, offset, n, () => {
+    throw new MlaError(`${path}: short read of tensor ${what}`);
+  });
 }

@@ -6,6 +6,7 @@
  * `{ dtype, shape, data_offsets: [begin, end] }` relative to the data section; `__metadata__` is str -> str.
  */
 import * as fs from "node:fs";
+import { MAX_CHUNK, readFullyAt } from "./positional.js";
 import * as nodePath from "node:path";
 import { isBlockDType } from "../tensor/dtype.js";
 import { MlaError } from "../errors.js";
@@ -31,8 +32,6 @@ export interface F64Array {
   data: Float64Array;
 }
 
-/** Keeps single reads well under the ~2 GiB limit of one read(2)/Buffer, so huge tensors load. */
-const MAX_CHUNK = 64 * 1024 * 1024;
 /** Real headers are a few MB even for 100k-tensor checkpoints; anything bigger is corruption. */
 const MAX_HEADER = 100 * 1024 * 1024;
 
@@ -48,13 +47,7 @@ function openRead(file: string): number {
 
 /** Reads exactly dst.length bytes at `position`, in bounded chunks; a short file is a user-facing error. */
 function readFully(fd: number, dst: Uint8Array, position: number, file: string, chunk = MAX_CHUNK): void {
-  let done = 0;
-  while (done < dst.length) {
-    const want = Math.min(chunk, dst.length - done);
-    const n = fs.readSync(fd, dst, done, want, position + done);
-    if (n === 0) fail(file, `unexpected end of file at byte ${position + done} (truncated file?)`);
-    done += n;
-  }
+  readFullyAt(fd, dst, position, (at) => fail(file, `unexpected end of file at byte ${at} (truncated file?)`), chunk);
 }
 
 function withFd<T>(file: string, fn: (fd: number) => T): T {

@@ -11,10 +11,8 @@
  * - deepseek2's current layout (attn_k_b [n_head, dc, dn], attn_v_b [n_head, dv, dc]) gives kv_b_proj rebuilt
  *   (see loadKvB), and also k_b_proj / v_b_proj as stored, which the MLA layer uses directly (attention/mla.ts).
  */
-// a namespace import: browser bundles (GpuModel) stub node:fs, and named imports of a stub fail to bundle
-import * as fs from "node:fs";
 import { MlaError } from "../../errors.js";
-import type { GgufFile, GgufTensorInfo } from "../../io/gguf.js";
+import { readGgufRange, type GgufFile, type GgufTensorInfo } from "../../io/gguf.js";
 import { f16Lut, isBlockDType } from "../../tensor/dtype.js";
 import { GGML_BLOCK, READABLE_GGML_TYPES, dequantizeGgml, isReadableGgmlType } from "../../tensor/ggml.js";
 import { Q8_BLOCK } from "../../tensor/quant.js";
@@ -163,28 +161,13 @@ function readSrc(src: Src, name: string): Tensor {
   if (!isReadableGgmlType(type)) {
     throw new MlaError(`GGUF tensor ${src.tensor.name} (${name}) has type ${type}, which mla-ts does not read (${READABLE_GGML_TYPES.join(", ")})`);
   }
-  const bytes = readRange(src.file.path, src.begin, src.bytes, src.tensor.name);
+  const bytes = readGgufRange(src.file.path, src.begin, src.bytes, src.tensor.name);
   if (type === "F32") return tensor("F32", src.shape, new Float32Array(bytes.buffer, 0, src.bytes / 4));
   if (type === "F16" || type === "BF16") return tensor(type, src.shape, new Uint16Array(bytes.buffer, 0, src.bytes / 2));
   if (type === "Q8_0") return q8FromQ8_0(bytes, src.shape);
   if (type === "Q4_1" || type === "Q5_1") return tensor("F32", src.shape, dequantizeGgml(type, bytes, 0, numel(src.shape), new Float32Array(numel(src.shape))));
   if (isBlockDType(type)) return tensor(type, src.shape, bytes);
   throw new MlaError(`GGUF tensor ${src.tensor.name}: type ${type} has no Tensor dtype`);
-}
-
-function readRange(path: string, at: number, n: number, what: string): Uint8Array {
-  const data = new Uint8Array(n);
-  const fd = fs.openSync(path, "r");
-  try {
-    for (let got = 0; got < n;) {
-      const k = fs.readSync(fd, data, got, n - got, at + got);
-      if (k <= 0) throw new MlaError(`${path}: short read of tensor ${what}`);
-      got += k;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return data;
 }
 
 /** Q8_0 blocks (f16 d, 32 x int8) -> Q8: the same int8 values, the scale widened to f32 (exact). */
