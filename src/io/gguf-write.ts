@@ -6,7 +6,8 @@
  * so the directory (which holds each tensor's offset) is written first and the tensors follow in the same order,
  * each starting at a multiple of general.alignment.
  */
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
+import { writeFullyAt } from "./positional.js";
 import { MlaError } from "../errors.js";
 import { GGML_BLOCK, GGML_TYPE, type ReadableGgmlType } from "../tensor/ggml.js";
 
@@ -198,7 +199,7 @@ export class GgufWriter {
     const b = header(kv, tensors, sizes, alignment);
     const fd = openSync(path, "w");
     try {
-      writeAll(fd, b, 0);
+      writeFullyAt(fd, b, 0);
     } catch (e) {
       closeSync(fd);
       throw e;
@@ -219,9 +220,9 @@ export class GgufWriter {
     if (spec.name !== name) throw new MlaError(`${this.path}: tensor ${name} written where the directory has ${spec.name} next`);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (bytes.length !== this.sizes[this.next]) throw new MlaError(`${this.path}: tensor ${name} (${spec.type} [${spec.shape.join(", ")}]) needs ${this.sizes[this.next]} bytes, got ${bytes.length}`);
-    this.pos += writeAll(this.fd, bytes, this.pos);
+    this.pos += writeFullyAt(this.fd, bytes, this.pos);
     const pad = (this.alignment - (this.pos % this.alignment)) % this.alignment;
-    if (pad) this.pos += writeAll(this.fd, new Uint8Array(pad), this.pos);
+    if (pad) this.pos += writeFullyAt(this.fd, new Uint8Array(pad), this.pos);
     this.next++;
   }
 
@@ -264,9 +265,3 @@ function header(kv: ReadonlyMap<string, GgufTypedValue>, tensors: readonly GgufT
   return b.bytes();
 }
 
-/** writeSync until every byte is out (it may write less than asked); returns the count. */
-function writeAll(fd: number, data: Uint8Array, at: number): number {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, at + done);
-  return done;
-}

@@ -18,6 +18,18 @@ export function readFullyAt(fd: number, dst: Uint8Array, position: number, onSho
   }
 }
 
+/**
+ * Writes all of src, in chunks (writeSync may write less than asked, and one call is limited like a read): at
+ * `position` and on, or at the file's current offset when position is null. Returns the bytes written.
+ */
+export function writeFullyAt(fd: number, src: Uint8Array, position: number | null, chunk = MAX_CHUNK): number {
+  let done = 0;
+  while (done < src.length) {
+    done += fs.writeSync(fd, src, done, Math.min(chunk, src.length - done), position === null ? null : position + done);
+  }
+  return done;
+}
+
 /** n bytes of `path` at `position`, in a fresh array (the file opened and closed around the read). */
 export function readRangeAt(path: string, position: number, n: number, onShort: (at: number) => never): Uint8Array {
   const data = new Uint8Array(n);

@@ -6,7 +6,7 @@
  * `{ dtype, shape, data_offsets: [begin, end] }` relative to the data section; `__metadata__` is str -> str.
  */
 import * as fs from "node:fs";
-import { MAX_CHUNK, readFullyAt } from "./positional.js";
+import { MAX_CHUNK, readFullyAt, writeFullyAt } from "./positional.js";
 import * as nodePath from "node:path";
 import { isBlockDType } from "../tensor/dtype.js";
 import { MlaError } from "../errors.js";
@@ -146,9 +146,9 @@ export function writeSafetensors(
   try {
     const len = new Uint8Array(8);
     new DataView(len.buffer).setBigUint64(0, BigInt(header.length), true);
-    writeFully(fd, len);
-    writeFully(fd, header);
-    for (const [, t] of entries) writeFully(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    writeFullyAt(fd, len, null);
+    writeFullyAt(fd, header, null);
+    for (const [, t] of entries) writeFullyAt(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), null);
   } finally {
     fs.closeSync(fd);
   }
@@ -176,9 +176,3 @@ function buildHeader(entries: [string, Tensor | F64Array][], metadata?: Record<s
   return padded;
 }
 
-function writeFully(fd: number, src: Uint8Array): void {
-  let done = 0;
-  while (done < src.length) {
-    done += fs.writeSync(fd, src, done, Math.min(MAX_CHUNK, src.length - done));
-  }
-}
