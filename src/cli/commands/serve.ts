@@ -46,7 +46,33 @@ export async function serveCommand(opts: ServeOptions, runtime: Runtime): Promis
     maxBodyBytes: opts.maxBodyKb * 1024, log, apiKey: opts.apiKey, cors: opts.cors, maxConnections: opts.maxConnections,
     headersTimeoutMs: opts.headerTimeoutS * 1000, bodyTimeoutMs: opts.bodyTimeoutS * 1000, requestTimeoutMs: opts.requestTimeoutS * 1000,
   });
+  // The handlers go in before the address is printed: until process.on("SIGTERM") runs the default action
+  // kills the process, and a client that reads the address may signal at once (a race seen in CI).
+  // The first signal drains (running requests get --shutdown-timeout to finish); a second one stops at once.
+  let signals = 0;
+  let stopped!: () => void;
+  const done = new Promise<void>((resolve) => (stopped = resolve));
+  const stop = () => {
+    if (++signals === 1) {
+      const n = server.inFlight;
+      process.stderr.write(`shutting down: ${n} request${n === 1 ? "" : "s"} in progress, up to ${opts.shutdownTimeoutS} s to finish (signal again to stop now)\n`);
+      void server.shutdown(opts.shutdownTimeoutS * 1000).then(() => {
+        process.off("SIGINT", stop);
+        process.off("SIGTERM", stop);
+        stopped();
+      });
+    } else {
+      process.stderr.write("stopping now\n");
+      void server.shutdown(0);
+    }
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
   const addr = await server.listen(opts.port, opts.host);
+  if (signals > 0) {
+    server.server.close(); // signalled while binding: shutdown() found nothing listening yet
+    return done;
+  }
   if (!isLoopbackAddress(addr.address) && !server.requiresKey) {
     process.stderr.write(`warning: listening on ${addr.address}, beyond this machine, with no API key: anyone who can reach it can use the model (set --api-key or MLA_API_KEY)\n`);
   }
@@ -57,24 +83,5 @@ export async function serveCommand(opts: ServeOptions, runtime: Runtime): Promis
       `cache: ${s.cacheBytesPerToken} bytes/token, budget ${fmtBytes(s.maxCacheBytes)} (${Math.floor(s.maxCacheBytes / s.cacheBytesPerToken)} tokens); ` +
       `batch <= ${opts.maxBatch}, queue <= ${opts.maxQueue}; context ${engine.contextLength}\n`,
   );
-  // the first signal drains (running requests get --shutdown-timeout to finish); a second one stops at once
-  await new Promise<void>((resolve) => {
-    let signals = 0;
-    const stop = () => {
-      if (++signals === 1) {
-        const n = server.inFlight;
-        process.stderr.write(`shutting down: ${n} request${n === 1 ? "" : "s"} in progress, up to ${opts.shutdownTimeoutS} s to finish (signal again to stop now)\n`);
-        void server.shutdown(opts.shutdownTimeoutS * 1000).then(() => {
-          process.off("SIGINT", stop);
-          process.off("SIGTERM", stop);
-          resolve();
-        });
-      } else {
-        process.stderr.write("stopping now\n");
-        void server.shutdown(0);
-      }
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  await done;
 }
