@@ -6,6 +6,8 @@
  * `{ dtype, shape, data_offsets: [begin, end] }` relative to the data section; `__metadata__` is str -> str.
  */
 import { MlaError } from "../errors.js";
+import { bf16ToF32, f16Lut } from "../tensor/dtype.js";
+import { e8m0Lut, fp8ScaleShape, type Fp8Layout } from "../tensor/fp8.js";
 import { numel } from "../tensor/tensor.js";
 
 export interface TensorInfo {
@@ -22,6 +24,7 @@ export interface TensorInfo {
 /** Element sizes of every dtype the safetensors spec defines that we can size-check. */
 export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<string, number>> = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+  F8_E8M0: 1,
 };
 
 export function fail(file: string, problem: string): never {
@@ -99,3 +102,47 @@ function checkByteLength(where: string, dtype: string, shape: number[], span: nu
   }
 }
 
+// ---------------------------------------------------------------- block-scaled FP8
+
+/** The scale tensor of an FP8 weight: `X.weight` -> `X.weight_scale_inv` (DeepSeek's and transformers' name). */
+export function fp8ScaleName(weight: string): string {
+  return `${weight}_scale_inv`;
+}
+
+/** Scale dtypes: F32 (DeepSeek-V3/R1/V3.1, Kimi-K2), F8_E8M0 (UE8M0 stored as such, V4-style), BF16/F16 (re-exports). */
+const SCALE_DTYPES = ["F32", "F8_E8M0", "BF16", "F16"];
+
+/**
+ * An FP8 weight and its scale, checked against each other: e4m3 bytes, a matrix, a scale grid of
+ * [ceil(rows / bm), ceil(cols / bn)] in a dtype we decode. Returns the matrix's layout.
+ */
+export function checkFp8Pair(weight: TensorInfo, scale: TensorInfo, block: readonly [number, number]): Fp8Layout {
+  const where = `tensor "${weight.name}"`;
+  if (!block.every((b) => Number.isSafeInteger(b) && b > 0)) throw new MlaError(`FP8 block size [${block.join(", ")}] must be two positive integers`);
+  if (weight.dtype !== "F8_E4M3") fail(weight.file, `${where} is ${weight.dtype}, not F8_E4M3 (block-scaled FP8 weights are float8_e4m3fn)`);
+  if (weight.shape.length !== 2) fail(weight.file, `${where} is FP8 with shape [${weight.shape.join(", ")}]; block-scaled FP8 weights are matrices`);
+  const l: Fp8Layout = { rows: weight.shape[0], cols: weight.shape[1], block: [block[0], block[1]] };
+  if (!SCALE_DTYPES.includes(scale.dtype)) {
+    fail(scale.file, `tensor "${scale.name}" has dtype ${scale.dtype}; FP8 block scales are read as ${SCALE_DTYPES.join(", ")}`);
+  }
+  const grid = fp8ScaleShape(l);
+  if (scale.shape.length !== 2 || scale.shape[0] !== grid[0] || scale.shape[1] !== grid[1]) {
+    fail(scale.file, `tensor "${scale.name}" has shape [${scale.shape.join(", ")}] but ${weight.name} [${l.rows}, ${l.cols}] in ` +
+      `${block[0]}x${block[1]} blocks (quantization_config.weight_block_size) needs [${grid.join(", ")}]`);
+  }
+  return l;
+}
+
+/** A scale tensor's bytes (checked by checkFp8Pair) as F32: F32 as is, the others widened exactly. */
+export function decodeScales(dtype: string, bytes: Uint8Array): Float32Array {
+  if (dtype === "F8_E8M0") {
+    const lut = e8m0Lut();
+    return Float32Array.from(bytes, (b) => lut[b]);
+  }
+  const copy = new Uint8Array(bytes); // a copy: typed views need alignment the file does not promise (and Buffer.slice is a view)
+  if (dtype === "F32") return new Float32Array(copy.buffer, 0, copy.length / 4);
+  const h = new Uint16Array(copy.buffer, 0, copy.length / 2);
+  if (dtype === "BF16") return Float32Array.from(h, bf16ToF32);
+  const lut = f16Lut();
+  return Float32Array.from(h, (x) => lut[x]);
+}

@@ -11,9 +11,10 @@ import * as nodePath from "node:path";
 import { isBlockDType } from "../tensor/dtype.js";
 import { MlaError } from "../errors.js";
 import { type Tensor, numel, tensor } from "../tensor/tensor.js";
-import { SAFETENSORS_DTYPE_BYTES, fail, parseEntries, parseHeaderJson } from "./safetensors-header.js";
+import { dequantizeFp8Rows } from "../tensor/fp8.js";
+import { SAFETENSORS_DTYPE_BYTES, checkFp8Pair, decodeScales, fail, parseEntries, parseHeaderJson } from "./safetensors-header.js";
 
-export { SAFETENSORS_DTYPE_BYTES } from "./safetensors-header.js";
+export { SAFETENSORS_DTYPE_BYTES, fp8ScaleName } from "./safetensors-header.js";
 
 export type { TensorInfo } from "./safetensors-header.js";
 import type { TensorInfo } from "./safetensors-header.js";
@@ -97,7 +98,8 @@ function allocate(bytes: number, opts: ReadOptions | undefined): ArrayBufferLike
 export function readTensor(info: TensorInfo, opts?: ReadOptions): Tensor {
   const { dtype, shape, file } = info;
   if (dtype !== "F32" && dtype !== "BF16" && dtype !== "F16" && dtype !== "F64") {
-    fail(file, `tensor "${info.name}" has dtype ${dtype}, which mla-ts does not support (supported: F32, BF16, F16, F64)`);
+    const fp8 = dtype === "F8_E4M3" ? `; an FP8 weight is read with its ${info.name}_scale_inv (readFp8Tensor, or open the model folder)` : "";
+    fail(file, `tensor "${info.name}" has dtype ${dtype}, which mla-ts does not support (supported: F32, BF16, F16, F64)${fp8}`);
   }
   const span = info.end - info.begin;
   const n = numel(shape);
@@ -123,6 +125,47 @@ function readF64AsF32(fd: number, info: TensorInfo, n: number, chunk: number, op
     out.set(new Float64Array(scratch, 0, m), i);
   }
   return out;
+}
+
+export interface Fp8ReadOptions extends ReadOptions {
+  /** The dtype the weight is dequantized to: BF16 (the default, as DeepSeek's fp8_cast_bf16.py writes) or F32. */
+  dtype?: "BF16" | "F32";
+}
+
+/** Row-blocks are read a few MiB at a time: the FP8 bytes never sit in memory whole beside the result. */
+const FP8_READ_BYTES = 4 * 1024 * 1024;
+
+/**
+ * A block-scaled FP8 weight (F8_E4M3, with its `_scale_inv` grid, `block` = quantization_config.weight_block_size)
+ * dequantized to BF16 (or F32): the scales are read whole (one per block), the weight a few row-blocks at a time,
+ * each element fp8 * the scale of its block.
+ */
+export function readFp8Tensor(weight: TensorInfo, scale: TensorInfo, block: readonly [number, number], opts?: Fp8ReadOptions): Tensor {
+  const l = checkFp8Pair(weight, scale, block);
+  const scales = decodeScales(scale.dtype, readBytes(scale, opts));
+  const n = l.rows * l.cols, f32 = opts?.dtype === "F32";
+  const buf = allocate(n * (f32 ? 4 : 2), opts);
+  const out = f32 ? new Float32Array(buf, 0, n) : new Uint16Array(buf, 0, n);
+  const chunk = Math.max(1, Math.min(opts?.chunkBytes ?? MAX_CHUNK, MAX_CHUNK));
+  // whole row-blocks per read (at least one), so each read's rows share their scale rows
+  const rowsPerRead = l.block[0] * Math.max(1, Math.floor(Math.min(FP8_READ_BYTES, chunk) / (l.block[0] * Math.max(l.cols, 1))));
+  const scratch = new Uint8Array(Math.min(rowsPerRead, l.rows) * l.cols);
+  withFd(weight.file, (fd) => {
+    for (let r0 = 0; r0 < l.rows; r0 += rowsPerRead) {
+      const m = Math.min(rowsPerRead, l.rows - r0);
+      const src = scratch.subarray(0, m * l.cols);
+      readFully(fd, src, weight.begin + r0 * l.cols, weight.file, chunk);
+      dequantizeFp8Rows(l, src, r0, m, scales, out);
+    }
+  });
+  return f32 ? tensor("F32", weight.shape, out) : tensor("BF16", weight.shape, out);
+}
+
+/** A (small) tensor's raw bytes, its size checked against its dtype and shape by the header parser. */
+function readBytes(info: TensorInfo, opts: ReadOptions | undefined): Uint8Array {
+  const bytes = new Uint8Array(info.end - info.begin);
+  withFd(info.file, (fd) => readFully(fd, bytes, info.begin, info.file, opts?.chunkBytes ?? MAX_CHUNK));
+  return bytes;
 }
 
 /**

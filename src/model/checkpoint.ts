@@ -1,14 +1,25 @@
 /**
  * A Hugging Face model folder's weights: one or more safetensors shards seen as one name -> tensor map.
  * Only headers are read on open; tensor bytes are read on demand.
+ *
+ * Block-scaled FP8 releases (DeepSeek-V3/R1/V3.1, Kimi-K2; config.json's quantization_config, ./quantization.ts) are
+ * seen as BF16: `X.weight` (F8_E4M3) reads with `X.weight_scale_inv` and comes back dequantized, one tensor at a
+ * time; the scales are consumed, so names() does not list them.
  */
 import * as fs from "node:fs";
 import * as nodePath from "node:path";
 import { MlaError } from "../errors.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { type ReadOptions, type TensorInfo, readHeader, readTensor } from "../io/safetensors.js";
+import { type ReadOptions, type TensorInfo, fp8ScaleName, readFp8Tensor, readHeader, readTensor } from "../io/safetensors.js";
 import type { TensorStore } from "./tensor-store.js";
 import { GgufCheckpoint, isGgufPath } from "./gguf/checkpoint.js";
+import { readConfigJson } from "./config.js";
+import { checkQuantization } from "./quantization.js";
+
+/** A tensor as the checkpoint presents it; `fileDtype` is the file's dtype where a load converts it (F8_E4M3 -> BF16). */
+export interface CheckpointTensorInfo extends TensorInfo {
+  readonly fileDtype?: string;
+}
 
 /** A model by path: a GGUF file, split set or folder holding one (./gguf/), else a safetensors folder. */
 export function openCheckpoint(path: string): TensorStore {
@@ -29,12 +40,23 @@ export class Checkpoint implements TensorStore {
   readonly dir: string;
   readonly files: string[];
   private readonly tensors: Map<string, TensorInfo>;
+  /** FP8 weight -> its scale tensor (empty unless config.json says the release is block-scaled FP8). */
+  private readonly fp8: Map<string, TensorInfo>;
+  private readonly consumed: Set<string>;
+  private readonly block: readonly [number, number] | null;
   private closed = false;
 
-  private constructor(dir: string, files: string[], tensors: Map<string, TensorInfo>) {
+  private constructor(dir: string, files: string[], tensors: Map<string, TensorInfo>, block: readonly [number, number] | null) {
     this.dir = dir;
     this.files = files;
     this.tensors = tensors;
+    this.block = block;
+    this.fp8 = new Map();
+    for (const [name, i] of tensors) {
+      const scale = block && i.dtype === "F8_E4M3" ? tensors.get(fp8ScaleName(name)) : undefined;
+      if (scale) this.fp8.set(name, scale);
+    }
+    this.consumed = new Set([...this.fp8.values()].map((s) => s.name));
   }
 
   static open(dir: string): Checkpoint {
@@ -42,34 +64,42 @@ export class Checkpoint implements TensorStore {
     const { files, weightMap } = findWeightFiles(dir);
     const tensors = mergeHeaders(files);
     if (weightMap) checkWeightMap(dir, weightMap, tensors);
-    return new Checkpoint(dir, files, tensors);
+    return new Checkpoint(dir, files, tensors, fp8BlockSize(dir, tensors));
   }
 
+  /** Every tensor name but the FP8 scales (which come with their weights). */
   names(): string[] {
-    return [...this.tensors.keys()];
+    return [...this.tensors.keys()].filter((n) => !this.consumed.has(n));
   }
 
   has(name: string): boolean {
-    return this.tensors.has(name);
+    return this.tensors.has(name) && !this.consumed.has(name);
   }
 
-  info(name: string): TensorInfo {
+  /** dtype and shape as load returns them: an FP8 weight is BF16 (fileDtype F8_E4M3); begin/end are its FP8 bytes. */
+  info(name: string): CheckpointTensorInfo {
     if (this.closed) throw new MlaError(`checkpoint ${this.dir} was closed`);
-    const i = this.tensors.get(name);
+    const i = this.has(name) ? this.tensors.get(name) : undefined;
     if (!i) throw new MlaError(`missing tensor ${name} in ${this.dir}`);
-    return i;
+    return this.fp8.has(name) ? { ...i, dtype: "BF16", fileDtype: i.dtype } : i;
   }
 
+  /** A tensor, read now (an FP8 weight dequantized to BF16, row-blocks at a time, as it is read). */
   load(name: string, opts?: ReadOptions): Tensor {
-    return readTensor(this.info(name), opts);
+    const info = this.info(name), scale = this.fp8.get(name);
+    return scale ? readFp8Tensor(this.tensors.get(name)!, scale, this.block!, { ...opts, dtype: "BF16" }) : readTensor(info, opts);
   }
 
-  /** On-disk bytes of the given tensors (all of them by default); unknown names count as 0. */
+  /**
+   * File bytes of the given tensors (all of them by default) as info() reports them; unknown names count as 0. An
+   * FP8 weight counts its FP8 bytes only: its scales are 4 bytes per block (128x128 in the releases), 0.02%.
+   */
   totalBytes(names?: string[]): number {
     let sum = 0;
-    for (const n of names ?? this.tensors.keys()) {
-      const i = this.tensors.get(n);
-      if (i) sum += i.end - i.begin;
+    for (const n of names ?? this.names()) {
+      if (!this.has(n)) continue;
+      const i = this.tensors.get(n)!;
+      sum += i.end - i.begin;
     }
     return sum;
   }
@@ -83,7 +113,7 @@ export class Checkpoint implements TensorStore {
     let done = 0;
     for (const name of unique) {
       const info = this.info(name);
-      out.set(name, readTensor(info, { alloc: opts?.alloc }));
+      out.set(name, this.load(name, { alloc: opts?.alloc }));
       done += info.end - info.begin;
       opts?.onProgress?.(done, total, name);
     }
@@ -91,13 +121,23 @@ export class Checkpoint implements TensorStore {
   }
 
   missing(names: string[]): string[] {
-    return names.filter((n) => !this.tensors.has(n));
+    return names.filter((n) => !this.has(n));
   }
 
   /** Reads hold no descriptors between calls, so closing only stops further loads. */
   close(): void {
     this.closed = true;
   }
+}
+
+/**
+ * The FP8 block size when the checkpoint has F8_E4M3 tensors and config.json describes them (checkQuantization
+ * refuses other quantizations); null otherwise, and F8_E4M3 tensors then show as such, for the loader to refuse.
+ */
+function fp8BlockSize(dir: string, tensors: Map<string, TensorInfo>): readonly [number, number] | null {
+  if (![...tensors.values()].some((i) => i.dtype === "F8_E4M3")) return null;
+  if (!isFile(nodePath.join(dir, "config.json"))) return null;
+  return checkQuantization(readConfigJson(dir))?.blockSize ?? null;
 }
 
 function missingMessage(missing: string[], dir: string): string {

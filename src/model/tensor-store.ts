@@ -11,6 +11,8 @@ export interface StoredTensorInfo {
   /** Byte range in its file (end - begin: the bytes a load reads, for progress). */
   readonly begin: number;
   readonly end: number;
+  /** The file's dtype where a load converts it (an FP8 weight loads as BF16); absent when it loads as stored. */
+  readonly fileDtype?: string;
 }
 
 export interface TensorStore {

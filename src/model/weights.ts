@@ -69,7 +69,7 @@ function checkTensors(expected: Map<string, number[]>, ckpt: TensorStore): void 
   for (const [name, shape] of expected) {
     const { dtype, shape: got } = ckpt.info(name);
     if (!LOADABLE_DTYPES.has(dtype)) {
-      const hint = dtype.startsWith("F8") ? " (an FP8 release: convert it to BF16 first, e.g. with DeepSeek's fp8_cast_bf16.py)" : "";
+      const hint = dtype.startsWith("F8") ? ` (an FP8 weight loads with its ${name}_scale_inv block scales when config.json's quantization_config has quant_method "fp8")` : "";
       throw new MlaError(`tensor ${name} has dtype ${dtype}, which mla-ts does not support (F32, BF16, F16, F64; in GGUF files also Q8_0, ${BLOCK_DTYPES.join(", ")})${hint}`);
     }
     if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
