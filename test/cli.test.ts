@@ -159,7 +159,7 @@ test("bad input: missing tensors are named, unsupported model_type and dtype", (
   const mt = copyFixture();
   const cfg = JSON.parse(readFileSync(join(mt, "config.json"), "utf8"));
   writeFileSync(join(mt, "config.json"), JSON.stringify({ ...cfg, model_type: "gpt2" }));
-  assertCleanError(mla("info", "--model", mt), /model_type "gpt2" is not supported \(supported: deepseek_v2, deepseek_v3, llama, qwen2, mistral\)/);
+  assertCleanError(mla("info", "--model", mt), /model_type "gpt2" is not supported \(supported: deepseek_v2, deepseek_v3, llama, qwen2, mistral, glm4_moe_lite, kimi_k2, youtu, minicpm3\)/);
 
   const dt = copyFixture();
   patchHeader(join(dt, "model.safetensors"), (h) => {
@@ -175,7 +175,7 @@ test("bad input: token ids out of range, prompt longer than the context, bad fla
   assertCleanError(mla("logits", "--model", V3, "--ids", "1,x"), /--ids: "x" is not a token id/);
   const long = Array.from({ length: 513 }, (_, i) => i % 500).join(",");
   assertCleanError(mla("generate", "--model", V3, "--prompt-ids", long), /longer than the context length 512/);
-  assertCleanError(mla("generate", "--model", V3, "--prompt", "hi"), /needs a tokenizer\.json/);
+  assertCleanError(mla("generate", "--model", V3, "--prompt", "hi"), /needs a tokenizer \(tokenizer\.json or tiktoken\.model\)/);
   assertCleanError(mla("generate", "--model", V3, "--prompt-ids", "1", "--attention", "fast"), /--attention must be auto, naive or absorb/);
   assertCleanError(mla("generate", "--model", V3, "--prompt-ids", "1", "--top-p", "1.5", "--temperature", "1"), /top-p/);
 });

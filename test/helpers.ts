@@ -7,7 +7,7 @@ import { toF32, type Tensor } from "../src/tensor/tensor.js";
 import type { WasmBackend } from "../src/backends/wasm/index.js";
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
-export const FIXTURE_NAMES = ["tiny-deepseek-v3", "tiny-deepseek-v2-lite", "tiny-mla-dense", "tiny-deepseek-v2-groups"];
+export const FIXTURE_NAMES = ["tiny-deepseek-v3", "tiny-deepseek-v2-lite", "tiny-mla-dense", "tiny-deepseek-v2-groups", "tiny-glm4-moe-lite", "tiny-youtu", "tiny-minicpm3", "tiny-kimi-k2"];
 
 /** ||a - b|| / ||b|| */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -3,7 +3,7 @@ import { MlaError } from "../errors.js";
 import { ropeHalves, ropeInterleaved } from "../backends/cpu/index.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
 import type { KvCache } from "./cache.js";
-import type { RotaryEmbedding } from "./rope.js";
+import type { RopeStyle, RotaryEmbedding } from "./rope.js";
 import type { AttentionSegment } from "./mla.js";
 
 /**
@@ -29,7 +29,7 @@ export interface GqaDims {
   readonly window?: number;
 }
 
-export type RopeStyle = "interleaved" | "halves";
+export type { RopeStyle } from "./rope.js";
 
 export interface GqaWeights {
   readonly q: Tensor; // q_proj [nHeads*headDim, D]

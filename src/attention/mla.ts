@@ -1,10 +1,10 @@
 import { rowF32, tensor, type Tensor } from "../tensor/tensor.js";
 import { isBlockDType } from "../tensor/dtype.js";
 import { MlaError } from "../errors.js";
-import { ropeInterleaved } from "../backends/cpu/index.js";
+import { ropeHalves, ropeInterleaved } from "../backends/cpu/index.js";
 import { attendLatentRows, cpuOps, type Ops } from "../backends/ops.js";
 import type { LatentCache } from "./cache.js";
-import type { RotaryEmbedding } from "./rope.js";
+import type { RopeStyle, RotaryEmbedding } from "./rope.js";
 
 /**
  * The two ways to compute the same MLA attention:
@@ -27,6 +27,8 @@ export interface MlaDims {
   readonly qkNopeHeadDim: number; // d_h
   readonly qkRopeHeadDim: number; // d_h^R
   readonly vHeadDim: number; // d_v
+  /** Pairs of the RoPE dims of q and k_R: interleaved (DeepSeek, the default) or halves (MiniCPM3, rope_interleave false). */
+  readonly ropeStyle?: RopeStyle;
 }
 
 /** Weights of one MLA layer, Hugging Face names in comments. Linear layout [out, in]. */
@@ -135,13 +137,14 @@ export class MultiHeadLatentAttention {
     const lat = down.subarray(qRows);
     this.ops.rmsNorm(lat, lat, N, dc, this.w.kvANorm, LATENT_NORM_EPS, R, R);
     const o = new Float32Array(N * H * dv);
+    const rope = this.dims.ropeStyle === "halves" ? ropeHalves : ropeInterleaved;
     const decode: { row: number; cache: LatentCache }[] = []; // absorbed one-token segments, batched below
     let r = 0;
     for (const { T, cache } of segments) {
       const { cos, sin } = this.rope.table(cache.length, T);
       const qs = q.subarray(r * H * (dn + dr), (r + T) * H * (dn + dr));
-      ropeInterleaved(qs, T, H, dr, dn, H * (dn + dr), dn + dr, cos, sin);
-      ropeInterleaved(lat.subarray(r * R), T, 1, dr, dc, R, 0, cos, sin);
+      rope(qs, T, H, dr, dn, H * (dn + dr), dn + dr, cos, sin);
+      rope(lat.subarray(r * R), T, 1, dr, dc, R, 0, cos, sin);
       cache.append(down, T, R, r * R + qRows);
       const form = resolveMlaMode(mode, T);
       if (form === "absorb" && T === 1) decode.push({ row: r, cache });

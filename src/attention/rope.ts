@@ -1,5 +1,11 @@
 import { MlaError } from "../errors.js";
 
+/**
+ * Which dims RoPE pairs: "interleaved" (x0,x1),(x2,x3),... (DeepSeek's decoupled key) or "halves" (x_j, x_{j+d/2}),
+ * transformers' rotate_half, as Llama/Qwen2/Mistral and MiniCPM3 checkpoints are laid out.
+ */
+export type RopeStyle = "interleaved" | "halves";
+
 /** Rotary embedding settings, normalised from either config spelling (see model/config.ts). */
 export interface RopeScaling {
   /**
@@ -22,7 +28,7 @@ export interface RopeScaling {
   readonly mscaleAllDim: number;
   /** An explicit `attention_factor` in the config overrides the mscale ratio (YaRN) or the default 1 (longrope). */
   readonly attentionFactor?: number;
-  /** longrope: the per-pair factors (short_factor, which must equal long_factor). */
+  /** longrope: the per-pair factors (short_factor; long_factor, when it differs, is never reached: see parseRope). */
   readonly extFactors?: readonly number[];
 }
 

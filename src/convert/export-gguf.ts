@@ -8,7 +8,9 @@
  * - deepseek2: kv_b_proj split per head into attn_k_b (W^UK transposed, [n_head, d_c, d_h]) and attn_v_b
  *   ([n_head, d_v, d_c]); routed experts stacked into one 3-D tensor per projection; MLA written as MQA over the
  *   latent (head_count_kv 1, key_length d_c + d_h^R, value_length d_c, key/value_length_mla the per-head sizes);
- * - llama: q_proj/k_proj rows (and biases) permuted for llama.cpp's adjacent-pair RoPE (LlamaModel.permute);
+ * - llama: q_proj/k_proj rows (and biases) permuted for llama.cpp's adjacent-pair RoPE (LlamaModel.permute); the
+ *   same for the RoPE rows of an MLA model that rotates by halves (rope_interleave false), which deepseek2 would
+ *   otherwise rotate as adjacent pairs;
  *   llama3 RoPE scaling as the tensor rope_freqs.weight;
  * - 1-D tensors (norms, biases), the router gate and rope_freqs stay F32 (llama-quant.cpp); a K-quant row that is
  *   not a whole number of 256-blocks falls back as llama-quantize does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
@@ -119,9 +121,14 @@ function writeTensors(w: GgufWriter, plan: readonly Planned[], specs: readonly G
 /** Refuse what llama.cpp cannot run; return warnings for what it runs differently. */
 function checkSupported(c: ModelConfig): string[] {
   const warnings: string[] = [];
-  if (c.rope.type === "longrope") throw new MlaError("longrope RoPE (mla convert --rope-key grouped) has no llama.cpp equivalent for this architecture; convert with --rope-key shared to export");
-  if (c.attention === "gqa" && c.rope.type === "yarn") throw new MlaError("YaRN RoPE on a llama-family model is not exported (mla-ts reads it for MLA models only)");
+  if (c.rope.type === "longrope") throw new MlaError("longrope RoPE (MiniCPM3, or mla convert --rope-key grouped) has no llama.cpp equivalent for this architecture; convert with --rope-key shared to export");
+  if (c.embedScale !== 1 || c.residualScale !== 1 || c.logitScale !== 1) throw new MlaError("embedding, residual or logit multipliers (MiniCPM3's scale_emb, scale_depth, dim_model_base) have no place in llama.cpp's deepseek2");
   if (c.nRoutedExperts > 0 && c.moeLayerFreq !== 1) throw new MlaError(`moe_layer_freq ${c.moeLayerFreq}: llama.cpp's deepseek2 runs MoE in every layer after first_k_dense_replace`);
+  const first = firstMoeLayer(c);
+  for (let i = 0; i < c.numLayers; i++) {
+    if (isMoeLayer(c, i) !== i >= first) throw new MlaError(`MoE layers that do not all follow the dense ones (layer ${i}): llama.cpp's deepseek2 runs MoE in every layer after leading_dense_block_count`);
+  }
+  if (c.attention === "gqa" && c.rope.type === "yarn") throw new MlaError("YaRN RoPE on a llama-family model is not exported (mla-ts reads it for MLA models only)");
   const r = c.router;
   if (r && r.groupScore === "max" && r.topGroups < r.groups) {
     warnings.push("group_limited_greedy routing: llama.cpp ranks expert groups by the sum of their two best scores (DeepSeek-V3's rule), not by their best, so MoE outputs can differ");
@@ -155,7 +162,8 @@ function planTensors(c: ModelConfig, arch: GgufArch, ckpt: Checkpoint): Planned[
       plan.push(...splitKvB(c, arch, hf, load));
     } else {
       const heads = ropePermutedHeads(arch, hf, c.numHeads, c.numKvHeads);
-      const values = heads === null ? () => load(hf) : () => permuteRows(load(hf), shape, heads);
+      const order = heads === null ? mlaHalvesOrder(c, arch, hf) : ropePermutationOrder(shape[0], heads);
+      const values = order === null ? () => load(hf) : () => gatherRows(load(hf), shape, order);
       plan.push({ name: ggufTensorName(arch, hf), shape, values });
     }
   }
@@ -201,10 +209,28 @@ function splitKvB(c: ModelConfig, arch: GgufArch, hf: string, load: (hf: string)
   return [{ name: kName, shape: [H, dc, dn], values: k }, { name: vName, shape: [H, dv, dc], values: v }];
 }
 
-/** LlamaModel.permute: GGUF row r is HF row order[r] (a matrix's rows, or a bias's entries). */
-function permuteRows(w: Float32Array, shape: readonly number[], heads: number): Float32Array {
+/**
+ * An MLA model that rotates by halves (MiniCPM3-style pairs (j, j + d_h^R/2); rope_interleave false) for llama.cpp's
+ * deepseek2, which rotates adjacent pairs: the RoPE rows of every query head (q_b_proj / q_proj) and of k_R
+ * (kv_a_proj_with_mqa) reordered so that pair j sits at rows (2j, 2j + 1). Both sides of every score move alike, so
+ * the scores are the same. null where no rows move.
+ */
+function mlaHalvesOrder(c: ModelConfig, arch: GgufArch, hf: string): Int32Array | null {
+  if (arch !== "deepseek2" || c.ropeStyle !== "halves") return null;
+  const dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dc = c.kvLoraRank, pairs = ropePermutationOrder(dr, 1);
+  const blocks = (rows: number, stride: number, offset: number): Int32Array => {
+    const order = Int32Array.from({ length: rows }, (_, r) => r);
+    for (let s = offset; s < rows; s += stride) for (let r = 0; r < dr; r++) order[s + r] = s + pairs[r];
+    return order;
+  };
+  if (/\.self_attn\.(q_b_proj|q_proj)\.weight$/.test(hf)) return blocks(c.numHeads * (dn + dr), dn + dr, dn);
+  if (hf.endsWith(".self_attn.kv_a_proj_with_mqa.weight")) return blocks(dc + dr, dc + dr, dc);
+  return null;
+}
+
+/** GGUF row r is HF row order[r] (a matrix's rows, or a bias's entries): LlamaModel.permute, mlaHalvesOrder. */
+function gatherRows(w: Float32Array, shape: readonly number[], order: Int32Array): Float32Array {
   const rows = shape[0], cols = shape.length > 1 ? shape[1] : 1;
-  const order = ropePermutationOrder(rows, heads);
   const out = new Float32Array(w.length);
   for (let r = 0; r < rows; r++) out.set(w.subarray(order[r] * cols, (order[r] + 1) * cols), r * cols);
   return out;

@@ -160,9 +160,10 @@ export function embedBatch(w: DecoderWeights<unknown>, D: number, items: readonl
 }
 
 /**
- * The pre-norm residual stack both families share, over the N rows of all items: embeddings, then per layer
- * h += attention_i(input_layernorm(h)) and h += ffn_i(post_attention_layernorm(h)). Returns the final hidden
- * states [N, D]; hiddenStates, when given, receives the embedding output and each layer's output.
+ * The pre-norm residual stack both families share, over the N rows of all items: embeddings (times embedScale),
+ * then per layer h += r attention_i(input_layernorm(h)) and h += r ffn_i(post_attention_layernorm(h)) with r the
+ * residualScale (1 but for MiniCPM3). Returns the final hidden states [N, D]; hiddenStates, when given, receives the
+ * embedding output and each layer's output.
  */
 export function residualStack<L extends { readonly inputNorm: Float32Array; readonly postNorm: Float32Array }>(
   c: ModelConfig, ops: Ops, w: DecoderWeights<L>, items: readonly BatchItem[], N: number,
@@ -172,16 +173,17 @@ export function residualStack<L extends { readonly inputNorm: Float32Array; read
 ): Float32Array {
   const D = c.hiddenSize;
   const h = embedBatch(w, D, items, N);
+  if (c.embedScale !== 1) for (let j = 0; j < N * D; j++) h[j] *= c.embedScale;
   hiddenStates?.push(h.slice());
-  const x = new Float32Array(N * D);
+  const x = new Float32Array(N * D), r = c.residualScale;
   for (let i = 0; i < c.numLayers; i++) {
     const l = w.layers[i];
     ops.rmsNorm(x, h, N, D, l.inputNorm, c.rmsNormEps);
     const a = attention(i, x);
-    for (let j = 0; j < N * D; j++) h[j] += a[j];
+    for (let j = 0; j < N * D; j++) h[j] += r * a[j]; // r = 1 leaves a[j] exact
     ops.rmsNorm(x, h, N, D, l.postNorm, c.rmsNormEps);
     const f = ffn(i, l, x);
-    for (let j = 0; j < N * D; j++) h[j] += f[j];
+    for (let j = 0; j < N * D; j++) h[j] += r * f[j];
     hiddenStates?.push(h.slice());
   }
   return h;
@@ -205,11 +207,12 @@ export function embedTokens(w: DecoderWeights<unknown>, D: number, ids: ArrayLik
   return h;
 }
 
-/** Final RMSNorm and lm_head of the last `rows` of h ([T, D]): logits [rows, V]. */
+/** Final RMSNorm, times logitScale (MiniCPM3's dim_model_base / hidden_size, else 1), and lm_head of the last `rows` of h ([T, D]): logits [rows, V]. */
 export function lmHeadLogits(c: ModelConfig, w: DecoderWeights<unknown>, ops: Ops, h: Float32Array, T: number, rows: number): Float32Array {
   const D = c.hiddenSize;
   const hn = new Float32Array(rows * D);
   ops.rmsNorm(hn, h.subarray((T - rows) * D), rows, D, w.norm, c.rmsNormEps);
+  if (c.logitScale !== 1) for (let j = 0; j < rows * D; j++) hn[j] *= c.logitScale;
   const logits = new Float32Array(rows * c.vocabSize);
   ops.linear(logits, hn, rows, D, w.lmHead, c.vocabSize);
   return logits;

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MlaError } from "../errors.js";
-import { DEFAULT_ROPE, type RopeScaling } from "../attention/rope.js";
+import { DEFAULT_ROPE, type RopeScaling, type RopeStyle } from "../attention/rope.js";
 import type { RouterSpec } from "./router.js";
 
 /** A config.json model_type that a family in ./families/ reads ("deepseek_v3", "llama", ...). */
@@ -48,6 +48,25 @@ export interface ModelConfig {
   readonly maxPositionEmbeddings: number;
   readonly tieWordEmbeddings: boolean;
   readonly rope: RopeScaling;
+  /**
+   * Which dims RoPE pairs: "interleaved" (x0,x1),(x2,x3),... (DeepSeek's decoupled key; rope_interleave true) or
+   * "halves" (x_j, x_{j+d/2}), transformers' rotate_half (the GQA families, MiniCPM3, rope_interleave false).
+   */
+  readonly ropeStyle: RopeStyle;
+  /** Multiplier of the embedding rows (MiniCPM3's scale_emb); 1 for every other family. */
+  readonly embedScale: number;
+  /**
+   * Multiplier of each attention and feed-forward output before it joins the residual stream (MiniCPM3's
+   * scale_depth / sqrt(num_hidden_layers)); 1 for every other family.
+   */
+  readonly residualScale: number;
+  /** Multiplier of the final normed hidden states before lm_head (MiniCPM3's dim_model_base / hidden_size); else 1. */
+  readonly logitScale: number;
+  /**
+   * Multi-token-prediction layers the checkpoint holds after the last decoder layer (num_nextn_predict_layers,
+   * stored as layers num_hidden_layers..): the engine does not run them and does not read their tensors.
+   */
+  readonly mtpLayers: number;
   // Mixture of experts (nRoutedExperts 0: every layer dense)
   readonly nRoutedExperts: number;
   readonly nSharedExperts: number;
@@ -60,6 +79,11 @@ export interface ModelConfig {
   readonly routedScalingFactor: number;
   readonly firstKDenseReplace: number;
   readonly moeLayerFreq: number;
+  /**
+   * Per layer, whether it is MoE, when the config lists it (glm4_moe_lite's mlp_layer_types); null: first_k_dense_replace
+   * and moe_layer_freq decide (isMoeLayer).
+   */
+  readonly moeLayers: readonly boolean[] | null;
   /** How MoE layers choose experts (null: no experts), as both backends run it. */
   readonly router: RouterSpec | null;
   readonly bosTokenId: number | null;
@@ -87,17 +111,20 @@ export function posInt(c: Json, key: string, fallback?: number): number {
 /**
  * rope_parameters (transformers >= 5) or top-level rope_theta + rope_scaling {type|rope_type} (hub checkpoints).
  * `supported` is per family: DeepSeek uses default and YaRN; the llama family default, linear and llama3.
+ * maxPositions (the family's max_position_embeddings, default filled) decides longrope's defaults; without it
+ * config.json's own key is read.
  */
-export function parseRope(c: Json, supported: readonly RopeScaling["type"][] = ["default", "yarn", "longrope"]): RopeScaling {
+export function parseRope(c: Json, supported: readonly RopeScaling["type"][] = ["default", "yarn", "longrope"], maxPositions?: number): RopeScaling {
   const params = (c.rope_parameters ?? c.rope_scaling ?? {}) as Json;
   if (typeof params !== "object") throw new MlaError("config.json: rope_parameters/rope_scaling must be an object or null");
+  checkPartialRotary(c, params);
   const theta = num(params, "rope_theta", num(c, "rope_theta", DEFAULT_ROPE.theta));
   const type = String(params.rope_type ?? params.type ?? "default");
   if (!(supported as readonly string[]).includes(type)) {
     throw new MlaError(`config.json: rope type "${type}" is not supported (supported: ${supported.join(", ")})`);
   }
   if (type === "default") return { ...DEFAULT_ROPE, theta };
-  if (type === "longrope") return parseLongrope(params, theta);
+  if (type === "longrope") return parseLongrope(c, params, theta, maxPositions ?? (c.max_position_embeddings == null ? undefined : num(c, "max_position_embeddings")));
   // mscale_all_dim 0: these types leave the softmax scale at 1/sqrt(d) (see attentionScale)
   if (type === "linear") return { ...DEFAULT_ROPE, type, theta, factor: num(params, "factor") };
   if (type === "llama3") {
@@ -124,12 +151,26 @@ export function parseRope(c: Json, supported: readonly RopeScaling["type"][] = [
 }
 
 /**
- * longrope as transformers computes it, for the cases that do not depend on the sequence length: short_factor and
- * long_factor equal (transformers switches between them once a forward pass reaches
- * original_max_position_embeddings, which would also change keys already cached), and attention_factor given or
- * factor at most 1 (attention factor 1).
+ * partial_rotary_factor (top level, or in rope_parameters where transformers 5 moves it): transformers rotates the
+ * first int(head_dim * f) dims. The engine rotates the whole RoPE part (an MLA head's qk_rope_head_dim, a GQA head),
+ * so any other factor is refused.
  */
-function parseLongrope(params: Json, theta: number): RopeScaling {
+function checkPartialRotary(c: Json, params: Json): void {
+  for (const [where, obj] of [["", c], ["rope_parameters.", params]] as const) {
+    const f = obj.partial_rotary_factor;
+    if (f != null && f !== 1) throw new MlaError(`config.json: ${where}partial_rotary_factor ${JSON.stringify(f)} is not supported (RoPE over the whole rotary head dim only)`);
+  }
+}
+
+/**
+ * longrope as transformers computes it (_compute_longrope_parameters): theta_j = 1 / (ext_j base^(2j/d)) with
+ * ext = short_factor while the sequence stays within original_max_position_embeddings (top level, else in the rope
+ * parameters, else max_position_embeddings) and long_factor past it. Switching would also change the keys already
+ * cached, so different factors are accepted only where the switch cannot happen (max_position_embeddings <=
+ * original_max_position_embeddings: MiniCPM3-4B). factor defaults to max_position_embeddings / original, the
+ * attention factor (cos/sin multiplier) to 1 for factor <= 1, else sqrt(1 + ln(factor) / ln(original)).
+ */
+function parseLongrope(c: Json, params: Json, theta: number, maxPositions: number | undefined): RopeScaling {
   const list = (k: string): number[] => {
     const v = params[k];
     if (!Array.isArray(v) || !v.every((x) => typeof x === "number" && Number.isFinite(x) && x > 0)) {
@@ -138,15 +179,19 @@ function parseLongrope(params: Json, theta: number): RopeScaling {
     return v as number[];
   };
   const short = list("short_factor"), long = list("long_factor");
-  if (short.length !== long.length || short.some((x, i) => x !== long[i])) {
-    throw new MlaError("config.json: longrope with different short_factor and long_factor is not supported (transformers switches between them by sequence length, which also changes the keys already cached)");
+  const original = c.original_max_position_embeddings != null ? num(c, "original_max_position_embeddings")
+    : params.original_max_position_embeddings != null ? num(params, "original_max_position_embeddings") : maxPositions;
+  const differ = short.length !== long.length || short.some((x, i) => x !== long[i]);
+  if (differ && (maxPositions === undefined || original === undefined || maxPositions > original)) {
+    throw new MlaError(`config.json: longrope with different short_factor and long_factor is not supported when max_position_embeddings (${maxPositions ?? "unset"}) exceeds original_max_position_embeddings (${original ?? "unset"}): transformers switches to long_factor past it, which would also change the keys already cached`);
   }
-  const factor = params.factor == null ? 1 : num(params, "factor");
-  const attentionFactor = params.attention_factor == null ? undefined : num(params, "attention_factor");
+  const factor = params.factor != null ? num(params, "factor") : maxPositions !== undefined && original ? maxPositions / original : 1;
+  let attentionFactor = params.attention_factor == null ? undefined : num(params, "attention_factor");
   if (attentionFactor === undefined && factor > 1) {
-    throw new MlaError("config.json: longrope with factor > 1 needs an explicit attention_factor (its default depends on original_max_position_embeddings conventions)");
+    if (!original || original <= 1) throw new MlaError("config.json: longrope with factor > 1 needs an explicit attention_factor or original_max_position_embeddings");
+    attentionFactor = Math.sqrt(1 + Math.log(factor) / Math.log(original));
   }
-  return { ...DEFAULT_ROPE, type: "longrope", theta, factor, extFactors: short, attentionFactor };
+  return { ...DEFAULT_ROPE, type: "longrope", theta, factor, originalMaxPositionEmbeddings: original ?? 0, extFactors: short, attentionFactor };
 }
 
 export function eosIds(v: unknown): number[] {
@@ -159,8 +204,12 @@ export function eosIds(v: unknown): number[] {
 /** The MoE fields of a dense model. */
 export const NO_EXPERTS = {
   nRoutedExperts: 0, nSharedExperts: 0, numExpertsPerTok: 0, moeIntermediateSize: 0, nGroup: 1, topkGroup: 1,
-  topkMethod: "greedy", normTopkProb: false, routedScalingFactor: 1, firstKDenseReplace: 0, moeLayerFreq: 1, router: null,
+  topkMethod: "greedy", normTopkProb: false, routedScalingFactor: 1, firstKDenseReplace: 0, moeLayerFreq: 1, moeLayers: null,
+  router: null,
 } as const;
+
+/** The fields of a model without MiniCPM3's multipliers or MTP layers. */
+export const UNSCALED = { embedScale: 1, residualScale: 1, logitScale: 1, mtpLayers: 0 } as const;
 
 /** Refuse what the engine does not run (SwiGLU MLPs only). */
 export function checkActivation(c: Json): void {
@@ -185,5 +234,13 @@ export function readConfigJson(dir: string): Json {
 
 /** Whether layer i uses the mixture of experts (else the dense MLP). */
 export function isMoeLayer(c: ModelConfig, i: number): boolean {
-  return c.nRoutedExperts > 0 && i >= c.firstKDenseReplace && i % c.moeLayerFreq === 0;
+  if (c.nRoutedExperts === 0) return false;
+  if (c.moeLayers) return c.moeLayers[i] === true;
+  return i >= c.firstKDenseReplace && i % c.moeLayerFreq === 0;
+}
+
+/** What a loader or `mla info` says of the MTP layers a checkpoint holds (null when it holds none). */
+export function mtpNote(c: ModelConfig): string | null {
+  if (!c.mtpLayers) return null;
+  return `${c.mtpLayers} multi-token-prediction layer${c.mtpLayers > 1 ? "s" : ""} present, not used`;
 }

@@ -43,7 +43,7 @@ export class RunState implements ModelState {
   }
 }
 
-/** A DeepSeek-V2/V3 decoder: embeddings, MLA + (dense | MoE) layers, final norm, lm_head. */
+/** An MLA decoder (every family with attention "mla"): embeddings, MLA + (dense | MoE) layers, final norm, lm_head. */
 export class DeepseekModel extends CpuDecoder<RunState> {
   readonly attention: MultiHeadLatentAttention[];
 
@@ -51,19 +51,19 @@ export class DeepseekModel extends CpuDecoder<RunState> {
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly ops: Ops = cpuOps, readonly cacheType: CacheDType = "F32") {
     super();
     const c = config;
-    if (c.attention !== "mla") throw new MlaError(`DeepseekModel runs deepseek_v2/deepseek_v3 checkpoints; ${c.modelType} is a GQA model (load it with loadModel)`);
+    if (c.attention !== "mla") throw new MlaError(`DeepseekModel runs MLA checkpoints; ${c.modelType} is a GQA model (load it with loadModel)`);
     const rope = new RotaryEmbedding(c.rope, c.qkRopeHeadDim);
     const scale = attentionScale(c.qkNopeHeadDim + c.qkRopeHeadDim, c.rope);
     const dims = {
       hidden: c.hiddenSize, nHeads: c.numHeads, qLoraRank: c.qLoraRank, kvLoraRank: c.kvLoraRank,
-      qkNopeHeadDim: c.qkNopeHeadDim, qkRopeHeadDim: c.qkRopeHeadDim, vHeadDim: c.vHeadDim,
+      qkNopeHeadDim: c.qkNopeHeadDim, qkRopeHeadDim: c.qkRopeHeadDim, vHeadDim: c.vHeadDim, ropeStyle: c.ropeStyle,
     };
     this.attention = weights.layers.map((l) => new MultiHeadLatentAttention(dims, l.attn, rope, scale, ops));
   }
 
   static load(dir: string, opts: LoadOptions = {}): DeepseekModel {
     const config = loadConfig(dir);
-    if (config.attention !== "mla") throw new MlaError(`DeepseekModel loads deepseek_v2/deepseek_v3 checkpoints; ${dir} is ${config.modelType} (use loadModel)`);
+    if (config.attention !== "mla") throw new MlaError(`DeepseekModel loads MLA checkpoints; ${dir} is ${config.modelType} (use loadModel)`);
     const ckpt = openCheckpoint(dir);
     try {
       const ops = opts.ops ?? cpuOps;

@@ -52,11 +52,15 @@ export class ChatTemplate {
     return new ChatTemplate(DEFAULT_CHAT_TEMPLATE, specials, true);
   }
 
-  /** The prompt text for these messages (with the assistant's turn opened when addGenerationPrompt). */
-  render(messages: readonly ChatMessage[], addGenerationPrompt = true): string {
+  /**
+   * The prompt text for these messages (with the assistant's turn opened when addGenerationPrompt). `vars` are more
+   * template variables, as transformers' apply_chat_template takes them (chat_template_kwargs): e.g.
+   * { enable_thinking: false } makes GLM-4.7's and Qwen3's templates close the <think> block up front.
+   */
+  render(messages: readonly ChatMessage[], addGenerationPrompt = true, vars: Readonly<Record<string, unknown>> = {}): string {
     try {
       return this.template.render({
-        messages, add_generation_prompt: addGenerationPrompt, bos_token: "", eos_token: "", ...this.specials,
+        ...vars, messages, add_generation_prompt: addGenerationPrompt, bos_token: "", eos_token: "", ...this.specials,
       });
     } catch (e) {
       throw new MlaError(`the chat template failed: ${(e as Error).message}`);

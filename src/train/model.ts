@@ -98,6 +98,9 @@ function architecture(configJson: Json): { dims: TrainDims; attention: TrainAtte
     return { dims, attention: new GqaTrainAttention(s) as TrainAttention<unknown>, shapes: llamaTensors(s) };
   }
   if (c.tieWordEmbeddings) throw new MlaError("training: tie_word_embeddings is not supported (lm_head is untied)");
+  // the trainable decoder rotates interleaved and has no MiniCPM3-style multipliers
+  if (c.ropeStyle !== "interleaved") throw new MlaError(`training: ${c.modelType} rotates RoPE by halves (rope_interleave false); only interleaved MLA RoPE is supported`);
+  if (c.embedScale !== 1 || c.residualScale !== 1 || c.logitScale !== 1) throw new MlaError(`training: ${c.modelType}'s embedding/residual/logit multipliers are not supported`);
   for (let i = 0; i < c.numLayers; i++) if (isMoeLayer(c, i)) throw new MlaError(`training: layer ${i} is a MoE layer; only dense models are supported`);
   const dims: TrainDims = {
     kind: "mla", vocabSize: c.vocabSize, hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numLayers: c.numLayers,

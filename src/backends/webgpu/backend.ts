@@ -13,6 +13,9 @@ import { PARAM_WORDS, type Kernel, type ParamFields, type ParamLayout, type Para
 import * as shaders from "./wgsl.js";
 import type { WeightType } from "./wgsl.js";
 
+/** Most experts the routing kernel ranks per token (a model with more routes on the CPU). */
+export const MAX_GPU_ROUTED_EXPERTS = shaders.MAX_EXPERTS;
+
 /** Float bits for a params word, for shaders that read raw words (Pass.dispatch's positional form). */
 export { f32bits } from "./params.js";
 
@@ -337,6 +340,10 @@ export const kernels = {
   },
   gather(p: Pass, out: GPUBuffer, x: GPUBuffer, idx: GPUBuffer, T: number, D: number, i0 = 0): void {
     p.dispatch("gather", shaders.GATHER, [x, idx, out], { T, D, i0 }, [Math.ceil(D / 64), T, 1]);
+  },
+  /** y[t*D + i] *= a, in place on T rows of D. */
+  scale(p: Pass, y: GPUBuffer, T: number, D: number, a: number): void {
+    p.dispatch("scale", shaders.SCALE, [y], { T, D, a }, [Math.ceil(D / 64), T, 1]);
   },
   /** y[yo + t*ys + i] += b[i], i < N. */
   bias(p: Pass, y: GPUBuffer, b: GPUBuffer, T: number, N: number, ys = N, yo = 0): void {

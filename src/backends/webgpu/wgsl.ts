@@ -248,6 +248,18 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
   Y[P.yo + t * P.ys + i] += B[i];
 }`);
 
+export const SCALE_PARAMS = layout({ T: "u32", D: "u32", a: "f32" });
+
+/** Y[t*D + i] *= a for T rows of D: MiniCPM3's embedding, residual and logit multipliers. Bindings: Y. */
+export const SCALE = constKernel(SCALE_PARAMS, /* wgsl */ `
+@group(0) @binding(1) var<storage, read_write> Y: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let i = g.x; let t = g.y;
+  if (i >= P.D || t >= P.T) { return; }
+  Y[t * P.D + i] *= P.a;
+}`);
+
 export const GATHER_PARAMS = layout({ T: "u32", D: "u32", i0: "u32" });
 
 /** O[t*D + i] = X[IDX[i0 + t]*D + i] (MoE token gather). Bindings: X, IDX, O. */

@@ -8,6 +8,7 @@ import type { Tensor } from "../../tensor/tensor.js";
 import type { TensorStore } from "../tensor-store.js";
 import { ggufConfigJson, isGgufPath } from "../gguf/config.js";
 import { checkActivation, readConfigJson, type Json, type ModelConfig } from "../config.js";
+import { checkQuantization } from "../quantization.js";
 import { decoderWeights, readTensors, type LayerWeights, type LlamaLayerWeights, type LlamaWeights, type LoadProgress, type ModelWeights, type ReadTensors } from "../weights.js";
 import type { ModelFamily } from "./family.js";
 import { deepseekV2 } from "./deepseek-v2.js";
@@ -15,11 +16,24 @@ import { deepseekV3 } from "./deepseek-v3.js";
 import { llama } from "./llama.js";
 import { qwen2 } from "./qwen2.js";
 import { mistral } from "./mistral.js";
+import { glm4MoeLite } from "./glm4-moe-lite.js";
+import { kimiK2 } from "./kimi-k2.js";
+import { youtu } from "./youtu.js";
+import { minicpm3 } from "./minicpm3.js";
 
 export type { ModelFamily, TensorSource } from "./family.js";
 
 /** Every family, in the order error messages list them. */
-const FAMILIES: readonly ModelFamily[] = [deepseekV2, deepseekV3, llama, qwen2, mistral];
+const FAMILIES: readonly ModelFamily[] = [deepseekV2, deepseekV3, llama, qwen2, mistral, glm4MoeLite, kimiK2, youtu, minicpm3];
+
+/** MLA relatives the engine knows and does not run, with the reason (the registry's error lists the others). */
+const REFUSED: Readonly<Record<string, string>> = {
+  deepseek_v32: "DeepSeek-V3.2's sparse attention (a lightning indexer picks index_topk keys per query) is not supported",
+  deepseek_v4: "DeepSeek-V4 is another architecture (compressed sparse attention, hyper-connections, hash-routed layers), not supported",
+  kimi_linear: "Kimi Linear interleaves Kimi Delta Attention (linear attention) layers with its MLA layers; linear attention is not supported",
+  longcat_flash: "LongCat-Flash has zero-computation experts (zero_expert_num) and its own layer layout, not supported",
+  plm: "PLM's feed-forward is a ReLU² MLP (hidden_act relu2), not SwiGLU; not supported",
+};
 
 /** Every model_type mla-ts loads. */
 export const MODEL_TYPES: readonly string[] = FAMILIES.map((f) => f.modelType);
@@ -27,6 +41,7 @@ export const MODEL_TYPES: readonly string[] = FAMILIES.map((f) => f.modelType);
 /** The family of a model_type (of a parsed config, or of config.json's string). */
 export function familyOf(modelType: string): ModelFamily {
   const f = FAMILIES.find((x) => x.modelType === modelType);
+  if (!f && Object.hasOwn(REFUSED, modelType)) throw new MlaError(`config.json: model_type ${JSON.stringify(modelType)}: ${REFUSED[modelType]}`);
   if (!f) throw new MlaError(`config.json: model_type ${JSON.stringify(modelType)} is not supported (supported: ${MODEL_TYPES.join(", ")})`);
   return f;
 }
@@ -36,6 +51,7 @@ export function parseConfig(json: Json): ModelConfig {
   const modelType = json.model_type;
   const family = familyOf(typeof modelType === "string" ? modelType : JSON.stringify(modelType));
   checkActivation(json);
+  checkQuantization(json);
   return family.parseConfig(json);
 }
 
@@ -44,7 +60,10 @@ export function loadConfig(dir: string): ModelConfig {
   return parseConfig(isGgufPath(dir) ? ggufConfigJson(dir) : readConfigJson(dir));
 }
 
-/** The tensors this config needs, with their shapes (only layers < num_hidden_layers: V3's MTP layer is skipped). */
+/**
+ * The tensors this config needs, with their shapes: only layers < num_hidden_layers, so the multi-token-prediction
+ * layers DeepSeek-V3 and GLM-4.7-Flash store after them (ModelConfig.mtpLayers) are never read.
+ */
 export function expectedTensors(c: ModelConfig): Map<string, number[]> {
   const m = new Map<string, number[]>();
   m.set("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize]);
@@ -79,8 +98,8 @@ function assembleAny<L>(c: ModelConfig, t: ReadTensors): { embed: Tensor; layers
 function expectAttention(c: ModelConfig, attention: "mla" | "gqa", fn: string): void {
   if (c.attention !== attention) {
     throw new MlaError(attention === "mla"
-      ? `${fn} reads MLA checkpoints (deepseek_v2, deepseek_v3), not ${c.modelType} (use ${fn === "loadWeights" ? "loadLlamaWeights" : "assembleLlama"})`
-      : `${fn} reads GQA checkpoints (llama, qwen2, mistral), not ${c.modelType} (use ${fn === "loadLlamaWeights" ? "loadWeights" : "assemble"})`);
+      ? `${fn} reads MLA checkpoints (${FAMILIES.filter((x) => x.attention === "mla").map((x) => x.modelType).join(", ")}), not ${c.modelType} (use ${fn === "loadWeights" ? "loadLlamaWeights" : "assembleLlama"})`
+      : `${fn} reads GQA checkpoints (${FAMILIES.filter((x) => x.attention === "gqa").map((x) => x.modelType).join(", ")}), not ${c.modelType} (use ${fn === "loadLlamaWeights" ? "loadWeights" : "assemble"})`);
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { MlaError } from "../../errors.js";
 import { toF32 } from "../../tensor/tensor.js";
-import { NO_EXPERTS, eosIds, num, parseRope, posInt, type Json, type ModelConfig } from "../config.js";
+import { NO_EXPERTS, UNSCALED, eosIds, num, parseRope, posInt, type Json, type ModelConfig } from "../config.js";
 import { mlpWeights, type LlamaLayerWeights } from "../weights.js";
 import { mlpTensors, type ModelFamily, type TensorSource } from "./family.js";
 
@@ -27,6 +27,7 @@ function parseLlamaLayout(c: Json, o: LlamaLayoutOptions): ModelConfig {
   }
   const headDim = posInt(c, "head_dim", hidden / heads);
   const bias = o.biases(c);
+  const maxPositions = posInt(c, "max_position_embeddings", o.defaultContext);
   const cfg: ModelConfig = {
     modelType: o.modelType,
     attention: "gqa",
@@ -47,10 +48,12 @@ function parseLlamaLayout(c: Json, o: LlamaLayoutOptions): ModelConfig {
     qkRopeHeadDim: headDim,
     vHeadDim: headDim,
     rmsNormEps: num(c, "rms_norm_eps", 1e-6),
-    maxPositionEmbeddings: posInt(c, "max_position_embeddings", o.defaultContext),
+    maxPositionEmbeddings: maxPositions,
     tieWordEmbeddings: c.tie_word_embeddings === true,
     // longrope: llama3 RoPE from a GGUF file (its rope_freqs divisors, see ../gguf/config.ts)
-    rope: parseRope(c, ["default", "linear", "llama3", "longrope"]),
+    rope: parseRope(c, ["default", "linear", "llama3", "longrope"], maxPositions),
+    ropeStyle: "halves",
+    ...UNSCALED,
     ...NO_EXPERTS,
     bosTokenId: c.bos_token_id == null ? null : num(c, "bos_token_id"),
     eosTokenIds: eosIds(c.eos_token_id),

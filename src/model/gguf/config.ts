@@ -82,7 +82,14 @@ function deepseek2(meta: Meta): Json {
   const qLora = meta.num(GGUF_KEYS.qLoraRank);
   const v3 = isSigmoid(meta);
   const groups = meta.num("{arch}.expert_group_count") ?? 1;
+  // llama.cpp writes GLM-4.7-Flash's (and DeepSeek-V3's, when asked) multi-token-prediction layers as the last
+  // blocks, counted in block_count: the decoder is the blocks before them (ModelConfig.mtpLayers)
+  const nextn = meta.num(GGUF_KEYS.nextnPredictLayers) ?? 0;
+  const blocks = meta.need("{arch}.block_count");
+  if (!Number.isInteger(nextn) || nextn < 0 || nextn >= blocks) throw new MlaError(`${meta.m.path}: ${archKey(meta.arch, GGUF_KEYS.nextnPredictLayers)} ${nextn} does not fit block_count ${blocks}`);
   return {
+    num_hidden_layers: blocks - nextn,
+    num_nextn_predict_layers: nextn,
     model_type: v3 ? "deepseek_v3" : "deepseek_v2",
     topk_method: v3 ? "noaux_tc" : groups > 1 ? "group_limited_greedy" : "greedy",
     scoring_func: v3 ? "sigmoid" : "softmax",

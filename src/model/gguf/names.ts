@@ -25,14 +25,24 @@ export function checkGgufArch(arch: unknown): GgufArch {
   throw new MlaError(`GGUF architecture ${JSON.stringify(arch ?? null)} is not supported (supported: ${GGUF_ARCHS.join(", ")})`);
 }
 
-/** The architecture llama.cpp's converter writes for a config.json model_type (mistral converts as llama). */
+/**
+ * The architecture llama.cpp's converter writes for a config.json model_type (mistral converts as llama; GLM-4.7-Flash,
+ * Kimi-K2 and Youtu-LLM as deepseek2, DeepSeek-V3's graph).
+ */
 const ARCH_OF_MODEL_TYPE: Readonly<Record<string, GgufArch>> = {
-  deepseek_v2: "deepseek2", deepseek_v3: "deepseek2", llama: "llama", mistral: "llama", qwen2: "qwen2",
+  deepseek_v2: "deepseek2", deepseek_v3: "deepseek2", glm4_moe_lite: "deepseek2", kimi_k2: "deepseek2", youtu: "deepseek2",
+  llama: "llama", mistral: "llama", qwen2: "qwen2",
+};
+
+/** Model types mla-ts runs but does not export, and why. */
+const NOT_EXPORTED: Readonly<Record<string, string>> = {
+  minicpm3: "llama.cpp runs MiniCPM3 as its own architecture (minicpm3: scaled embeddings, residuals and logits, LongRoPE by halves), which mla-ts does not write; deepseek2 has no place for its multipliers",
 };
 
 /** The GGUF architecture to export a model_type as (added for the exporter, src/convert/export-gguf.ts). */
 export function ggufArchOf(modelType: string): GgufArch {
   const a = Object.hasOwn(ARCH_OF_MODEL_TYPE, modelType) ? ARCH_OF_MODEL_TYPE[modelType] : undefined;
+  if (!a && Object.hasOwn(NOT_EXPORTED, modelType)) throw new MlaError(`model_type ${JSON.stringify(modelType)} is not exported to GGUF: ${NOT_EXPORTED[modelType]}`);
   if (!a) throw new MlaError(`model_type ${JSON.stringify(modelType)} has no GGUF architecture (exportable: ${Object.keys(ARCH_OF_MODEL_TYPE).join(", ")})`);
   return a;
 }
@@ -205,6 +215,8 @@ const DS2: readonly GgufArch[] = ["deepseek2"];
  *   deepseek2 `.yarn_log_multiplier` = 0.1 * mscale_all_dim (conversion/deepseek.py; llama.cpp divides it back).
  *   llama3 scaling is not metadata: the converter writes the per-pair divisors as the tensor rope_freqs.weight.
  * - `{arch}.attention.sliding_window` (mistral), when a file has it.
+ * - deepseek2 `{arch}.nextn_predict_layers`: multi-token-prediction blocks written after the decoder's and counted in
+ *   block_count (GLM-4.7-Flash); num_hidden_layers is block_count less them.
  */
 export const METADATA_FIELDS: readonly MetadataField[] = [
   { key: "{arch}.vocab_size", hf: "vocab_size", kind: "u32" },
@@ -248,6 +260,7 @@ export const GGUF_KEYS = {
   ropeYarnAttnFactor: "{arch}.rope.scaling.yarn_attn_factor",
   expertGatingFunc: "{arch}.expert_gating_func",
   expertWeightsNorm: "{arch}.expert_weights_norm",
+  nextnPredictLayers: "{arch}.nextn_predict_layers",
   tokenizerModel: "tokenizer.ggml.model",
   tokenizerPre: "tokenizer.ggml.pre",
   tokens: "tokenizer.ggml.tokens",

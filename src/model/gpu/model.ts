@@ -1,6 +1,6 @@
 /**
- * A decoder that runs on WebGPU (src/backends/webgpu): the same models as the CPU backend — DeepSeek-V2/V3 with
- * MLA (dense and MoE) and llama/qwen2/mistral with GQA — with weights uploaded once and each step recorded into one
+ * A decoder that runs on WebGPU (src/backends/webgpu): the same models as the CPU backend — the MLA families
+ * (dense and MoE) and llama/qwen2/mistral with GQA — with weights uploaded once and each step recorded into one
  * command encoder. Only the logits (or, for greedy decoding, the chosen token id) come back to the CPU; MoE layers
  * additionally read back their normed input to route on the CPU.
  *
@@ -11,7 +11,7 @@
 import { MlaError } from "../../errors.js";
 import { LATENT_NORM_EPS } from "../../attention/mla.js";
 import { RotaryEmbedding, attentionScale } from "../../attention/rope.js";
-import { kernels as gk, type Pass, type WebGpuBackend } from "../../backends/webgpu/backend.js";
+import { MAX_GPU_ROUTED_EXPERTS, kernels as gk, type Pass, type WebGpuBackend } from "../../backends/webgpu/backend.js";
 import { openCheckpoint } from "../checkpoint.js";
 import type { ModelConfig } from "../config.js";
 import type { Tensor } from "../../tensor/tensor.js";
@@ -272,19 +272,27 @@ export class GpuModel implements InferenceModel<GpuState> {
     const gpuRouted = N <= 4 || (N <= MAX_GPU_ROUTED && segs.every((sg) => sg.T === 1));
     let p = g.pass();
     gk.embed(p, h, this.weights.embed, idBuf, N, D);
+    if (c.embedScale !== 1) gk.scale(p, h, N, D, c.embedScale);
+    // the blocks accumulate into h; with a residual multiplier r (MiniCPM3) h + r f is taken as r (h / r + f)
+    const r = c.residualScale, unscale = (q: Pass) => r !== 1 && gk.scale(q, h, N, D, 1 / r), rescale = (q: Pass) => r !== 1 && gk.scale(q, h, N, D, r);
     for (let i = 0; i < c.numLayers; i++) {
       const l = this.weights.layers[i], caches = items.map((it) => it.state.caches[i]);
       gk.rmsNorm(p, x, h, N, D, l.inputNorm, c.rmsNormEps);
+      unscale(p);
       if (l.attn.kind === "mla") this.mla(p, l.attn, x, h, N, caches.map((cc) => cc[0]), segs, csBuf);
       else this.gqa(p, l.attn, x, h, N, caches, segs, csBuf);
+      rescale(p);
       gk.rmsNorm(p, x, h, N, D, l.postNorm, c.rmsNormEps);
+      unscale(p);
       if (l.ffn.kind === "moe") p = await this.moe(p, l.ffn.moe, x, h, N, gpuRouted);
       else this.mlp(p, l.ffn.mlp, x, h, N, "mlp");
+      rescale(p);
     }
     const rows = o.allLogits ? N : B;
     const hn = sc.get("hn", rows * D), logits = sc.get("logits", rows * c.vocabSize);
     if (o.allLogits) gk.rmsNorm(p, hn, h, N, D, this.weights.norm, c.rmsNormEps);
     else segs.forEach((sg, b) => gk.rmsNorm(p, hn, h, 1, D, this.weights.norm, c.rmsNormEps, { xo: (sg.row + sg.T - 1) * D, oo: b * D }));
+    if (c.logitScale !== 1) gk.scale(p, hn, rows, D, c.logitScale);
     gk.linear(p, logits, hn, rows, D, this.weights.lmHead, c.vocabSize);
     o.tail?.(p, logits);
     p.submit();
@@ -326,11 +334,12 @@ export class GpuModel implements InferenceModel<GpuState> {
     } else {
       gk.linear(p, q, x, N, D, w.query.q, H * dqk);
     }
-    gk.rope(p, q, cs, N, H, dr, dn, H * dqk, dqk, false);
+    const halves = c.ropeStyle === "halves";
+    gk.rope(p, q, cs, N, H, dr, dn, H * dqk, dqk, halves);
     // [c | k_rope] = kv_a x; k_rope turned at each row's position before it goes to its cache
     const a = sc.get("kva", N * R);
     gk.linear(p, a, x, N, D, w.kvA, R);
-    gk.rope(p, a, cs, N, 1, dr, dc, R, 0, false);
+    gk.rope(p, a, cs, N, 1, dr, dc, R, 0, halves);
     const qc = sc.get("qc", N * H * dc), lat = sc.get("lat", N * H * dc), ov = sc.get("ov", N * H * dv);
     gk.absorbQuery(p, qc, q, w.kvB, N, H, dn, dv, dc, dqk);
     const sp = segs.map((sg) => splits(sg.T, sg.p0 + sg.T));
@@ -406,7 +415,8 @@ export class GpuModel implements InferenceModel<GpuState> {
    * once for all of them, and scatter-add its weighted output into h. The shared experts run on every token.
    */
   private async moe(p: Pass, moe: GpuMoe, x: GPUBuffer, h: GPUBuffer, T: number, decode: boolean): Promise<Pass> {
-    const q = decode && this.moeRouting === "gpu" ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
+    const onGpu = decode && this.moeRouting === "gpu" && routerOf(this.config).experts <= MAX_GPU_ROUTED_EXPERTS;
+    const q = onGpu ? (this.moeOnGpu(p, moe, x, h, T), p) : await this.moeRoutedOnCpu(p, moe, x, h, T);
     if (moe.shared) this.mlp(q, moe.shared, x, h, T, "shared");
     return q;
   }
