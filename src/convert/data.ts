@@ -1,7 +1,8 @@
 /**
  * Text for calibration, fine-tuning and evaluation of a converted model: the Brown corpus (its fixed train /
  * validation split, as `mla train` uses it) or a UTF-8 file (last 10% held out, as `mla train --text`), tokenized
- * with the model folder's tokenizer.json exactly as `mla train` tokenizes (each document with its BOS).
+ * with the model folder's tokenizer.json exactly as `mla train` tokenizes (each document with its BOS), or with its
+ * tiktoken.model (Kimi, Moonlight) as the model's Python tokenizer encodes.
  */
 import * as fs from "node:fs";
 import { join } from "node:path";
@@ -29,7 +30,11 @@ export async function corpusTexts(corpus: string): Promise<{ train: string[]; va
 /** The encoder of a model folder: the fast byte-level BPE of `mla train` when it fits, else @huggingface/tokenizers. */
 export function encoderOf(dir: string): (text: string) => number[] {
   const path = join(dir, "tokenizer.json");
-  if (!fs.existsSync(path)) throw new MlaError(`${dir} has no tokenizer.json (needed to tokenize calibration and fine-tuning text)`);
+  if (!fs.existsSync(path)) {
+    const tok = TextTokenizer.load(dir);
+    if (!tok) throw new MlaError(`${dir} has no tokenizer.json or tiktoken.model (needed to tokenize calibration and fine-tuning text)`);
+    return (t) => tok.encode(t, true);
+  }
   const json = JSON.parse(fs.readFileSync(path, "utf8")) as TokenizerJson & { pre_tokenizer?: { type?: string } };
   if (json.model?.type === "BPE" && json.pre_tokenizer?.type === "ByteLevel") {
     try {

@@ -4,7 +4,12 @@
  * tokenizer.ggml.pre naming the llama.cpp pre-tokenizer whose regex is the tokenizer.json's (src/llama-vocab.cpp);
  * bos/eos ids, add_bos/add_eos, and the chat template.
  *
- * A checkpoint without tokenizer.json (random-weight benchmarks, test fixtures) gets a placeholder: byte-level
+ * A checkpoint with a tiktoken.model instead (Kimi, Moonlight) is exported from its converted tokenizer.json
+ * (src/tokenizer/tiktoken.ts) with tokenizer.ggml.pre "kimi-k2", as llama.cpp's converter does for these models;
+ * its merges are every two-token split of each token (TikTokenConverter's list), a longer list than llama.cpp's
+ * converter writes (one split per token: the one tiktoken's BPE reaches first within the token).
+ *
+ * A checkpoint with neither (random-weight benchmarks, test fixtures) gets a placeholder: byte-level
  * tokens for newline, space and printable ASCII first, then the other bytes, no merges. llama.cpp's "none"
  * vocabulary would say the truth better, but node-llama-cpp aborts on it (it tokenizes at load), so ids are all
  * such a file is good for.
@@ -16,6 +21,7 @@ import { gv, type GgufTypedValue } from "../io/gguf-write.js";
 import type { ModelConfig } from "../model/config.js";
 import { GGUF_KEYS, TOKEN_TYPE } from "../model/gguf/names.js";
 import { DEFAULT_CHAT_TEMPLATE } from "../tokenizer/chat.js";
+import { KIMI_PAT_STR, KIMI_SPLIT_REGEX, readTiktokenDir } from "../tokenizer/tiktoken.js";
 
 type Kv = readonly [string, GgufTypedValue];
 type Json = Record<string, unknown>;
@@ -34,16 +40,23 @@ const PRE_BY_REGEX: readonly (readonly [string, readonly string[]])[] = [
     "[一-龥぀-ゟ゠-ヿ]+",
     "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
   ]],
+  // Kimi's pat_str as written, and as src/tokenizer/tiktoken.ts writes it (case-insensitive groups spelled out)
+  ["kimi-k2", [KIMI_PAT_STR]],
+  ["kimi-k2", [KIMI_SPLIT_REGEX]],
 ];
+/** The pre-tokenizer names PRE_BY_REGEX knows, for messages. */
+const KNOWN_PRE = [...new Set(PRE_BY_REGEX.map(([n]) => n))].join(", ");
 
 /** GGUF tokenizer metadata of the checkpoint in `dir` (its vocabulary padded to the model's vocab_size). */
 export function ggufTokenizer(dir: string, c: ModelConfig): Kv[] {
-  const path = join(dir, "tokenizer.json");
-  if (!existsSync(path)) return placeholder(c);
-  const tok = readJson(path);
+  const jsonPath = join(dir, "tokenizer.json");
+  const tiktoken = existsSync(jsonPath) ? null : readTiktokenDir(dir);
+  if (!existsSync(jsonPath) && !tiktoken) return placeholder(c);
+  const path = tiktoken ? join(dir, "tiktoken.model") : jsonPath;
+  const tok = tiktoken ? tiktoken.json : readJson(path);
   const model = (tok.model ?? {}) as Json;
   if (model.type !== "BPE") throw new MlaError(`${path}: model type ${JSON.stringify(model.type ?? null)} is not exported (byte-level BPE is)`);
-  const cfg = existsSync(join(dir, "tokenizer_config.json")) ? readJson(join(dir, "tokenizer_config.json")) : {};
+  const cfg = tiktoken ? tiktoken.config : existsSync(join(dir, "tokenizer_config.json")) ? readJson(join(dir, "tokenizer_config.json")) : {};
   const { tokens, types } = vocabulary(tok, c.vocabSize, path);
   const kv: Kv[] = [
     [GGUF_KEYS.tokenizerModel, gv.str("gpt2")],
@@ -143,14 +156,14 @@ function splitRegexes(p: Json | null, path: string): string[] {
     const pat = (p.pattern ?? {}) as Json;
     if (typeof pat.Regex === "string") return [pat.Regex];
   }
-  throw new MlaError(`${path}: pre_tokenizer ${String(p.type)} is not exported (known: ByteLevel, Split with the regexes of ${PRE_BY_REGEX.map(([n]) => n).join(", ")})`);
+  throw new MlaError(`${path}: pre_tokenizer ${String(p.type)} is not exported (known: ByteLevel, Split with the regexes of ${KNOWN_PRE})`);
 }
 
 /** tokenizer.ggml.pre: the llama.cpp pre-tokenizer whose regexes are the tokenizer.json's. */
 function preTokenizer(p: unknown, path: string): string {
   const rx = splitRegexes((p ?? null) as Json | null, path);
   const hit = PRE_BY_REGEX.find(([, r]) => r.length === rx.length && r.every((x, i) => x === rx[i]));
-  if (!hit) throw new MlaError(`${path}: no llama.cpp pre-tokenizer splits with ${JSON.stringify(rx).slice(0, 200)} (known: ${PRE_BY_REGEX.map(([n]) => n).join(", ")})`);
+  if (!hit) throw new MlaError(`${path}: no llama.cpp pre-tokenizer splits with ${JSON.stringify(rx).slice(0, 200)} (known: ${KNOWN_PRE})`);
   return hit[0];
 }
 

@@ -83,9 +83,9 @@ export interface TextJob {
 }
 
 function loadTokenizer(dir: string): TextTokenizer {
-  // a GGUF file carries its tokenizer in its metadata; a folder has tokenizer.json
+  // a GGUF file carries its tokenizer in its metadata; a folder has tokenizer.json or tiktoken.model (Kimi, Moonlight)
   const tok = loadTextTokenizer(dir);
-  if (!tok) throw new MlaError(`${dir} has no tokenizer.json: text generation needs one`);
+  if (!tok) throw new MlaError(`${dir} has no tokenizer.json (nor tiktoken.model): text generation needs one`);
   return tok;
 }
 
@@ -111,7 +111,7 @@ export class TextEngine<M extends InferenceModel = InferenceModel> {
     this.scheduler = new BatchScheduler(model, schedulerOptions);
   }
 
-  /** Load a checkpoint folder that has a tokenizer.json onto `opts.runtime` (or the CPU kernels `opts.ops`). */
+  /** Load a checkpoint folder that has a tokenizer (tokenizer.json or tiktoken.model) onto `opts.runtime` (or the CPU kernels `opts.ops`). */
   static open(dir: string, opts: TextEngineOptions): TextEngine {
     const tok = loadTokenizer(dir);
     const runtime = opts.runtime ?? cpuRuntime(opts.ops ?? cpuOps);

@@ -2,8 +2,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { MlaError } from "../errors.js";
+import { readTiktokenDir } from "./tiktoken.js";
 
-/** Text <-> token ids for a checkpoint, from its tokenizer.json (+ tokenizer_config.json when present). */
+/**
+ * Text <-> token ids for a checkpoint, from its tokenizer.json (+ tokenizer_config.json when present), or from a
+ * tiktoken.model converted to the same form (./tiktoken.ts).
+ */
 export class TextTokenizer {
   /**
    * No token covers more UTF-16 characters of input than this, so a text of n characters is at least
@@ -23,11 +27,11 @@ export class TextTokenizer {
     readonly json: object,
   ) {}
 
-  static fromJson(tokenizerJson: object, tokenizerConfig: Record<string, unknown> = {}): TextTokenizer {
+  static fromJson(tokenizerJson: object, tokenizerConfig: Record<string, unknown> = {}, source = "tokenizer.json"): TextTokenizer {
     try {
       return new TextTokenizer(new Tokenizer(tokenizerJson, tokenizerConfig), tokenizerConfig, tokenizerJson);
     } catch (e) {
-      throw new MlaError(`tokenizer.json could not be loaded: ${(e as Error).message}`);
+      throw new MlaError(`${source} could not be loaded: ${(e as Error).message}`);
     }
   }
 
@@ -37,10 +41,15 @@ export class TextTokenizer {
     return bound === null ? 0 : Math.ceil(chars / bound);
   }
 
-  /** The tokenizer in dir, or null when the folder has no tokenizer.json. */
+  /**
+   * The tokenizer in dir: its tokenizer.json, else its tiktoken.model (Kimi, Moonlight); null when it has neither.
+   */
   static load(dir: string): TextTokenizer | null {
     const path = join(dir, "tokenizer.json");
-    if (!existsSync(path)) return null;
+    if (!existsSync(path)) {
+      const tiktoken = readTiktokenDir(dir);
+      return tiktoken ? TextTokenizer.fromJson(tiktoken.json, tiktoken.config, join(dir, "tiktoken.model")) : null;
+    }
     const json = readJson(path);
     const cfgPath = join(dir, "tokenizer_config.json");
     return TextTokenizer.fromJson(json, existsSync(cfgPath) ? readJson(cfgPath) : {});
@@ -52,6 +61,8 @@ export class TextTokenizer {
   }
 
   decode(ids: readonly number[], skipSpecialTokens = false): string {
+    // the library refuses an empty list; its text is ""
+    if (ids.length === 0) return "";
     return this.tok.decode([...ids], { skip_special_tokens: skipSpecialTokens });
   }
 

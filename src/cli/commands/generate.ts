@@ -35,7 +35,7 @@ export function timing(r: GenerateResult): { prefillMs: number; prefillTokensPer
 export function promptTokens(opts: GenerateCliOptions, tok: TextTokenizer | null): number[] {
   if ((opts.prompt === undefined) === (opts.promptIds === undefined)) throw new MlaError("give exactly one of --prompt TEXT or --prompt-ids 1,2,3");
   if (opts.promptIds) return opts.promptIds;
-  if (!tok) throw new MlaError(`--prompt needs a tokenizer.json in ${opts.model}; pass token ids with --prompt-ids instead`);
+  if (!tok) throw new MlaError(`--prompt needs a tokenizer (tokenizer.json or tiktoken.model) in ${opts.model}; pass token ids with --prompt-ids instead`);
   const ids = tok.encode(opts.prompt!);
   if (ids.length === 0) throw new MlaError("the prompt encodes to no tokens");
   return ids;
