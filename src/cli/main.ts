@@ -29,7 +29,7 @@ async function run(fn: () => void | Promise<void>): Promise<void> {
   }
 }
 
-const modelOpt = () => new Option("-m, --model <path>", "checkpoint folder (config.json + *.safetensors), or a GGUF file (or a folder holding one)").default(DEFAULT_MODEL, "the bundled model, models/mla-brown");
+const modelOpt = () => new Option("-m, --model <path>", "checkpoint folder (config.json + *.safetensors), a GGUF file (or a folder holding one), or hf:ORG/NAME[:QUANT] from the Hugging Face hub (fetched into its cache)").default(DEFAULT_MODEL, "the bundled model, models/mla-brown");
 const backendOpts = (cmd: Command) =>
   cmd
     .addOption(new Option("--backend <name>", "cpu (WebAssembly SIMD on worker threads), cpu-scalar (plain-JS reference kernels) or webgpu").default("cpu"))
@@ -67,10 +67,12 @@ const program = new Command()
 
 program
   .command("info")
-  .description("architecture, parameter count and KV cache per token (the model's own, vs MLA/MHA/GQA/MQA)")
+  .description("architecture, parameters (total, active per token, MTP), weight bytes and KV cache per token (the model's own, vs MLA/MHA/GQA/MQA); a folder with only config.json, or a config.json path, is sized from its shapes")
   .addOption(modelOpt())
   .option("--json", "print a JSON object")
-  .action((o) => run(() => infoCommand({ model: o.model, json: o.json })));
+  .option("--context <tokens>", "sequence length to size the cache for (default: max_position_embeddings)")
+  .option("--cache-type <type>", "cache element type to size: f32 (default), f16 or bf16")
+  .action((o) => run(() => infoCommand({ model: o.model, json: o.json, context: o.context, cacheType: o.cacheType })));
 
 backendOpts(program
   .command("logits")
@@ -89,7 +91,7 @@ backendOpts(program
   .description("generate tokens (greedy unless --temperature is given), streaming them as they come")
   .addOption(modelOpt())
   .option("--prompt-ids <ids>", "prompt as comma-separated token ids")
-  .option("--prompt <text>", "prompt text (needs tokenizer.json in the model folder)")
+  .option("--prompt <text>", "prompt text (needs the model folder's tokenizer.json or tiktoken.model)")
   .option("-n, --max-new-tokens <n>", "tokens to generate at most", "32")
   .option("--greedy", "always take the most likely token (the default)")
   .option("--temperature <t>", "sample with this temperature (0 = greedy)")
@@ -291,7 +293,7 @@ program
   .option("--biases <how>", "attention biases (qwen2): refuse (default) or drop (approximate: deepseek_v3 has no place for them; fine-tune to recover)")
   .option("--rope-key <how>", "shared (default: one RoPE key for all heads, plain RoPE) or grouped (each KV group its own pairs at the source's frequencies, a longrope table: exact at full rank; not loaded by the PyTorch peer)")
   .option("--nope <how>", "rotated dims without a RoPE slot: mean (their mean rotation, default with --calibration) or plain (unrotated)")
-  .option("--calibration <text>", "fit to activations on text: brown (train split) or a UTF-8 file (needs tokenizer.json in --model)")
+  .option("--calibration <text>", "fit to activations on text: brown (train split) or a UTF-8 file (needs a tokenizer in --model)")
   .option("--calibration-windows <n>", "calibration windows of --seq tokens (default 32)")
   .option("--finetune-steps <n>", "AdamW steps after converting, on the --calibration text (default brown); 0 = none (default)")
   .option("--finetune-lr <x>", "peak fine-tune learning rate (default 3e-4)")
@@ -326,5 +328,40 @@ program
       exportCommand(model, out, o);
     }),
   );
+
+program
+  .command("pull")
+  .description("fetch a model from the Hugging Face hub into its cache ($HF_HUB_CACHE, shared with Python tools): only the files a model needs; resumable; prints the path to pass as --model")
+  .argument("<model>", "ORG/NAME (a safetensors checkpoint) or ORG/NAME:QUANT (one GGUF quantization, e.g. :Q4_K_M, :Q8_0)")
+  .option("--json", "print a JSON object (repo, commit, path, files)")
+  .action((model: string, o: { revision?: string; json?: boolean }) =>
+    run(async () => {
+      const { pullCommand } = await import("./commands/pull.js");
+      await pullCommand({ ref: model, revision: o.revision, json: o.json });
+    }),
+  );
+
+// Every command that takes a model takes hf:ORG/NAME[:QUANT] too: it is fetched (or found in the cache) here,
+// once, before the command runs, and the command sees the local path.
+for (const cmd of program.commands) {
+  const takesModel = cmd.options.some((o) => o.attributeName() === "model") || cmd.registeredArguments.some((a) => a.name() === "model");
+  if (takesModel) cmd.option("--revision <rev>", "branch, tag or commit of an hf: model (default main)");
+}
+program.hook("preAction", async (_program, cmd) => {
+  if (cmd.name() === "pull") return;
+  const argIndex = cmd.registeredArguments.findIndex((a) => a.name() === "model");
+  const model: unknown = argIndex >= 0 ? cmd.processedArgs[argIndex] : cmd.getOptionValue("model");
+  const revision: string | undefined = cmd.getOptionValue("revision");
+  if (typeof model !== "string" || (!model.startsWith("hf:") && revision === undefined)) return;
+  await run(async () => {
+    const { resolveHubModel } = await import("./commands/pull.js");
+    const path = await resolveHubModel(model, revision);
+    if (argIndex >= 0) cmd.processedArgs[argIndex] = path;
+    else cmd.setOptionValue("model", path);
+    // the API's model id of a hub model is its name, not the snapshot folder's (a commit id)
+    if (cmd.options.some((o) => o.attributeName() === "name") && cmd.getOptionValue("name") === undefined) cmd.setOptionValue("name", model.slice(3));
+  });
+  if (process.exitCode) process.exit(process.exitCode);
+});
 
 await program.parseAsync();
