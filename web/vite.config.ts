@@ -1,11 +1,13 @@
 /**
- * The web page (issue 7): a static Vite build of web/ that runs models/mla-brown in the browser.
+ * The web page (issues 7, 17): a static Vite build of web/ that runs models/mla-brown in the browser, or a model
+ * picked from local files or the hub.
  *
- * The engine's modules import node:fs/node:path at the top level for their Node-only paths (loading from a
- * folder); the page never calls those, so every `node:*` import becomes a stub whose functions throw. The `webgpu`
- * package (Dawn for Node) is replaced the same way: browsers have navigator.gpu. The model's files are served
- * from the repository's models/ folder in dev and copied into the build, so the page fetches them from its own
- * origin.
+ * The engine's modules import node:* at the top level for their Node-only paths. node:fs and node:path become the
+ * page's read-only file system over Blobs (src/shims/): the engine's loaders read picked files, cached downloads
+ * and the bundled model through it, one tensor at a time. Every other `node:*` import, and the names the shims do
+ * not provide, become stubs whose functions throw. The `webgpu` package (Dawn for Node) is replaced the same way:
+ * browsers have navigator.gpu. The bundled model's files are served from the repository's models/ folder in dev
+ * and copied into the build, so the page fetches them from its own origin.
  */
 import { createReadStream, readFileSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -18,6 +20,15 @@ const ROOT = resolve(WEB, "..");
 export const MODEL = "mla-brown";
 export const MODEL_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"];
 const STUB = "\0mla-stub:";
+/** node:* modules the page implements (src/shims/); their other names stay stubs. */
+const SHIMS: Record<string, string> = { "node:fs": join(WEB, "src", "shims", "fs.ts"), "node:path": join(WEB, "src", "shims", "path.ts") };
+const SHIM = "mla-shim:";
+
+/** Names a shim module exports (`export function|const|class name`). */
+function shimExports(file: string): Set<string> {
+  const text = readFileSync(file, "utf8");
+  return new Set([...text.matchAll(/export\s+(?:async\s+)?(?:function|const|let|class)\s+(\w+)/g)].map((m) => m[1]));
+}
 
 /**
  * Names used from each node:* module anywhere under src/ (named imports, and `ns.name` after `import * as ns`): the
@@ -53,17 +64,21 @@ function browserStubs(): Plugin {
     name: "mla-browser-stubs",
     enforce: "pre",
     resolveId(id) {
+      if (id.startsWith(SHIM)) return SHIMS[id.slice(SHIM.length)];
       if (id.startsWith("node:") || id === "webgpu") return STUB + id;
       return null;
     },
     load(id) {
       if (!id.startsWith(STUB)) return null;
-      const mod = id.slice(STUB.length);
-      const exports = [...(names.get(mod) ?? [])].map((n) => `export const ${n} = missing(${JSON.stringify(n)});`);
+      const mod = id.slice(STUB.length), shim = SHIMS[mod];
+      const provided = shim ? shimExports(shim) : new Set<string>();
+      const exports = [...(names.get(mod) ?? [])].filter((n) => !provided.has(n)).map((n) => `export const ${n} = missing(${JSON.stringify(n)});`);
       return [
         `function missing(name) { return function () { throw new Error(${JSON.stringify(mod)} + "." + name + " is not available in the browser"); }; }`,
         ...exports,
-        `export default {};`,
+        ...(shim
+          ? [`import * as shim from ${JSON.stringify(SHIM + mod)};`, `export * from ${JSON.stringify(SHIM + mod)};`, `export default shim;`]
+          : [`export default {};`]),
       ].join("\n");
     },
   };

@@ -1,38 +1,29 @@
 /**
- * Loading models/mla-brown from the page's origin and running it: WebGPU (GpuModel on navigator.gpu) when the
- * browser has it, else the engine's plain-JavaScript CPU kernels (DeepseekModel on cpuOps; the WebAssembly
- * backend needs Node's worker_threads). Both stream tokens through generate (the one inference contract) and report
- * their cache size.
+ * Running a loaded model (./models.ts): WebGPU (GpuModel on navigator.gpu) when the browser has it, else the engine's
+ * plain-JavaScript CPU kernels (DeepseekModel or LlamaModel on cpuOps; the WebAssembly backend needs Node's
+ * worker_threads). Both stream tokens through generate (the one inference contract) and report their cache size.
+ * Also the download of the bundled model's files from the page's origin.
  */
 import { WebGpuBackend } from "../../src/backends/webgpu/backend.js";
 import { cpuOps } from "../../src/backends/ops.js";
 import { generate } from "../../src/generate/generate.js";
 import type { InferenceModel, SequenceState } from "../../src/model/inference.js";
-import { parseSafetensorsBuffer } from "../../src/io/safetensors-buffer.js";
-import { type ModelConfig } from "../../src/model/config.js";
 import { DeepseekModel } from "../../src/model/deepseek-model.js";
+import { LlamaModel } from "../../src/model/llama.js";
 import { GpuModel } from "../../src/model/gpu/model.js";
+import { MlaError } from "../../src/errors.js";
+import { StreamDecoder, type TextTokenizer } from "../../src/tokenizer/tokenizer.js";
+import { assemble, assembleLlama } from "../../src/model/families/index.js";
+import type { LoadedModel } from "./models.js";
 
-import type { Tensor } from "../../src/tensor/tensor.js";
-import { StreamDecoder, TextTokenizer } from "../../src/tokenizer/tokenizer.js";
-import { assemble, parseConfig } from "../../src/model/families/index.js";
-
-export interface LoadedModel {
-  readonly configJson: Record<string, unknown>;
-  readonly config: ModelConfig;
-  readonly tensors: Map<string, Tensor>;
-  readonly tokenizer: TextTokenizer;
-  readonly weightBytes: number;
-}
-
-/** Fetch a file's bytes, reporting bytes as they arrive. */
-async function fetchBytes(url: string, onBytes: (n: number, total: number | null) => void): Promise<Uint8Array> {
+/** Fetch a file as a Blob, reporting bytes as they arrive. */
+async function fetchBlob(url: string, onBytes: (n: number, total: number | null) => void): Promise<Blob> {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
   const len = Number(res.headers.get("content-length")) || null;
   if (!res.body) {
-    const b = new Uint8Array(await res.arrayBuffer());
-    onBytes(b.byteLength, len);
+    const b = await res.blob();
+    onBytes(b.size, len);
     return b;
   }
   const reader = res.body.getReader();
@@ -45,16 +36,11 @@ async function fetchBytes(url: string, onBytes: (n: number, total: number | null
     got += value.byteLength;
     onBytes(got, len);
   }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(got);
-  let o = 0;
-  for (const c of chunks) out.set(c, o), (o += c.byteLength);
-  return out;
+  return new Blob(chunks as BlobPart[]);
 }
 
-/** Config, tokenizer and weights from `base` (a folder URL); onProgress(fraction 0..1, bytes so far). */
-export async function loadModelFiles(base: string, onProgress: (fraction: number, bytes: number) => void): Promise<LoadedModel> {
-  const files = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"];
+/** Files of a model folder served at `base` (a folder URL), as Blobs; onProgress(fraction 0..1, bytes so far). */
+export async function fetchModelFiles(base: string, files: readonly string[], onProgress: (fraction: number, bytes: number) => void): Promise<Map<string, Blob>> {
   const got = files.map(() => 0), totals = files.map((): number | null => null);
   const report = () => {
     const bytes = got.reduce((a, b) => a + b, 0);
@@ -62,16 +48,13 @@ export async function loadModelFiles(base: string, onProgress: (fraction: number
     const total = known ? totals.reduce((a: number, b) => a + b!, 0) : 0;
     onProgress(known && total ? Math.min(1, bytes / total) : 0, bytes);
   };
-  const [configBytes, tokBytes, tokCfgBytes, weights] = await Promise.all(
-    files.map((f, i) => fetchBytes(`${base}/${f}`, (n, total) => ((got[i] = n), (totals[i] = total ?? n), report()))),
-  );
-  const text = new TextDecoder();
-  const configJson = JSON.parse(text.decode(configBytes)) as Record<string, unknown>;
-  const tokenizer = TextTokenizer.fromJson(JSON.parse(text.decode(tokBytes)), JSON.parse(text.decode(tokCfgBytes)));
-  return { configJson, config: parseConfig(configJson), tensors: parseSafetensorsBuffer(weights), tokenizer, weightBytes: weights.byteLength };
+  const blobs = await Promise.all(files.map((f, i) => fetchBlob(`${base}/${f}`, (n, total) => ((got[i] = n), (totals[i] = total ?? n), report()))));
+  return new Map(files.map((f, i) => [f, blobs[i]]));
 }
 
 export interface StepInfo {
+  /** The token id chosen. */
+  readonly id: number;
   /** Text this token completes ("" while a character is incomplete). */
   readonly text: string;
   /** Tokens in the cache after this step. */
@@ -107,6 +90,8 @@ export interface Runner {
   /** What runs it, for the page ("WebGPU: <adapter>", "CPU: ..."). */
   readonly label: string;
   generate(prompt: number[], settings: GenerateSettings, onStep: (s: StepInfo) => void, signal: AbortSignal): Promise<GenerateSummary>;
+  /** Free what the model holds on the backend (a GPU's buffers go with its device). */
+  close(): void;
 }
 
 export class StoppedError extends Error {
@@ -152,7 +137,7 @@ async function run<S extends SequenceState>(
         const now = performance.now();
         if (index === 0) (tFirst = now), (prefillMs = now - t0);
         count = index + 1;
-        onStep({ text: decoder.push(id), position: state.position, cacheBytes: state.cacheBytes, index, prefillMs, decodeMs: now - tFirst });
+        onStep({ id, text: decoder.push(id), position: state.position, cacheBytes: state.cacheBytes, index, prefillMs, decodeMs: now - tFirst });
       },
     });
     return {
@@ -171,25 +156,34 @@ async function run<S extends SequenceState>(
 export async function webgpuRunner(m: LoadedModel): Promise<Runner> {
   if (!(globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) throw new Error("this browser has no navigator.gpu");
   const gpu = await WebGpuBackend.create();
-  const model = GpuModel.fromTensors(m.configJson, m.tensors, gpu);
+  let model: GpuModel;
+  try {
+    model = GpuModel.fromTensors(m.configJson, m.tensors, gpu);
+  } catch (e) {
+    gpu.destroy();
+    throw e;
+  }
   return {
     kind: "webgpu",
     label: `WebGPU: ${gpu.name.replace(/^webgpu \((.*)\)$/, "$1")}`,
     generate: (prompt, settings, onStep, signal) => run(model, m.tokenizer, prompt, settings, onStep, signal),
+    close: () => gpu.destroy(),
   };
 }
 
-/** The model (MLA, absorbed as on the GPU) on the plain-JavaScript CPU kernels. */
+/** The model on the plain-JavaScript CPU kernels (MLA absorbed, as on the GPU). */
 export function cpuRunner(m: LoadedModel): Runner {
   const c = m.config, get = (n: string) => {
     const t = m.tensors.get(n);
-    if (!t) throw new Error(`model.safetensors has no tensor ${n}`);
+    if (!t) throw new MlaError(`${m.name} has no tensor ${n}`);
     return t;
   };
-  const model = new DeepseekModel(c, assemble(c, get), cpuOps);
-  return {
-    kind: "cpu",
-    label: "CPU: the engine's plain-JavaScript kernels, one thread",
-    generate: (prompt, settings, onStep, signal) => run(model, m.tokenizer, prompt, settings, onStep, signal, "absorb"),
-  };
+  const label = "CPU: the engine's plain-JavaScript kernels, one thread";
+  const close = () => {};
+  if (c.attention === "mla") {
+    const model = new DeepseekModel(c, assemble(c, get), cpuOps);
+    return { kind: "cpu", label, close, generate: (prompt, settings, onStep, signal) => run(model, m.tokenizer, prompt, settings, onStep, signal, "absorb") };
+  }
+  const model = new LlamaModel(c, assembleLlama(c, get), cpuOps);
+  return { kind: "cpu", label, close, generate: (prompt, settings, onStep, signal) => run(model, m.tokenizer, prompt, settings, onStep, signal) };
 }

@@ -3,12 +3,14 @@
  * src/model/info.ts): per token, this model's MLA latent cache next to MHA, GQA and MQA with the same heads and
  * the same attention scores, and the same four for DeepSeek-V3's shapes.
  */
-import { compareCaches, type AttentionKind, type CacheFootprint } from "../../src/attention/accounting.js";
+import { compareCaches, kvCacheFootprint, type AttentionKind, type CacheFootprint } from "../../src/attention/accounting.js";
 import type { ModelConfig } from "../../src/model/config.js";
 import { kvCacheInfo } from "../../src/model/info.js";
 
 export interface CacheSeries {
   readonly kind: AttentionKind;
+  /** The cache the running model keeps (drawn from its state after every step); the others are computed. */
+  readonly measured: boolean;
   readonly label: string;
   readonly color: string;
   /** Numbers cached per token over all layers. */
@@ -21,9 +23,9 @@ export interface CacheSeries {
 const COLORS: Record<AttentionKind, string> = { mla: "#d9480f", mha: "#1c7ed6", gqa: "#2f9e44", mqa: "#7048e8" };
 const ORDER: AttentionKind[] = ["mla", "mqa", "gqa", "mha"];
 
-function series(f: CacheFootprint, bytesPerElement: number, label: string): CacheSeries {
+function series(f: CacheFootprint, bytesPerElement: number, label: string, measured = false): CacheSeries {
   return {
-    kind: f.kind, label, color: COLORS[f.kind], formula: f.formula,
+    kind: f.kind, measured, label, color: COLORS[f.kind], formula: f.formula,
     elementsPerToken: f.elementsPerToken, bytesPerToken: f.elementsPerToken * bytesPerElement,
   };
 }
@@ -37,12 +39,22 @@ function labels(kvHeads: Record<AttentionKind, number>, nHeads: number): Record<
   };
 }
 
-/** This model's four caches at F32 (what both of the page's backends store). */
+/**
+ * This model's caches at F32 (what both of the page's backends store). An MLA model: its latent cache (measured)
+ * and MHA, GQA and MQA with the same heads and scores. A GQA/MHA/MQA model: its own K/V cache (measured), and MHA
+ * with its heads when it shares K/V heads.
+ */
 export function modelCaches(c: ModelConfig): CacheSeries[] {
   const info = kvCacheInfo(c, "F32");
-  const all = { mla: info.mla!, mha: info.mha, gqa: info.gqa, mqa: info.mqa };
-  const l = labels({ mla: 1, mha: c.numHeads, gqa: info.gqaGroups, mqa: 1 }, c.numHeads);
-  return ORDER.map((k) => series(all[k], 4, l[k]));
+  if (info.mla) {
+    const all = { mla: info.mla, mha: info.mha, gqa: info.gqa, mqa: info.mqa };
+    const l = labels({ mla: 1, mha: c.numHeads, gqa: info.gqaGroups, mqa: 1 }, c.numHeads);
+    return ORDER.map((k) => series(all[k], 4, l[k], k === "mla"));
+  }
+  const own = info.model, kind = own.kind.toUpperCase();
+  const out = [series(own, 4, `${kind} (${own.kvHeads} K/V head${own.kvHeads > 1 ? "s" : ""}, this model)`, true)];
+  if (own.kind !== "mha") out.push(series(kvCacheFootprint("mha", c.numHeads, c.headDim, c.headDim, c.numLayers), 4, `MHA (${c.numHeads} K/V heads)`));
+  return out;
 }
 
 /** DeepSeek-V3's attention shapes (config.json of deepseek-ai/DeepSeek-V3). */

@@ -1,9 +1,14 @@
-/** The page: load mla-brown, pick a backend, stream a generation, and draw the KV-cache charts as it runs. */
+/**
+ * The page: load a model (the bundled mla-brown, a picked folder or .gguf file, or a hub download kept in Cache
+ * Storage), pick a backend, stream a generation, and draw the KV-cache charts as it runs.
+ */
 import { renderChart, niceMax, type Line } from "./chart.js";
-import { cpuRunner, loadModelFiles, webgpuRunner, type GenerateSettings, type LoadedModel, type Runner, type StepInfo } from "./engine.js";
+import { cpuRunner, fetchModelFiles, webgpuRunner, type GenerateSettings, type Runner, type StepInfo } from "./engine.js";
+import { CACHE_NAME, cachedTotal, deleteCached, downloadHub, listCached, parseHubInput, planHub, type HubPlan } from "./hub.js";
 import { V3, formatBytes, formatTokens, modelCaches, v3Caches, type CacheSeries } from "./kv.js";
+import { FORMATS, loadModelFiles, type LoadedModel, type ModelFiles } from "./models.js";
 
-const MODEL_BASE = "./models/mla-brown";
+const BUNDLED = { name: "mla-brown", base: "./models/mla-brown", files: ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"] };
 
 function $<T extends HTMLElement = HTMLElement>(id: string): T {
   const e = document.getElementById(id);
@@ -35,10 +40,27 @@ const ui = {
   v3Table: $<HTMLTableElement>("kv-v3-table"),
   logScale: $<HTMLInputElement>("log-scale"),
   error: $("error"),
+  useBundled: $<HTMLButtonElement>("use-bundled"),
+  pickFolder: $<HTMLInputElement>("pick-folder"),
+  pickGguf: $<HTMLInputElement>("pick-gguf"),
+  hubForm: $<HTMLFormElement>("hub-form"),
+  hubRef: $<HTMLInputElement>("hub-ref"),
+  hubFind: $<HTMLButtonElement>("hub-find"),
+  hubEndpoint: $<HTMLInputElement>("hub-endpoint"),
+  hubPlan: $("hub-plan"),
+  hubPlanText: $("hub-plan-text"),
+  hubPlanFiles: $("hub-plan-files"),
+  hubDownload: $<HTMLButtonElement>("hub-download"),
+  hubCancel: $<HTMLButtonElement>("hub-cancel"),
+  modelMessage: $("model-message"),
+  formats: $("formats"),
+  cacheTotal: $("cache-total"),
+  cacheList: $("cache-list"),
+  cacheClear: $<HTMLButtonElement>("cache-clear"),
 };
 
 let model: LoadedModel | null = null;
-let caches: CacheSeries[] = [];
+let cacheSeries: CacheSeries[] = [];
 const runners = new Map<"webgpu" | "cpu", Runner>();
 let gpuProblem = "";
 let runner: Runner | null = null;
@@ -46,7 +68,9 @@ let runner: Runner | null = null;
 let measured: [number, number][] = [];
 let context = 0;
 
-function setState(s: "loading" | "ready" | "generating" | "done" | "error"): void {
+type PageState = "loading" | "ready" | "generating" | "done" | "error";
+
+function setState(s: PageState): void {
   document.body.dataset.state = s;
 }
 
@@ -76,18 +100,18 @@ function row(cells: string[], head = false): HTMLTableRowElement {
 
 function drawModelChart(): void {
   if (!model) return;
-  const mla = caches.find((s) => s.kind === "mla")!;
+  const own = cacheSeries.find((s) => s.measured)!;
   const xMax = niceMax(Math.max(context, 16));
-  // the measured MLA line last, on top of MQA's (equal at this model's sizes)
-  const lines: Line[] = [...caches].reverse().map((s) =>
-    s.kind === "mla"
-      ? { label: "MLA (measured)", color: s.color, points: [[0, 0], ...measured], value: formatBytes(measured.length ? measured[measured.length - 1][1] : 0) }
+  // the measured line last, on top of MQA's (equal to MLA's at mla-brown's sizes)
+  const lines: Line[] = [...cacheSeries].reverse().map((s) =>
+    s.measured
+      ? { label: `${s.kind.toUpperCase()} (measured)`, color: s.color, points: [[0, 0], ...measured], value: formatBytes(measured.length ? measured[measured.length - 1][1] : 0) }
       : {
           label: s.kind.toUpperCase(), color: s.color, dashed: true, value: formatBytes(context * s.bytesPerToken),
           points: [[0, 0], ...measured.map(([x]): [number, number] => [x, x * s.bytesPerToken])],
         },
   );
-  const yMax = Math.max(...caches.map((s) => s.bytesPerToken * Math.max(context, 1)));
+  const yMax = Math.max(...cacheSeries.map((s) => s.bytesPerToken * Math.max(context, 1)));
   renderChart(ui.modelChart, {
     lines, xMax, yMax: ui.logScale.checked ? yMax : niceMax(yMax, true), logY: ui.logScale.checked,
     xTitle: "context length (tokens in the cache)", formatX: (x) => formatTokens(x), formatY: formatBytes,
@@ -97,11 +121,11 @@ function drawModelChart(): void {
   ui.modelChart.dataset.bytes = String(measured.length ? measured[measured.length - 1][1] : 0);
   const last = measured.length ? measured[measured.length - 1][1] : 0;
   ui.modelTable.replaceChildren(
-    row(["attention", "numbers / token / layer", "bytes / token (all layers)", `at ${formatTokens(context)} tokens`, "× MLA"], true),
-    ...caches.map((s) => row([
+    row(["attention", "numbers / token / layer", "bytes / token (all layers)", `at ${formatTokens(context)} tokens`, `× ${own.kind.toUpperCase()}`], true),
+    ...cacheSeries.map((s) => row([
       s.label, s.formula, formatBytes(s.bytesPerToken),
-      s.kind === "mla" ? `${formatBytes(last)} measured` : formatBytes(context * s.bytesPerToken),
-      (s.bytesPerToken / mla.bytesPerToken).toFixed(2).replace(/\.00$/, ""),
+      s.measured ? `${formatBytes(last)} measured` : formatBytes(context * s.bytesPerToken),
+      (s.bytesPerToken / own.bytesPerToken).toFixed(2).replace(/\.00$/, ""),
     ])),
   );
 }
@@ -157,22 +181,42 @@ function selectBackend(kind: "webgpu" | "cpu"): void {
     : `${runner.label}${gpuProblem ? ` (WebGPU not used: ${gpuProblem})` : " (chosen)"}`;
 }
 
+/** Weights past this size are not kept in the page's memory for the CPU backend once WebGPU has them. */
+const KEEP_HOST_COPY = 1 << 30;
+
+/** Both backends with the model on them (WebGPU when the browser has it), replacing the previous model's. */
 async function setUpBackends(m: LoadedModel): Promise<void> {
+  const next = new Map<"webgpu" | "cpu", Runner>();
+  let problem = "";
   const want = new URLSearchParams(location.search).get("backend");
-  if (want === "cpu") gpuProblem = "?backend=cpu in the address";
+  if (want === "cpu") problem = "?backend=cpu in the address";
   else {
     try {
-      runners.set("webgpu", await webgpuRunner(m));
+      next.set("webgpu", await webgpuRunner(m));
     } catch (e) {
-      gpuProblem = e instanceof Error ? e.message : String(e);
+      problem = errorText(e);
     }
   }
-  runners.set("cpu", cpuRunner(m));
+  if (next.has("webgpu") && m.weightBytes > KEEP_HOST_COPY) {
+    // the GPU holds the weights now: a second copy for the CPU backend would double the tab's memory
+    m.tensors.clear();
+  } else {
+    try {
+      next.set("cpu", cpuRunner(m));
+    } catch (e) {
+      for (const r of next.values()) r.close();
+      throw e;
+    }
+  }
+  for (const r of runners.values()) r.close();
+  runners.clear();
+  for (const [k, r] of next) runners.set(k, r);
+  gpuProblem = problem;
   ui.backendSelect.replaceChildren();
   for (const [kind, label] of [["webgpu", "WebGPU"], ["cpu", "CPU (JavaScript)"]] as const) {
     const o = document.createElement("option");
     o.value = kind;
-    o.textContent = runners.has(kind) ? label : `${label}: unavailable`;
+    o.textContent = runners.has(kind) ? label : kind === "cpu" ? `${label}: not kept for models over ${formatBytes(KEEP_HOST_COPY)} that WebGPU runs (?backend=cpu)` : `${label}: unavailable`;
     o.disabled = !runners.has(kind);
     ui.backendSelect.append(o);
   }
@@ -207,12 +251,15 @@ async function generate(): Promise<void> {
   genSpan.className = "generated";
   ui.output.replaceChildren(promptSpan, genSpan);
   ui.output.dataset.tokens = "0";
+  ui.output.dataset.ids = "";
+  const newIds: number[] = [];
   measured = [];
   context = 0;
   scheduleCharts();
   abort = new AbortController();
   ui.generate.disabled = true;
   ui.backendSelect.disabled = true;
+  sources(false);
   ui.stop.disabled = false;
   setState("generating");
   const kind = runner.kind === "webgpu" ? "WebGPU" : "CPU";
@@ -222,6 +269,8 @@ async function generate(): Promise<void> {
     measured.push([s.position, s.cacheBytes]);
     context = s.position;
     ui.output.dataset.tokens = String(s.index + 1);
+    newIds.push(s.id);
+    ui.output.dataset.ids = newIds.join(",");
     const tps = s.index > 0 && s.decodeMs > 0 ? (s.index / s.decodeMs) * 1000 : 0;
     ui.stats.dataset.tokensPerSecond = tps.toFixed(2);
     ui.stats.textContent = `${kind}: prompt ${ids.length} tokens, prefill ${s.prefillMs.toFixed(0)} ms · ${s.index + 1} new tokens · ` +
@@ -247,23 +296,28 @@ async function generate(): Promise<void> {
     abort = null;
     ui.generate.disabled = false;
     ui.backendSelect.disabled = false;
+    sources(true);
     ui.stop.disabled = true;
     scheduleCharts();
   }
 }
 
-// ---- start ----------------------------------------------------------------------------------------------------
+// ---- models ---------------------------------------------------------------------------------------------------
 
 function notes(m: LoadedModel): void {
   const c = m.config;
-  const get = (k: string) => caches.find((s) => s.kind === k)!;
+  const own = cacheSeries.find((s) => s.measured)!;
+  const dims = c.attention === "mla"
+    ? `d_c ${c.kvLoraRank}, d_h^R ${c.qkRopeHeadDim}, d_h ${c.qkNopeHeadDim}, d_v ${c.vHeadDim}`
+    : `${c.numKvHeads} K/V heads of d_h ${c.headDim}`;
+  const compare = c.attention === "mla"
+    ? `the dashed ones are what MHA, GQA and MQA with the same heads and the same attention scores would hold (keys of ` +
+      `d_h + d_h^R and values of d_v per K/V head). At toy sizes one MQA head (${cacheSeries.find((s) => s.kind === "mqa")!.formula}) ` +
+      `can be as small as the latent; at DeepSeek-V3's sizes below it is not.`
+    : `this model is not MLA: its cache holds keys and values of every K/V head${cacheSeries.length > 1 ? "; the dashed line is MHA with all its heads" : ""}.`;
   ui.modelNote.textContent =
-    `mla-brown: ${c.numLayers} layers, ${c.numHeads} heads, d_c ${c.kvLoraRank}, d_h^R ${c.qkRopeHeadDim}, d_h ${c.qkNopeHeadDim}, ` +
-    `d_v ${c.vHeadDim}, numbers stored as F32. The solid line is the latent cache the running model holds ` +
-    `(${get("mla").formula} numbers per token and layer), read from its state after every token; the dashed ones are ` +
-    `what MHA, GQA and MQA with the same heads and the same attention scores would hold (keys of d_h + d_h^R and ` +
-    `values of d_v per K/V head). At these toy sizes one MQA head (${get("mqa").formula}) is as small as the latent; ` +
-    `at DeepSeek-V3's sizes below it is not.`;
+    `${m.name} (${c.modelType}): ${c.numLayers} layers, ${c.numHeads} heads, ${dims}; the cache stores F32. The solid line is the ` +
+    `cache the running model holds (${own.formula} numbers per token and layer), read from its state after every token; ${compare}`;
   ui.v3Note.textContent =
     `DeepSeek-V3: ${V3.layers} layers, ${V3.nHeads} heads, d_c ${V3.kvLoraRank}, d_h^R ${V3.qkRopeHeadDim}, ` +
     `d_h ${V3.qkNopeHeadDim}, d_v ${V3.vHeadDim}. MLA caches ${V3.kvLoraRank} + ${V3.qkRopeHeadDim} = 576 numbers per ` +
@@ -271,8 +325,208 @@ function notes(m: LoadedModel): void {
     `${formatTokens(V3.maxContext)}); the marker is this page's current context.`;
 }
 
+function message(text: string | null): void {
+  ui.modelMessage.hidden = !text;
+  ui.modelMessage.textContent = text ?? "";
+}
+
+function errorText(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).split("\n")[0];
+}
+
+/** The model pickers (off while a model loads or a text is generated). */
+function sources(enabled: boolean): void {
+  for (const e of Array.from(document.querySelectorAll<HTMLButtonElement | HTMLInputElement>(".model-source"))) e.disabled = !enabled;
+  ui.hubDownload.disabled = !enabled;
+}
+
+/** Pickers and the generate button are off while a model loads. */
+function busy(on: boolean): void {
+  sources(!on);
+  ui.generate.disabled = on || !model;
+}
+
+let switching = false;
+/** Model loads finished (or refused) so far: body[data-loads], for tests to wait on. */
+let loads = 0;
+
+/**
+ * Load a model from files that `source` gets (reporting its own progress), then put it on the backends. A failure
+ * keeps the model that was running and says why in one line.
+ */
+async function switchModel(name: string, source: () => Promise<ModelFiles>): Promise<void> {
+  if (switching || abort) return;
+  switching = true;
+  const before = document.body.dataset.state as PageState;
+  message(null);
+  busy(true);
+  setState("loading");
+  try {
+    const files = await source();
+    ui.loadStatus.textContent = `reading ${name}…`;
+    const m = await loadModelFiles(name, files, (done, total) => {
+      ui.progress.value = total ? done / total : 0;
+      ui.loadStatus.textContent = `reading ${name}: ${formatBytes(done)} of ${formatBytes(total)} of weights`;
+    });
+    const series = modelCaches(m.config);
+    await setUpBackends(m);
+    model = m;
+    cacheSeries = series;
+    measured = [];
+    context = 0;
+    notes(m);
+    document.body.dataset.model = m.name;
+    document.body.dataset.modelFormat = m.format;
+    ui.progress.value = 1;
+    ui.loadStatus.textContent = `${m.name} loaded (${m.format}): ${formatBytes(m.weightBytes)} of weights read, ` +
+      `${m.config.vocabSize} tokens in the vocabulary, context up to ${formatTokens(m.config.maxPositionEmbeddings)}`;
+    ui.output.replaceChildren();
+    ui.output.dataset.tokens = "0";
+    ui.stats.textContent = "tokens/s: –";
+    drawModelChart();
+    drawV3Chart();
+    setState("ready");
+  } catch (e) {
+    console.error(e);
+    message(`${name}: ${errorText(e).replace(new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: `), "")}`);
+    ui.loadStatus.textContent = model ? `${model.name} is still loaded` : "no model is loaded";
+    ui.progress.value = model ? 1 : 0;
+    setState(model ? (before === "loading" ? "ready" : before) : "error");
+  } finally {
+    switching = false;
+    busy(false);
+    document.body.dataset.loads = String(++loads);
+  }
+}
+
+function loadBundled(): Promise<void> {
+  return switchModel(BUNDLED.name, () => fetchModelFiles(BUNDLED.base, BUNDLED.files, (f, bytes) => {
+    ui.progress.value = f;
+    ui.loadStatus.textContent = `loading ${BUNDLED.name}: ${formatBytes(bytes)}${f ? ` (${Math.round(f * 100)}%)` : ""}`;
+  }));
+}
+
+/** A picked folder: its files by path inside the folder (webkitRelativePath starts with the folder's name). */
+function pickedFolder(list: FileList): void {
+  const all = Array.from(list);
+  if (!all.length) return;
+  const name = all[0].webkitRelativePath.split("/")[0] || "folder";
+  // hidden folders (.git with its LFS objects, .cache of huggingface-cli) are no part of the model
+  const files = new Map(all.map((f) => [f.webkitRelativePath.split("/").slice(1).join("/") || f.name, f as Blob] as const)
+    .filter(([path]) => !path.split("/").some((p) => p.startsWith("."))));
+  void switchModel(name, async () => files);
+}
+
+function pickedGguf(list: FileList): void {
+  const all = Array.from(list);
+  if (!all.length) return;
+  const first = all.map((f) => f.name).sort()[0];
+  void switchModel(first.replace(/(-\d{5}-of-\d{5})?\.gguf$/i, ""), async () => new Map(all.map((f) => [f.name, f as Blob])));
+}
+
+// ---- the hub ------------------------------------------------------------------------------------------------------
+
+let plan: HubPlan | null = null;
+let download: AbortController | null = null;
+
+function li(text: string): HTMLLIElement {
+  const e = document.createElement("li");
+  e.textContent = text;
+  return e;
+}
+
+function showPlan(p: HubPlan | null): void {
+  plan = p;
+  ui.hubPlan.hidden = !p;
+  if (!p) return;
+  const toFetch = p.totalBytes - p.cachedBytes;
+  ui.hubPlan.dataset.totalBytes = String(p.totalBytes);
+  ui.hubPlan.dataset.fetchBytes = String(toFetch);
+  ui.hubPlanText.textContent =
+    `${p.repo}${p.chosenQuant ? ` (${p.chosenQuant})` : ""} at ${p.revision} (commit ${p.commit.slice(0, 12)}) on ${p.endpoint}: ` +
+    `${p.files.length} ${p.kind} file${p.files.length > 1 ? "s" : ""}, ${formatBytes(p.totalBytes)} in all; ` +
+    (toFetch ? `${formatBytes(toFetch)} to download${p.cachedBytes ? ` (${formatBytes(p.cachedBytes)} already in this browser)` : ""}.` : "all in this browser's cache, nothing to download.");
+  ui.hubPlanFiles.replaceChildren(...p.files.map((f) => li(`${f.path}: ${formatBytes(f.size)}`)));
+  ui.hubDownload.textContent = toFetch ? `Download ${formatBytes(toFetch)}` : "Load from the cache";
+}
+
+async function lookUp(): Promise<void> {
+  if (switching) return;
+  message(null);
+  showPlan(null);
+  ui.hubFind.disabled = true;
+  try {
+    const target = parseHubInput(ui.hubRef.value, ui.hubEndpoint.value);
+    ui.loadStatus.textContent = `looking up ${target.repo} on ${target.endpoint}…`;
+    showPlan(await planHub(target));
+    ui.loadStatus.textContent = model ? `${model.name} is loaded` : "";
+  } catch (e) {
+    console.error(e);
+    message(errorText(e));
+  } finally {
+    ui.hubFind.disabled = false;
+  }
+}
+
+function downloadPlan(p: HubPlan): Promise<void> {
+  download = new AbortController();
+  const signal = download.signal;
+  ui.hubDownload.disabled = true;
+  const name = p.repo.split("/")[1] + (p.chosenQuant ? `:${p.chosenQuant}` : "");
+  return switchModel(name, async () => {
+    const files = await downloadHub(p, (done, total) => {
+      ui.progress.value = total ? done / total : 1;
+      ui.loadStatus.textContent = total ? `downloading ${p.repo}: ${formatBytes(done)} of ${formatBytes(total)}` : `${p.repo}: from the cache`;
+    }, signal).catch((e: unknown) => {
+      throw signal.aborted ? new Error("the download was cancelled (files fetched whole stay in the cache)") : e;
+    });
+    showPlan(null);
+    void showCache();
+    return files;
+  }).finally(() => {
+    download = null;
+    void showCache();
+  });
+}
+
+async function showCache(): Promise<void> {
+  if (!("caches" in globalThis)) {
+    ui.cacheTotal.textContent = "Cache Storage is not available here (the page needs https or localhost): hub models are not kept.";
+    return;
+  }
+  const [models, bytes] = await Promise.all([listCached(), cachedTotal()]);
+  ui.cacheTotal.dataset.bytes = String(bytes);
+  ui.cacheTotal.dataset.models = String(models.length);
+  ui.cacheTotal.textContent = `Cached in this browser: ${models.length} model${models.length === 1 ? "" : "s"}, ${formatBytes(bytes)}`;
+  ui.cacheClear.disabled = bytes === 0 && models.length === 0;
+  ui.cacheList.replaceChildren(...models.map((m) => {
+    const p = m.plan, e = li(`${p.repo}${p.chosenQuant ? `:${p.chosenQuant}` : ""} @ ${p.revision} (${p.commit.slice(0, 12)}), ${formatBytes(p.totalBytes)}, ${p.endpoint} `);
+    e.dataset.key = m.key;
+    e.dataset.repo = p.repo;
+    const load = document.createElement("button");
+    load.textContent = "Load";
+    load.className = "cache-load model-source";
+    load.addEventListener("click", () => void downloadPlan(p));
+    const del = document.createElement("button");
+    del.textContent = "Delete";
+    del.className = "cache-delete";
+    del.addEventListener("click", () => void deleteCached(m.key).then(showCache));
+    e.append(load, del);
+    return e;
+  }));
+}
+
+// ---- start ----------------------------------------------------------------------------------------------------
+
+function formatsNote(): void {
+  ui.formats.textContent = `The page reads ${FORMATS.safetensors}; or ${FORMATS.gguf}. Model types: ${FORMATS.models}. ` +
+    `Other files are refused. ${FORMATS.backends}. Picked files stay on this computer; hub downloads are kept in this ` +
+    `browser's cache (public models only: the page sends no token).`;
+}
+
 async function main(): Promise<void> {
   drawV3Chart();
+  formatsNote();
   for (const e of [ui.v3Context, ui.v3Dtype, ui.logScale]) e.addEventListener("input", scheduleCharts);
   ui.backendSelect.addEventListener("change", () => selectBackend(ui.backendSelect.value as "webgpu" | "cpu"));
   ui.generate.addEventListener("click", () => void generate());
@@ -280,25 +534,18 @@ async function main(): Promise<void> {
   ui.prompt.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) void generate();
   });
-  try {
-    model = await loadModelFiles(MODEL_BASE, (f, bytes) => {
-      ui.progress.value = f;
-      ui.loadStatus.textContent = `loading mla-brown: ${formatBytes(bytes)}${f ? ` (${Math.round(f * 100)}%)` : ""}`;
-    });
-    caches = modelCaches(model.config);
-    notes(model);
-    ui.progress.value = 1;
-    ui.loadStatus.textContent = `mla-brown loaded: ${formatBytes(model.weightBytes)} of weights, ` +
-      `${model.config.vocabSize} tokens in the vocabulary, context up to ${formatTokens(model.config.maxPositionEmbeddings)}`;
-    await setUpBackends(model);
-    ui.generate.disabled = false;
-    drawModelChart();
-    drawV3Chart();
-    setState("ready");
-  } catch (e) {
-    showError(e);
+  ui.useBundled.addEventListener("click", () => void loadBundled());
+  ui.pickFolder.addEventListener("change", () => (ui.pickFolder.files && pickedFolder(ui.pickFolder.files), (ui.pickFolder.value = "")));
+  ui.pickGguf.addEventListener("change", () => (ui.pickGguf.files && pickedGguf(ui.pickGguf.files), (ui.pickGguf.value = "")));
+  ui.hubForm.addEventListener("submit", (e) => (e.preventDefault(), void lookUp()));
+  ui.hubDownload.addEventListener("click", () => plan && void downloadPlan(plan));
+  ui.hubCancel.addEventListener("click", () => (download ? download.abort() : showPlan(null)));
+  ui.cacheClear.addEventListener("click", () => void globalThis.caches.delete(CACHE_NAME).then(showCache));
+  void showCache().catch((e) => message(`the browser's cache: ${errorText(e)}`));
+  await loadBundled();
+  if (!model) {
+    showError(new Error(ui.modelMessage.textContent ?? "the model did not load"));
     ui.loadStatus.textContent = "the model did not load";
-    setState("error");
   }
 }
 
