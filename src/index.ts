@@ -7,8 +7,14 @@ export { GGML_TYPE, GGML_BLOCK, READABLE_GGML_TYPES, dequantizeGgml, ggmlRowByte
 export { quantizeRows, quantizeTensor } from "./tensor/ggml-quantize.js";
 export { type Tensor, type Storage, tensor, f32Tensor, toF32, fromF32, numel } from "./tensor/tensor.js";
 export { readHeader, readTensor, writeSafetensors, type TensorInfo } from "./io/safetensors.js";
+export { readFp8Tensor, fp8ScaleName, type Fp8ReadOptions } from "./io/safetensors.js";
+export { e4m3ToF32, e8m0ToF32, dequantizeFp8Rows, type Fp8Layout } from "./tensor/fp8.js";
 export { readGguf, readGgufTensor, type GgufFile, type GgufTensorInfo, type GgufValue } from "./io/gguf.js";
 export { GgufWriter } from "./io/gguf-write.js";
+// models from the Hugging Face hub, into its shared cache (Node only)
+export { parseHubRef, selectModelFiles, ggufQuantTag, HUB_PREFIX, type HubRef, type HubFile, type ModelFiles } from "./io/hub.js";
+export { pullModel, hubOptionsFromEnv, type HubOptions, type PullPlan, type PullResult, type PlannedFile } from "./io/hub-pull.js";
+export { hubCacheDir, repoCacheDir } from "./io/hf-cache.js";
 
 // kernels (backends)
 export { cpuOps, cpuOpsQ8, cpuOpsQuant, type Ops } from "./backends/ops.js";
@@ -27,11 +33,13 @@ export {
 
 // models
 export { Checkpoint, openCheckpoint } from "./model/checkpoint.js";
+export { type CheckpointTensorInfo } from "./model/checkpoint.js";
+export { checkQuantization, type Fp8Quantization } from "./model/quantization.js";
 export { type TensorStore } from "./model/tensor-store.js";
 export { GgufCheckpoint } from "./model/gguf/checkpoint.js";
 export { ggufTokenizer } from "./tokenizer/gguf.js";
 export { exportGguf, EXPORT_TYPES, type ExportType, type ExportOptions } from "./convert/export-gguf.js";
-export { parseRope, isMoeLayer, type ModelConfig, type ModelType, type AttentionFamily } from "./model/config.js";
+export { parseRope, isMoeLayer, mtpNote, type ModelConfig, type ModelType, type AttentionFamily } from "./model/config.js";
 export {
   loadConfig, parseConfig, familyOf, MODEL_TYPES, loadWeights, loadLlamaWeights, assemble, assembleLlama, expectedTensors, cacheWidths,
   type ModelFamily,
@@ -45,17 +53,21 @@ export { DeepseekModel, RunState } from "./model/deepseek-model.js";
 export { LlamaModel, KvRunState } from "./model/llama.js";
 export { type InferenceModel, type Runtime, type SequenceState, type StepItem, type StepOptions } from "./model/inference.js";
 export { routeSigmoidGrouped, routeSoftmax, routeTokens, type Routing, type RouterConfig, type RouterSpec } from "./model/router.js";
-export { describeModel, kvCacheInfo, type ModelInfo, type KvCacheInfo } from "./model/info.js";
+export {
+  describeModel, describeConfig, kvCacheInfo, WEIGHT_FORMATS,
+  type ModelInfo, type KvCacheInfo, type MtpInfo, type DescribeOptions, type DescribeConfigOptions, type WeightFormat,
+} from "./model/info.js";
 
 // WebGPU (Node via the npm package webgpu, browsers via navigator.gpu)
 export { WebGpuBackend, type GpuWeight } from "./backends/webgpu/backend.js";
 export { GpuModel, GpuState, webgpuRuntime, type GpuLoadOptions } from "./model/gpu/model.js";
-export { parseSafetensorsBuffer } from "./io/safetensors-buffer.js";
+export { parseSafetensorsBuffer, type BufferReadOptions } from "./io/safetensors-buffer.js";
 
 // generation and text
 export { generate, type GenerateOptions, type GenerateResult } from "./generate/generate.js";
 export { Sampler, argmax, type SamplingOptions } from "./generate/sampler.js";
 export { TextTokenizer, StreamDecoder } from "./tokenizer/tokenizer.js";
+export { readTiktokenDir, parseTiktokenRanks, tiktokenTokenizerJson, tiktokenSpecials, KIMI_PAT_STR, type TiktokenSpecial } from "./tokenizer/tiktoken.js";
 export { ChatTemplate, DEFAULT_CHAT_TEMPLATE, stopTokenIds, type ChatMessage } from "./tokenizer/chat.js";
 export {
   BatchScheduler, BusyError, type SchedulerOptions, type SchedulerStats, type SequenceRequest, type SequenceResult, type SequenceHandle,
