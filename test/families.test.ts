@@ -82,6 +82,23 @@ function halvesCopy(fixture: string): string {
   return out;
 }
 
+test("a tied model whose checkpoint also stores lm_head.weight runs with that lm_head, as transformers 5 does", () => {
+  const src = join(FIXTURES, "tiny-youtu"), out = join(dir, "tiny-youtu-extra-head");
+  mkdirSync(out, { recursive: true });
+  copyFileSync(join(src, "config.json"), join(out, "config.json"));
+  assert.equal(loadConfig(out).tieWordEmbeddings, true);
+  const tensors: Record<string, Tensor> = {};
+  for (const [name, info] of readHeader(join(src, "model.safetensors")).tensors) tensors[name] = readTensor(info);
+  const embed = tensors["model.embed_tokens.weight"];
+  // lm_head = 2 x embedding: every logit doubles, so the result is known exactly from the reference
+  tensors["lm_head.weight"] = tensor("F32", [...embed.shape], toF32(embed).map((v) => 2 * v));
+  writeSafetensors(join(out, "model.safetensors"), tensors);
+  const model = DeepseekModel.load(out), ref = loadReference("tiny-youtu");
+  const ids = ref.inputIds[0], want = batchRow(ref.tensors.get("logits")!, 0).map((v) => 2 * v);
+  const e = relErr(model.forward(ids, model.newState(), { allLogits: true }), want);
+  assert.ok(e < 1e-5, `rel err ${e} against 2 x the tied model's logits`);
+});
+
 test("MLA with RoPE by halves (rope_interleave false): the permuted model computes the reference's logits", () => {
   const out = halvesCopy("tiny-youtu");
   assert.equal(loadConfig(out).ropeStyle, "halves");

@@ -140,9 +140,13 @@ export function mlpWeights(p: string, { get, stacked }: ReadTensors): MlpWeights
   };
 }
 
-/** The final norm, embedding and lm_head (the embedding when tied) around a family's layers. */
-export function decoderWeights<L>(c: ModelConfig, get: (name: string) => Tensor, layers: L[]): DecoderWeights<L> {
+/**
+ * The final norm, embedding and lm_head around a family's layers. A tied model uses its embedding as lm_head unless
+ * the checkpoint also stores an lm_head.weight: transformers (5.x) then loads that one and leaves the two untied.
+ */
+export function decoderWeights<L>(c: ModelConfig, { get, has }: Pick<ReadTensors, "get" | "has">, layers: L[]): DecoderWeights<L> {
   const embed = get("model.embed_tokens.weight");
-  return { embed, layers, norm: toF32(get("model.norm.weight")), lmHead: c.tieWordEmbeddings ? embed : get("lm_head.weight") };
+  const tied = c.tieWordEmbeddings && !has("lm_head.weight");
+  return { embed, layers, norm: toF32(get("model.norm.weight")), lmHead: tied ? embed : get("lm_head.weight") };
 }
 

@@ -79,6 +79,8 @@ function tensorsToRead(c: ModelConfig, ckpt: TensorStore): Map<string, number[]>
   const m = expectedTensors(c), f = familyOf(c.modelType), opt = new Map<string, number[]>();
   for (let i = 0; i < c.numLayers; i++) f.optionalTensors?.(c, i, opt);
   for (const [name, shape] of opt) if (ckpt.has(name)) m.set(name, shape);
+  // a tied model whose checkpoint stores lm_head.weight anyway runs with it, as transformers does (decoderWeights)
+  if (c.tieWordEmbeddings && ckpt.has("lm_head.weight")) m.set("lm_head.weight", [c.vocabSize, c.hiddenSize]);
   return m;
 }
 
@@ -92,7 +94,7 @@ function stackedPairs(c: ModelConfig): Map<string, string> {
 /** A decoder's weights from named tensors, its layers as its family reads them. */
 function assembleAny<L>(c: ModelConfig, t: ReadTensors): { embed: Tensor; layers: readonly L[]; norm: Float32Array; lmHead: Tensor } {
   const f = familyOf(c.modelType) as ModelFamily<L>;
-  return decoderWeights(c, t.get, Array.from({ length: c.numLayers }, (_, i) => f.layer(c, i, t)));
+  return decoderWeights(c, t, Array.from({ length: c.numLayers }, (_, i) => f.layer(c, i, t)));
 }
 
 function expectAttention(c: ModelConfig, attention: "mla" | "gqa", fn: string): void {
