@@ -123,3 +123,17 @@ test("WasmOps.prepare quantizes float weights to the --quantize block type on th
     }
   }
 });
+
+test("quantizeBlocksToHost (the GGUF exporter's pool path) gives quantizeTensor's bytes, in one slice or many", () => {
+  for (const type of ["Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q5_0"] as const) {
+    const rows = 37, cols = 512, x = randn(rows * cols, 900 + rows);
+    const want = quantizeTensor(tensor("F32", [rows, cols], x), type).data as Uint8Array;
+    const rb = ggmlRowBytes(type, cols), before = be.heap.mark();
+    for (const slice of [2 ** 26, 3 * rb, 1]) {
+      const got = be.quantizeBlocksToHost(x, rows, cols, type, slice);
+      assert.equal(got.length, rows * rb, type);
+      assert.ok(Buffer.from(got).equals(Buffer.from(want)), `${type}, slices of ${slice} bytes`);
+    }
+    assert.equal(be.heap.mark(), before, "the wasm memory used for slices is given back");
+  }
+});

@@ -325,7 +325,7 @@ program
   .action((model: string, out: string, o) =>
     run(async () => {
       const { exportCommand } = await import("./commands/export.js");
-      exportCommand(model, out, o);
+      await exportCommand(model, out, o);
     }),
   );
 

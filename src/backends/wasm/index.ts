@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MlaError } from "../../errors.js";
 import { type BlockDType, isBlockDType, isDType } from "../../tensor/dtype.js";
-import { rowF32, type Tensor } from "../../tensor/tensor.js";
+import { rowF32, tensor, type Tensor } from "../../tensor/tensor.js";
 import { ggmlRowBytes } from "../../tensor/ggml.js";
 import { Q8_BLOCK, quantizeRowsQ8, type Q8Data } from "../../tensor/quant.js";
 import { quantizeTensor } from "../../tensor/ggml-quantize.js";
@@ -313,6 +313,29 @@ export class WasmBackend {
     });
     if (!pooled) new Uint8Array(this.heaps[bank].buffer, dst, rows * rb).set(quantizeTensor(t, type).data as Uint8Array);
     return { dtype: type, rows, cols, ptr: dst, scalesPtr: 0, bank };
+  }
+
+  /**
+   * F32 rows [rows, cols] as the bytes of a GGML block type, quantized on the pool and copied out (the GGUF exporter's
+   * fast path: the JS reference takes ~350 ns a weight for the K-quants). Same bytes as ggml-quantize.ts quantizeRows.
+   * Works through bank 0 in slices of at most `sliceBytes` of output, so a stack of experts of any size fits.
+   */
+  quantizeBlocksToHost(x: Float32Array, rows: number, cols: number, type: BlockDType, sliceBytes = 2 ** 26): Uint8Array {
+    const rb = ggmlRowBytes(type, cols), out = new Uint8Array(rows * rb), heap = this.heaps[0];
+    // scratch and staging first: they are pinned when made, and must not be made after the mark released below
+    this.staging(0);
+    this.ensureScratch(QUANTIZE_BLOCKS_SCRATCH, 0);
+    const step = Math.max(1, Math.floor(sliceBytes / rb));
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const n = Math.min(step, rows - r0), mark = heap.mark();
+      try {
+        const w = this.uploadBlocks(tensor("F32", [n, cols], x.subarray(r0 * cols, (r0 + n) * cols)), type, 0);
+        out.set(heap.u8(w.ptr, n * rb), r0 * rb);
+      } finally {
+        heap.release(mark);
+      }
+    }
+    return out;
   }
 
   /**
