@@ -208,6 +208,6 @@ test("refused model_types say why; unknown ones list the supported types", () =>
 });
 
 test("mtpNote says what a loader or mla info reports of the MTP layers", () => {
-  assert.equal(mtpNote(parseConfig(zoo("GLM-4.7-Flash"))), "1 multi-token-prediction layer present, not used");
+  assert.equal(mtpNote(parseConfig(zoo("GLM-4.7-Flash"))), "1 multi-token-prediction layer declared (num_nextn_predict_layers), not run");
   assert.equal(mtpNote(parseConfig(zoo("Kimi-K2-Instruct"))), null);
 });

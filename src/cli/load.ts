@@ -1,6 +1,5 @@
 import { MlaError } from "../errors.js";
 import type { InferenceModel, Runtime } from "../model/inference.js";
-import { mtpNote, type ModelConfig } from "../model/config.js";
 import type { MlaMode } from "../attention/mla.js";
 import { loadingBar } from "./progress.js";
 
@@ -8,17 +7,10 @@ import { loadingBar } from "./progress.js";
 export function loadModel(dir: string, runtime: Runtime): InferenceModel {
   const bar = loadingBar(runtime.kind === "webgpu" ? "uploading weights" : "loading weights");
   try {
-    return noteModel(runtime.load(dir, { onProgress: bar.onProgress }));
+    return runtime.load(dir, { onProgress: bar.onProgress });
   } finally {
     bar.stop();
   }
-}
-
-/** Say on stderr what of the checkpoint is deliberately left unused (GLM's and V3's multi-token-prediction layer). */
-export function noteModel<M extends { readonly config: ModelConfig }>(model: M): M {
-  const note = mtpNote(model.config);
-  if (note) process.stderr.write(`note: ${note}\n`);
-  return model;
 }
 
 /** --attention picks a form of MLA; asking a GQA model for a specific form is a mistake worth saying so. */

@@ -239,8 +239,8 @@ export function isMoeLayer(c: ModelConfig, i: number): boolean {
   return i >= c.firstKDenseReplace && i % c.moeLayerFreq === 0;
 }
 
-/** What a loader or `mla info` says of the MTP layers a checkpoint holds (null when it holds none). */
+/** What `mla info` says of the MTP layers the config declares (null when none): they are never run. */
 export function mtpNote(c: ModelConfig): string | null {
   if (!c.mtpLayers) return null;
-  return `${c.mtpLayers} multi-token-prediction layer${c.mtpLayers > 1 ? "s" : ""} present, not used`;
+  return `${c.mtpLayers} multi-token-prediction layer${c.mtpLayers > 1 ? "s" : ""} declared (num_nextn_predict_layers), not run`;
 }

@@ -5,7 +5,6 @@ import type { MlaMode } from "../../attention/mla.js";
 import { TextEngine } from "../../generate/text.js";
 import type { Runtime } from "../../model/inference.js";
 import { loadingBar } from "../progress.js";
-import { noteModel } from "../load.js";
 
 export interface ChatOptions {
   readonly model: string;
@@ -35,7 +34,6 @@ export async function chatCommand(opts: ChatOptions, runtime: Runtime): Promise<
   } finally {
     bar.stop();
   }
-  noteModel(engine.model);
   const out = process.stdout, tty = process.stdin.isTTY === true;
   const ctx = engine.contextLength;
   const system: ChatMessage[] = opts.system ? [{ role: "system", content: opts.system }] : [];

@@ -4,7 +4,6 @@ import { ApiServer } from "../../server/server.js";
 import { isLoopbackAddress } from "../../server/access.js";
 import type { MlaMode } from "../../attention/mla.js";
 import { loadingBar } from "../progress.js";
-import { noteModel } from "../load.js";
 import { fmtBytes } from "../format.js";
 
 export interface ServeOptions {
@@ -42,7 +41,6 @@ export async function serveCommand(opts: ServeOptions, runtime: Runtime): Promis
   } finally {
     bar.stop();
   }
-  noteModel(engine.model);
   const log = opts.quiet ? undefined : (line: string) => process.stderr.write(`${line}\n`);
   const server = new ApiServer(engine, {
     maxBodyBytes: opts.maxBodyKb * 1024, log, apiKey: opts.apiKey, cors: opts.cors, maxConnections: opts.maxConnections,
