@@ -64,6 +64,21 @@ export class RowCache<A extends CacheData = Float32Array> {
     this.length = Math.min(this.length, n);
   }
 
+  /**
+   * Become the first n rows of src (same width and dtype): their stored words copied as they are, so a sequence that
+   * starts from a cached prefix reads exactly the rows that prefix's own prefill wrote.
+   */
+  copyFrom(src: RowCache<CacheData>, n: number): void {
+    if (src.width !== this.width || src.dtype !== this.dtype) {
+      throw new MlaError(`cannot copy ${src.dtype} rows of width ${src.width} into a ${this.dtype} cache of width ${this.width}`);
+    }
+    if (!Number.isInteger(n) || n < 0 || n > src.length) throw new MlaError(`cannot copy ${n} rows from a cache of ${src.length}`);
+    this.length = 0;
+    this.reserve(n);
+    (this.data as CacheData).set(src.data.subarray(0, n * this.width));
+    this.length = n;
+  }
+
   get bytes(): number {
     return this.length * this.rowBytes;
   }

@@ -10,13 +10,28 @@ import type { RopeStyle, RotaryEmbedding } from "./rope.js";
  * The two ways to compute the same MLA attention:
  * - `naive`: up-project every cached c_KV into per-head keys (W^UK) and values (W^UV), then ordinary attention.
  * - `absorb`: fold W^UK into the query and W^UV after the softmax, so all heads read the latent cache directly.
- * - `auto` (the default): naive for prefill (many new tokens, few cached), absorbed for decode (one token, long cache).
+ * - `auto` (the default): naive for prefill (many new tokens, few cached), absorbed for decode (one token, long cache)
+ *   and for a short chunk after a long cache (see resolveMlaMode).
  */
 export type MlaMode = "naive" | "absorb" | "auto";
 
-export function resolveMlaMode(mode: MlaMode, newTokens: number): "naive" | "absorb" {
-  if (mode === "auto") return newTokens > 1 ? "naive" : "absorb";
-  return mode;
+/**
+ * The form a segment of `newTokens` tokens runs in, its cache holding `cacheLength` rows once they are appended.
+ * `auto` with the dims counts each form's multiply-adds per head: naive up-projects every cached row, L d_c (d_h +
+ * d_v), then attends, T L (d_h + d_h^R + d_v); absorbed folds the queries and outputs through W^UK and W^UV, T d_c
+ * (d_h + d_v), and attends over the latent rows, T L (2 d_c + d_h^R). A fresh prompt (L = T) is always cheaper
+ * naive and one token absorbed; a short chunk after a long cache (the rest of a prompt whose prefix came from the
+ * prefix cache, a chat's next turn) is cheaper absorbed. It depends on the segment alone, so a sequence takes the
+ * same form alone or batched.
+ */
+export function resolveMlaMode(mode: MlaMode, newTokens: number, cacheLength = newTokens, dims?: Pick<MlaDims, "kvLoraRank" | "qkNopeHeadDim" | "qkRopeHeadDim" | "vHeadDim">): "naive" | "absorb" {
+  if (mode !== "auto") return mode;
+  if (newTokens <= 1) return "absorb";
+  if (!dims || cacheLength <= newTokens) return "naive";
+  const { kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = dims, T = newTokens, L = cacheLength;
+  const naive = L * dc * (dn + dv) + T * L * (dn + dr + dv);
+  const absorbed = T * dc * (dn + dv) + T * L * (2 * dc + dr);
+  return absorbed < naive ? "absorb" : "naive";
 }
 
 export interface MlaDims {
@@ -126,7 +141,8 @@ export class MultiHeadLatentAttention {
    * Several sequences in one pass: x holds the rows of every segment back to back (segment i: T_i new tokens of
    * its own sequence). The projections (W^DQ/W^DKV, W^UQ, W^O) run once over all rows, so each weight matrix is
    * streamed once per step whatever the batch; RoPE, the cache append and attention run per segment on its own
-   * latent cache (the form chosen per segment: `auto` absorbs a one-token decode, up-projects a prefill).
+   * latent cache (the form chosen per segment by resolveMlaMode: `auto` absorbs a one-token decode and a short
+   * chunk after a long cache, up-projects a prefill).
    */
   forwardBatch(x: Float32Array, segments: readonly AttentionSegment<LatentCache>[], mode: MlaMode = "auto"): Float32Array {
     const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
@@ -146,7 +162,7 @@ export class MultiHeadLatentAttention {
       rope(qs, T, H, dr, dn, H * (dn + dr), dn + dr, cos, sin);
       rope(lat.subarray(r * R), T, 1, dr, dc, R, 0, cos, sin);
       cache.append(down, T, R, r * R + qRows);
-      const form = resolveMlaMode(mode, T);
+      const form = resolveMlaMode(mode, T, cache.length, this.dims);
       if (form === "absorb" && T === 1) decode.push({ row: r, cache });
       else o.set(form === "naive" ? this.attendNaive(qs, T, cache) : this.attendAbsorbed(qs, T, cache), r * H * dv);
       r += T;

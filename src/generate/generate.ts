@@ -14,6 +14,12 @@ export interface GenerateOptions<S extends SequenceState = SequenceState> extend
   readonly onToken?: (token: number, index: number) => void;
   /** Continue an existing sequence instead of starting a fresh cache. */
   readonly state?: S;
+  /**
+   * Aborting it stops generation before the next step: generate() then rejects with the signal's reason (an
+   * AbortError DOMException by default), as fetch does; the tokens so far have reached onToken, the state holds
+   * their rows.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface GenerateResult<S extends SequenceState = SequenceState> {
@@ -56,8 +62,10 @@ export async function generate<S extends SequenceState>(model: InferenceModel<S>
   const { state, budget, eos, sampler } = startGeneration(model, prompt, opts);
   const stepOpts = { mode: opts.mode };
   const onDevice = sampler.plainArgmax && model.stepArgmax ? model.stepArgmax.bind(model) : null;
-  const next = async (ids: readonly number[]): Promise<number> =>
-    onDevice ? (await onDevice([{ ids, state }], stepOpts))[0] : sampler.sample(await model.step([{ ids, state }], stepOpts));
+  const next = async (ids: readonly number[]): Promise<number> => {
+    opts.signal?.throwIfAborted();
+    return onDevice ? (await onDevice([{ ids, state }], stepOpts))[0] : sampler.sample(await model.step([{ ids, state }], stepOpts));
+  };
   const tokens: number[] = [];
   const decodeMs: number[] = [];
   let t0 = performance.now();

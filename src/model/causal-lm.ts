@@ -77,6 +77,15 @@ export abstract class CpuDecoder<S extends ModelState> implements CausalLM<S>, I
 
   releaseState(): void {}
 
+  forkState(src: S, n: number, capacity = n): S {
+    if (!Number.isInteger(n) || n < 0 || n > src.position) throw new MlaError(`cannot fork ${n} positions of a sequence at position ${src.position}`);
+    const dst = this.newState(Math.max(1, capacity, n));
+    const from = src.rowCaches, to = dst.rowCaches;
+    if (from.length !== to.length) throw new MlaError("this run state was made by another kind of model (use model.newState())");
+    to.forEach((c, i) => c.copyFrom(from[i], n));
+    return dst;
+  }
+
   fillContext(state: S, n: number, rand: () => number): void {
     for (const cache of state.rowCaches) {
       const rows = new Float32Array(n * cache.width);

@@ -50,7 +50,14 @@ export interface InferenceModel<S extends SequenceState = SequenceState> {
    * back (a GPU's read-back of 4 bytes instead of V floats). Optional: callers fall back to step.
    */
   stepArgmax?(items: readonly StepItem<S>[], opts?: StepOptions): Promise<Int32Array>;
-  /** Free a state's backend memory now (GPU buffers); CPU states are garbage-collected and this does nothing. */
+  /**
+   * A new state (capacity rows reserved, default n) whose first n positions are a copy of src's first n cache rows:
+   * how a sequence starts from a cached prefix (the prefix cache, n > 1 choices) without recomputing it. The rows
+   * are copied as stored (a memcpy on the CPU, copyBufferToBuffer on the GPU, queued after the work that wrote
+   * them), so both states stay independent. Optional: the scheduler caches no prefixes without it.
+   */
+  forkState?(src: S, n: number, capacity?: number): S;
+  /** Free a state's backend memory (GPU buffers, once the work already queued is done); CPU states are garbage-collected and this does nothing. */
   releaseState(state: S): void;
   /** Fill a fresh state's first n positions with random cache rows: what a long context costs to read, without its prefill. */
   fillContext(state: S, n: number, rand: () => number): void;

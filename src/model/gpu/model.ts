@@ -71,8 +71,9 @@ export class GpuState {
     this.position = Math.min(this.position, n);
   }
 
+  /** Free the buffers once the work submitted so far (which may still read or write them) is done. */
   release(): void {
-    for (const l of this.caches) for (const b of l) this.model.gpu.release(b);
+    for (const l of this.caches) for (const b of l) this.model.gpu.releaseAfterQueue(b);
     this.caches.length = 0;
   }
 }
@@ -223,9 +224,26 @@ export class GpuModel implements InferenceModel<GpuState> {
     return new Int32Array(await this.gpu.read(out, 4));
   }
 
-  /** Free a sequence's GPU caches (the scheduler calls this once no submitted work uses them). */
+  /** Free a sequence's GPU caches once the work already submitted (a step, a fork's copy) no longer needs them. */
   releaseState(state: GpuState): void {
     state.release();
+  }
+
+  /**
+   * A new state whose first n positions copy src's cache rows (copyBufferToBuffer, submitted after the steps that
+   * wrote them, so the queue orders the copy after those writes).
+   */
+  forkState(src: GpuState, n: number, capacity = n): GpuState {
+    if (src.model !== this) throw new MlaError("this GPU state was made by another model");
+    if (!Number.isInteger(n) || n < 0 || n > src.position) throw new MlaError(`cannot fork ${n} positions of a sequence at position ${src.position}`);
+    const dst = new GpuState(this, Math.max(capacity, n));
+    if (n > 0) {
+      const enc = this.gpu.device.createCommandEncoder();
+      src.caches.forEach((layer, i) => layer.forEach((buf, j) => enc.copyBufferToBuffer(buf, 0, dst.caches[i][j], 0, n * this.cacheWidths[j] * 4)));
+      this.gpu.device.queue.submit([enc.finish()]);
+    }
+    dst.position = n;
+    return dst;
   }
 
   /** Random cache rows for the first n positions: what a context of n tokens costs to read, without its prefill. */
