@@ -5,9 +5,34 @@ import { MlaError } from "../errors.js";
 import type { ModelConfig } from "../model/config.js";
 import type { TextTokenizer } from "./tokenizer.js";
 
+/** A call an assistant turn made (OpenAI's form: the arguments are a JSON string). */
+export interface ChatToolCall {
+  readonly id: string;
+  readonly type: "function";
+  readonly function: { readonly name: string; readonly arguments: string };
+}
+
 export interface ChatMessage {
   readonly role: string;
   readonly content: string;
+  readonly name?: string;
+  /** An assistant turn's tool calls. */
+  readonly tool_calls?: readonly ChatToolCall[];
+  /** A tool turn: the id of the call it answers. */
+  readonly tool_call_id?: string;
+  /** An assistant turn's reasoning (GLM-4.7's and Kimi-K2-Thinking's templates write it back). */
+  readonly reasoning_content?: string;
+}
+
+/**
+ * A message as a template may need it: a turn that only calls tools with content null (DeepSeek-V3's template
+ * writes the calls only then), the arguments as an object (GLM's templates iterate over them).
+ */
+export interface TemplateMessage extends Omit<ChatMessage, "content" | "tool_calls"> {
+  readonly content: string | null;
+  readonly tool_calls?: readonly (Omit<ChatToolCall, "function"> & {
+    readonly function: { readonly name: string; readonly arguments: string | Readonly<Record<string, unknown>> };
+  })[];
 }
 
 /**
@@ -55,9 +80,10 @@ export class ChatTemplate {
   /**
    * The prompt text for these messages (with the assistant's turn opened when addGenerationPrompt). `vars` are more
    * template variables, as transformers' apply_chat_template takes them (chat_template_kwargs): e.g.
-   * { enable_thinking: false } makes GLM-4.7's and Qwen3's templates close the <think> block up front.
+   * { enable_thinking: false } makes GLM-4.7's and Qwen3's templates close the <think> block up front, and
+   * { tools } (OpenAI's function list) is what GLM's and Kimi-K2's templates write into the prompt.
    */
-  render(messages: readonly ChatMessage[], addGenerationPrompt = true, vars: Readonly<Record<string, unknown>> = {}): string {
+  render(messages: readonly TemplateMessage[], addGenerationPrompt = true, vars: Readonly<Record<string, unknown>> = {}): string {
     try {
       return this.template.render({
         ...vars, messages, add_generation_prompt: addGenerationPrompt, bos_token: "", eos_token: "", ...this.specials,
