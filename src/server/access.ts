@@ -71,6 +71,8 @@ export class AccessPolicy {
       }
       res.setHeader("Access-Control-Allow-Origin", this.anyOrigin ? "*" : origin);
       res.setHeader("Vary", "Origin");
+      // headers a page's script may read beyond the CORS-safelisted ones: its request id, when to retry after a 429
+      res.setHeader("Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
     }
     if (req.method !== "OPTIONS") return false;
     if (cross) {

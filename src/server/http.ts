@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { randomBytes } from "node:crypto";
 import { ApiError } from "./openai.js";
 
 /** The client went away (closed the connection, aborted the upload): nobody is left to answer. */
@@ -108,4 +109,18 @@ export class EventStream {
 export function printable(s: string): string {
   const clean = s.replace(/[^\x20-\x7e]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
   return clean.length > 200 ? `${clean.slice(0, 200)}...` : clean;
+}
+
+/** Longest client-sent x-request-id kept (vLLM and proxies send UUIDs: 36 characters). */
+export const MAX_REQUEST_ID = 128;
+
+/**
+ * The request's id: the client's `x-request-id` when it is 1 to 128 visible ASCII characters (no spaces, no control
+ * characters, so it is safe in a header, a log line and a completion id), else a fresh one (24 hex digits). One
+ * header only: a repeated header arrives joined as "a, b", which has a space and is replaced.
+ */
+export function requestId(req: IncomingMessage): string {
+  const given = req.headers["x-request-id"];
+  if (typeof given === "string" && given.length <= MAX_REQUEST_ID && /^[\x21-\x7e]+$/.test(given)) return given;
+  return randomBytes(12).toString("hex");
 }
