@@ -68,15 +68,26 @@ export { generate, type GenerateOptions, type GenerateResult } from "./generate/
 export { Sampler, argmax, type SamplingOptions } from "./generate/sampler.js";
 export { TextTokenizer, StreamDecoder } from "./tokenizer/tokenizer.js";
 export { readTiktokenDir, parseTiktokenRanks, tiktokenTokenizerJson, tiktokenSpecials, KIMI_PAT_STR, type TiktokenSpecial } from "./tokenizer/tiktoken.js";
-export { ChatTemplate, DEFAULT_CHAT_TEMPLATE, stopTokenIds, type ChatMessage } from "./tokenizer/chat.js";
+export { ChatTemplate, DEFAULT_CHAT_TEMPLATE, stopTokenIds, type ChatMessage, type ChatToolCall, type TemplateMessage } from "./tokenizer/chat.js";
 export {
   BatchScheduler, BusyError, type SchedulerOptions, type SchedulerStats, type SequenceRequest, type SequenceResult, type SequenceHandle,
 } from "./generate/batch.js";
-export { TextEngine, StopMatcher, type TextRequest, type TextResult, type TextJob, type TextEngineOptions } from "./generate/text.js";
+export {
+  TextEngine, StopMatcher, ChatSession, type TextRequest, type TextResult, type TextJob, type TextEngineOptions, type ChatSessionOptions, type ChatTurnOptions,
+} from "./generate/text.js";
+export { PrefixCache, commonPrefix, type PrefixEntry, type PrefixCacheStats } from "./generate/prefix-cache.js";
+export { TokenBytes, tokenLogprob, topK, logSumExp, type TokenLogprob, type TopLogprob } from "./generate/logprobs.js";
+export { jsonObjectGrammar, jsonSchemaGrammar, SchemaError, type JsonGrammar } from "./generate/grammar/schema.js";
+export { StructuredOutput, type TokenConstraint, type TokenMask, type StructuredOutputOptions, type MaskCacheStats } from "./generate/grammar/constraint.js";
+export { TokenVocab } from "./generate/grammar/vocab.js";
 
 // serving
 export { ApiServer, type ServerOptions } from "./server/server.js";
+export { ServerMetrics, type RequestRecord, type LogFormat } from "./server/metrics.js";
 export { ApiError } from "./server/openai.js";
+export {
+  ChatFormat, ChatOutput, foldDeltas, TOOL_FORMATS, type ChatDelta, type ChatPlan, type ChatResult, type ToolSpec, type ToolChoice,
+} from "./server/tools/index.js";
 export { trainByteLevelBpe, writeTokenizer, ByteLevelBpe, bytesPerToken } from "./tokenizer/bpe-train.js";
 
 // training

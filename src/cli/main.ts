@@ -177,12 +177,13 @@ backendOpts(program
 
 backendOpts(program
   .command("serve")
-  .description("OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models, /health) with continuous batching")
+  .description("OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics) with continuous batching")
   .addOption(modelOpt())
   .option("--host <host>", "address to listen on", "127.0.0.1")
   .option("--port <n>", "port (0: any free port)", "8080")
   .option("--name <id>", "model id the API reports (default: the model folder's name)")
   .option("--max-cache-mb <n>", "cache memory budget: a request is admitted when its whole cache (prompt + max_tokens) fits", "1024")
+  .option("--no-prefix-cache", "do not keep finished requests' cache rows for later requests that share their prefix (by default idle budget holds them, evicted least recently used first)")
   .option("--max-batch <n>", "sequences decoded together at most", "32")
   .option("--max-queue <n>", "requests waiting for room at most; past it the server answers 429 with Retry-After", "64")
   .option("--max-body-kb <n>", "largest request body (413 past it)", "1024")
@@ -194,10 +195,17 @@ backendOpts(program
   .option("--request-timeout <s>", "seconds a generation may take, queueing included (504 past it; 0: no limit)", "0")
   .option("--max-connections <n>", "open connections at most; more are closed as they arrive", "512")
   .option("--quiet", "no per-request log lines on stderr")
+  .option("--log-format <format>", "per-request log lines: text, or json (one JSON object per line with the request id, tokens and timings)", "text")
+  .option("--tool-parser <name>", "tool-call format of chat replies: auto (from the chat template, else the tokenizer's marker tokens), none, deepseek_v3, deepseek_v31, glm45 or kimi_k2", "auto")
+  .option("--reasoning-parser <name>", "split <think>...</think> off into reasoning_content: auto (when the chat template has </think>), none, or always (think; vLLM's names deepseek_r1, glm45, kimi_k2 too)", "auto")
   .addOption(attentionOpt()))
   .action((o) =>
     withRuntime(o, async (runtime) => {
       const { serveCommand } = await import("./commands/serve.js");
+      const { toolParserFlag, reasoningParserFlag } = await import("../server/tools/formats.js");
+      const badFlag = (message: string): never => {
+        throw new MlaError(message);
+      };
       const seconds = (v: string, flag: string) => {
         const n = parseFloatArg(v, flag);
         if (n < 0) throw new MlaError(`${flag} must be >= 0 seconds, got "${v}"`);
@@ -205,15 +213,17 @@ backendOpts(program
       };
       await serveCommand({
         model: o.model, host: o.host, port: parseInt10(o.port, "--port"), name: o.name,
-        maxCacheMb: parseFloatArg(o.maxCacheMb, "--max-cache-mb"), maxBatch: parseInt10(o.maxBatch, "--max-batch", 1),
+        maxCacheMb: parseFloatArg(o.maxCacheMb, "--max-cache-mb"), maxBatch: parseInt10(o.maxBatch, "--max-batch", 1), prefixCache: o.prefixCache !== false,
         maxQueue: parseInt10(o.maxQueue, "--max-queue", 1), maxBodyKb: parseInt10(o.maxBodyKb, "--max-body-kb", 1),
         attention: parseMode(o.attention), quiet: o.quiet,
+        logFormat: o.logFormat === "text" || o.logFormat === "json" ? o.logFormat : badFlag(`--log-format must be text or json, got "${o.logFormat}"`),
         apiKey: o.apiKey ?? (process.env.MLA_API_KEY || undefined),
         cors: o.cors === undefined ? undefined : String(o.cors).split(","),
         shutdownTimeoutS: seconds(o.shutdownTimeout, "--shutdown-timeout"),
         headerTimeoutS: seconds(o.headerTimeout, "--header-timeout"), bodyTimeoutS: seconds(o.bodyTimeout, "--body-timeout"),
         requestTimeoutS: seconds(o.requestTimeout, "--request-timeout"),
         maxConnections: parseInt10(o.maxConnections, "--max-connections", 1),
+        toolParser: toolParserFlag(o.toolParser), reasoningParser: reasoningParserFlag(o.reasoningParser),
       }, runtime);
     }),
   );

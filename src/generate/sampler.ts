@@ -92,11 +92,12 @@ export class Sampler {
 
   /**
    * Pick a token from one row of logits: logit bias and penalties, then temperature, top-k, top-p and min-p (as
-   * transformers orders them). `suppress`: tokens that may not be chosen now (EOS before min_tokens). The row is
-   * not modified; the chosen token counts for the penalties of the next call.
+   * transformers orders them). `suppress`: tokens that may not be chosen now (EOS before min_tokens). `mask`: sets
+   * the logits of the tokens a response format forbids to -Infinity (after bias and penalties, before temperature
+   * and truncation). The row is not modified; the chosen token counts for the penalties of the next call.
    */
-  sample(logits: Float32Array, suppress?: ReadonlySet<number>): number {
-    const row = this.process(logits, suppress);
+  sample(logits: Float32Array, suppress?: ReadonlySet<number>, mask?: { apply(row: Float32Array): void }): number {
+    const row = this.process(logits, suppress, mask);
     const id = this.greedy ? argmax(row) : this.draw(row);
     if (this.penalised) {
       this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
@@ -113,10 +114,10 @@ export class Sampler {
     return this.greedy && !this.penalised && !(this.opts.logitBias && this.opts.logitBias.size > 0);
   }
 
-  /** The logits after bias, suppression and penalties: `logits` itself when none applies. */
-  private process(logits: Float32Array, suppress?: ReadonlySet<number>): Float32Array {
+  /** The logits after bias, suppression, penalties and the mask: `logits` itself when none applies. */
+  private process(logits: Float32Array, suppress?: ReadonlySet<number>, mask?: { apply(row: Float32Array): void }): Float32Array {
     const bias = this.opts.logitBias;
-    if (!this.penalised && !(bias && bias.size > 0) && !(suppress && suppress.size > 0)) return logits;
+    if (!this.penalised && !(bias && bias.size > 0) && !(suppress && suppress.size > 0) && !mask) return logits;
     if (this.scratch.length !== logits.length) this.scratch = new Float32Array(logits.length);
     const row = this.scratch;
     row.set(logits);
@@ -127,6 +128,7 @@ export class Sampler {
     const pres = this.opts.presencePenalty ?? 0, freq = this.opts.frequencyPenalty ?? 0;
     if (pres !== 0 || freq !== 0) for (const [id, n] of this.counts) if (id < V) row[id] -= pres + freq * n;
     if (suppress) for (const id of suppress) if (id < V) row[id] = -Infinity;
+    mask?.apply(row);
     return row;
   }
 

@@ -2,6 +2,7 @@ import { TextEngine } from "../../generate/text.js";
 import type { Runtime } from "../../model/inference.js";
 import { ApiServer } from "../../server/server.js";
 import { isLoopbackAddress } from "../../server/access.js";
+import type { LogFormat } from "../../server/metrics.js";
 import type { MlaMode } from "../../attention/mla.js";
 import { loadingBar } from "../progress.js";
 import { fmtBytes } from "../format.js";
@@ -12,11 +13,15 @@ export interface ServeOptions {
   readonly port: number;
   readonly name?: string;
   readonly maxCacheMb: number;
+  /** Keep finished requests' cache rows for requests that share their prefix (--no-prefix-cache: off). */
+  readonly prefixCache?: boolean;
   readonly maxBatch: number;
   readonly maxQueue: number;
   readonly maxBodyKb: number;
   readonly attention: MlaMode;
   readonly quiet?: boolean;
+  /** Per-request log lines: the text line (default) or one JSON object per line. */
+  readonly logFormat?: LogFormat;
   readonly apiKey?: string;
   readonly cors?: readonly string[];
   /** Seconds running requests may take to finish once SIGTERM/SIGINT arrives. */
@@ -26,6 +31,9 @@ export interface ServeOptions {
   /** 0: no limit. */
   readonly requestTimeoutS: number;
   readonly maxConnections: number;
+  /** Tool-call format (auto, none, or a format name) and `<think>` split (auto, none, or a parser name). */
+  readonly toolParser?: string;
+  readonly reasoningParser?: string;
 }
 
 /** Serve until SIGINT/SIGTERM; resolves after a clean shutdown. */
@@ -36,15 +44,16 @@ export async function serveCommand(opts: ServeOptions, runtime: Runtime): Promis
     engine = TextEngine.open(opts.model, {
       runtime,
       name: opts.name, onProgress: bar.onProgress, mode: opts.attention,
-      maxCacheBytes: opts.maxCacheMb * 2 ** 20, maxBatch: opts.maxBatch, maxQueue: opts.maxQueue,
+      maxCacheBytes: opts.maxCacheMb * 2 ** 20, maxBatch: opts.maxBatch, maxQueue: opts.maxQueue, prefixCache: opts.prefixCache ?? true,
     });
   } finally {
     bar.stop();
   }
   const log = opts.quiet ? undefined : (line: string) => process.stderr.write(`${line}\n`);
   const server = new ApiServer(engine, {
-    maxBodyBytes: opts.maxBodyKb * 1024, log, apiKey: opts.apiKey, cors: opts.cors, maxConnections: opts.maxConnections,
+    maxBodyBytes: opts.maxBodyKb * 1024, log, logFormat: opts.logFormat, apiKey: opts.apiKey, cors: opts.cors, maxConnections: opts.maxConnections,
     headersTimeoutMs: opts.headerTimeoutS * 1000, bodyTimeoutMs: opts.bodyTimeoutS * 1000, requestTimeoutMs: opts.requestTimeoutS * 1000,
+    toolParser: opts.toolParser, reasoningParser: opts.reasoningParser,
   });
   // The handlers go in before the address is printed: until process.on("SIGTERM") runs the default action
   // kills the process, and a client that reads the address may signal at once (a race seen in CI).
@@ -80,8 +89,9 @@ export async function serveCommand(opts: ServeOptions, runtime: Runtime): Promis
   const c = engine.model.config;
   process.stderr.write(
     `serving ${engine.name} (${c.modelType}, ${c.attention}, ${engine.model.backendName}) on http://${addr.address}:${addr.port}/v1\n` +
-      `cache: ${s.cacheBytesPerToken} bytes/token, budget ${fmtBytes(s.maxCacheBytes)} (${Math.floor(s.maxCacheBytes / s.cacheBytesPerToken)} tokens); ` +
-      `batch <= ${opts.maxBatch}, queue <= ${opts.maxQueue}; context ${engine.contextLength}\n`,
+      `cache: ${s.cacheBytesPerToken} bytes/token, budget ${fmtBytes(s.maxCacheBytes)} (${Math.floor(s.maxCacheBytes / s.cacheBytesPerToken)} tokens), prefix cache ${s.prefixCaching ? "on" : "off"}; ` +
+      `batch <= ${opts.maxBatch}, queue <= ${opts.maxQueue}; context ${engine.contextLength}\n` +
+      `${server.chatFormat.describe()}\n`,
   );
   await done;
 }
