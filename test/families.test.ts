@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type Token } from "node-llama-cpp";
+import { centred, disposeLlama, llamaCppLogProbs, logSoftmax } from "./llama-cpp.js";
 import { exportGguf } from "../src/convert/export-gguf.js";
 import { readGguf, readGgufTensor, type GgufValue } from "../src/io/gguf.js";
 import { GgufWriter, gv, type GgufTypedValue } from "../src/io/gguf-write.js";
@@ -20,9 +20,8 @@ import { ChatTemplate } from "../src/tokenizer/chat.js";
 import { FIXTURES, batchRow, loadReference, relErr } from "./helpers.js";
 
 const dir = mkdtempSync(join(tmpdir(), "mla-families-"));
-let llama: Llama | undefined;
 after(async () => {
-  await llama?.dispose();
+  await disposeLlama();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -111,38 +110,11 @@ test("MLA with RoPE by halves (rope_interleave false): the permuted model comput
   assert.ok(ew > 1e-2, `interleaved reading of halves weights differs (${ew})`);
 });
 
-function logSoftmax(logits: Float32Array): Float64Array {
-  const max = logits.reduce((m, x) => Math.max(m, x), -Infinity);
-  const lse = max + Math.log(logits.reduce((s, x) => s + Math.exp(x - max), 0));
-  return Float64Array.from(logits, (x) => x - lse);
-}
 
-/** llama.cpp's next-token log-probabilities after `ids` (node-llama-cpp, 2 CPU threads, F32 KV cache). */
-async function llamaCppLogProbs(gguf: string, ids: number[], vocab: number): Promise<Float64Array> {
-  llama ??= await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
-  try {
-    const ctx = await model.createContext({
-      contextSize: 64, batchSize: 64, threads: 2, sequences: 1, flashAttention: false,
-      experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32",
-    });
-    const input: ControlledEvaluateInputItem[] = ids.map((t, i) => (i === ids.length - 1 ? [t as Token, { generateNext: { probabilities: true } }] : (t as Token)));
-    const out = await ctx.getSequence().controlledEvaluate(input);
-    await ctx.dispose();
-    const probs = out[ids.length - 1]?.next.probabilities;
-    assert.ok(probs && probs.size === vocab, "a probability for every token");
-    const logp = new Float64Array(vocab);
-    for (const [t, p] of probs) logp[t] = Math.log(p);
-    return logp;
-  } finally {
-    await model.dispose();
-  }
-}
 
 /** ||a - b|| / ||b|| of log-probabilities centred to mean 0 (a softmax is blind to a constant on every logit). */
 function centredErr(a: Float64Array, b: Float64Array): number {
-  const ma = a.reduce((s, x) => s + x, 0) / a.length, mb = b.reduce((s, x) => s + x, 0) / b.length;
-  return relErr(a.map((x) => x - ma), b.map((x) => x - mb));
+  return relErr(centred(a), centred(b));
 }
 
 for (const [name, fixture] of [["tiny-glm4-moe-lite", "tiny-glm4-moe-lite"], ["tiny-youtu", "tiny-youtu"], ["tiny-kimi-k2", "tiny-kimi-k2"], ["tiny-youtu with RoPE by halves", "tiny-youtu"]] as const) {
