@@ -201,6 +201,7 @@ test("bad input: each gets an OpenAI error object with its status, and the serve
   assertError(await call("/v1/completions", { prompt: "x", stop: ["a", "b", "c", "d", "e"] }), 400, "invalid_value");
   assertError(await call("/v1/completions", { prompt: "x", stop: 3 }), 400, "invalid_type");
   assertError(await call("/v1/completions", { prompt: "x", n: 0 }), 400, "invalid_value");
+  assertError(await call("/v1/completions", { prompt: "x", n: 33 }), 400, "invalid_value"); // more choices than the queue of 32 holds
   assertError(await call("/v1/completions", { prompt: "x", best_of: 2 }), 400, "unsupported_parameter");
   assertError(await call("/v1/completions", { prompt: "x", model: 7 }), 400, "invalid_type");
   assertError(await call("/v1/completions", { prompt: [1, 99999] }), 400, "invalid_value");

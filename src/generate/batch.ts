@@ -175,7 +175,8 @@ export class BatchScheduler {
   readonly cacheBytesPerToken: number;
   readonly maxCacheBytes: number;
   private readonly maxBatch: number;
-  private readonly maxQueue: number;
+  /** Requests that may wait at once (SchedulerOptions.maxQueue). */
+  readonly maxQueue: number;
   private readonly prefillChunk: number;
   private readonly prefillBudget: number;
   private readonly waiting: Sequence[] = [];

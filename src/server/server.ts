@@ -338,6 +338,8 @@ export class ApiServer {
     // n choices: one sequence each (its own sampler; seed + i), all from the one prompt, whose rows the later ones
     // copy from the first as soon as they are prefilled (cache: true) instead of computing them again
     const n = r.n;
+    // each choice is a sequence: more than the queue holds could never be admitted, so a retry (429) cannot help
+    if (n > engine.scheduler.maxQueue) throw new ApiError(400, `n ${n} exceeds the server's queue of ${engine.scheduler.maxQueue} requests (--max-queue)`, "invalid_request_error", "n", "invalid_value");
     const writers = Array.from({ length: n }, () => (r.logprobs !== undefined ? new LogprobsWriter(this.tokenBytes, kind) : null));
     const streamedCounts = new Array<number>(n).fill(0); // new tokens of each choice whose scores went out in chunks
     const sse = r.stream ? new EventStream(res) : null;
