@@ -30,7 +30,9 @@ export async function chatCommand(opts: ChatOptions, runtime: Runtime): Promise<
   const bar = loadingBar("loading weights");
   let engine: TextEngine;
   try {
-    engine = TextEngine.open(opts.model, { runtime, onProgress: bar.onProgress, mode: opts.attention, maxCacheBytes: 2 ** 40, maxBatch: 1, maxQueue: 1 });
+    // the prefix cache keeps the history's rows between turns: a turn computes only what was added (one entry, since
+    // each turn's tokens extend the last)
+    engine = TextEngine.open(opts.model, { runtime, onProgress: bar.onProgress, mode: opts.attention, maxCacheBytes: 2 ** 40, maxBatch: 1, maxQueue: 1, prefixCache: true });
   } finally {
     bar.stop();
   }
