@@ -4,7 +4,7 @@
 import { acc2, acc4, evens, hsum, odds } from "./simd";
 import { f16hi, f16hi_x, f16lo_x, f16special } from "./f16";
 import { dot1_f32 } from "./dot-f32";
-import { q8_block, q8_prep_x, q8_rows_float } from "./q8";
+import { q8_block, q8_prep_x, q8_rows_float, q8m_prep, q8m_rows } from "./q8";
 import { linear_tiled } from "./linear-tiled";
 import { q5_0_decode, q5_0_row_bytes } from "./q5";
 import { KQ8_CHUNK, kq_decode, kq_prefill8, kq_row_bytes } from "./kquant";
@@ -155,6 +155,11 @@ export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scale
       }
       store<f32>(out + (<usize>n << 2), hsum(a0));
     }
+    return;
+  }
+  // few tokens (batched decode): integer dots, each row read once for all tokens; a non-finite or tiny x block: f32 tiles
+  if (T <= 8 && q8m_prep(scratch, x, T, K, xStride)) {
+    q8m_rows(out, scratch, T, K, wq, scales, n0, n1, outStride);
     return;
   }
   linear_tiled(3, out, x, T, K, wq, scales, n0, n1, xStride, outStride, scratch);

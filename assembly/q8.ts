@@ -133,3 +133,128 @@ export function q8_rows_float(out: usize, x: usize, K: i32, wq: usize, scales: u
     store<f32>(out + (<usize>n << 2), hsum(a));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Few-token products (T = 2..8, batched decode): x quantized per token and block of 32, then each weight row is
+// read once from memory and met by every token while it sits in L1 (tokens in groups of up to 4, one accumulator each).
+// Relaxed build: x to 7 bits, X = round(63 x / max|x|) in [-63, 63], stored offset by +64 as [1, 127] so it can be the
+// unsigned-safe operand of i16x8.relaxed_dot_i8x16_i7x16 (whose second operand is only defined on [0, 127]; x86
+// pmaddubsw treats it as unsigned). sum_k q_k X_k = sum_k q_k (X_k + 64) - 64 sum_k q_k, the second sum taken once per
+// row block and shared by all tokens; the pair sums are exact in i16 (2 * 128 * 127 < 2^15). Error: x rounded to
+// 1/126 of its block's largest |x| (~3-5e-3 relative on random data, llama.cpp's Q8_0 x Q8_0 is ~2e-3).
+// Plain SIMD build: x to int16 as q8_prep_x (~1e-5).
+// Token record (q8m_rec bytes): nb blocks of x (32 bytes relaxed, 64 plain), then nb f32 factors.
+
+/** Bytes of one token's record for width K (a multiple of 32, so a multiple of 16 too). */
+// @ts-ignore: decorator
+@inline export function q8m_rec(K: i32): usize {
+  const nb = <usize>(K >> 5);
+  return ASC_FEATURE_RELAXED_SIMD ? <usize>K + (nb << 2) : (<usize>K << 1) + (nb << 2);
+}
+
+/** Relaxed build: x (K floats) to 7 bits + 64 per block of 32 at dst; false when a block is non-finite or tiny. */
+function q8_prep_x7(dst: usize, x: usize, K: i32): bool {
+  const nb = K >> 5;
+  const fac = dst + <usize>K;
+  const off = i16x8.splat(64);
+  for (let b = 0; b < nb; b++) {
+    const xp = x + (<usize>b << 7);
+    const d = dst + (<usize>b << 5);
+    let m = f32x4.abs(v128.load(xp));
+    for (let j: usize = 16; j < 128; j += 16) m = f32x4.max(m, f32x4.abs(v128.load(xp + j)));
+    const mx = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+    if (!(mx < Infinity)) return false; // inf or NaN in x
+    if (mx == 0) {
+      memory.fill(d, 64, 32); // X = 0
+      store<f32>(fac + (<usize>b << 2), 0);
+      continue;
+    }
+    if (mx < <f32>7.888609e-31) return false; // 2^-100: 63 / mx would overflow
+    const inv = f32x4.splat(<f32>63 / mx);
+    for (let g: usize = 0; g < 2; g++) {
+      const p = xp + (g << 6);
+      const X0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p), inv)));
+      const X1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 16), inv)));
+      const X2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 32), inv)));
+      const X3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 48), inv)));
+      // |X| <= 63 up to rounding; the saturating narrow to u8 keeps X + 64 a valid 7-bit operand regardless
+      const h0 = i16x8.add(i16x8.narrow_i32x4_s(X0, X1), off), h1 = i16x8.add(i16x8.narrow_i32x4_s(X2, X3), off);
+      v128.store(d + (g << 4), i8x16.min_u(i8x16.narrow_i16x8_u(h0, h1), i8x16.splat(127)));
+    }
+    store<f32>(fac + (<usize>b << 2), mx / <f32>63);
+  }
+  return true;
+}
+
+/** T token records at scratch (q8m_rec apart) from x (rows xStride floats apart); false: use the float tiles. */
+export function q8m_prep(scratch: usize, x: usize, T: i32, K: i32, xStride: i32): bool {
+  const rec = q8m_rec(K), xb = <usize>xStride << 2;
+  for (let t = 0; t < T; t++) {
+    const xt = x + <usize>t * xb, d = scratch + <usize>t * rec;
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      if (!q8_prep_x7(d, xt, K)) return false;
+    } else if (!q8_prep_x(d, xt, K)) return false;
+  }
+  return true;
+}
+
+/** integer sum over one block of 32 weights (q0, q1 / the same bytes at p) times token record block at d, in i32x4 lanes */
+// @ts-ignore: decorator
+@inline function q8m_idot(q0: v128, q1: v128, c: v128, p: usize, d: usize): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return i32x4.add(c, i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(q0, v128.load(d))),
+      i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(q1, v128.load(d, 16)))));
+  }
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p), v128.load(d)), i32x4.dot_i16x8_s(v128.load8x8_s(p, 8), v128.load(d, 16))),
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 16), v128.load(d, 32)), i32x4.dot_i16x8_s(v128.load8x8_s(p, 24), v128.load(d, 48))));
+}
+
+/**
+ * One weight row (int8 at p, scales at s) against the records of cnt (1..4, a constant at each call site) tokens
+ * starting at r; writes out[t * ob + n]. cnt is folded by the compiler, so each group size gets its own loop.
+ */
+// @ts-ignore: decorator
+@inline function q8m_row(cnt: i32, p: usize, s: usize, nb: usize, r: usize, rec: usize, o: usize, ob: usize): void {
+  const xbs: usize = ASC_FEATURE_RELAXED_SIMD ? 5 : 6;
+  const f0 = r + (nb << xbs);
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const off64 = i8x16.splat(64);
+  for (let b: usize = 0; b < nb; b++) {
+    const wp = p + (b << 5), dO = b << xbs, fO = b << 2;
+    const q0 = v128.load(wp), q1 = v128.load(wp, 16);
+    // relaxed: -64 sum q (the +64 offset of X), the starting value of every token's integer sum
+    const c = ASC_FEATURE_RELAXED_SIMD
+      ? i32x4.neg(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(q0, off64)),
+        i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(q1, off64))))
+      : i32x4.splat(0);
+    const sv = v128.load32_splat(s + fO);
+    a0 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, c, wp, r + dO)), f32x4.mul(v128.load32_splat(f0 + fO), sv), a0);
+    if (cnt > 1) a1 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, c, wp, r + rec + dO)), f32x4.mul(v128.load32_splat(f0 + rec + fO), sv), a1);
+    if (cnt > 2) a2 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, c, wp, r + 2 * rec + dO)), f32x4.mul(v128.load32_splat(f0 + 2 * rec + fO), sv), a2);
+    if (cnt > 3) a3 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, c, wp, r + 3 * rec + dO)), f32x4.mul(v128.load32_splat(f0 + 3 * rec + fO), sv), a3);
+  }
+  store<f32>(o, hsum(a0));
+  if (cnt > 1) store<f32>(o + ob, hsum(a1));
+  if (cnt > 2) store<f32>(o + 2 * ob, hsum(a2));
+  if (cnt > 3) store<f32>(o + 3 * ob, hsum(a3));
+}
+
+/**
+ * Rows [n0, n1) against T (2..8) token records at scratch (q8m_prep): one row at a time (one sequential weight stream),
+ * met by the tokens in groups of 4 while it is in L1.
+ */
+export function q8m_rows(out: usize, scratch: usize, T: i32, K: i32, wq: usize, scales: usize, n0: i32, n1: i32, outStride: i32): void {
+  const nb = <usize>(K >> 5), rec = q8m_rec(K), ob = <usize>outStride << 2;
+  for (let n = n0; n < n1; n++) {
+    const p = wq + <usize>n * <usize>K, s = scales + ((<usize>n * nb) << 2);
+    const o = out + (<usize>n << 2);
+    for (let t = 0; t < T; t += 4) {
+      const cnt = min(4, T - t), r = scratch + <usize>t * rec, ot = o + <usize>t * ob;
+      if (cnt == 4) q8m_row(4, p, s, nb, r, rec, ot, ob);
+      else if (cnt == 3) q8m_row(3, p, s, nb, r, rec, ot, ob);
+      else if (cnt == 2) q8m_row(2, p, s, nb, r, rec, ot, ob);
+      else q8m_row(1, p, s, nb, r, rec, ot, ob);
+    }
+  }
+}
