@@ -1,10 +1,10 @@
 // The products out[t, n] = sum_k x[t, k] * W[n, k] the pool runs, one kernel per weight dtype (F32, BF16, F16, Q8)
-// plus linear_grouped: T == 1 (decode) paths here, T > 1 through linear_tiled.
+// plus linear_grouped: T == 1 (decode) paths here (and Q8's few-token path), T > 1 through linear_tiled.
 
 import { acc2, acc4, evens, hsum, odds } from "./simd";
 import { f16hi, f16hi_x, f16lo_x, f16special } from "./f16";
 import { dot1_f32 } from "./dot-f32";
-import { q8_block, q8_prep_x, q8_rows_float, q8m_prep, q8m_rows } from "./q8";
+import { Q8M_MAX_T, q8_block, q8_prep_x, q8_rows_float, q8m_prep, q8m_rows } from "./q8";
 import { linear_tiled } from "./linear-tiled";
 import { q5_0_decode, q5_0_row_bytes } from "./q5";
 import { KQ8_CHUNK, kq_decode, kq_prefill8, kq_row_bytes } from "./kquant";
@@ -130,8 +130,9 @@ export function linear_f16(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i
 /**
  * Q8 weights (int8 [N, K], f32 scales [N, K/32]); K % 32 == 0.
  * T == 1: integer dot products against x quantized to int16 per block (see q8_prep_x; scratch: K*2.125 bytes), one
- * row at a time, or the float path when x has non-finite or tiny blocks. T > 1: linear_tiled (4 rows at a time dequantized
- * to f32; scratch linear_scratch(K)).
+ * row at a time, or the float path when x has non-finite or tiny blocks. T = 2..Q8M_MAX_T: the same int16 x per token,
+ * each row met by all tokens (q8.ts q8m_rows; scratch T*K*2.125 bytes). Larger T, or x with non-finite or tiny blocks:
+ * linear_tiled (4 rows at a time dequantized to f32; scratch linear_scratch(K)).
  */
 export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scales: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
   const nb = K >> 5;
@@ -158,7 +159,7 @@ export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scale
     return;
   }
   // few tokens (batched decode): integer dots, each row read once for all tokens; a non-finite or tiny x block: f32 tiles
-  if (T <= 8 && q8m_prep(scratch, x, T, K, xStride)) {
+  if (T <= Q8M_MAX_T && q8m_prep(scratch, x, T, K, xStride)) {
     q8m_rows(out, scratch, T, K, wq, scales, n0, n1, outStride);
     return;
   }

@@ -1,5 +1,6 @@
 // Q8: int8 weights [N, K], one f32 scale per block of 32 along K: scales [N, K/32]. W = q * scale.
-// The blocks linear_q8 is made of: dequantized rows for the T > 1 tiles, and the T == 1 integer and float paths.
+// The blocks linear_q8 is made of: dequantized rows for the T > 1 tiles, the T == 1 integer and float paths, and the
+// few-token (T = 2..Q8M_MAX_T) integer path.
 
 import { fma, hsum, hsum4 } from "./simd";
 
@@ -135,104 +136,57 @@ export function q8_rows_float(out: usize, x: usize, K: i32, wq: usize, scales: u
 }
 
 // ---------------------------------------------------------------------------------------------
-// Few-token products (T = 2..8, batched decode): x quantized per token and block of 32, then each weight row is
-// read once from memory and met by every token while it sits in L1 (tokens in groups of up to 4, one accumulator each).
-// Relaxed build: x to 7 bits, X = round(63 x / max|x|) in [-63, 63], stored offset by +64 as [1, 127] so it can be the
-// unsigned-safe operand of i16x8.relaxed_dot_i8x16_i7x16 (whose second operand is only defined on [0, 127]; x86
-// pmaddubsw treats it as unsigned). sum_k q_k X_k = sum_k q_k (X_k + 64) - 64 sum_k q_k, the second sum taken once per
-// row block and shared by all tokens; the pair sums are exact in i16 (2 * 128 * 127 < 2^15). Error: x rounded to
-// 1/126 of its block's largest |x| (~3-5e-3 relative on random data, llama.cpp's Q8_0 x Q8_0 is ~2e-3).
-// Plain SIMD build: x to int16 as q8_prep_x (~1e-5).
-// Token record (q8m_rec bytes): nb blocks of x (32 bytes relaxed, 64 plain), then nb f32 factors.
+// Few-token products (T = 2..Q8M_MAX_T, batched decode): each token's x quantized to int16 per block of 32 as at T == 1
+// (q8_prep_x: ~1e-5 relative), then each weight row is read once from memory and met by every token while it sits in
+// L1 (tokens in groups of up to 4, one accumulator each). The cost per token and block (4 i32x4.dot_i16x8_s, the
+// float multiply-add of the block's two scales) is about that of the f32 tiles' FMAs, so this wins by reading the
+// weights once instead of widening them: ~2.5x at T = 2, ~1.5x at T = 4, even around T = 7-8 (measured, 2 threads).
+// A 7-bit x variant on i16x8.relaxed_dot_i8x16_i7x16_s (x offset by +64 to be the [0, 127] operand, -64 sum q per
+// row block) was ~20% faster but its ~5e-3 error is far above what the model tests allow. Token record
+// (q8m_rec bytes): nb blocks of 32 int16, then nb f32 factors (q8_prep_x's layout).
 
-/** Bytes of one token's record for width K (a multiple of 32, so a multiple of 16 too). */
+/** Largest T for the integer path: beyond it the f32 tiles (whose fused FMAs make them faster in the relaxed build). */
+export const Q8M_MAX_T: i32 = ASC_FEATURE_RELAXED_SIMD ? 6 : 8;
+
+/** Bytes of one token's record for width K (a multiple of 32). */
 // @ts-ignore: decorator
-@inline export function q8m_rec(K: i32): usize {
-  const nb = <usize>(K >> 5);
-  return ASC_FEATURE_RELAXED_SIMD ? <usize>K + (nb << 2) : (<usize>K << 1) + (nb << 2);
+@inline function q8m_rec(K: i32): usize {
+  return (<usize>K << 1) + (<usize>(K >> 5) << 2);
 }
 
-/** Relaxed build: x (K floats) to 7 bits + 64 per block of 32 at dst; false when a block is non-finite or tiny. */
-function q8_prep_x7(dst: usize, x: usize, K: i32): bool {
-  const nb = K >> 5;
-  const fac = dst + <usize>K;
-  const off = i16x8.splat(64);
-  for (let b = 0; b < nb; b++) {
-    const xp = x + (<usize>b << 7);
-    const d = dst + (<usize>b << 5);
-    let m = f32x4.abs(v128.load(xp));
-    for (let j: usize = 16; j < 128; j += 16) m = f32x4.max(m, f32x4.abs(v128.load(xp + j)));
-    const mx = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
-    if (!(mx < Infinity)) return false; // inf or NaN in x
-    if (mx == 0) {
-      memory.fill(d, 64, 32); // X = 0
-      store<f32>(fac + (<usize>b << 2), 0);
-      continue;
-    }
-    if (mx < <f32>7.888609e-31) return false; // 2^-100: 63 / mx would overflow
-    const inv = f32x4.splat(<f32>63 / mx);
-    for (let g: usize = 0; g < 2; g++) {
-      const p = xp + (g << 6);
-      const X0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p), inv)));
-      const X1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 16), inv)));
-      const X2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 32), inv)));
-      const X3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 48), inv)));
-      // |X| <= 63 up to rounding; the saturating narrow to u8 keeps X + 64 a valid 7-bit operand regardless
-      const h0 = i16x8.add(i16x8.narrow_i32x4_s(X0, X1), off), h1 = i16x8.add(i16x8.narrow_i32x4_s(X2, X3), off);
-      v128.store(d + (g << 4), i8x16.min_u(i8x16.narrow_i16x8_u(h0, h1), i8x16.splat(127)));
-    }
-    store<f32>(fac + (<usize>b << 2), mx / <f32>63);
-  }
-  return true;
-}
-
-/** T token records at scratch (q8m_rec apart) from x (rows xStride floats apart); false: use the float tiles. */
+/** T token records at scratch (q8m_rec apart) from x (rows xStride floats apart); false: some block is non-finite or tiny. */
 export function q8m_prep(scratch: usize, x: usize, T: i32, K: i32, xStride: i32): bool {
   const rec = q8m_rec(K), xb = <usize>xStride << 2;
   for (let t = 0; t < T; t++) {
-    const xt = x + <usize>t * xb, d = scratch + <usize>t * rec;
-    if (ASC_FEATURE_RELAXED_SIMD) {
-      if (!q8_prep_x7(d, xt, K)) return false;
-    } else if (!q8_prep_x(d, xt, K)) return false;
+    if (!q8_prep_x(scratch + <usize>t * rec, x + <usize>t * xb, K)) return false;
   }
   return true;
 }
 
-/** integer sum over one block of 32 weights (q0, q1 / the same bytes at p) times token record block at d, in i32x4 lanes */
+/** exact i32x4 partial sums of one block: 32 int8 weights (q0..q3, widened to i16) times the int16 x block at d */
 // @ts-ignore: decorator
-@inline function q8m_idot(q0: v128, q1: v128, c: v128, p: usize, d: usize): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return i32x4.add(c, i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(q0, v128.load(d))),
-      i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(q1, v128.load(d, 16)))));
-  }
+@inline function q8m_idot(q0: v128, q1: v128, q2: v128, q3: v128, d: usize): v128 {
   return i32x4.add(
-    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p), v128.load(d)), i32x4.dot_i16x8_s(v128.load8x8_s(p, 8), v128.load(d, 16))),
-    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 16), v128.load(d, 32)), i32x4.dot_i16x8_s(v128.load8x8_s(p, 24), v128.load(d, 48))));
+    i32x4.add(i32x4.dot_i16x8_s(q0, v128.load(d)), i32x4.dot_i16x8_s(q1, v128.load(d, 16))),
+    i32x4.add(i32x4.dot_i16x8_s(q2, v128.load(d, 32)), i32x4.dot_i16x8_s(q3, v128.load(d, 48))));
 }
 
 /**
- * One weight row (int8 at p, scales at s) against the records of cnt (1..4, a constant at each call site) tokens
- * starting at r; writes out[t * ob + n]. cnt is folded by the compiler, so each group size gets its own loop.
+ * One weight row (int8 at p, scales at s) against cnt (1..4, a literal at each call site, so the compiler gives each
+ * group size its own loop) token records starting at r; writes out at o, o + ob, ...
  */
 // @ts-ignore: decorator
 @inline function q8m_row(cnt: i32, p: usize, s: usize, nb: usize, r: usize, rec: usize, o: usize, ob: usize): void {
-  const xbs: usize = ASC_FEATURE_RELAXED_SIMD ? 5 : 6;
-  const f0 = r + (nb << xbs);
+  const f0 = r + (nb << 6);
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-  const off64 = i8x16.splat(64);
   for (let b: usize = 0; b < nb; b++) {
-    const wp = p + (b << 5), dO = b << xbs, fO = b << 2;
-    const q0 = v128.load(wp), q1 = v128.load(wp, 16);
-    // relaxed: -64 sum q (the +64 offset of X), the starting value of every token's integer sum
-    const c = ASC_FEATURE_RELAXED_SIMD
-      ? i32x4.neg(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(q0, off64)),
-        i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(q1, off64))))
-      : i32x4.splat(0);
+    const wp = p + (b << 5), dO = b << 6, fO = b << 2;
+    const q0 = v128.load8x8_s(wp), q1 = v128.load8x8_s(wp, 8), q2 = v128.load8x8_s(wp, 16), q3 = v128.load8x8_s(wp, 24);
     const sv = v128.load32_splat(s + fO);
-    a0 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, c, wp, r + dO)), f32x4.mul(v128.load32_splat(f0 + fO), sv), a0);
-    if (cnt > 1) a1 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, c, wp, r + rec + dO)), f32x4.mul(v128.load32_splat(f0 + rec + fO), sv), a1);
-    if (cnt > 2) a2 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, c, wp, r + 2 * rec + dO)), f32x4.mul(v128.load32_splat(f0 + 2 * rec + fO), sv), a2);
-    if (cnt > 3) a3 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, c, wp, r + 3 * rec + dO)), f32x4.mul(v128.load32_splat(f0 + 3 * rec + fO), sv), a3);
+    a0 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, q2, q3, r + dO)), f32x4.mul(v128.load32_splat(f0 + fO), sv), a0);
+    if (cnt > 1) a1 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, q2, q3, r + rec + dO)), f32x4.mul(v128.load32_splat(f0 + rec + fO), sv), a1);
+    if (cnt > 2) a2 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, q2, q3, r + 2 * rec + dO)), f32x4.mul(v128.load32_splat(f0 + 2 * rec + fO), sv), a2);
+    if (cnt > 3) a3 = fma(f32x4.convert_i32x4_s(q8m_idot(q0, q1, q2, q3, r + 3 * rec + dO)), f32x4.mul(v128.load32_splat(f0 + 3 * rec + fO), sv), a3);
   }
   store<f32>(o, hsum(a0));
   if (cnt > 1) store<f32>(o + ob, hsum(a1));
@@ -240,10 +194,7 @@ export function q8m_prep(scratch: usize, x: usize, T: i32, K: i32, xStride: i32)
   if (cnt > 3) store<f32>(o + 3 * ob, hsum(a3));
 }
 
-/**
- * Rows [n0, n1) against T (2..8) token records at scratch (q8m_prep): one row at a time (one sequential weight stream),
- * met by the tokens in groups of 4 while it is in L1.
- */
+/** Rows [n0, n1) against T token records at scratch (q8m_prep), one row at a time (one sequential weight stream). */
 export function q8m_rows(out: usize, scratch: usize, T: i32, K: i32, wq: usize, scales: usize, n0: i32, n1: i32, outStride: i32): void {
   const nb = <usize>(K >> 5), rec = q8m_rec(K), ob = <usize>outStride << 2;
   for (let n = n0; n < n1; n++) {

@@ -109,8 +109,8 @@ describe("wasm kernels", () => {
             if (ref[i] === 12345) assert.equal(got[i], 12345, `${dt} T=${T}: wrote outside the outputs at ${i}`);
           }
           const e = relErr(got, ref);
-          // Q8 at T = 1 quantizes x to int16 per block (see "linear Q8 vs the dequantized weights")
-          assert.ok(e <= (dt === "Q8" && T === 1 ? 1e-4 : 1e-5), `${dt} T=${T} threads=${be.threads}: relErr ${e}`);
+          // Q8 at T <= 8 quantizes x to int16 per block (see "linear Q8 vs the dequantized weights")
+          assert.ok(e <= (dt === "Q8" && T <= 8 ? 1e-4 : 1e-5), `${dt} T=${T} threads=${be.threads}: relErr ${e}`);
         }
       }
     }
@@ -131,9 +131,9 @@ describe("wasm kernels", () => {
         const a = runLinear(be1, { q8, rows: N, cols: K }, x, T, K, N, 0, K, N, T * N);
         const b = runLinear(be2, { q8, rows: N, cols: K }, x, T, K, N, 0, K, N, T * N);
         const e = relErr(a, ref);
-        // T = 1 quantizes x to int16 per block of 32 (error ~1.5e-5 of the block's max |x|, far below the ~4e-3 of
-        // the int8 weights themselves); T > 1 multiplies dequantized weights in f32
-        assert.ok(e <= (T === 1 ? 1e-4 : 1e-5), `Q8 N=${N} K=${K} T=${T}: relErr vs dequantized ${e}`);
+        // T <= 6 (relaxed build) or 8 (plain) quantizes x to int16 per block of 32 (error ~1.5e-5 of the block's max
+        // |x|, far below the ~4e-3 of the int8 weights themselves); larger T multiplies dequantized weights in f32
+        assert.ok(e <= (T <= 8 ? 1e-4 : 1e-5), `Q8 N=${N} K=${K} T=${T}: relErr vs dequantized ${e}`);
         assert.deepEqual(b, a);
         const qe = relErr(a, exact);
         if (T === 1) t.diagnostic(`Q8 N=${N} K=${K}: output relErr vs F32 weights ${qe.toExponential(2)}, weights ${relErr(deq, wf).toExponential(2)}`);
