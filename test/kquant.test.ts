@@ -147,7 +147,9 @@ test("WasmOps quantize Q4_K: blocks where rows divide 256, Q8 where 32, else kep
         const x = randn(T * K, seed++), a = new Float32Array(T * N), b = new Float32Array(T * N);
         ops.linear(a, x, T, K, t, N);
         cpu.linear(b, x, T, K, c, N);
-        assert.ok(relErr(a, b) <= (want === "Q4_K" ? tolFor(want, T) : T === 1 ? 1e-4 : 1e-5), `K=${K} T=${T}: ${relErr(a, b)}`);
+        // Q8 products of up to 8 rows quantize x to int16 per 32, as T = 1 does (~1e-5)
+        const tol = want === "Q4_K" ? tolFor(want, T) : (want === "Q8" ? T <= 8 : T === 1) ? 1e-4 : 1e-5;
+        assert.ok(relErr(a, b) <= tol, `K=${K} T=${T}: ${relErr(a, b)}`);
       }
     }
   } finally {
