@@ -35,6 +35,7 @@ import { jsonObjectGrammar, jsonSchemaGrammar, type JsonGrammar } from "../src/g
 import { TokenVocab } from "../src/generate/grammar/vocab.js";
 import { loadTextTokenizer } from "../src/tokenizer/gguf.js";
 import { TextEngine } from "../src/generate/text.js";
+import { SCHEMAS } from "../test/grammar-check.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -105,43 +106,7 @@ interface Run {
 }
 
 /** The schemas of test/grammar-serve.test.ts: bounded documents of every supported kind. */
-const VALIDATE_SCHEMAS: Record<string, object> = {
-  person: {
-    type: "object",
-    properties: {
-      name: { type: "string", minLength: 1, maxLength: 16 }, age: { type: "integer" }, score: { type: "number" },
-      role: { enum: ["admin", "user", "guest"] }, active: { type: "boolean" }, nickname: { type: ["string", "null"], maxLength: 8 },
-    },
-    required: ["name", "age", "role", "active"], additionalProperties: false,
-  },
-  nested: {
-    type: "object",
-    properties: {
-      todo: {
-        type: "array", minItems: 1, maxItems: 3,
-        items: { type: "object", properties: { id: { type: "integer" }, label: { type: "string", maxLength: 10 }, done: { type: "boolean" } }, required: ["id", "label", "done"], additionalProperties: false },
-      },
-      owner: { type: "object", properties: { first: { type: "string", maxLength: 8 }, last: { type: "string", maxLength: 8 } }, required: ["first"] },
-      empty: { type: "null" },
-    },
-    required: ["todo", "owner"], additionalProperties: false,
-  },
-  unions: {
-    type: "object",
-    properties: {
-      kind: { anyOf: [{ type: "integer" }, { type: "string", maxLength: 5 }, { type: "null" }] },
-      point: { type: "array", prefixItems: [{ type: "number" }, { type: "number" }], items: false, minItems: 2 },
-      color: { $ref: "#/$defs/color" }, level: { const: 3 },
-    },
-    required: ["kind", "point", "color", "level"],
-    $defs: { color: { enum: ["red", "green", "blue", [0, 0, 0], { r: 1 }] } },
-  },
-  escapes: {
-    type: "object",
-    properties: { quote: { type: "string", minLength: 2, maxLength: 12 }, path: { type: "string", maxLength: 10 } },
-    required: ["quote", "path"], additionalProperties: false,
-  },
-};
+const VALIDATE_SCHEMAS: Record<string, object> = SCHEMAS;
 
 /** Check each line {schema, text} of a JSON-lines file with Python's jsonschema; prints one line per failure and a summary. */
 const PY_VALIDATE = `

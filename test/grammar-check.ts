@@ -89,3 +89,51 @@ export function run(g: JsonGrammar, text: string | Uint8Array): { prefix: boolea
   }
   return { prefix: true, complete: canEnd(cur) };
 }
+
+/** Schemas whose documents are bounded (so a sampled one ends long before max_tokens): the 100-sample test and
+ * scripts/bench-grammar.ts --validate. */
+export const SCHEMAS: Record<string, object> = {
+  person: {
+    type: "object",
+    properties: {
+      name: { type: "string", minLength: 1, maxLength: 16 },
+      age: { type: "integer" },
+      score: { type: "number" },
+      role: { enum: ["admin", "user", "guest"] },
+      active: { type: "boolean" },
+      nickname: { type: ["string", "null"], maxLength: 8 },
+    },
+    required: ["name", "age", "role", "active"],
+    additionalProperties: false,
+  },
+  nested: {
+    type: "object",
+    properties: {
+      todo: {
+        type: "array", minItems: 1, maxItems: 3,
+        items: { type: "object", properties: { id: { type: "integer" }, label: { type: "string", maxLength: 10 }, done: { type: "boolean" } }, required: ["id", "label", "done"], additionalProperties: false },
+      },
+      owner: { type: "object", properties: { first: { type: "string", maxLength: 8 }, last: { type: "string", maxLength: 8 } }, required: ["first"] },
+      empty: { type: "null" },
+    },
+    required: ["todo", "owner"],
+    additionalProperties: false,
+  },
+  unions: {
+    type: "object",
+    properties: {
+      kind: { anyOf: [{ type: "integer" }, { type: "string", maxLength: 5 }, { type: "null" }] },
+      point: { type: "array", prefixItems: [{ type: "number" }, { type: "number" }], items: false, minItems: 2 },
+      color: { $ref: "#/$defs/color" },
+      level: { const: 3 },
+    },
+    required: ["kind", "point", "color", "level"],
+    $defs: { color: { enum: ["red", "green", "blue", [0, 0, 0], { r: 1 }] } },
+  },
+  escapes: {
+    type: "object",
+    properties: { quote: { type: "string", minLength: 2, maxLength: 12 }, path: { type: "string", maxLength: 10 } },
+    required: ["quote", "path"],
+    additionalProperties: false,
+  },
+};
