@@ -85,9 +85,7 @@ export function q8_prep_x(dst: usize, x: usize, K: i32): bool {
 /** acc + (sum over one block of 32 int8 weights at p times the int16 x block at d) * x factor at f * weight scale at s */
 // @ts-ignore: decorator
 @inline export function q8_block(acc: v128, p: usize, d: usize, s: usize, f: usize): v128 {
-  const i = i32x4.add(
-    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p), v128.load(d)), i32x4.dot_i16x8_s(v128.load8x8_s(p, 8), v128.load(d, 16))),
-    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 16), v128.load(d, 32)), i32x4.dot_i16x8_s(v128.load8x8_s(p, 24), v128.load(d, 48))));
+  const i = q8m_idot(v128.load8x8_s(p), v128.load8x8_s(p, 8), v128.load8x8_s(p, 16), v128.load8x8_s(p, 24), d);
   return fma(f32x4.convert_i32x4_s(i), f32x4.splat(load<f32>(s) * load<f32>(f)), acc);
 }
 
@@ -163,7 +161,7 @@ export function q8m_prep(scratch: usize, x: usize, T: i32, K: i32, xStride: i32)
   return true;
 }
 
-/** exact i32x4 partial sums of one block: 32 int8 weights (q0..q3, widened to i16) times the int16 x block at d */
+/** exact i32x4 partial sums of one block: 32 int8 weights (q0..q3, widened to i16) times the int16 x block at d (q8_block too) */
 // @ts-ignore: decorator
 @inline function q8m_idot(q0: v128, q1: v128, q2: v128, q3: v128, d: usize): v128 {
   return i32x4.add(
