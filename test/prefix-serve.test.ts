@@ -111,6 +111,22 @@ test("n choices: one prefill shared, choice i samples with seed + i, indices, us
   assert.equal(plainEngine.scheduler.stats().cachedPromptTokens, L - 1, "choice 1 copied choice 0's rows");
 });
 
+test("n choices streamed: a choice that stops early sends its finish chunk then, not after the slowest choice", async () => {
+  // choice i samples with seed 5 + i; a stop string ends one well before the other (seeds picked so they differ)
+  const body = { prompt: "The jury said that the city", max_tokens: 40, temperature: 1, seed: 5, n: 2, stop: [" the "], stream: true };
+  const chunks = events((await post("/v1/completions", body)).text);
+  const lastText = [-1, -1], finishAt = [-1, -1];
+  chunks.forEach((c, k) => {
+    const { index, text, finish_reason } = c.choices[0];
+    if (finish_reason) finishAt[index] = k;
+    else if (text) lastText[index] = k;
+  });
+  assert.ok(finishAt.every((k) => k >= 0), "both choices finish");
+  const early = finishAt[0] < finishAt[1] ? 0 : 1, late = 1 - early;
+  assert.ok(lastText[late] > finishAt[early], `choice ${late} still streamed text after choice ${early}'s finish chunk (${JSON.stringify({ lastText, finishAt })})`);
+  for (const i of [0, 1]) assert.ok(finishAt[i] > lastText[i], `choice ${i}'s finish chunk is its last`);
+});
+
 test("n: validation and refusals name the field", async () => {
   for (const [n, code] of [[0, "invalid_value"], [129, "invalid_value"], [1.5, "invalid_type"], ["2", "invalid_type"]] as const) {
     const r = await post("/v1/completions", { prompt: "x", n });

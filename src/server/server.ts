@@ -399,6 +399,17 @@ export class ApiServer {
         if (echo !== null && !writers[i]) sse.send(chunk(echo, null, null, i)); // scored, it goes once the prompt is (onPromptLogprobs)
       }
     }
+    // a streamed choice's last chunk goes out as soon as that choice ends, not when the slowest of the n does
+    const ended = new Array<boolean>(n).fill(false);
+    const endChoice = (i: number, q: TextResult): void => {
+      if (ended[i] || !sse || q.finishReason === "cancelled" || stopped) return;
+      ended[i] = true;
+      if (plan) sendDeltas(i, replies[i].output.finish()); // text the reader held back
+      const scores = writers[i], streamed = streamedCounts[i];
+      const rest = scores && q.logprobs && q.logprobs.length > streamed ? scores.next(q.logprobs.slice(streamed)) : null; // EOS, held-back text
+      sse.send(chunk(kind === "chat" ? {} : "", plan ? chatFinish(q.finishReason, replies[i].output) : q.finishReason, rest, i));
+    };
+    if (sse && n > 1) jobs.forEach((j, i) => j.done.then((q) => endChoice(i, q), () => undefined));
     let results: TextResult[];
     try {
       results = await Promise.all(jobs.map((j) => j.done));
@@ -444,12 +455,7 @@ export class ApiServer {
       ...(engine.scheduler.prefixCaching || result.cachedTokens > 0 ? { prompt_tokens_details: { cached_tokens: result.cachedTokens } } : {}),
     };
     if (sse) {
-      results.forEach((q, i) => {
-        if (plan) sendDeltas(i, replies[i].output.finish()); // text the reader held back
-        const scores = writers[i], streamed = streamedCounts[i];
-        const rest = scores && q.logprobs && q.logprobs.length > streamed ? scores.next(q.logprobs.slice(streamed)) : null; // EOS, held-back text
-        sse.send(chunk(kind === "chat" ? {} : "", plan ? chatFinish(q.finishReason, replies[i].output) : q.finishReason, rest, i));
-      });
+      results.forEach((q, i) => endChoice(i, q));
       if (r.includeUsage) sse.send({ id, object, created, model: engine.name, choices: [], usage });
       sse.end();
       return;
