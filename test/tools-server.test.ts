@@ -198,6 +198,33 @@ test("GLM-4.7: a named tool_choice starts the call for the model; streamed argum
   assert.equal(s.reasoning, "", "the forced call closed the reasoning block");
 });
 
+test("DeepSeek-R1: a named tool_choice constrains the arguments to the tool's schema and closes the call with its markers", async () => {
+  // the scripted model writes its JSON, then chatter where the call's closing markers belong: the constraint
+  // forces "\n```" + the call and calls end markers after the document, then the end of the reply
+  const engine = scriptedEngine("deepseek-r1", { plain: '{"city": "Paris"} Sure, that is done.' });
+  const { client, url } = await serve(engine);
+  const messages: OpenAI.Chat.Completions.ChatCompletionMessageParam[] = [{ role: "user", content: "Paris?" }];
+  const tool_choice = { type: "function", function: { name: "get_weather" } } as const;
+  const r = await client.chat.completions.create({ model: "deepseek-r1", messages, tools: TOOLS, tool_choice, max_tokens: 60 });
+  assert.equal(r.choices[0].finish_reason, "tool_calls");
+  assert.equal(r.choices[0].message.content, null, "no chatter after the call");
+  assert.deepEqual(r.choices[0].message.tool_calls?.map((c) => c.type === "function" && [c.function.name, JSON.parse(c.function.arguments)]), [["get_weather", { city: "Paris" }]]);
+  // "required" with one tool names it, so the same holds
+  const q = await client.chat.completions.create({ model: "deepseek-r1", messages, tools: TOOLS.slice(0, 1), tool_choice: "required", max_tokens: 60 });
+  assert.deepEqual(q.choices[0].message.tool_calls?.map((c) => c.type === "function" && [c.function.name, JSON.parse(c.function.arguments)]), [["get_weather", { city: "Paris" }]]);
+  // a schema the constraint cannot follow, and response_format beside a forced call, are 400s naming the field
+  const post = async (body: object) => {
+    const res = await fetch(`${url}/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ messages, max_tokens: 4, ...body }) });
+    return { status: res.status, body: await res.json() };
+  };
+  const bad = await post({ tools: [{ type: "function", function: { name: "f", parameters: { type: "object", patternProperties: { "^a": {} } } } }], tool_choice: "required" });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.param, "tools[0].function.parameters");
+  const both = await post({ tools: TOOLS, tool_choice, response_format: { type: "json_object" } });
+  assert.equal(both.status, 400);
+  assert.equal(both.body.error.param, "response_format");
+});
+
 test("requests a model cannot serve, and malformed tool fields, are 400s that name the field", async () => {
   // a vocabulary and template that show no tool-call format (mla-brown's default template)
   const tok = tokenizerWith([]);

@@ -11,7 +11,7 @@ import { AsyncEncoder } from "../tokenizer/encoder.js";
 import { BatchScheduler, type SchedulerOptions } from "./batch.js";
 import type { SamplingOptions } from "./sampler.js";
 import type { TokenLogprob } from "./logprobs.js";
-import { StructuredOutput } from "./grammar/constraint.js";
+import { StructuredOutput, TailedConstraint, type TokenConstraint } from "./grammar/constraint.js";
 import { TokenVocab } from "./grammar/vocab.js";
 import type { JsonGrammar } from "./grammar/schema.js";
 
@@ -94,6 +94,11 @@ export interface TextRequest extends SamplingOptions {
    * apply. Cut off by maxTokens, the text is an incomplete document (finish "length").
    */
   readonly json?: JsonGrammar;
+  /**
+   * Text the output must go on with once the `json` document is complete (encoded with the tokenizer, special
+   * tokens included), before a stop token: the markers that close a tool call whose arguments the document is.
+   */
+  readonly jsonTail?: string;
 }
 
 export type TextFinish = "stop" | "length" | "cancelled";
@@ -204,6 +209,13 @@ export class TextEngine<M extends InferenceModel = InferenceModel> {
     return this.structured;
   }
 
+  private constraint(json: JsonGrammar, tail: string | undefined, stopIds: readonly number[]): TokenConstraint {
+    const doc = this.structuredOutput().constraint(json, stopIds);
+    if (tail === undefined) return doc;
+    const stops = [...new Set(stopIds)].filter((id) => id >= 0 && id < this.model.config.vocabSize).sort((a, b) => a - b);
+    return new TailedConstraint(doc, this.tokenizer.encode(tail, false), stops);
+  }
+
   /** Start generating; throws MlaError / BusyError (from the scheduler) for requests that cannot be queued. */
   start(req: TextRequest): TextJob {
     const keep = req.keepSpecial?.size ? req.keepSpecial : null;
@@ -226,7 +238,7 @@ export class TextEngine<M extends InferenceModel = InferenceModel> {
       repetitionPenalty: req.repetitionPenalty, presencePenalty: req.presencePenalty, frequencyPenalty: req.frequencyPenalty, logitBias: req.logitBias,
       logprobs: req.logprobs, promptLogprobs: req.promptLogprobs, onPromptLogprobs: req.onPromptLogprobs,
       signal: req.signal, cache: req.cache,
-      constraint: req.json ? this.structuredOutput().constraint(req.json, [...stopIds]) : undefined,
+      constraint: req.json ? this.constraint(req.json, req.jsonTail, [...stopIds]) : undefined,
       onToken: (id, _index, lp) => {
         if (lp) scores.push(lp);
         if (stopIds.has(id)) return false; // the scheduler ends the sequence; EOS is not text

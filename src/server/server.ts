@@ -4,6 +4,7 @@ import { MlaError } from "../errors.js";
 import { BusyError } from "../generate/batch.js";
 import { LogprobsWriter, TokenBytes, type TokenLogprob } from "../generate/logprobs.js";
 import type { TextEngine, TextJob, TextRequest, TextResult } from "../generate/text.js";
+import { SchemaError, jsonSchemaGrammar, type JsonGrammar } from "../generate/grammar/schema.js";
 import { AccessPolicy, isLoopbackAddress } from "./access.js";
 import { ClientGone, EventStream, decodeSegment, printable, readBody, requestId, sendJson, targetPath } from "./http.js";
 import { ServerMetrics, endpointOf, jsonErrorLine, jsonLogLine, type LogFormat, type RequestRecord } from "./metrics.js";
@@ -314,6 +315,7 @@ export class ApiServer {
     }
     // chat: the prompt with the request's tools, and a reader of each choice's reply (tool calls, reasoning)
     const plan = "messages" in r ? this.chatPlan(r) : null;
+    const args = plan?.arguments ? this.argumentsGrammar(plan.arguments, r.json) : undefined;
     const prompt = await this.promptIds(r, x, plan?.prompt);
     if (prompt.length === 0) throw new ApiError(400, "the prompt encodes to no tokens", "invalid_request_error", "prompt", "invalid_value");
     const maxTokens = this.maxTokens(kind, r, prompt.length);
@@ -365,7 +367,7 @@ export class ApiServer {
           signal: abort.signal, cache: n > 1 ? true : undefined,
           prompt, maxTokens, stop: plan?.stops.length ? [...r.stop, ...plan.stops] : r.stop, keepSpecial: plan?.keepSpecial, temperature: r.temperature, topP: r.topP, topK: r.topK, minP: r.minP, seed: r.seed === undefined ? undefined : r.seed + i,
           repetitionPenalty: r.repetitionPenalty, presencePenalty: r.presencePenalty, frequencyPenalty: r.frequencyPenalty,
-          logitBias: r.logitBias, minTokens: r.minTokens, ignoreEos: r.ignoreEos, json: r.json,
+          logitBias: r.logitBias, minTokens: r.minTokens, ignoreEos: r.ignoreEos, json: args?.json ?? r.json, jsonTail: args?.tail,
           logprobs: r.logprobs, promptLogprobs: echo !== null && (scores !== null || maxTokens === 0),
           onPromptLogprobs: sse && echo !== null && scores ? (lps) => sse.send(chunk(echo, null, scores.prompt(lps, echo), i)) : undefined,
           onText: firstText(x, sse ? (delta, lps) => {
@@ -468,6 +470,21 @@ export class ApiServer {
       return { index, message, logprobs, finish_reason: chatFinish(q.finishReason, replies[index].output) };
     });
     sendJson(res, 200, { id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model: engine.name, choices, usage });
+  }
+
+  /**
+   * The grammar of a forced call's arguments (a named tool_choice): the tool's parameters schema, then the markers that
+   * close the call. With response_format too, the reply could not be both: a 400.
+   */
+  private argumentsGrammar(a: NonNullable<ChatPlan["arguments"]>, json: JsonGrammar | undefined): { json: JsonGrammar; tail: string } {
+    const param = `tools[${a.tool}].function.parameters`;
+    if (json) throw new ApiError(400, "'response_format' cannot constrain a reply that tool_choice makes a tool call (its arguments follow the tool's parameters schema)", "invalid_request_error", "response_format", "invalid_value");
+    try {
+      return { json: jsonSchemaGrammar(a.schema), tail: a.end };
+    } catch (e) {
+      if (e instanceof SchemaError) throw new ApiError(400, `'${param}': ${e.message}`, "invalid_request_error", param, "invalid_value");
+      throw e;
+    }
   }
 
   /** A chat request's prompt and reply readers; a request this model cannot serve (tools without a format) is a 400. */

@@ -260,3 +260,50 @@ export class JsonConstraint implements TokenConstraint {
     return canEnd(this.states);
   }
 }
+
+/** A mask of one token (the forced tokens of a literal). */
+class OneMask implements TokenMask {
+  readonly allowed = 1;
+  constructor(private readonly id: number) {}
+  has(id: number): boolean {
+    return id === this.id;
+  }
+  apply(row: Float32Array): void {
+    const keep = row[this.id];
+    row.fill(-Infinity);
+    row[this.id] = keep;
+  }
+}
+
+/**
+ * A JSON document, then a fixed token sequence, then a stop token: a tool call's arguments and the markers that close
+ * the call (src/server/tools: a named tool_choice). Once the document is complete (its root value closed, as a tool's
+ * arguments object is by its last brace) the tail's tokens are forced one by one, as the tokenizer encodes the tail,
+ * so the markers come out as the special tokens the parsers read. A token that would run from the document into
+ * the tail ("}\n") is not offered: the document ends on a token boundary.
+ */
+export class TailedConstraint implements TokenConstraint {
+  private at = 0;
+
+  constructor(private readonly doc: JsonConstraint, private readonly tail: readonly number[], private readonly stopIds: readonly number[]) {}
+
+  private get inTail(): boolean {
+    return this.at > 0 || this.doc.complete;
+  }
+
+  next(): TokenMask | null {
+    if (!this.inTail) return this.doc.next();
+    if (this.at < this.tail.length) return new OneMask(this.tail[this.at]);
+    return this.stopIds.length ? new ListMask(Int32Array.from(this.stopIds)) : null;
+  }
+
+  accept(id: number): boolean {
+    if (!this.inTail) return this.doc.accept(id);
+    if (this.at < this.tail.length) {
+      if (id !== this.tail[this.at]) return false;
+      this.at++;
+      return true;
+    }
+    return this.stopIds.includes(id);
+  }
+}

@@ -25,6 +25,12 @@ export interface ToolFormat {
   prefill(name?: string): string;
   /** The end of one call: a stop string when parallel_tool_calls is false. */
   readonly callEnd: string;
+  /**
+   * Where the arguments are one JSON object: the text after it that ends a lone call and the reply's calls (the
+   * constraint of a named tool_choice writes it). Absent for formats whose arguments are not JSON (GLM's key/value
+   * pairs).
+   */
+  readonly argsEnd?: string;
   /** The tools and the call syntax, as a system-prompt section, for a template that does not write `tools`. */
   describe(tools: readonly ToolSpec[]): string;
 }
@@ -41,6 +47,7 @@ const DEEPSEEK_V3: ToolFormat = {
   parser: (ctx) => new DeepSeekParser(ctx, false),
   prefill: (name) => `${DS.callsBegin}${DS.callBegin}function${DS.sep}${name === undefined ? "" : `${name}\n\`\`\`json\n`}`,
   callEnd: DS.callEnd,
+  argsEnd: `\n\`\`\`${DS.callEnd}${DS.callsEnd}`,
   describe: (tools) =>
     `## Tools\n\nYou can call these functions:\n\n${tools.map(signature).join("\n\n")}\n\n` +
     `To call functions, reply with the calls alone, in exactly this form (one ${DS.callBegin}...${DS.callEnd} for each call):\n` +
@@ -56,6 +63,7 @@ const DEEPSEEK_V31: ToolFormat = {
   parser: (ctx) => new DeepSeekParser(ctx, true),
   prefill: (name) => `${DS.callsBegin}${DS.callBegin}${name === undefined ? "" : `${name}${DS.sep}`}`,
   callEnd: DS.callEnd,
+  argsEnd: `${DS.callEnd}${DS.callsEnd}`,
   // the layout of DeepSeek-V3.1's documented tool prompt: "## Tools", then a section per function
   describe: (tools) =>
     `## Tools\nYou can use these tools:\n\n${tools.map(signature).join("\n\n")}\n\n` +
@@ -83,6 +91,7 @@ const KIMI_K2: ToolFormat = {
   parser: (ctx) => new KimiParser(ctx),
   prefill: (name) => `${KIMI.sectionBegin}${KIMI.callBegin}functions.${name === undefined ? "" : `${name}:0${KIMI.argBegin}`}`,
   callEnd: KIMI.callEnd,
+  argsEnd: `${KIMI.callEnd}${KIMI.sectionEnd}`,
   describe: (tools) =>
     `# Tools\n${json(tools)}\n\nTo call functions, write ${KIMI.sectionBegin}, then for each call ` +
     `${KIMI.callBegin}functions.FUNCTION_NAME:INDEX${KIMI.argBegin}JSON_ARGUMENTS${KIMI.callEnd}, then ${KIMI.sectionEnd}.`,

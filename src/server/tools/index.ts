@@ -45,6 +45,12 @@ export interface ChatPlan {
   readonly parsesTools: boolean;
   /** The reply begins inside the `<think>` block. */
   readonly thinking: boolean;
+  /**
+   * The arguments the generation is constrained to: a named tool_choice (or "required" with one tool) in a format
+   * whose arguments are JSON starts the call in `prefill`, so the model writes only the arguments (a document of the
+   * tool's parameters schema) and then `end`, the text that closes the call and the reply's calls.
+   */
+  readonly arguments?: { readonly tool: number; readonly schema: unknown; readonly end: string };
   /** A reader for the reply, and the deltas of the prefill (to send before the generated ones). */
   start(): { readonly output: ChatOutput; readonly deltas: ChatDelta[] };
 }
@@ -87,16 +93,20 @@ export class ChatFormat {
     const rendered = renderFor(this.chat, messages, vars);
     const thinking = this.reasoning && rendered.trimEnd().endsWith(THINK_OPEN);
     let prefill = "";
+    let args: ChatPlan["arguments"];
     if (parsesTools && format && (choice === "required" || typeof choice === "object")) {
-      // a required call starts the reply (closing a reasoning block the prompt opened)
-      prefill = (thinking ? THINK_CLOSE : "") + format.prefill(typeof choice === "object" ? choice.function.name : undefined);
+      // a required call starts the reply (closing a reasoning block the prompt opened); one known function: by name
+      const named = typeof choice === "object" ? choice.function.name : tools.length === 1 ? tools[0].function.name : undefined;
+      prefill = (thinking ? THINK_CLOSE : "") + format.prefill(named);
+      const tool = tools.findIndex((t) => t.function.name === named);
+      if (tool >= 0 && format.argsEnd !== undefined) args = { tool, schema: tools[tool].function.parameters ?? { type: "object" }, end: format.argsEnd };
     }
     const markers = [...(parsesTools && format ? format.markers : []), ...(this.reasoning ? [THINK_OPEN, THINK_CLOSE] : [])];
     const keepSpecial = new Set(markers.map((m) => this.tok.tokenToId(m)).filter((id): id is number => id !== undefined));
     const reasoning = !this.reasoning ? "off" : thinking ? "open" : "detect";
     const parser = parsesTools && format ? () => format.parser({ tools, newId: this.newId }) : null;
     return {
-      prompt: rendered + prefill, prefill, keepSpecial, parsesTools, thinking,
+      prompt: rendered + prefill, prefill, keepSpecial, parsesTools, thinking, arguments: args,
       stops: parsesTools && format && input.parallelToolCalls === false ? [format.callEnd] : [],
       start: () => {
         const output = new ChatOutput({ reasoning, calls: parser ? parser() : null });
