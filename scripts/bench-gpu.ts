@@ -2,7 +2,7 @@
  * npm run bench:gpu [-- --quick] [-- --model DIR]
  *
  * WebGPU ceilings and kernels on this machine's adapter: streaming-read bandwidth (vec4 loads), the tiled f32
- * matrix product (TFLOP/s), and the fused absorbed-MLA decode attention at DeepSeek-V3 shapes (128 heads, d_c 512,
+ * matrix product (TFLOP/s), decode products (T = 1) of BF16 and GGML block weights (bytes read per second), and the fused absorbed-MLA decode attention at DeepSeek-V3 shapes (128 heads, d_c 512,
  * d_h^R 64) over a 32k-token latent cache, as effective bandwidth against the streaming read. With --model, also
  * `mla bench --backend webgpu` on that checkpoint. --quick shrinks everything (SwiftShader). Prints one table.
  */
@@ -56,9 +56,21 @@ gpu.release(big);
 // 2. tiled matmul
 const n = quick ? 512 : 4096;
 const a = gpu.buffer(n * n * 4), o = gpu.buffer(n * n * 4);
-const w = { buffer: gpu.buffer(n * n * 4), dtype: "F32" as const, shape: [n, n] };
+const w = { dtype: "F32" as const, shape: [n, n], parts: [{ buffer: gpu.buffer(n * n * 4), row0: 0, rows: n }] };
 const mmS = await time((p) => K.linear(p, o, a, n, n, w, n), 3, 2);
 rows.push([`f32 matmul ${n}x${n}x${n}`, "tiled 32x32", `${((2 * n ** 3) / mmS / 1e12).toFixed(2)} TFLOP/s`]);
+
+// 2b. decode products (T = 1) by weight type at DeepSeek-V3's expert-MLP shape, as weight bytes read per second
+const [mvN, mvK] = quick ? [2048, 2048] : [18432, 7168];
+const mvX = gpu.buffer(mvK * 4), mvO = gpu.buffer(mvN * 4);
+for (const [dtype, bpw] of [["BF16", 2], ["Q8_0", 34 / 32], ["Q6_K", 210 / 256], ["Q4_K", 144 / 256], ["Q4_0", 18 / 32]] as const) {
+  const wBytes = mvN * mvK * bpw;
+  const mw = { dtype, shape: [mvN, mvK], parts: [{ buffer: gpu.buffer(wBytes, "matvec"), row0: 0, rows: mvN }] };
+  const s = await time((p) => K.linear(p, mvO, mvX, 1, mvK, mw, mvN), 5, 4);
+  rows.push([`${dtype} decode product ${mvN}x${mvK}`, `${(wBytes / 2 ** 20).toFixed(0)} MiB`,
+    `${(s * 1e3).toFixed(3)} ms, ${(wBytes / s / 1e9).toFixed(1)} GB/s = ${((100 * wBytes) / s / readBw).toFixed(0)}% of streaming read`]);
+  gpu.release(mw.parts[0].buffer);
+}
 
 // 3. fused absorbed-MLA decode attention, DeepSeek-V3 shapes
 const H = quick ? 16 : 128, dc = 512, dr = 64, dn = 128, dv = 128, L = quick ? 2048 : 32768, dqk = dn + dr;

@@ -59,8 +59,9 @@ export {
 } from "./model/info.js";
 
 // WebGPU (Node via the npm package webgpu, browsers via navigator.gpu)
-export { WebGpuBackend, type GpuWeight } from "./backends/webgpu/backend.js";
+export { WebGpuBackend, type GpuWeight, type GpuWeightPart, type WebGpuOptions } from "./backends/webgpu/backend.js";
 export { GpuModel, GpuState, webgpuRuntime, type GpuLoadOptions } from "./model/gpu/model.js";
+export { planGpuLoad, type GpuLoadPlan, type GpuUploadOptions, type BlockQuantizer } from "./model/gpu/load.js";
 export { parseSafetensorsBuffer, type BufferReadOptions } from "./io/safetensors-buffer.js";
 
 // generation and text

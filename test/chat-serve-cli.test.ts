@@ -153,8 +153,8 @@ test("mla serve: bad options are one-line errors", () => {
   assert.match(r.stderr, /^error: --shutdown-timeout must be >= 0 seconds/, r.stderr);
   r = run("--backend", "cpu-scalar", "--max-connections", "0");
   assert.match(r.stderr, /^error: --max-connections must be an integer >= 1/, r.stderr);
-  r = run("--backend", "webgpu", "--attention", "naive");
-  assert.match(r.stderr, /^error: --attention naive: the webgpu backend always runs MLA absorbed/, r.stderr);
+  r = run("--backend", "webgpu", "--cache-type", "q8");
+  assert.match(r.stderr, /^error: --cache-type must be one of f32, f16, bf16, got "q8"/, r.stderr);
 });
 
 test("mla serve --backend webgpu: the GPU decoder answers as the CPU does (greedy), shuts down on SIGTERM", async () => {

@@ -16,10 +16,16 @@ test("webgpu forkState: a forked state continues bit for bit as its source; rele
   for (const name of ["tiny-deepseek-v3", "tiny-llama"]) {
     const m = GpuModel.load(join(FIXTURES, name), gpu);
     const V = m.config.vocabSize, p = Array.from({ length: 13 }, (_, i) => (i * 17 + 3) % V);
-    const warm = m.newState();
-    await m.forward(p, warm); // scratch buffers reach their size for 13 rows and for a decode step
-    await m.forward([5], warm);
-    m.releaseState(warm);
+    // the same steps once before the count, so that the scratch buffers of each form (a prefill chunk runs naive,
+    // a short chunk over cached rows absorbed) have reached their sizes
+    const warm = [m.newState(4), m.newState()];
+    await m.forward(p.slice(0, 8), warm[0]);
+    await m.forward(p.slice(8), warm[0]);
+    warm.push(m.forkState(warm[0], 8, 2));
+    await m.forward(p.slice(8), warm[2]);
+    await m.forward([5], warm[2]);
+    await m.forward(p, warm[1]);
+    for (const w of warm) m.releaseState(w);
     await gpu.device.queue.onSubmittedWorkDone();
     await new Promise((r) => setTimeout(r, 20));
     const base = gpu.allocatedBytes;
@@ -58,6 +64,11 @@ test("webgpu scheduler with the prefix cache: hits, shared prompts of concurrent
   for (const p of prompts) await cold.start({ prompt: p, maxTokens: 6, greedy: true }).done;
   await Promise.all([0, 1, 2, 3].map(() => cold.start({ prompt: [...history, 9], maxTokens: 5, greedy: true }).done));
   await cold.close();
+  // and once with the cache: a hit's short suffix over copied rows runs the absorbed form, whose scratch differs
+  const warm = TextEngine.withModel(dir, model, { maxCacheBytes: 64 << 20, maxBatch: 8, prefixCache: true });
+  for (const p of [history, ...prompts]) await warm.start({ prompt: p, maxTokens: 6, greedy: true }).done;
+  await Promise.all([0, 1, 2, 3].map(() => warm.start({ prompt: [...history, 9], maxTokens: 5, greedy: true, cache: true }).done));
+  await warm.close();
   await gpu.device.queue.onSubmittedWorkDone();
   await new Promise((r) => setTimeout(r, 50));
   const base = gpu.allocatedBytes;

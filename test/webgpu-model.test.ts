@@ -69,10 +69,10 @@ for (const name of ["tiny-llama", "tiny-qwen2", "tiny-mistral"]) {
   });
 }
 
-test("webgpu: a model whose weights are q8 or unsupported is refused with a clear error", async () => {
+test("webgpu: weights of a dtype the kernels do not read are refused with a clear error (Q8 and GGML's blocks are read: webgpu-quant.test.ts)", async () => {
   const { WebGpuBackend } = await import("../src/backends/webgpu/backend.js");
   assert.ok(WebGpuBackend, "module loads");
-  assert.throws(() => gpu.uploadWeight({ dtype: "Q8", shape: [2, 32], data: new Int8Array(64), scales: new Float32Array(2) }), /Q8 are not supported/);
+  assert.throws(() => gpu.uploadWeight({ dtype: "Q4_1" as never, shape: [2, 32], data: new Uint8Array(40) }), /Q4_1 are not supported/);
 });
 
 test("webgpu TextEngine (chat/serve on the GPU decoder): concurrent greedy requests equal the CPU engine's, cancelled and finished sequences free their GPU caches", async () => {

@@ -3,6 +3,8 @@ import { cpuOps, cpuOpsQuant, type Ops } from "../backends/ops.js";
 import type { BlockDType } from "../tensor/dtype.js";
 import { CACHE_DTYPES, type CacheDType } from "../backends/cpu/cache-dtype.js";
 import { WasmOps } from "../backends/wasm/ops.js";
+import { WasmBackend } from "../backends/wasm/index.js";
+import type { BlockQuantizer } from "../model/gpu/load.js";
 import type { MlaMode } from "../attention/mla.js";
 import type { Runtime } from "../model/inference.js";
 import { cpuRuntime } from "../model/load.js";
@@ -12,18 +14,15 @@ export interface BackendChoice {
   readonly backend?: string;
   readonly threads?: number;
   readonly quantize?: string;
-  /** --attention, checked against the backend before it is opened. */
+  /** --attention: every backend runs both MLA forms (checkAttentionForm refuses a form for GQA models). */
   readonly attention?: MlaMode;
-  /** --cache-type: f32, f16 or bf16 (the MLA latent cache's storage, cpu backends). */
+  /** --cache-type: f32, f16 or bf16 (the MLA latent cache's storage; on webgpu also a GQA model's K/V caches). */
   readonly cacheType?: string;
+  /** --gpu-memory: GiB of GPU memory the model may take (webgpu; WebGPU does not report the device's). */
+  readonly gpuMemory?: string;
 }
 
 export const BACKENDS = ["cpu", "cpu-scalar", "webgpu"] as const;
-
-/** The GPU decoder always runs MLA absorbed: any other --attention form is an error. */
-export function checkGpuMode(mode: MlaMode): void {
-  if (mode !== "auto") throw new MlaError(`--attention ${mode}: the webgpu backend always runs MLA absorbed (leave --attention at auto)`);
-}
 
 /** --quantize's values: GGML's block types by llama.cpp's names (q8 is q8_0's older name here). */
 export const QUANTIZE_TYPES = ["q8_0", "q8", "q4_0", "q4_k", "q5_k", "q6_k"] as const;
@@ -43,6 +42,30 @@ export function parseCacheType(t: string | undefined): CacheDType | undefined {
   const d = CACHE_DTYPES.find((x) => x === t.toUpperCase());
   if (!d) throw new MlaError(`--cache-type must be one of ${CACHE_DTYPES.map((x) => x.toLowerCase()).join(", ")}, got "${t}"`);
   return d;
+}
+
+/** A --gpu-memory value (GiB, decimals allowed) in bytes. */
+export function parseGpuMemory(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const gib = Number(v);
+  if (v.trim() === "" || !Number.isFinite(gib) || gib <= 0) throw new MlaError(`--gpu-memory needs a size in GiB greater than 0, got "${v}"`);
+  return gib * 2 ** 30;
+}
+
+/**
+ * The block quantizers on the WebAssembly worker pool (byte for byte the JS reference, ~100x faster for the
+ * K-quants), for --quantize on the webgpu backend; null where this engine lacks WebAssembly SIMD + threads (the JS
+ * reference then quantizes).
+ */
+async function blockQuantizer(threads?: number): Promise<{ quantize: BlockQuantizer; close: () => Promise<void> } | null> {
+  try {
+    const b = await WasmBackend.create({ threads });
+    return { quantize: (x, rows, cols, t) => b.quantizeBlocksToHost(x, rows, cols, t), close: () => b.close() };
+  } catch (e) {
+    if (!(e instanceof MlaError)) throw e;
+    process.stderr.write(`warning: ${e.message}; quantizing with the JavaScript reference (slower)\n`);
+    return null;
+  }
 }
 
 /** The CPU kernels for a run, and how to release them (stops worker threads). */
@@ -68,14 +91,16 @@ export async function openBackend(c: BackendChoice): Promise<{ ops: Ops; close: 
 export async function openRuntime(c: BackendChoice): Promise<Runtime> {
   const cacheType = parseCacheType(c.cacheType);
   if (c.backend === "webgpu") {
-    checkGpuMode(c.attention ?? "auto");
-    if (cacheType !== undefined) throw new MlaError("--cache-type applies to the cpu backends (the webgpu backend keeps its caches in f32)");
-    if (c.quantize !== undefined) throw new MlaError("--quantize applies to the cpu backends (the webgpu backend keeps weights as stored: F32, BF16 or F16)");
-    // GGUF files of block types are refused by the GPU loader itself, naming the type
+    // float matrices are quantized on the host as each tensor is read (the pool's quantizers), then uploaded
+    const quantize = parseQuantize(c.quantize), gpuMemoryBytes = parseGpuMemory(c.gpuMemory);
     const { WebGpuBackend } = await import("../backends/webgpu/backend.js");
     const { webgpuRuntime } = await import("../model/gpu/model.js");
-    return webgpuRuntime(await WebGpuBackend.create());
+    const gpu = await WebGpuBackend.create();
+    const pool = quantize && quantize !== "q8" ? await blockQuantizer(c.threads) : null;
+    const rt = webgpuRuntime(gpu, { cacheDtype: cacheType, quantize, quantizeBlocks: pool?.quantize, gpuMemoryBytes });
+    return pool ? { ...rt, close: async () => (await pool.close(), await rt.close()) } : rt;
   }
+  if (c.gpuMemory !== undefined) throw new MlaError("--gpu-memory applies to the webgpu backend (the cpu backends size their memory themselves)");
   const { ops, close } = await openBackend(c);
   return cpuRuntime(ops, ops instanceof WasmOps ? "cpu" : "cpu-scalar", close, cacheType);
 }

@@ -35,9 +35,10 @@ const backendOpts = (cmd: Command) =>
     .addOption(new Option("--backend <name>", "cpu (WebAssembly SIMD on worker threads), cpu-scalar (plain-JS reference kernels) or webgpu").default("cpu"))
     .option("--threads <n>", "threads for the cpu backend (default: cores, at most 8)")
     .option("--quantize <type>", "quantize float weight matrices while loading, to GGML's block types: q8_0 (alias q8), q4_0, q4_k, q5_k, q6_k (rows that do not divide a block fall back to q8_0)")
-    .option("--cache-type <type>", "MLA latent cache storage on the cpu backends: f32 (default), f16 or bf16 (half the cache memory and the bytes decode reads per token; rows rounded once)");
+    .option("--cache-type <type>", "MLA latent cache storage (on webgpu also a GQA model's K/V caches): f32 (default), f16 or bf16 (half the cache memory and the bytes decode reads per token; rows rounded once)")
+    .option("--gpu-memory <GiB>", "webgpu: GPU memory the model may take (weights after --quantize, plus a 4096-token cache); checked before loading, as WebGPU does not report it");
 
-type BackendFlags = { backend?: string; threads?: string; quantize?: string; attention?: string; cacheType?: string };
+type BackendFlags = { backend?: string; threads?: string; quantize?: string; attention?: string; cacheType?: string; gpuMemory?: string };
 
 /**
  * Run a command on the backend the flags choose (cpu, cpu-scalar or webgpu: every command runs on each, through
@@ -48,7 +49,7 @@ function withRuntime(o: BackendFlags, fn: (runtime: Runtime) => Promise<void>): 
   return run(async () => {
     const threads = o.threads === undefined ? undefined : parseInt10(o.threads, "--threads", 1);
     const attention = o.attention === undefined ? undefined : parseMode(o.attention);
-    const runtime = await openRuntime({ backend: o.backend, threads, quantize: o.quantize, attention, cacheType: o.cacheType });
+    const runtime = await openRuntime({ backend: o.backend, threads, quantize: o.quantize, attention, cacheType: o.cacheType, gpuMemory: o.gpuMemory });
     try {
       await fn(runtime);
     } finally {

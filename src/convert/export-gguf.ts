@@ -338,7 +338,7 @@ function q5_1Blocks(x: Float32Array): Uint8Array {
 type Kv = readonly [string, GgufTypedValue];
 
 /** general.* and the architecture's hyperparameters. */
-function modelMetadata(c: ModelConfig, arch: GgufArch, dir: string, type: ExportType): Kv[] {
+export function modelMetadata(c: ModelConfig, arch: GgufArch, dir: string, type: ExportType): Kv[] {
   const k = (key: string) => archKey(arch, key);
   const kv: Kv[] = [
     [GGUF_KEYS.architecture, gv.str(arch)],

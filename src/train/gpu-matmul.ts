@@ -44,7 +44,7 @@ const { parentPort, workerData } = require("node:worker_threads");
       gpu.write(x, data.slice(0, T * K));
       gpu.write(w, data.slice(T * K, T * K + N * K));
       const p = gpu.pass();
-      kernels.linear(p, o, x, T, K, { buffer: w, dtype: "F32", shape: [N, K] }, N);
+      kernels.linear(p, o, x, T, K, { dtype: "F32", shape: [N, K], parts: [{ buffer: w, row0: 0, rows: N }] }, N);
       p.submit();
       data.set(await gpu.readF32(o, T * N), T * K + N * K);
       Atomics.store(ctrl, 0, ${DONE});

@@ -14,7 +14,8 @@ import { GpuModel } from "../../src/model/gpu/model.js";
 import { MlaError } from "../../src/errors.js";
 import { StreamDecoder, type TextTokenizer } from "../../src/tokenizer/tokenizer.js";
 import { assemble, assembleLlama } from "../../src/model/families/index.js";
-import type { LoadedModel } from "./models.js";
+import type { Tensor } from "../../src/tensor/tensor.js";
+import type { OpenModel } from "./models.js";
 
 /** Fetch a file as a Blob, reporting bytes as they arrive. */
 async function fetchBlob(url: string, onBytes: (n: number, total: number | null) => void): Promise<Blob> {
@@ -152,13 +153,16 @@ async function run<S extends SequenceState>(
   }
 }
 
-/** The model on WebGPU; throws (with the reason) when the browser has no usable adapter. */
-export async function webgpuRunner(m: LoadedModel): Promise<Runner> {
+/**
+ * The model on WebGPU, its tensors read and uploaded a layer at a time (onProgress(bytes read, bytes in all, tensor));
+ * throws (with the reason) when the browser has no usable adapter.
+ */
+export async function webgpuRunner(m: OpenModel, onProgress: (done: number, total: number, name: string) => void): Promise<Runner> {
   if (!(globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) throw new Error("this browser has no navigator.gpu");
   const gpu = await WebGpuBackend.create();
   let model: GpuModel;
   try {
-    model = GpuModel.fromTensors(m.configJson, m.tensors, gpu);
+    model = await GpuModel.fromStore(m.configJson, m.store, m.read, gpu, { onProgress });
   } catch (e) {
     gpu.destroy();
     throw e;
@@ -171,10 +175,10 @@ export async function webgpuRunner(m: LoadedModel): Promise<Runner> {
   };
 }
 
-/** The model on the plain-JavaScript CPU kernels (MLA absorbed, as on the GPU). */
-export function cpuRunner(m: LoadedModel): Runner {
+/** The model on the plain-JavaScript CPU kernels (MLA absorbed), from its tensors read into memory. */
+export function cpuRunner(m: OpenModel, tensors: ReadonlyMap<string, Tensor>): Runner {
   const c = m.config, get = (n: string) => {
-    const t = m.tensors.get(n);
+    const t = tensors.get(n);
     if (!t) throw new MlaError(`${m.name} has no tensor ${n}`);
     return t;
   };

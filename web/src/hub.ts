@@ -20,6 +20,8 @@ export interface HubTarget {
   readonly repo: string;
   readonly quant?: string;
   readonly revision: string;
+  /** A .gguf file at a plain URL (any server, not a hub): fetched and kept in the cache under that URL. */
+  readonly url?: string;
 }
 
 /** The files to fetch, with their sizes, before anything is downloaded. */
@@ -45,7 +47,8 @@ export interface CachedModel {
 
 /**
  * `ORG/NAME[:QUANT]` (or `hf:ORG/NAME[:QUANT]`) on `endpoint`, or a hub URL: https://HOST/ORG/NAME, optionally
- * /tree/REV, or /blob|resolve/REV/FILE.gguf (which picks that file's quant). A URL names its own hub.
+ * /tree/REV, or /blob|resolve/REV/FILE.gguf (which picks that file's quant). A URL names its own hub. Any other URL
+ * of a .gguf file is a plain download (the server must allow the page's origin, and say the file's size).
  */
 export function parseHubInput(text: string, endpoint = DEFAULT_ENDPOINT): HubTarget {
   const s = text.trim();
@@ -56,6 +59,10 @@ export function parseHubInput(text: string, endpoint = DEFAULT_ENDPOINT): HubTar
   }
   const url = new URL(s);
   const [org, name, mode, rev, ...rest] = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  if (url.pathname.endsWith(".gguf") && mode !== "blob" && mode !== "resolve") {
+    const file = decodeURIComponent(url.pathname.split("/").pop()!);
+    return { endpoint: url.origin, repo: file, revision: "url", url: url.href };
+  }
   const { repo, quant } = parseHubRef(`${org ?? ""}/${name ?? ""}`);
   const file = rest.join("/");
   const fileQuant = (mode === "blob" || mode === "resolve") && file.endsWith(".gguf") ? ggufQuantTag(file) : undefined;
@@ -75,7 +82,8 @@ function repoPath(repo: string): string {
 }
 
 /** The file's download URL at the commit, which is also its key in Cache Storage. */
-export function fileUrl(p: { endpoint: string; repo: string; commit: string }, path: string): string {
+export function fileUrl(p: { endpoint: string; repo: string; commit: string; url?: string }, path: string): string {
+  if (p.url) return p.url;
   return `${p.endpoint}/${repoPath(p.repo)}/resolve/${p.commit}/${path.split("/").map(encodeURIComponent).join("/")}`;
 }
 
@@ -87,6 +95,7 @@ function manifestKey(t: HubTarget): string {
 // ---- the hub's API ----------------------------------------------------------------------------------------------
 
 function statusError(t: HubTarget, status: number, what: string): MlaError {
+  if (t.url) return new MlaError(`${t.url}: the server answered ${status}`);
   const where = `${t.repo}@${t.revision} on ${t.endpoint}`;
   if (status === 401 || status === 403) return new MlaError(`${where}: the hub answered ${status} for the ${what} (a private or gated model; this page sends no token)`);
   if (status === 404) return new MlaError(`${where}: ${what} not found (404)`);
@@ -161,9 +170,25 @@ export async function planHub(t: HubTarget): Promise<HubPlan> {
     const plan = ((await saved.json()) as { plan: HubPlan }).plan;
     if ((await cachedOf(cache, plan)) === plan.totalBytes) return { ...plan, cachedBytes: plan.totalBytes, fromManifest: true };
   }
+  if (t.url) return planUrl(cache, t, t.url);
   const { commit, files } = await listRepo(t);
   const chosen = selectModelFiles(t.repo, files, t.quant);
   const p = { ...t, commit, kind: chosen.kind, chosenQuant: chosen.quant, files: chosen.files, totalBytes: chosen.files.reduce((s, f) => s + f.size, 0) };
+  return { ...p, cachedBytes: await cachedOf(cache, p), fromManifest: false };
+}
+
+/** A .gguf file at a plain URL: its size from a HEAD request (nothing is downloaded). */
+async function planUrl(cache: Cache, t: HubTarget, url: string): Promise<HubPlan> {
+  let res: Response;
+  try {
+    res = await fetch(url, { method: "HEAD" });
+  } catch (e) {
+    throw new MlaError(`cannot reach ${url} (${(e as Error).message}); a server of another origin must allow this page (CORS)`);
+  }
+  if (!res.ok) throw statusError(t, res.status, "file");
+  const size = Number(res.headers.get("content-length"));
+  if (!Number.isSafeInteger(size) || size <= 0) throw new MlaError(`${url}: the server gives no size (Content-Length) for the file`);
+  const p = { ...t, commit: "", kind: "gguf" as const, files: [{ path: t.repo, size }], totalBytes: size };
   return { ...p, cachedBytes: await cachedOf(cache, p), fromManifest: false };
 }
 

@@ -6,7 +6,7 @@ import { renderChart, niceMax, type Line } from "./chart.js";
 import { cpuRunner, fetchModelFiles, webgpuRunner, type GenerateSettings, type Runner, type StepInfo } from "./engine.js";
 import { CACHE_NAME, cachedTotal, deleteCached, downloadHub, listCached, parseHubInput, planHub, type HubPlan } from "./hub.js";
 import { V3, formatBytes, formatTokens, modelCaches, v3Caches, type CacheSeries } from "./kv.js";
-import { FORMATS, loadModelFiles, type LoadedModel, type ModelFiles } from "./models.js";
+import { FORMATS, openModelFiles, type OpenModel, type ModelFiles } from "./models.js";
 
 const BUNDLED = { name: "mla-brown", base: "./models/mla-brown", files: ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"] };
 
@@ -59,7 +59,7 @@ const ui = {
   cacheClear: $<HTMLButtonElement>("cache-clear"),
 };
 
-let model: LoadedModel | null = null;
+let model: OpenModel | null = null;
 let cacheSeries: CacheSeries[] = [];
 const runners = new Map<"webgpu" | "cpu", Runner>();
 let gpuProblem = "";
@@ -181,28 +181,44 @@ function selectBackend(kind: "webgpu" | "cpu"): void {
     : `${runner.label}${gpuProblem ? ` (WebGPU not used: ${gpuProblem})` : " (chosen)"}`;
 }
 
-/** Weights past this size are not kept in the page's memory for the CPU backend once WebGPU has them. */
+/** Weights past this size are not read into the page's memory for the CPU backend once WebGPU has them. */
 const KEEP_HOST_COPY = 1 << 30;
 
-/** Both backends with the model on them (WebGPU when the browser has it), replacing the previous model's. */
-async function setUpBackends(m: LoadedModel): Promise<void> {
+/** "1.2 GiB of 3.4 GiB, 85 MiB/s, 12 s left" for a load that began at t0 (ms). */
+function rateText(done: number, total: number, t0: number): string {
+  const s = (performance.now() - t0) / 1000, rate = s > 0.2 ? done / s : 0;
+  const eta = rate > 0 ? Math.max(0, (total - done) / rate) : NaN;
+  return `${formatBytes(done)} of ${formatBytes(total)}${rate ? `, ${formatBytes(rate)}/s` : ""}${Number.isFinite(eta) && done < total ? `, ${eta.toFixed(0)} s left` : ""}`;
+}
+
+function loadProgress(verb: string, name: string): (done: number, total: number) => void {
+  const t0 = performance.now();
+  return (done, total) => {
+    ui.progress.value = total ? done / total : 0;
+    ui.loadStatus.textContent = `${verb} ${name}: ${rateText(done, total, t0)} of weights`;
+  };
+}
+
+/**
+ * Both backends with the model on them (WebGPU when the browser has it: its tensors streamed to the GPU a layer at a
+ * time), replacing the previous model's. The CPU backend reads every tensor into memory, which is skipped for models
+ * over KEEP_HOST_COPY that WebGPU runs.
+ */
+async function setUpBackends(m: OpenModel): Promise<void> {
   const next = new Map<"webgpu" | "cpu", Runner>();
   let problem = "";
   const want = new URLSearchParams(location.search).get("backend");
   if (want === "cpu") problem = "?backend=cpu in the address";
   else {
     try {
-      next.set("webgpu", await webgpuRunner(m));
+      next.set("webgpu", await webgpuRunner(m, loadProgress("uploading to the GPU", m.name)));
     } catch (e) {
       problem = errorText(e);
     }
   }
-  if (next.has("webgpu") && m.weightBytes > KEEP_HOST_COPY) {
-    // the GPU holds the weights now: a second copy for the CPU backend would double the tab's memory
-    m.tensors.clear();
-  } else {
+  if (!next.has("webgpu") || m.weightBytes <= KEEP_HOST_COPY) {
     try {
-      next.set("cpu", cpuRunner(m));
+      next.set("cpu", cpuRunner(m, await m.readAll(loadProgress("reading", m.name))));
     } catch (e) {
       for (const r of next.values()) r.close();
       throw e;
@@ -304,7 +320,7 @@ async function generate(): Promise<void> {
 
 // ---- models ---------------------------------------------------------------------------------------------------
 
-function notes(m: LoadedModel): void {
+function notes(m: OpenModel): void {
   const c = m.config;
   const own = cacheSeries.find((s) => s.measured)!;
   const dims = c.attention === "mla"
@@ -364,12 +380,13 @@ async function switchModel(name: string, source: () => Promise<ModelFiles>): Pro
   try {
     const files = await source();
     ui.loadStatus.textContent = `reading ${name}…`;
-    const m = await loadModelFiles(name, files, (done, total) => {
-      ui.progress.value = total ? done / total : 0;
-      ui.loadStatus.textContent = `reading ${name}: ${formatBytes(done)} of ${formatBytes(total)} of weights`;
-    });
+    const m = await openModelFiles(name, files);
     const series = modelCaches(m.config);
-    await setUpBackends(m);
+    try {
+      await setUpBackends(m);
+    } finally {
+      m.close(); // the backends hold what they need; the files' Blobs can go
+    }
     model = m;
     cacheSeries = series;
     measured = [];
@@ -443,7 +460,7 @@ function showPlan(p: HubPlan | null): void {
   ui.hubPlan.dataset.totalBytes = String(p.totalBytes);
   ui.hubPlan.dataset.fetchBytes = String(toFetch);
   ui.hubPlanText.textContent =
-    `${p.repo}${p.chosenQuant ? ` (${p.chosenQuant})` : ""} at ${p.revision} (commit ${p.commit.slice(0, 12)}) on ${p.endpoint}: ` +
+    (p.url ? `${p.url}: ` : `${p.repo}${p.chosenQuant ? ` (${p.chosenQuant})` : ""} at ${p.revision} (commit ${p.commit.slice(0, 12)}) on ${p.endpoint}: `) +
     `${p.files.length} ${p.kind} file${p.files.length > 1 ? "s" : ""}, ${formatBytes(p.totalBytes)} in all; ` +
     (toFetch ? `${formatBytes(toFetch)} to download${p.cachedBytes ? ` (${formatBytes(p.cachedBytes)} already in this browser)` : ""}.` : "all in this browser's cache, nothing to download.");
   ui.hubPlanFiles.replaceChildren(...p.files.map((f) => li(`${f.path}: ${formatBytes(f.size)}`)));
@@ -472,11 +489,11 @@ function downloadPlan(p: HubPlan): Promise<void> {
   download = new AbortController();
   const signal = download.signal;
   ui.hubDownload.disabled = true;
-  const name = p.repo.split("/")[1] + (p.chosenQuant ? `:${p.chosenQuant}` : "");
+  const name = p.url ? p.repo.replace(/\.gguf$/i, "") : p.repo.split("/")[1] + (p.chosenQuant ? `:${p.chosenQuant}` : "");
   return switchModel(name, async () => {
     const files = await downloadHub(p, (done, total) => {
       ui.progress.value = total ? done / total : 1;
-      ui.loadStatus.textContent = total ? `downloading ${p.repo}: ${formatBytes(done)} of ${formatBytes(total)}` : `${p.repo}: from the cache`;
+      ui.loadStatus.textContent = total ? `downloading ${p.url ?? p.repo}: ${formatBytes(done)} of ${formatBytes(total)}` : `${p.repo}: from the cache`;
     }, signal).catch((e: unknown) => {
       throw signal.aborted ? new Error("the download was cancelled (files fetched whole stay in the cache)") : e;
     });
@@ -500,7 +517,7 @@ async function showCache(): Promise<void> {
   ui.cacheTotal.textContent = `Cached in this browser: ${models.length} model${models.length === 1 ? "" : "s"}, ${formatBytes(bytes)}`;
   ui.cacheClear.disabled = bytes === 0 && models.length === 0;
   ui.cacheList.replaceChildren(...models.map((m) => {
-    const p = m.plan, e = li(`${p.repo}${p.chosenQuant ? `:${p.chosenQuant}` : ""} @ ${p.revision} (${p.commit.slice(0, 12)}), ${formatBytes(p.totalBytes)}, ${p.endpoint} `);
+    const p = m.plan, e = li(p.url ? `${p.url}, ${formatBytes(p.totalBytes)} ` : `${p.repo}${p.chosenQuant ? `:${p.chosenQuant}` : ""} @ ${p.revision} (${p.commit.slice(0, 12)}), ${formatBytes(p.totalBytes)}, ${p.endpoint} `);
     e.dataset.key = m.key;
     e.dataset.repo = p.repo;
     const load = document.createElement("button");

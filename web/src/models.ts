@@ -1,7 +1,8 @@
 /**
- * A model from files the page holds as Blobs (a picked folder or .gguf file, cached hub downloads, the bundled
+ * A model from files the page holds as Blobs (a picked folder or .gguf file, cached hub or URL downloads, the bundled
  * mla-brown): the engine's own loaders open them through the page's file system (./shims/fs.ts), and each tensor's
- * bytes are read from its Blob just before the loader turns them into a Tensor.
+ * bytes are read from its Blob just before the loader turns them into a Tensor: the WebGPU backend uploads a layer
+ * at a time, so neither a file nor the model is ever in the page's memory whole.
  *
  * What works: a Hugging Face folder (config.json, *.safetensors and their index, tokenizer.json) with F32, BF16, F16
  * or F64 weights; a GGUF file or split set (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) with a
@@ -26,17 +27,27 @@ installBuffer();
 /** A model's files: path relative to the model (a folder's files, or one or more .gguf files) -> bytes. */
 export type ModelFiles = ReadonlyMap<string, Blob>;
 
-export interface LoadedModel {
+/**
+ * A model whose files are open: its config and tokenizer read, its tensors not yet. The WebGPU backend uploads them
+ * one layer at a time from here (GpuModel.fromStore); the CPU backend reads them all into `tensors`. Close it once
+ * the backends have what they need (the files are unmounted; their Blobs can then be collected).
+ */
+export interface OpenModel {
   /** What the page calls it: the folder, file or repository name. */
   readonly name: string;
   readonly format: "safetensors" | "gguf";
   readonly configJson: Json;
   readonly config: ModelConfig;
-  /** Every tensor the decoder reads; emptied when only the GPU keeps the weights (see main.ts). */
-  readonly tensors: Map<string, Tensor>;
   readonly tokenizer: TextTokenizer;
   /** Bytes of the weights as stored. */
   readonly weightBytes: number;
+  /** The checkpoint, through the page's file system: headers in memory, tensor bytes read on demand. */
+  readonly store: TensorStore;
+  /** One tensor, its bytes read from its Blob (no file is held whole). */
+  read(name: string): Promise<Tensor>;
+  /** Every tensor the decoder reads (for the CPU backend); onProgress(bytes read, bytes in all). */
+  readAll(onProgress: (done: number, total: number) => void): Promise<Map<string, Tensor>>;
+  close(): void;
 }
 
 /** What the page says it reads (and what the one-line refusals point to). */
@@ -44,7 +55,7 @@ export const FORMATS = {
   safetensors: "a Hugging Face model folder: config.json, *.safetensors (F32, BF16, F16; sharded with its index), tokenizer.json",
   gguf: `a .gguf file or split set (${READABLE_GGML_TYPES.join(", ")}) with its tokenizer in the metadata (gpt2 byte-level BPE)`,
   models: MODEL_TYPES.join(", "),
-  backends: "WebGPU runs F32, BF16 and F16 weights; quantized GGUF weights run on the CPU backend (plain JavaScript: slow past small models)",
+  backends: "WebGPU runs F32, BF16, F16 and GGUF's Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K weights as stored (Q4_1 and Q5_1 widened to F32), uploaded a layer at a time; the CPU backend (plain JavaScript) is slow past small models",
 };
 
 const WEIGHTS_NOT_READ = /\.(bin|pt|pth|ckpt|onnx|msgpack|h5|npz|mlmodel|tflite)$/i;
@@ -83,11 +94,14 @@ function tensorNames(c: ModelConfig, store: TensorStore): string[] {
 
 let mounts = 0;
 
-/**
- * Open the files with the engine's loaders and read every tensor the decoder needs, one at a time;
- * onProgress(bytes read, bytes in all).
- */
-export async function loadModelFiles(name: string, files: ModelFiles, onProgress: (done: number, total: number) => void): Promise<LoadedModel> {
+/** Messages name files by their place in the page's file system: say them as the user picked them. */
+function asPicked(e: unknown, root: string, name: string): unknown {
+  if (e instanceof Error) e.message = e.message.split(`${root}/`).join("").split(root).join(name);
+  return e;
+}
+
+/** Open the files with the engine's loaders: config, tokenizer and the tensor directory (no tensor is read yet). */
+export async function openModelFiles(name: string, files: ModelFiles): Promise<OpenModel> {
   const { format, path: rel } = classify(name, files);
   const root = `/m${++mounts}/${name.replace(/[^\w.-]+/g, "_")}`;
   await mount(root, files);
@@ -101,25 +115,38 @@ export async function loadModelFiles(name: string, files: ModelFiles, onProgress
     const tokenizer = gguf ? ggufTokenizer(gguf.model) : TextTokenizer.load(path);
     if (!tokenizer) throw new MlaError(`${name}: no tokenizer.json beside config.json (the page needs it to turn text into tokens)`);
     const names = tensorNames(config, opened);
-    const total = opened.totalBytes(names);
-    const tensors = new Map<string, Tensor>();
-    let done = 0;
-    onProgress(0, total);
     // the file a tensor is in: a safetensors entry names it; a GGUF model in one file has only that one
     const single = gguf?.model.files.length === 1 ? gguf.model.files[0].path : undefined;
-    for (const n of names) {
+    const read = async (n: string): Promise<Tensor> => {
       const info = opened.info(n), bytes = info.end - info.begin;
-      const path = "file" in info && typeof info.file === "string" ? info.file : single;
-      tensors.set(n, await withBytes(() => opened.load(n), { path, pos: info.begin, bytes }));
-      onProgress((done += bytes), total);
-    }
-    return { name, format, configJson, config, tensors, tokenizer, weightBytes: total };
+      const file = "file" in info && typeof info.file === "string" ? info.file : single;
+      try {
+        return await withBytes(() => opened.load(n), { path: file, pos: info.begin, bytes });
+      } catch (e) {
+        throw asPicked(e, root, name);
+      }
+    };
+    const weightBytes = opened.totalBytes(names);
+    return {
+      name, format, configJson, config, tokenizer, weightBytes, store: opened, read,
+      async readAll(onProgress) {
+        const tensors = new Map<string, Tensor>();
+        let done = 0;
+        onProgress(0, weightBytes);
+        for (const n of names) {
+          tensors.set(n, await read(n));
+          onProgress((done += opened.info(n).end - opened.info(n).begin), weightBytes);
+        }
+        return tensors;
+      },
+      close() {
+        opened.close();
+        unmount(root);
+      },
+    };
   } catch (e) {
-    // messages name files by their place in the page's file system: say them as the user picked them
-    if (e instanceof Error) e.message = e.message.split(`${root}/`).join("").split(root).join(name);
-    throw e;
-  } finally {
     store?.close();
     unmount(root);
+    throw asPicked(e, root, name);
   }
 }

@@ -8,9 +8,13 @@
  */
 import { MlaError } from "../../errors.js";
 import type { Tensor } from "../../tensor/tensor.js";
+import { f32ToF16 } from "../../tensor/dtype.js";
+import { ggmlRowBytes } from "../../tensor/ggml.js";
 import { requestGpu, type GpuContext } from "./device.js";
 import { PARAM_WORDS, type Kernel, type ParamFields, type ParamLayout, type ParamValues, type ParamsOf } from "./params.js";
 import * as shaders from "./wgsl.js";
+import * as mlaShaders from "./wgsl-mla.js";
+import { cacheRowElems, type CacheDType } from "./wgsl-mla.js";
 import type { WeightType } from "./wgsl.js";
 
 /** Most experts the routing kernel ranks per token (a model with more routes on the CPU). */
@@ -31,21 +35,120 @@ export interface RoutingDescription {
   readonly scaling: number;
 }
 
-/** A weight matrix or vector on the GPU, in its stored dtype (BF16/F16 packed two per u32). */
-export interface GpuWeight {
+/** Rows [row0, row0 + rows) of a weight matrix, held from byte 0 of `buffer`. */
+export interface GpuWeightPart {
   readonly buffer: GPUBuffer;
+  readonly row0: number;
+  readonly rows: number;
+}
+
+/**
+ * A weight matrix on the GPU in its stored type (BF16/F16 packed two per u32, GGML's blocks as their bytes). It is one
+ * part unless it exceeds the device's binding limit (or the backend's maxBufferBytes): then parts of whole rows (whole
+ * experts for stacked ones), each its own buffer. Every kernel taking a GpuWeight loops over the parts itself.
+ */
+export interface GpuWeight {
   readonly dtype: WeightType;
   readonly shape: readonly number[];
+  readonly parts: readonly GpuWeightPart[];
+}
+
+export interface WebGpuOptions {
+  /** Split weights into buffers of at most this many bytes (below the device's limit; tests split tiny weights). */
+  readonly maxBufferBytes?: number;
 }
 
 const SLOT = 256; // minUniformBufferOffsetAlignment
 const WORDS = PARAM_WORDS;
 
-/** The weight dtypes the shaders widen (WeightType); Q8 and others are refused. */
-function checkWeightDtype(dtype: string): asserts dtype is WeightType {
-  if (dtype !== "F32" && dtype !== "BF16" && dtype !== "F16") {
-    throw new MlaError(`webgpu: weights of dtype ${dtype} are not supported (F32, BF16, F16; --quantize is CPU-only)`);
+/**
+ * Weights a buffer may hold at most: the kernels index weights (and a block type's bytes) with u32, so a part stays
+ * under 2^32 elements and 4 GiB whatever the device allows.
+ */
+const MAX_PART_ELEMENTS = 2 ** 32 - 1;
+const MAX_PART_BYTES = 2 ** 32 - 16;
+
+/** The GPU type of a CPU weight dtype: as stored, CPU "Q8" (int8 and f32 scales kept apart) as Q8_0's blocks. */
+function gpuWeightType(dtype: string): WeightType {
+  switch (dtype) {
+    case "F32": case "BF16": case "F16": case "Q4_0": case "Q5_0": case "Q4_K": case "Q5_K": case "Q6_K":
+      return dtype;
+    case "Q8":
+      return "Q8_0";
   }
+  throw new MlaError(`webgpu: weights of dtype ${dtype} are not supported (F32, BF16, F16, Q8, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)`);
+}
+
+/** Bytes of a row of `cols` weights of GPU type t. */
+function weightRowBytes(t: WeightType, cols: number): number {
+  return t === "F32" ? 4 * cols : t === "BF16" || t === "F16" ? 2 * cols : ggmlRowBytes(t, cols);
+}
+
+/** A weight's rows and columns (a vector is one row). */
+function rowsCols(t: Tensor): [number, number] {
+  const cols = t.shape.length ? t.shape[t.shape.length - 1] : 1;
+  return [cols ? t.shape.reduce((a, b) => a * b, 1) / cols : 0, cols];
+}
+
+/** Staging for writes that are not 4-byte aligned or need converting (writeBuffer copies it during the call). */
+const STAGE_BYTES = 1 << 20;
+/** A direct write goes in pieces of this size, so Dawn's own staging copy stays bounded. */
+const DIRECT_BYTES = 16 << 20;
+
+/**
+ * Writes a stream of bytes to consecutive offsets of one buffer. queue.writeBuffer wants 4-byte-aligned sizes and
+ * source offsets: 4-aligned runs of ArrayBuffer memory go directly, the rest through a small staging array, so no
+ * second host copy of a tensor is ever made.
+ */
+class BufferFiller {
+  private at = 0;
+  private fill = 0;
+
+  constructor(private readonly queue: GPUQueue, private readonly dst: GPUBuffer, private readonly stage: Uint8Array<ArrayBuffer>) {}
+
+  push(src: Uint8Array): void {
+    let i = 0;
+    if (this.fill === 0 && src.byteOffset % 4 === 0 && src.buffer instanceof ArrayBuffer) {
+      const n = src.byteLength - (src.byteLength % 4);
+      for (; i < n; i += DIRECT_BYTES) this.queue.writeBuffer(this.dst, this.at + i, src as Uint8Array<ArrayBuffer>, i, Math.min(DIRECT_BYTES, n - i));
+      this.at += n;
+      i = n;
+    }
+    while (i < src.byteLength) {
+      const m = Math.min(this.stage.length - this.fill, src.byteLength - i);
+      this.stage.set(src.subarray(i, i + m), this.fill);
+      this.fill += m;
+      i += m;
+      if (this.fill === this.stage.length) this.flush();
+    }
+  }
+
+  /** Write what is staged (zero-padded to 4 bytes at the end of the stream). */
+  flush(): void {
+    if (!this.fill) return;
+    const n = Math.ceil(this.fill / 4) * 4;
+    this.stage.fill(0, this.fill, n);
+    this.queue.writeBuffer(this.dst, this.at, this.stage, 0, n);
+    this.at += n;
+    this.fill = 0;
+  }
+}
+
+/**
+ * Rows [r0, r0 + rows) of a CPU "Q8" matrix (int8 and f32 scales apart) as GGML Q8_0 blocks (f16 d, 32 int8), in
+ * out. Lossless: the scales are f16 values widened (see src/tensor/dtype.ts).
+ */
+function q8Blocks(t: Tensor, r0: number, rows: number, cols: number, out: Uint8Array): Uint8Array {
+  const q = t.data as Int8Array, sc = t.scales!, nb = cols / 32;
+  const src = new Uint8Array(q.buffer, q.byteOffset, q.byteLength);
+  let o = 0;
+  for (let b = r0 * nb; b < (r0 + rows) * nb; b++, o += 34) {
+    const h = f32ToF16(sc[b]);
+    out[o] = h & 255;
+    out[o + 1] = h >> 8;
+    out.set(src.subarray(b * 32, b * 32 + 32), o + 2);
+  }
+  return out.subarray(0, o);
 }
 
 /**
@@ -127,14 +230,20 @@ export class WebGpuBackend {
   private nextId = 1;
   private staging: GPUBuffer | null = null;
   private readonly dummy: GPUBuffer;
+  private readonly stage = new Uint8Array(STAGE_BYTES);
+  /** Largest bytes of one weight buffer: the device's binding and buffer limits, or maxBufferBytes when lower. */
+  readonly maxWeightBytes: number;
   /** Bytes of GPU buffers created through this backend and not yet destroyed. */
   allocatedBytes = 0;
 
   /** The first validation/out-of-memory error the device reported; thrown at the next read. */
   private deviceError: string | null = null;
 
-  private constructor(readonly ctx: GpuContext) {
+  private constructor(readonly ctx: GpuContext, opts: WebGpuOptions) {
     this.device = ctx.device;
+    const { maxStorageBufferBindingSize, maxBufferSize } = ctx.limits;
+    const limit = Math.min(maxStorageBufferBindingSize, maxBufferSize, MAX_PART_BYTES, opts.maxBufferBytes ?? Infinity);
+    this.maxWeightBytes = Math.floor(limit / 16) * 16;
     this.dummy = this.buffer(16);
     // a failed pipeline or dispatch is otherwise silent: the kernels would just not run
     this.device.onuncapturederror = (e) => {
@@ -146,8 +255,9 @@ export class WebGpuBackend {
     if (this.deviceError) throw new MlaError(`webgpu: the device reported an error: ${this.deviceError}`);
   }
 
-  static async create(): Promise<WebGpuBackend> {
-    return new WebGpuBackend(await requestGpu());
+  static async create(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
+    if (opts.maxBufferBytes !== undefined && !(opts.maxBufferBytes >= 16)) throw new MlaError(`webgpu: maxBufferBytes must be at least 16, got ${opts.maxBufferBytes}`);
+    return new WebGpuBackend(await requestGpu(), opts);
   }
 
   get name(): string {
@@ -203,8 +313,9 @@ export class WebGpuBackend {
   /** A storage buffer of at least `bytes` (rounded up to 16), zero-filled. */
   buffer(bytes: number, label?: string): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes / 16) * 16);
-    if (size > this.ctx.limits.maxStorageBufferBindingSize) {
-      throw new MlaError(`webgpu: a ${label ?? "buffer"} of ${size} bytes exceeds the device's storage binding limit (${this.ctx.limits.maxStorageBufferBindingSize} bytes)`);
+    const limit = Math.min(this.ctx.limits.maxStorageBufferBindingSize, this.ctx.limits.maxBufferSize);
+    if (size > limit) {
+      throw new MlaError(`webgpu: a ${label ?? "buffer"} of ${size} bytes exceeds the device's storage binding limit (${limit} bytes)`);
     }
     this.allocatedBytes += size;
     return this.device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label });
@@ -239,28 +350,72 @@ export class WebGpuBackend {
     return b;
   }
 
-  /** Upload a weight tensor as stored (F32, BF16, F16); Q8 and other dtypes are refused. */
-  uploadWeight(t: Tensor, label?: string): GpuWeight {
-    checkWeightDtype(t.dtype);
-    const buffer = this.buffer(t.data.byteLength, label);
-    this.write(buffer, t.data as Float32Array | Uint16Array);
-    return { buffer, dtype: t.dtype, shape: t.shape };
+  /** Most rows of `cols` weights of type t one buffer holds. */
+  private maxPartRows(t: WeightType, cols: number): number {
+    return Math.min(Math.floor(this.maxWeightBytes / weightRowBytes(t, cols)), Math.floor(MAX_PART_ELEMENTS / Math.max(cols, 1)));
   }
 
-  /** Matrices of one dtype and width stacked by rows into one buffer (MoE experts, indexed by row offset). */
+  /** Write rows [r0, r0 + rows) of t (its GPU type `type`) through `f`: the bytes as stored, or Q8 as Q8_0 blocks. */
+  private pushRows(f: BufferFiller, t: Tensor, type: WeightType, r0: number, rows: number, cols: number): void {
+    const rb = weightRowBytes(type, cols);
+    if (t.dtype !== "Q8") {
+      f.push(new Uint8Array(t.data.buffer, t.data.byteOffset + r0 * rb, rows * rb));
+      return;
+    }
+    const chunk = Math.max(1, Math.floor(STAGE_BYTES / rb));
+    const out = new Uint8Array(Math.min(chunk, rows) * rb);
+    for (let r = r0; r < r0 + rows; r += chunk) f.push(q8Blocks(t, r, Math.min(chunk, r0 + rows - r), cols, out));
+  }
+
+  /** A part's buffer, filled by `fill` (which pushes exactly `bytes` bytes). */
+  private part(bytes: number, row0: number, rows: number, label: string | undefined, fill: (f: BufferFiller) => void): GpuWeightPart {
+    const buffer = this.buffer(bytes, label);
+    const f = new BufferFiller(this.device.queue, buffer, this.stage);
+    fill(f);
+    f.flush();
+    return { buffer, row0, rows };
+  }
+
+  /**
+   * Upload a weight tensor in its stored type (F32, BF16, F16, GGML's blocks; CPU "Q8" as Q8_0). It is written to
+   * the GPU during the call, so the caller may drop the tensor after it. A tensor larger than one buffer may be
+   * (maxWeightBytes) is split into parts of whole rows, as equal as can be.
+   */
+  uploadWeight(t: Tensor, label?: string): GpuWeight {
+    const type = gpuWeightType(t.dtype), [rows, cols] = rowsCols(t), rb = weightRowBytes(type, cols);
+    const maxRows = this.maxPartRows(type, cols);
+    if (maxRows < 1) throw new MlaError(`webgpu: a row of ${label ?? "a weight"} (${rb} bytes) exceeds the ${this.maxWeightBytes}-byte buffer limit`);
+    const n = Math.max(1, Math.ceil(rows / maxRows)), per = Math.ceil(rows / n);
+    const parts: GpuWeightPart[] = [];
+    for (let r0 = 0; r0 < rows || parts.length === 0; r0 += per) {
+      const m = Math.min(per, rows - r0);
+      parts.push(this.part(m * rb, r0, m, label, (f) => this.pushRows(f, t, type, r0, m, cols)));
+    }
+    return { dtype: type, shape: t.shape, parts };
+  }
+
+  /**
+   * Matrices of one dtype and width stacked by rows (MoE experts, expert e's rows after those of experts < e). A stack
+   * larger than one buffer is split between matrices, so each expert lies whole in one part (slotLinear reads an
+   * expert from one buffer). Written during the call, as uploadWeight.
+   */
   uploadStacked(ts: readonly Tensor[], label?: string): GpuWeight {
     const dtype = ts[0].dtype, cols = ts[0].shape[1];
-    checkWeightDtype(dtype);
+    const type = gpuWeightType(dtype), rb = weightRowBytes(type, cols), maxRows = this.maxPartRows(type, cols);
     if (ts.some((t) => t.dtype !== dtype || t.shape[1] !== cols)) throw new MlaError("webgpu: stacked matrices differ in dtype or width");
-    const bytes = ts.reduce((a, t) => a + t.data.byteLength, 0);
-    const buffer = this.buffer(bytes, label);
-    let off = 0;
-    for (const t of ts) {
-      if (off % 4 !== 0) throw new MlaError("webgpu: stacked matrices must each fill whole 4-byte words");
-      this.write(buffer, t.data as Float32Array | Uint16Array, off);
-      off += t.data.byteLength;
+    const big = ts.find((t) => t.shape[0] > maxRows);
+    if (big) throw new MlaError(`webgpu: one of the stacked matrices ${label ?? ""} (${big.shape[0] * rb} bytes) exceeds the ${this.maxWeightBytes}-byte buffer limit`);
+    const parts: GpuWeightPart[] = [];
+    let row0 = 0;
+    for (let i = 0; i < ts.length;) {
+      let j = i, rows = 0;
+      while (j < ts.length && rows + ts[j].shape[0] <= maxRows) rows += ts[j++].shape[0];
+      const group = ts.slice(i, j);
+      parts.push(this.part(rows * rb, row0, rows, label, (f) => { for (const t of group) this.pushRows(f, t, type, 0, t.shape[0], cols); }));
+      row0 += rows;
+      i = j;
     }
-    return { buffer, dtype, shape: [ts.reduce((a, t) => a + t.shape[0], 0), cols] };
+    return { dtype: type, shape: [row0, cols], parts };
   }
 
   /** Read `bytes` from a storage buffer (waits for the queue). */
@@ -298,21 +453,46 @@ export class WebGpuBackend {
   }
 }
 
+/** One part's product (linear's dispatch): the decode kernels for T <= 4, else the tiled one. */
+function linearPart(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, K: number, dtype: WeightType, w: GPUBuffer, params: ParamsOf<typeof shaders.LINEAR_PARAMS>): void {
+  const N = params.N;
+  if (T <= 4) {
+    const wgs = Math.ceil(N / 4), groups = [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1] as const;
+    // rows of a multiple of 8 weights start on 16-byte boundaries (32 for F32): wide loads; block types read by group
+    if (K % 8 === 0 && !shaders.isBlockWeight(dtype)) p.dispatch(`matvec8-${dtype}`, shaders.matvecWide(dtype), [w, x, out], params, groups);
+    else p.dispatch(`matvec-${dtype}`, shaders.matvec(dtype), [w, x, out], params, groups);
+  } else {
+    p.dispatch(`matmul-${dtype}`, shaders.matmulTiled(dtype), [w, x, out], params, [Math.ceil(N / shaders.MATMUL_TILE), Math.ceil(T / shaders.MATMUL_TILE), 1]);
+  }
+}
+
+/**
+ * kv_b_proj (W_UK and W_UV) for the absorbed kernels, which read it from one buffer: it is H (d_nope + d_v) x d_c,
+ * 32 MiB in BF16 for DeepSeek-V3, so a split one means a buffer limit far below any real device's.
+ */
+function wholeKvb(w: GpuWeight): GPUBuffer {
+  if (w.parts.length !== 1) {
+    const bytes = w.parts.reduce((a, q) => a + q.buffer.size, 0);
+    throw new MlaError(`webgpu: kv_b_proj (W_UK/W_UV, ${bytes} bytes) is split across ${w.parts.length} buffers, and absorbed MLA reads it from one; it is at most tens of MiB in real models (32 MiB in BF16 for DeepSeek-V3), so the buffer limit is set too low`);
+  }
+  return w.parts[0].buffer;
+}
+
 /** The kernels as typed calls on a Pass (sizes in elements; offsets in f32 elements). */
 export const kernels = {
-  /** out[t*os + oo + n] (+)= sum_k x[xo + t*xs + k] W[(row0+n)*K + k] */
+  /**
+   * out[t*os + oo + n] (+)= sum_k x[xo + t*xs + k] W[(row0+n)*K + k]; one dispatch per part of w that holds some of
+   * rows row0..row0+N, each writing its rows' outputs.
+   */
   linear(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, K: number, w: GpuWeight, N: number,
     o: { row0?: number; xs?: number; os?: number; xo?: number; oo?: number; accumulate?: boolean } = {}): void {
-    const params: ParamsOf<typeof shaders.LINEAR_PARAMS> = {
-      T, K, N, row0: o.row0 ?? 0, xs: o.xs ?? K, os: o.os ?? N, xo: o.xo ?? 0, oo: o.oo ?? 0, accumulate: !!o.accumulate,
-    };
-    if (T <= 4) {
-      const wgs = Math.ceil(N / 4), groups = [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1] as const;
-      // rows of a multiple of 8 weights start on 16-byte boundaries (32 for F32): wide loads
-      if (K % 8 === 0) p.dispatch(`matvec8-${w.dtype}`, shaders.matvecWide(w.dtype), [w.buffer, x, out], params, groups);
-      else p.dispatch(`matvec-${w.dtype}`, shaders.matvec(w.dtype), [w.buffer, x, out], params, groups);
-    } else {
-      p.dispatch(`matmul-${w.dtype}`, shaders.matmulTiled(w.dtype), [w.buffer, x, out], params, [Math.ceil(N / shaders.MATMUL_TILE), Math.ceil(T / shaders.MATMUL_TILE), 1]);
+    const row0 = o.row0 ?? 0, oo = o.oo ?? 0;
+    for (const part of w.parts) {
+      const lo = Math.max(row0, part.row0), hi = Math.min(row0 + N, part.row0 + part.rows);
+      if (lo >= hi) continue;
+      linearPart(p, out, x, T, K, w.dtype, part.buffer, {
+        T, K, N: hi - lo, row0: lo - part.row0, xs: o.xs ?? K, os: o.os ?? N, xo: o.xo ?? 0, oo: oo + lo - row0, accumulate: !!o.accumulate,
+      });
     }
   },
   rmsNorm(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, D: number, w: GPUBuffer, eps: number,
@@ -352,29 +532,44 @@ export const kernels = {
   copyRows(p: Pass, out: GPUBuffer, x: GPUBuffer, T: number, n: number, xs: number, xc: number, os: number, oc: number, o0: number): void {
     p.dispatch("copyrows", shaders.COPY_ROWS, [x, out], { T, n, xs, xc, os, oc, o0 }, [Math.ceil(n / 64), T, 1]);
   },
+  /** out[t, :] = row ids[t] of w, widened: each part writes the tokens whose row it holds. */
   embed(p: Pass, out: GPUBuffer, w: GpuWeight, ids: GPUBuffer, T: number, D: number): void {
-    p.dispatch(`embed-${w.dtype}`, shaders.embed(w.dtype), [w.buffer, ids, out], { T, D }, [Math.ceil(D / 64), T, 1]);
+    for (const part of w.parts) {
+      p.dispatch(`embed-${w.dtype}`, shaders.embed(w.dtype), [part.buffer, ids, out], { T, D, r0: part.row0, rows: part.rows }, [Math.ceil(D / 64), T, 1]);
+    }
   },
   absorbQuery(p: Pass, qc: GPUBuffer, q: GPUBuffer, kvb: GpuWeight, T: number, H: number, dn: number, dv: number, dc: number, dqk: number): void {
-    p.dispatch(`absorbq-${kvb.dtype}`, shaders.absorbQuery(kvb.dtype), [kvb.buffer, q, qc], { T, H, dn, dv, dc, dqk }, [Math.ceil(dc / 64), H, T]);
+    p.dispatch(`absorbq-${kvb.dtype}`, shaders.absorbQuery(kvb.dtype), [wholeKvb(kvb), q, qc], { T, H, dn, dv, dc, dqk }, [Math.ceil(dc / 64), H, T]);
   },
   absorbOutput(p: Pass, ov: GPUBuffer, lat: GPUBuffer, kvb: GpuWeight, T: number, H: number, dn: number, dv: number, dc: number): void {
-    p.dispatch(`absorbo-${kvb.dtype}`, shaders.absorbOutput(kvb.dtype), [kvb.buffer, lat, ov], { T, H, dn, dv, dc }, [dv, H, T]);
+    p.dispatch(`absorbo-${kvb.dtype}`, shaders.absorbOutput(kvb.dtype), [wholeKvb(kvb), lat, ov], { T, H, dn, dv, dc }, [dv, H, T]);
   },
   /** Partial results need T * nSplit * H * (dc + 2) floats in part/ml. */
+  /**
+   * Partial results need T * nSplit * H * (dc + 2) floats in part/ml. The queries are rows t0.. of qc and q; the
+   * cache holds rows of dc + dr values as `cache` says (F32, or F16/BF16 words: wgsl-mla.ts).
+   */
   latentAttend(p: Pass, part: GPUBuffer, ml: GPUBuffer, qc: GPUBuffer, q: GPUBuffer, cache: GPUBuffer,
-    T: number, H: number, dc: number, dr: number, dqk: number, dn: number, p0: number, chunk: number, nSplit: number, scale: number): void {
-    const tiles = shaders.latentTiles(dc + dr, p.gpu.device.limits.maxComputeWorkgroupStorageSize);
-    p.dispatch(`latent-${dc}-${dr}`, shaders.latentAttend(dc, dr, tiles), [qc, q, cache, part, ml],
-      { T, H, dc, dr, dqk, dn, p0, chunk, nSplit, scale }, [nSplit, Math.ceil(H / tiles.HG), T]);
+    T: number, H: number, dc: number, dr: number, dqk: number, dn: number, p0: number, chunk: number, nSplit: number, scale: number,
+    o: { t0?: number; cache?: CacheDType } = {}): void {
+    const tiles = shaders.latentTiles(dc + dr, p.gpu.device.limits.maxComputeWorkgroupStorageSize), ct = o.cache ?? "F32";
+    p.dispatch(`latent-${dc}-${dr}-${ct}`, shaders.latentAttend(dc, dr, tiles, ct), [qc, q, cache, part, ml],
+      { T, H, dc, dr, dqk, dn, p0, chunk, nSplit, scale, t0: o.t0 ?? 0 }, [nSplit, Math.ceil(H / tiles.HG), T]);
   },
-  latentCombine(p: Pass, lat: GPUBuffer, part: GPUBuffer, ml: GPUBuffer, T: number, H: number, dc: number, nSplit: number): void {
-    p.dispatch("latent-combine", shaders.LATENT_COMBINE, [part, ml, lat], { T, H, dc, nSplit }, [Math.ceil(dc / 64), H, T]);
+  /** Merge nSplit partial results into rows t0.. of lat (the naive form's chunks too, with dc = d_v). */
+  latentCombine(p: Pass, lat: GPUBuffer, part: GPUBuffer, ml: GPUBuffer, T: number, H: number, dc: number, nSplit: number, t0 = 0): void {
+    p.dispatch("latent-combine", shaders.LATENT_COMBINE, [part, ml, lat], { T, H, dc, nSplit, t0 }, [Math.ceil(dc / 64), H, T]);
   },
-  /** window 0: full causal attention; W > 0: each token sees its last W positions. */
-  gqaAttend(p: Pass, o: GPUBuffer, q: GPUBuffer, k: GPUBuffer, v: GPUBuffer, T: number, H: number, G: number, dk: number, dv: number, p0: number, scale: number, window = 0): void {
+  /**
+   * window 0: full causal attention; W > 0: each token sees its last W positions. The caches hold F32 rows of G dk
+   * and G dv values, or 16-bit rows of o.ks and o.vs values (the width rounded up to even: cacheRowElems).
+   */
+  gqaAttend(p: Pass, o: GPUBuffer, q: GPUBuffer, k: GPUBuffer, v: GPUBuffer, T: number, H: number, G: number, dk: number, dv: number, p0: number, scale: number, window = 0,
+    c: { cache?: CacheDType } = {}): void {
     if (dv > 256) throw new MlaError(`webgpu: value heads wider than 256 (${dv}) are not supported`);
-    p.dispatch("gqa", shaders.GQA_ATTEND, [q, k, v, o], { T, H, G, dk, dv, p0, scale, window }, [H, T, 1]);
+    const ct = c.cache ?? "F32";
+    p.dispatch(`gqa-${ct}`, shaders.gqaAttend(ct), [q, k, v, o],
+      { T, H, G, dk, dv, p0, scale, window, ks: cacheRowElems(G * dk, ct), vs: cacheRowElems(G * dv, ct) }, [H, T, 1]);
   },
   /**
    * Each of T tokens' k experts and weights from its router logits, as the model's router description says (the
@@ -394,9 +589,43 @@ export const kernels = {
   },
   /** out[s, n] = x[s / xdiv] . W[(expert[s] * R + n)]: S slots through their experts' rows of a stacked weight. */
   slotLinear(p: Pass, out: GPUBuffer, x: GPUBuffer, experts: GPUBuffer, slots: number, K: number, w: GpuWeight, N: number, R: number, xdiv: number): void {
-    p.dispatch(`slotmv-${w.dtype}`, shaders.slotMatvec(w.dtype), [w.buffer, x, experts, out], { S: slots, K, N, R, xdiv }, [Math.ceil(N / 4), slots, 1]);
+    const split = w.parts.length > 1;
+    for (const part of w.parts) {
+      if (split && (part.row0 % R || part.rows % R)) throw new MlaError(`webgpu: a split expert weight must hold whole experts of ${R} rows per buffer (upload it with uploadStacked)`);
+      // one part: every expert id is in range (e1 = u32 max)
+      const e0 = split ? part.row0 / R : 0, e1 = split ? (part.row0 + part.rows) / R : 0xffffffff;
+      p.dispatch(`slotmv-${w.dtype}`, shaders.slotMatvec(w.dtype), [part.buffer, x, experts, out], { S: slots, K, N, R, xdiv, e0, e1 }, [Math.ceil(N / 4), slots, 1]);
+    }
   },
   argmax(p: Pass, out: GPUBuffer, x: GPUBuffer, N: number): void {
     p.dispatch("argmax", shaders.ARGMAX, [x, out], { N }, [1, 1, 1]);
+  },
+  /**
+   * Rows [xo + t*xs, + n) of x (f32, t < T) rounded into rows o0 + t of a 16-bit cache whose stored rows hold
+   * cacheRowElems(n) values: one invocation per u32 word, so no two write one word.
+   */
+  packRows(p: Pass, cache: GPUBuffer, x: GPUBuffer, T: number, n: number, xs: number, xo: number, o0: number, t: "F16" | "BF16"): void {
+    const ws = cacheRowElems(n, t) / 2;
+    p.dispatch(`pack-${t}`, mlaShaders.packRows(t), [x, cache], { T, n, xs, xo, ws, o0 }, [Math.ceil(ws / 64), T, 1]);
+  },
+  /** out[t*os + i] = value i of cache row r0 + t widened (i < n; stored rows of cacheRowElems(n) values). */
+  unpackRows(p: Pass, out: GPUBuffer, cache: GPUBuffer, T: number, n: number, r0: number, os: number, t: CacheDType): void {
+    p.dispatch(`unpack-${t}`, mlaShaders.unpackRows(t), [cache, out], { T, n, rs: cacheRowElems(n, t), r0, os }, [Math.ceil(n / 64), T, 1]);
+  },
+  /**
+   * Naive MLA attention of T queries (rows t0.. of q [*, H, dn + dr], positions p0..) over the n cached positions
+   * s0.. of one chunk: per position r of the chunk [k_nope | v] per head in kv (r*H + h)*(dn + dv), k_rope at
+   * lat[ko + r*ls]. With o.out the chunk is the whole cache and rows t0.. of out [*, H, dv] get the result; with
+   * o.part/o.ml it is split `split` of nSplit, merged afterwards by latentCombine.
+   */
+  naiveAttend(p: Pass, q: GPUBuffer, kv: GPUBuffer, lat: GPUBuffer, T: number, H: number, dn: number, dr: number, dv: number,
+    o: { t0: number; p0: number; s0: number; n: number; ko: number; ls: number; scale: number } &
+      ({ out: GPUBuffer } | { part: GPUBuffer; ml: GPUBuffer; split: number; nSplit: number })): void {
+    const tiles = mlaShaders.naiveTiles(dn + dr, dv, p.gpu.device.limits.maxComputeWorkgroupStorageSize);
+    const direct = "out" in o;
+    const [out, ml] = direct ? [o.out, p.gpu.empty] : [o.part, o.ml];
+    p.dispatch(`naive-${dn}-${dr}-${dv}`, mlaShaders.naiveAttend(dn, dr, dv, tiles), [q, kv, lat, out, ml],
+      { T, H, ko: o.ko, ls: o.ls, t0: o.t0, p0: o.p0, s0: o.s0, n: o.n, scale: o.scale, split: direct ? 0 : o.split, nSplit: direct ? 1 : o.nSplit, direct },
+      [Math.ceil(T / tiles.TQ), H, 1]);
   },
 };

@@ -5,11 +5,15 @@
  * and backend.ts passes the same names.
  *
  * Weights stay in their stored precision: F32 as array<f32>, BF16 and F16 two per u32 (the H100's Dawn offers no
- * shader-f16), widened in `wld` inside the kernel; sums are f32.
+ * shader-f16), GGML's blocks as their bytes (wgsl-quant.ts), widened in `wld` inside the kernel; sums are f32.
  */
 import { kernel, layout, type Kernel, type ParamFields, type ParamLayout } from "./params.js";
+import { cacheDecl, cacheRowElems, perCache, type CacheDType } from "./wgsl-mla.js";
+import { isBlockWeight, quantDecl, quantMatvecLoop, quantSlotLoop, type BlockWeightType } from "./wgsl-quant.js";
 
-export type WeightType = "F32" | "BF16" | "F16";
+/** A weight's type on the GPU: the float types, or GGML's block layouts byte for byte (CPU "Q8" goes up as Q8_0). */
+export type WeightType = "F32" | "BF16" | "F16" | BlockWeightType;
+export { isBlockWeight };
 
 /** A kernel whose code does not vary (the WGSL is put together when its pipeline is first made). */
 function constKernel<F extends ParamFields>(params: ParamLayout<F>, code: string): Kernel<F> {
@@ -24,6 +28,7 @@ function perWeight<F extends ParamFields>(make: (t: WeightType) => Kernel<F>): (
 
 /** Binding `b` named W with element accessor wld(i) for the weight type. */
 function weightDecl(b: number, t: WeightType): string {
+  if (isBlockWeight(t)) return quantDecl(b, t);
   if (t === "F32") return `@group(0) @binding(${b}) var<storage, read> W: array<f32>;\nfn wld(i: u32) -> f32 { return W[i]; }\n`;
   if (t === "BF16") {
     // a BF16 is the high half of an F32: shift it into place
@@ -105,8 +110,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
  * The same product for 1-4 rows (decode): each workgroup of 64 threads computes 4 output rows, 16 threads per row
  * striding over K (consecutive threads read consecutive weights), then a tree reduction in workgroup memory.
  * Workgroups are laid out 2-D (x + y * 65535) so vocabulary-sized N fits the dispatch limit.
+ * Block types stride over groups of 32 instead, a group's scale read once (quantMatvecLoop): decode speed of a
+ * quantized model is this loop's.
  */
-export const matvec = perWeight((t) => matvecKernel(weightDecl(1, t), `
+export const matvec = perWeight((t) => matvecKernel(weightDecl(1, t), isBlockWeight(t) ? quantMatvecLoop(t) : `
     let wo = (row0 + n) * K;
     for (var k = lane; k < K; k += 16u) {
       let w = wld(wo + k);
@@ -287,9 +294,13 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
   O[(P.o0 + t) * P.os + P.oc + i] = X[t * P.xs + P.xc + i];
 }`);
 
-export const EMBED_PARAMS = layout({ T: "u32", D: "u32" });
+/** r0, rows: the rows of the table this dispatch's buffer holds (one part of a split weight). */
+export const EMBED_PARAMS = layout({ T: "u32", D: "u32", r0: "u32", rows: "u32" });
 
-/** Embedding rows: O[t*D + i] = W[IDS[t]*D + i] widened. Bindings: W, IDS, O. */
+/**
+ * Embedding rows: O[t*D + i] = W[(IDS[t] - r0)*D + i] widened, for the tokens whose id is one of the rows
+ * [r0, r0 + rows) that W holds; the others are written by the dispatch of the part holding them. Bindings: W, IDS, O.
+ */
 export const embed = perWeight((t) => kernel(EMBED_PARAMS, () => weightDecl(1, t) + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> IDS: array<u32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
@@ -297,7 +308,9 @@ export const embed = perWeight((t) => kernel(EMBED_PARAMS, () => weightDecl(1, t
 fn main(@builtin(global_invocation_id) g: vec3u) {
   let D = P.D; let i = g.x; let t = g.y;
   if (i >= D || t >= P.T) { return; }
-  O[t * D + i] = wld(IDS[t] * D + i);
+  let r = IDS[t] - P.r0; // wraps past rows for ids below r0
+  if (r >= P.rows) { return; }
+  O[t * D + i] = wld(r * D + i);
 }`));
 
 export const ABSORB_QUERY_PARAMS = layout({ T: "u32", H: "u32", dn: "u32", dv: "u32", dc: "u32", dqk: "u32" });
@@ -363,9 +376,12 @@ export function latentTiles(R: number, maxWorkgroupBytes: number): { SB: number;
   return { SB, HG, WG };
 }
 
-/** Token t of T sees cache positions 0..p0+t; split s covers positions [s*chunk, (s+1)*chunk) of nSplit. */
+/**
+ * Token t of T (row t0 + t of QC and Q) sees cache positions 0..p0+t; split s covers positions [s*chunk,
+ * (s+1)*chunk) of nSplit.
+ */
 export const LATENT_ATTEND_PARAMS = layout({
-  T: "u32", H: "u32", dc: "u32", dr: "u32", dqk: "u32", dn: "u32", p0: "u32", chunk: "u32", nSplit: "u32", scale: "f32",
+  T: "u32", H: "u32", dc: "u32", dr: "u32", dqk: "u32", dn: "u32", p0: "u32", chunk: "u32", nSplit: "u32", scale: "f32", t0: "u32",
 });
 
 /**
@@ -375,26 +391,45 @@ export const LATENT_ATTEND_PARAMS = layout({
  * a running max m and sum l per head rescale the accumulators acc[h, c] = sum p c_KV (online softmax). The chunk's
  * (acc, m, l) go to PART/ML; LATENT_COMBINE merges the splits. Token t sees positions 0..p0+t (causal).
  * The accumulators are owned by threads (element e = tid + WG i of HG*dc), so dc*HG/WG registers per thread.
+ * The cache is F32 or 16-bit words (wgsl-mla.ts), widened as its blocks are loaded into workgroup memory.
  * Bindings: QC [T,H,dc], Q [T,H,dqk], C, PART, ML.
  */
-export function latentAttend(dc: number, dr: number, tiles: { SB: number; HG: number; WG: number }): Kernel<typeof LATENT_ATTEND_PARAMS.fields> {
-  const key = `${dc}-${dr}-${tiles.SB}-${tiles.HG}-${tiles.WG}`;
+export function latentAttend(dc: number, dr: number, tiles: { SB: number; HG: number; WG: number }, cache: CacheDType = "F32"): Kernel<typeof LATENT_ATTEND_PARAMS.fields> {
+  const key = `${dc}-${dr}-${tiles.SB}-${tiles.HG}-${tiles.WG}-${cache}`;
   let k = latentKernels.get(key);
-  if (!k) latentKernels.set(key, (k = kernel(LATENT_ATTEND_PARAMS, () => latentAttendCode(dc, dr, tiles))));
+  if (!k) latentKernels.set(key, (k = kernel(LATENT_ATTEND_PARAMS, () => latentAttendCode(dc, dr, tiles, cache))));
   return k;
 }
 /** latentAttend's kernels by shape and tiles, made once (as perWeight does for the weight types). */
 const latentKernels = new Map<string, Kernel<typeof LATENT_ATTEND_PARAMS.fields>>();
 
-function latentAttendCode(dc: number, dr: number, tiles: { SB: number; HG: number; WG: number }): string {
+function latentAttendCode(dc: number, dr: number, tiles: { SB: number; HG: number; WG: number }, cache: CacheDType): string {
   const { SB, HG, WG } = tiles;
   const NE = Math.ceil((HG * dc) / WG);
-  const R = dc + dr;
-  return /* wgsl */ `
+  const R = dc + dr, RS = cacheRowElems(R, cache);
+  // a block of nb rows into lat: F32 as is; 16-bit rows of even width a word (two values) per thread; odd widths
+  // (a pad value per stored row) a value per thread
+  const load = cache === "F32"
+    ? `for (var e = tid; e < SB * R; e += WG) {
+      var v = 0.0;
+      if (e / R < nb) { v = C[b0 * R + e]; }
+      lat[e] = v;
+    }`
+    : R % 2 === 0
+      ? `for (var e = tid; e < SB * R / 2u; e += WG) {
+      var v = vec2<f32>(0.0, 0.0);
+      if (2u * e / R < nb) { v = cld2(b0 * R / 2u + e); }
+      lat[2u * e] = v.x; lat[2u * e + 1u] = v.y;
+    }`
+      : `for (var e = tid; e < SB * R; e += WG) {
+      var v = 0.0;
+      if (e / R < nb) { v = cld((b0 + e / R) * ${RS}u + e % R); }
+      lat[e] = v;
+    }`;
+  return cacheDecl(3, "C", "cld", cache) + /* wgsl */ `
 const DC = ${dc}u; const DR = ${dr}u; const R = ${R}u; const SB = ${SB}u; const HG = ${HG}u; const WG = ${WG}u; const NE = ${NE}u;
 @group(0) @binding(1) var<storage, read> QC: array<f32>;
 @group(0) @binding(2) var<storage, read> Q: array<f32>;
-@group(0) @binding(3) var<storage, read> C: array<f32>;
 @group(0) @binding(4) var<storage, read_write> PART: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ML: array<f32>;
 var<workgroup> lat: array<f32, ${SB * R}>;
@@ -409,9 +444,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   let s0 = split * chunk; let s1 = min(s0 + chunk, visible);
   // this group's queries: [qc | q_rope] per head
   for (var e = tid; e < HG * R; e += WG) {
-    let hh = e / R; let c = e % R; var v = 0.0;
+    let hh = e / R; let c = e % R; var v = 0.0; let tq = P.t0 + t;
     if (hh < nh) {
-      if (c < DC) { v = QC[(t * H + h0 + hh) * DC + c]; } else { v = Q[(t * H + h0 + hh) * dqk + dn + c - DC]; }
+      if (c < DC) { v = QC[(tq * H + h0 + hh) * DC + c]; } else { v = Q[(tq * H + h0 + hh) * dqk + dn + c - DC]; }
     }
     qs[e] = v;
   }
@@ -422,11 +457,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   for (var b0 = s0; b0 < s1; b0 += SB) {
     let nb = min(SB, s1 - b0);
     workgroupBarrier();
-    for (var e = tid; e < SB * R; e += WG) {
-      var v = 0.0;
-      if (e / R < nb) { v = C[b0 * R + e]; }
-      lat[e] = v;
-    }
+    ${load}
     workgroupBarrier();
     for (var p = tid; p < HG * SB; p += WG) {
       let hh = p / SB; let s = p % SB;
@@ -462,11 +493,11 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
 }`;
 }
 
-export const LATENT_COMBINE_PARAMS = layout({ T: "u32", H: "u32", dc: "u32", nSplit: "u32" });
+export const LATENT_COMBINE_PARAMS = layout({ T: "u32", H: "u32", dc: "u32", nSplit: "u32", t0: "u32" });
 
 /**
- * Merge the splits of LATENT_ATTEND: LAT[t, h, c] = sum_s e^(m_s - M) acc_s[c] / sum_s e^(m_s - M) l_s.
- * Bindings: PART, ML, LAT.
+ * Merge the splits of LATENT_ATTEND (or of the naive form's chunks, dc = d_v): LAT[t0 + t, h, c] = sum_s
+ * e^(m_s - M) acc_s[c] / sum_s e^(m_s - M) l_s. Bindings: PART, ML, LAT.
  */
 export const LATENT_COMBINE = constKernel(LATENT_COMBINE_PARAMS, /* wgsl */ `
 @group(0) @binding(1) var<storage, read> PART: array<f32>;
@@ -485,23 +516,25 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
     let l = ML[row * 2u + 1u];
     if (l > 0.0) { let f = exp(ML[row * 2u] - M); num += f * PART[row * dc + c]; den += f * l; }
   }
-  LAT[(t * H + h) * dc + c] = num / den;
+  LAT[((P.t0 + t) * H + h) * dc + c] = num / den;
 }`);
 
-/** Token t of T is at position p0 + t; H query heads read G K/V heads; window 0 is full causal attention. */
-export const GQA_ATTEND_PARAMS = layout({ T: "u32", H: "u32", G: "u32", dk: "u32", dv: "u32", p0: "u32", scale: "f32", window: "u32" });
+/**
+ * Token t of T is at position p0 + t; H query heads read G K/V heads; window 0 is full causal attention. ks and vs:
+ * values per stored K and V row (G dk and G dv, rounded up to even in a 16-bit cache).
+ */
+export const GQA_ATTEND_PARAMS = layout({ T: "u32", H: "u32", G: "u32", dk: "u32", dv: "u32", p0: "u32", scale: "f32", window: "u32", ks: "u32", vs: "u32" });
 
 /**
  * Causal attention over a per-head K/V cache (MHA / GQA / MQA): one workgroup of 64 threads per (query head h,
  * token t), blocks of 64 cached positions scored one per thread, online softmax, each thread owning value dims
  * tid, tid+64, ... (dv <= 256). Query head h reads KV head h / (H / G).
- * A sliding window > 0 limits token t to its last `window` positions (Mistral).
+ * A sliding window > 0 limits token t to its last `window` positions (Mistral). The caches are F32 or 16-bit words,
+ * read through kld/vld (one kernel per cache type).
  * Bindings: Q [T,H,dk], K [L,G,dk], V [L,G,dv], O [T,H,dv].
  */
-export const GQA_ATTEND = constKernel(GQA_ATTEND_PARAMS, /* wgsl */ `
+export const gqaAttend = perCache((ct) => kernel(GQA_ATTEND_PARAMS, () => cacheDecl(2, "K", "kld", ct) + cacheDecl(3, "V", "vld", ct) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 var<workgroup> sc: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
@@ -521,8 +554,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     var d = -3.0e38;
     if (s < visible) {
       d = 0.0;
-      let k0 = (s * G + g) * dk;
-      for (var i = 0u; i < dk; i++) { d += Q[q0 + i] * K[k0 + i]; }
+      let k0 = s * P.ks + g * dk;
+      for (var i = 0u; i < dk; i++) { d += Q[q0 + i] * kld(k0 + i); }
       d *= scale;
     }
     sc[tid] = d; red[tid] = d;
@@ -539,14 +572,17 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     for (var s2 = 0u; s2 < nb; s2++) {
       let p = exp(sc[s2] - mb);
       lsum += p;
-      let v0 = ((b0 + s2) * G + g) * dv;
-      for (var j = 0u; j < 4u; j++) { let c = tid + 64u * j; if (c < dv) { acc[j] += p * V[v0 + c]; } }
+      let v0 = (b0 + s2) * P.vs + g * dv;
+      for (var j = 0u; j < 4u; j++) { let c = tid + 64u * j; if (c < dv) { acc[j] += p * vld(v0 + c); } }
     }
     m = mb;
     workgroupBarrier();
   }
   for (var j = 0u; j < 4u; j++) { let c = tid + 64u * j; if (c < dv) { O[(t * H + h) * dv + c] = acc[j] / lsum; } }
-}`);
+}`));
+
+/** The F32-cache GQA kernel. */
+export const GQA_ATTEND = gqaAttend("F32");
 
 export const ARGMAX_PARAMS = layout({ N: "u32" });
 
@@ -651,26 +687,33 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
   for (var j = 0u; j < k; j++) { WT[t * k + j] = WT[t * k + j] / d * P.scaling; }
 }`);
 
-export const SLOT_MATVEC_PARAMS = layout({ S: "u32", K: "u32", N: "u32", R: "u32", xdiv: "u32" });
+/** e0, e1: the experts [e0, e1) this dispatch's buffer holds (one part of a split stacked weight). */
+export const SLOT_MATVEC_PARAMS = layout({ S: "u32", K: "u32", N: "u32", R: "u32", xdiv: "u32", e0: "u32", e1: "u32" });
 
 /**
- * Expert products by slot, for decode (T*k slots, no readback): out[s, n] = sum_c X[xrow(s)*K + c] W[(EXP[s]*R + n)*K + c]
+ * Expert products by slot, for decode (T*k slots, no readback): out[s, n] = sum_c X[xrow(s)*K + c] W[((EXP[s] - e0)*R + n)*K + c]
  * for n < N, where R rows belong to each expert in the stacked weight and xrow(s) = s / xdiv (xdiv = k: the slot's
- * token; 1: the slot's own row). 4 rows per workgroup of 64, 16 threads per row. Bindings: W, X, EXP, O.
+ * token; 1: the slot's own row). A slot whose expert is outside [e0, e1) writes nothing (another part's dispatch
+ * holds it). 4 rows per workgroup of 64, 16 threads per row; block types by groups of 32 (quantSlotLoop).
+ * Bindings: W, X, EXP, O.
  */
 export const slotMatvec = perWeight((t) => kernel(SLOT_MATVEC_PARAMS, () => weightDecl(1, t) + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read> EXP: array<u32>;
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 var<workgroup> red: array<f32, 64>;
+fn xv(o: u32) -> vec4<f32> { return vec4<f32>(X[o], X[o + 1u], X[o + 2u], X[o + 3u]); }
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
   let K = P.K; let N = P.N; let R = P.R;
   let s = wg.y; let lane = l.x & 15u; let n = wg.x * 4u + (l.x >> 4u);
+  let e = EXP[s];
+  let mine = n < N && e >= P.e0 && e < P.e1;
   var a = 0.0;
-  if (n < N) {
-    let wo = (EXP[s] * R + n) * K; let xo = (s / P.xdiv) * K;
-    for (var c = lane; c < K; c += 16u) { a += wld(wo + c) * X[xo + c]; }
+  if (mine) {
+    let wr = (e - P.e0) * R + n; let xo = (s / P.xdiv) * K;${isBlockWeight(t) ? quantSlotLoop(t) : `
+    let wo = wr * K;
+    for (var c = lane; c < K; c += 16u) { a += wld(wo + c) * X[xo + c]; }`}
   }
   red[l.x] = a;
   workgroupBarrier();
@@ -678,7 +721,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     if (lane < k) { red[l.x] += red[l.x + k]; }
     workgroupBarrier();
   }
-  if (lane == 0u && n < N) { O[s * N + n] = red[l.x]; }
+  if (lane == 0u && mine) { O[s * N + n] = red[l.x]; }
 }`));
 
 /**

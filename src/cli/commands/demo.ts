@@ -21,8 +21,8 @@ export async function demoCommand(opts: { model: string; prompt: string; maxNewT
   out.write(`kernels: ${model.backendName}\n`);
   const prompt = tok ? tok.encode(opts.prompt) : [1, 2, 3, 4, 5, 6, 7, 8];
   out.write(tok ? `prompt: ${JSON.stringify(opts.prompt)} -> ${prompt.length} tokens\n` : `prompt ids: ${prompt.join(",")}\n`);
-  // MLA: both forms, which must agree (the GPU has only the absorbed one); a GQA model has one form
-  const modes: readonly MlaMode[] = model.config.attention !== "mla" ? ["auto"] : runtime.kind === "webgpu" ? ["absorb"] : ["naive", "absorb"];
+  // MLA: both forms, which must agree (on every backend); a GQA model has one form
+  const modes: readonly MlaMode[] = model.config.attention !== "mla" ? ["auto"] : ["naive", "absorb"];
   const cache = model.config.attention === "mla" ? "latent cache" : "KV cache";
   const results: number[][] = [];
   for (const mode of modes) {

@@ -4,15 +4,20 @@
  * command encoder. Only the logits (or, for greedy decoding, the chosen token id) come back to the CPU; MoE layers
  * additionally read back their normed input to route on the CPU.
  *
- * MLA always runs absorbed on the GPU (src/backends/webgpu/wgsl.ts latentAttend): the query is folded through
- * W^UK, every head scores the shared latent rows [c_KV | k_rope], and W^UV maps the result back. It is exact for
- * any cache state, so prefill and decode share one kernel; the `mode` option of the CPU model does not apply.
+ * MLA runs in both forms, chosen per sequence as on the CPU (`mode`, resolveMlaMode: `auto` prefills naive and
+ * decodes absorbed). Absorbed (src/backends/webgpu/wgsl.ts latentAttend): the query is folded through W^UK, every
+ * head scores the shared latent rows [c_KV | k_rope], and W^UV maps the result back. Naive (wgsl-mla.ts
+ * naiveAttend): the cached rows are decompressed through kv_b_proj into per-head K and V, then ordinary causal
+ * attention. Caches are F32, F16 or BF16 (`cacheDtype`): 16-bit rows are rounded once, when written.
  */
 import { MlaError } from "../../errors.js";
-import { LATENT_NORM_EPS } from "../../attention/mla.js";
+import { LATENT_NORM_EPS, resolveMlaMode, type MlaMode } from "../../attention/mla.js";
+import { encodeCacheRow } from "../../backends/cpu/cache-dtype.js";
+import { cacheRowElems, type CacheDType } from "../../backends/webgpu/wgsl-mla.js";
 import { RotaryEmbedding, attentionScale } from "../../attention/rope.js";
 import { MAX_GPU_ROUTED_EXPERTS, kernels as gk, type Pass, type WebGpuBackend } from "../../backends/webgpu/backend.js";
 import { openCheckpoint } from "../checkpoint.js";
+import type { TensorStore } from "../tensor-store.js";
 import type { ModelConfig } from "../config.js";
 import type { Tensor } from "../../tensor/tensor.js";
 import { route, slotsByExpert } from "../moe.js";
@@ -20,9 +25,9 @@ import type { RouterSpec } from "../router.js";
 import { checkInput } from "../causal-lm.js";
 import type { InferenceModel, Runtime, StepItem, StepOptions } from "../inference.js";
 import { argmax } from "../../tensor/argmax.js";
-import { type LoadProgress } from "../weights.js";
-import { uploadWeights, type GpuGqa, type GpuMla, type GpuMlp, type GpuMoe, type GpuWeights } from "./weights.js";
-import { assemble, assembleLlama, cacheWidths, expectedTensors, loadConfig, loadLlamaWeights, loadWeights, parseConfig } from "../families/index.js";
+import type { GpuGqa, GpuMla, GpuMlp, GpuMoe, GpuWeights } from "./weights.js";
+import { mapStore, uploadCheckpoint, uploadCheckpointAsync, type GpuUploadOptions } from "./load.js";
+import { cacheWidths, loadConfig, parseConfig } from "../families/index.js";
 
 /** One sequence's caches on the GPU: per layer the latent rows (MLA) or K and V rows (GQA). */
 export class GpuState {
@@ -36,7 +41,7 @@ export class GpuState {
     this.model = model;
     this.capacity = Math.max(1, Math.min(capacity, model.config.maxPositionEmbeddings));
     this.caches = [];
-    for (let i = 0; i < model.config.numLayers; i++) this.caches.push(model.cacheWidths.map((w) => model.gpu.buffer(this.capacity * w * 4, "cache")));
+    for (let i = 0; i < model.config.numLayers; i++) this.caches.push(model.cacheRowBytes.map((rb) => model.gpu.buffer(this.capacity * rb, "cache")));
   }
 
   /** Bytes the filled cache rows hold (what the sequence needs, not the reserved capacity). */
@@ -56,9 +61,9 @@ export class GpuState {
     const g = this.model.gpu, enc = g.device.createCommandEncoder();
     for (const layer of this.caches) {
       layer.forEach((buf, j) => {
-        const w = this.model.cacheWidths[j];
-        const next = g.buffer(cap * w * 4, "cache");
-        if (this.position) enc.copyBufferToBuffer(buf, 0, next, 0, this.position * w * 4);
+        const rb = this.model.cacheRowBytes[j];
+        const next = g.buffer(cap * rb, "cache");
+        if (this.position) enc.copyBufferToBuffer(buf, 0, next, 0, this.position * rb);
         layer[j] = next;
         g.releaseAfterQueue(buf);
       });
@@ -78,8 +83,8 @@ export class GpuState {
   }
 }
 
-export interface GpuLoadOptions {
-  readonly onProgress?: LoadProgress;
+/** How a model is put on the GPU: progress, `--quantize`, the fit check (./load.ts), and how it runs. */
+export interface GpuLoadOptions extends GpuUploadOptions {
   /**
    * Where decode steps route MoE tokens. "gpu" (default): a routing kernel on float32 sums keeps the step in one
    * submission. "cpu": the engine's router on float64 sums, which decides near-ties between experts exactly as
@@ -87,6 +92,12 @@ export interface GpuLoadOptions {
    * CPU.
    */
   readonly moeRouting?: "cpu" | "gpu";
+  /**
+   * Cache storage (`--cache-type`): F32 (default), or F16/BF16 words rounded once when a row is written (as the CPU
+   * backends round), half the cache memory and the bytes attention reads. The MLA latent cache, and the K/V caches
+   * of GQA models.
+   */
+  readonly cacheDtype?: CacheDType;
 }
 
 /** Activation buffers, grown to the largest T seen. */
@@ -134,12 +145,20 @@ function splits(T: number, L: number): { nSplit: number; chunk: number } {
 export class GpuModel implements InferenceModel<GpuState> {
   readonly rope: RotaryEmbedding;
   readonly scale: number;
-  /** Floats per cached row of each cache buffer of a layer. */
+  /** Values per cached row of each cache buffer of a layer. */
   readonly cacheWidths: number[];
+  /** Bytes per stored row of each cache buffer of a layer (16-bit rows of an odd width carry one pad value). */
+  readonly cacheRowBytes: number[];
   readonly cacheBytesPerToken: number;
+  /**
+   * Most cached positions the naive form decompresses at once (K and V of every head in a scratch buffer of at most
+   * 256 MiB); a longer cache is attended a chunk at a time and the chunks merged. Tests lower it.
+   */
+  naiveChunk: number;
   private readonly scratch: Scratch;
 
-  constructor(readonly config: ModelConfig, readonly weights: GpuWeights, readonly gpu: WebGpuBackend, readonly moeRouting: "cpu" | "gpu" = "gpu") {
+  constructor(readonly config: ModelConfig, readonly weights: GpuWeights, readonly gpu: WebGpuBackend, readonly moeRouting: "cpu" | "gpu" = "gpu",
+    readonly cacheDtype: CacheDType = "F32") {
     const c = config;
     this.scratch = new Scratch(gpu);
     if (c.attention === "mla") {
@@ -150,7 +169,11 @@ export class GpuModel implements InferenceModel<GpuState> {
       this.scale = 1 / Math.sqrt(c.headDim);
     }
     this.cacheWidths = [...cacheWidths(c)]; // the family's cache layout: [latent] or [K, V]
-    this.cacheBytesPerToken = this.cacheWidths.reduce((a, b) => a + b, 0) * 4 * c.numLayers;
+    this.cacheRowBytes = this.cacheWidths.map((w) => cacheRowElems(w, cacheDtype) * (cacheDtype === "F32" ? 4 : 2));
+    this.cacheBytesPerToken = this.cacheRowBytes.reduce((a, b) => a + b, 0) * c.numLayers;
+    const perPosition = 4 * Math.max(c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank + c.qkRopeHeadDim, 1);
+    const room = Math.min(256 * 2 ** 20, gpu.ctx.limits.maxStorageBufferBindingSize);
+    this.naiveChunk = Math.max(1, Math.min(65535, Math.floor(room / perPosition)));
   }
 
   /**
@@ -158,30 +181,43 @@ export class GpuModel implements InferenceModel<GpuState> {
    * src/io/safetensors-buffer.ts); every expected tensor must be there with its shape.
    */
   static fromTensors(configJson: Record<string, unknown>, tensors: ReadonlyMap<string, Tensor>, gpu: WebGpuBackend, opts: GpuLoadOptions = {}): GpuModel {
-    const config = parseConfig(configJson);
-    const expected = expectedTensors(config);
-    const missing = [...expected.keys()].filter((n) => !tensors.has(n));
-    if (missing.length) throw new MlaError(`missing tensors: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
-    for (const [name, shape] of expected) {
-      const t = tensors.get(name)!;
-      if (t.shape.join() !== shape.join()) throw new MlaError(`tensor ${name} has shape [${t.shape.join(", ")}], the config implies [${shape.join(", ")}]`);
-    }
-    const get = (name: string) => tensors.get(name)!;
-    const w = config.attention === "mla" ? assemble(config, get) : assembleLlama(config, get);
-    return new GpuModel(config, uploadWeights(gpu, w), gpu, opts.moeRouting);
+    return GpuModel.upload(parseConfig(configJson), mapStore(tensors), gpu, opts);
   }
 
-  /** Load a checkpoint folder (any supported model type) onto the GPU. */
+  /**
+   * A model from a store whose tensors are read asynchronously (`read`: the browser's Blobs through its file
+   * system), uploaded a layer at a time: the page never holds the whole model, nor any tensor twice.
+   */
+  static async fromStore(
+    configJson: Record<string, unknown>, store: TensorStore, read: (name: string) => Promise<Tensor>, gpu: WebGpuBackend, opts: GpuLoadOptions = {},
+  ): Promise<GpuModel> {
+    const config = parseConfig(configJson);
+    return new GpuModel(config, await uploadCheckpointAsync(config, store, gpu, read, opts), gpu, opts.moeRouting, opts.cacheDtype);
+  }
+
+  /**
+   * Load a checkpoint folder or GGUF file (any supported model type) onto the GPU, streaming: one layer is on the
+   * host at a time (./load.ts). A device that ran out of memory during the upload fails the first step, with the
+   * numbers.
+   */
   static load(dir: string, gpu: WebGpuBackend, opts: GpuLoadOptions = {}): GpuModel {
-    const config = loadConfig(dir);
     const ckpt = openCheckpoint(dir);
     try {
-      const w = config.attention === "mla" ? loadWeights(config, ckpt, opts.onProgress) : loadLlamaWeights(config, ckpt, opts.onProgress);
-      return new GpuModel(config, uploadWeights(gpu, w), gpu, opts.moeRouting);
+      return GpuModel.upload(loadConfig(dir), ckpt, gpu, opts);
     } finally {
       ckpt.close();
     }
   }
+
+  private static upload(config: ModelConfig, store: TensorStore, gpu: WebGpuBackend, opts: GpuLoadOptions): GpuModel {
+    const { weights, uploaded } = uploadCheckpoint(config, store, gpu, opts);
+    const m = new GpuModel(config, weights, gpu, opts.moeRouting, opts.cacheDtype);
+    m.uploaded = uploaded;
+    return m;
+  }
+
+  /** The device's answer to the upload's out-of-memory checks, awaited once before the first step. */
+  private uploaded: Promise<void> | null = null;
 
   newState(capacity = 64): GpuState {
     return new GpuState(this, capacity);
@@ -198,13 +234,12 @@ export class GpuModel implements InferenceModel<GpuState> {
 
   /**
    * Several sequences' new tokens (continuous batching): logits [B, V] of each item's last position, from one
-   * submission and one read-back. MLA always runs absorbed here: `mode` naive is refused.
+   * submission and one read-back. `mode` picks the MLA form per sequence as on the CPU (GQA models ignore it).
    */
   async step(items: readonly GpuBatchItem[], opts: StepOptions = {}): Promise<Float32Array> {
-    checkMode(opts);
     if (items.length === 0) return new Float32Array(0);
     if (opts.allLogits && items.length !== 1) throw new MlaError("allLogits needs exactly one sequence");
-    const logits = await this.record(items, { allLogits: opts.allLogits });
+    const logits = await this.record(items, { allLogits: opts.allLogits, mode: opts.mode });
     return this.gpu.readF32(logits, (opts.allLogits ? items[0].ids.length : items.length) * this.config.vocabSize);
   }
 
@@ -213,14 +248,13 @@ export class GpuModel implements InferenceModel<GpuState> {
    * GPU in the step's own submission and 4 bytes come back; a batch reads its logits and takes them here.
    */
   async stepArgmax(items: readonly GpuBatchItem[], opts: StepOptions = {}): Promise<Int32Array> {
-    checkMode(opts);
     const V = this.config.vocabSize;
     if (items.length !== 1) {
       const logits = await this.step(items, opts);
       return Int32Array.from(items, (_, b) => argmax(logits, b * V, V));
     }
     const out = this.scratch.get("argmax", 4);
-    await this.record(items, { tail: (p, logits) => gk.argmax(p, out, logits, V) });
+    await this.record(items, { mode: opts.mode, tail: (p, logits) => gk.argmax(p, out, logits, V) });
     return new Int32Array(await this.gpu.read(out, 4));
   }
 
@@ -230,8 +264,8 @@ export class GpuModel implements InferenceModel<GpuState> {
   }
 
   /**
-   * A new state whose first n positions copy src's cache rows (copyBufferToBuffer, submitted after the steps that
-   * wrote them, so the queue orders the copy after those writes).
+   * A new state whose first n positions copy src's cache rows as stored (copyBufferToBuffer, submitted after the
+   * steps that wrote them, so the queue orders the copy after those writes).
    */
   forkState(src: GpuState, n: number, capacity = n): GpuState {
     if (src.model !== this) throw new MlaError("this GPU state was made by another model");
@@ -239,21 +273,35 @@ export class GpuModel implements InferenceModel<GpuState> {
     const dst = new GpuState(this, Math.max(capacity, n));
     if (n > 0) {
       const enc = this.gpu.device.createCommandEncoder();
-      src.caches.forEach((layer, i) => layer.forEach((buf, j) => enc.copyBufferToBuffer(buf, 0, dst.caches[i][j], 0, n * this.cacheWidths[j] * 4)));
+      src.caches.forEach((layer, i) => layer.forEach((buf, j) => enc.copyBufferToBuffer(buf, 0, dst.caches[i][j], 0, n * this.cacheRowBytes[j])));
       this.gpu.device.queue.submit([enc.finish()]);
     }
     dst.position = n;
     return dst;
   }
 
-  /** Random cache rows for the first n positions: what a context of n tokens costs to read, without its prefill. */
+  /**
+   * Random cache rows for the first n positions: what a context of n tokens costs to read, without its prefill.
+   * 16-bit rows are rounded as a step rounds them.
+   */
   fillContext(state: GpuState, n: number, rand: () => number): void {
     state.ensure(n);
+    const t = this.cacheDtype;
     for (const layer of state.caches) {
       layer.forEach((buf, j) => {
-        const rows = new Float32Array(n * this.cacheWidths[j]);
-        for (let i = 0; i < rows.length; i++) rows[i] = rand() * 2 - 1;
-        this.gpu.write(buf, rows);
+        const w = this.cacheWidths[j];
+        if (t === "F32") {
+          const rows = new Float32Array(n * w);
+          for (let i = 0; i < rows.length; i++) rows[i] = rand() * 2 - 1;
+          this.gpu.write(buf, rows);
+          return;
+        }
+        const stride = cacheRowElems(w, t), words = new Uint16Array(n * stride), row = new Float32Array(w);
+        for (let s = 0; s < n; s++) {
+          for (let i = 0; i < w; i++) row[i] = rand() * 2 - 1;
+          encodeCacheRow(words, s * stride, row, t);
+        }
+        this.gpu.write(buf, words);
       });
     }
     state.position = n;
@@ -271,7 +319,8 @@ export class GpuModel implements InferenceModel<GpuState> {
    * the attention run per sequence on its own cache. Returns the logits buffer: each item's last row ([B, V]), or
    * with allLogits (one item) every row; `tail` is recorded after the logits.
    */
-  private async record(items: readonly GpuBatchItem[], o: { allLogits?: boolean; tail?: (p: Pass, logits: GPUBuffer) => void } = {}): Promise<GPUBuffer> {
+  private async record(items: readonly GpuBatchItem[], o: { allLogits?: boolean; mode?: MlaMode; tail?: (p: Pass, logits: GPUBuffer) => void } = {}): Promise<GPUBuffer> {
+    if (this.uploaded) await this.uploaded.then(() => (this.uploaded = null));
     const c = this.config, B = items.length, D = c.hiddenSize, g = this.gpu, sc = this.scratch;
     for (const it of items) checkInput(c, it.ids, it.state.position); // nothing is submitted for a bad batch
     if (new Set(items.map((it) => it.state)).size !== B) throw new MlaError("a batch holds each sequence's state once");
@@ -297,7 +346,7 @@ export class GpuModel implements InferenceModel<GpuState> {
       const l = this.weights.layers[i], caches = items.map((it) => it.state.caches[i]);
       gk.rmsNorm(p, x, h, N, D, l.inputNorm, c.rmsNormEps);
       unscale(p);
-      if (l.attn.kind === "mla") this.mla(p, l.attn, x, h, N, caches.map((cc) => cc[0]), segs, csBuf);
+      if (l.attn.kind === "mla") this.mla(p, l.attn, x, h, N, caches.map((cc) => cc[0]), segs, csBuf, o.mode ?? "auto");
       else this.gqa(p, l.attn, x, h, N, caches, segs, csBuf);
       rescale(p);
       gk.rmsNorm(p, x, h, N, D, l.postNorm, c.rmsNormEps);
@@ -334,13 +383,12 @@ export class GpuModel implements InferenceModel<GpuState> {
   }
 
   /**
-   * Absorbed MLA over the N rows of the step's sequences: appends each sequence's latent rows [RMSNorm(c) |
-   * RoPE(k_rope)] to its cache, attends over that cache, and adds o_proj's output to h. A lone sequence reads its
-   * query and writes its result in place; several attend from copies of their rows, with the scratch sized for the
-   * largest first so that no buffer is swapped while the pass is being recorded.
+   * MLA over the N rows of the step's sequences: appends each sequence's latent rows [RMSNorm(c_KV) | RoPE(k_rope)]
+   * to its cache, attends in the form resolveMlaMode picks for that sequence (the CPU's rule, so a sequence takes
+   * the same form alone or batched), and adds o_proj's output to h.
    */
-  private mla(p: Pass, w: GpuMla, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[], segs: readonly Segment[], cs: GPUBuffer): void {
-    const c = this.config, sc = this.scratch, D = c.hiddenSize, H = c.numHeads, one = segs.length === 1;
+  private mla(p: Pass, w: GpuMla, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[], segs: readonly Segment[], cs: GPUBuffer, mode: MlaMode): void {
+    const c = this.config, sc = this.scratch, D = c.hiddenSize, H = c.numHeads;
     const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr, R = dc + dr;
     // q = c_Q -> RMSNorm -> W^UQ|W^QR (or q_proj), its RoPE part turned at each row's position
     const q = sc.get("q", N * H * dqk);
@@ -358,38 +406,111 @@ export class GpuModel implements InferenceModel<GpuState> {
     const a = sc.get("kva", N * R);
     gk.linear(p, a, x, N, D, w.kvA, R);
     gk.rope(p, a, cs, N, 1, dr, dc, R, 0, halves);
-    const qc = sc.get("qc", N * H * dc), lat = sc.get("lat", N * H * dc), ov = sc.get("ov", N * H * dv);
-    gk.absorbQuery(p, qc, q, w.kvB, N, H, dn, dv, dc, dqk);
-    const sp = segs.map((sg) => splits(sg.T, sg.p0 + sg.T));
-    const Tmax = Math.max(...segs.map((sg) => sg.T)), most = Math.max(...segs.map((sg, b) => sg.T * sp[b].nSplit));
-    const part = sc.get("part", most * H * dc), ml = sc.get("ml", most * H * 2);
-    const [q1, qc1, lat1] = one ? [q, qc, lat] : [sc.get("q1", Tmax * H * dqk), sc.get("qc1", Tmax * H * dc), sc.get("lat1", Tmax * H * dc)];
-    caches.forEach((cache, b) => {
-      const { row, T, p0 } = segs[b], { nSplit, chunk } = sp[b];
-      gk.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: row * R, oo: p0 * R });
-      gk.copyRows(p, cache, a, T, dr, R, row * R + dc, R, dc, p0);
-      if (!one) {
-        gk.copyRows(p, q1, q, T, H * dqk, H * dqk, row * H * dqk, H * dqk, 0, 0);
-        gk.copyRows(p, qc1, qc, T, H * dc, H * dc, row * H * dc, H * dc, 0, 0);
-      }
-      gk.latentAttend(p, part, ml, qc1, q1, cache, T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale);
-      gk.latentCombine(p, lat1, part, ml, T, H, dc, nSplit);
-      if (!one) gk.copyRows(p, lat, lat1, T, H * dc, H * dc, 0, H * dc, 0, row);
-    });
-    gk.absorbOutput(p, ov, lat, w.kvB, N, H, dn, dv, dc);
+    this.appendLatent(p, w, a, N, caches, segs);
+    const ov = sc.get("ov", N * H * dv);
+    const naive = segs.map((sg) => resolveMlaMode(mode, sg.T, sg.p0 + sg.T, c) === "naive");
+    if (naive.some((n) => !n)) this.attendAbsorbed(p, w, q, ov, caches, segs, naive);
+    if (naive.some((n) => n)) this.attendNaive(p, w, q, ov, caches, segs, naive);
     gk.linear(p, h, ov, N, H * dv, w.o, D, { accumulate: true });
   }
 
   /**
+   * Each sequence's new cache rows from a [N, d_c + d_h^R] (k_rope already turned): c_KV through kv_a_layernorm. An
+   * F32 cache is written in place; for a 16-bit cache the rows are finished in f32 scratch, then rounded and packed
+   * a whole u32 word per invocation.
+   */
+  private appendLatent(p: Pass, w: GpuMla, a: GPUBuffer, N: number, caches: readonly GPUBuffer[], segs: readonly Segment[]): void {
+    const c = this.config, dc = c.kvLoraRank, dr = c.qkRopeHeadDim, R = dc + dr, t = this.cacheDtype;
+    if (t === "F32") {
+      caches.forEach((cache, b) => {
+        const { row, T, p0 } = segs[b];
+        gk.rmsNorm(p, cache, a, T, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R, xo: row * R, oo: p0 * R });
+        gk.copyRows(p, cache, a, T, dr, R, row * R + dc, R, dc, p0);
+      });
+      return;
+    }
+    const rows = this.scratch.get("lrow", N * R);
+    gk.rmsNorm(p, rows, a, N, dc, w.kvANorm, LATENT_NORM_EPS, { xs: R, os: R });
+    gk.copyRows(p, rows, a, N, dr, R, dc, R, dc, 0);
+    caches.forEach((cache, b) => gk.packRows(p, cache, rows, segs[b].T, R, R, segs[b].row * R, segs[b].p0, t));
+  }
+
+  /**
+   * The absorbed form for the sequences not marked naive, into their rows of ov: W^UK folded into the queries, the
+   * fused latent attention over each cache (split across workgroups when decoding), W^UV on the result. When every
+   * sequence is absorbed the step's rows are used in place; otherwise the absorbed rows are gathered first and
+   * scattered back, so W^UK and W^UV run on them alone.
+   */
+  private attendAbsorbed(p: Pass, w: GpuMla, q: GPUBuffer, ov: GPUBuffer, caches: readonly GPUBuffer[], segs: readonly Segment[], naive: readonly boolean[]): void {
+    const c = this.config, sc = this.scratch, H = c.numHeads;
+    const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, dqk = dn + dr;
+    const idx = segs.map((_, b) => b).filter((b) => !naive[b]), all = idx.length === segs.length;
+    const rows: number[] = []; // each absorbed sequence's first row among the rows W^UK/W^UV run on
+    let NA = 0;
+    for (const b of idx) {
+      rows.push(NA);
+      NA += segs[b].T;
+    }
+    const sp = idx.map((b) => splits(segs[b].T, segs[b].p0 + segs[b].T));
+    const most = Math.max(...idx.map((b, i) => segs[b].T * sp[i].nSplit));
+    // every buffer at its size for this step before anything is recorded on it (see Scratch)
+    const qa = all ? q : sc.get("qa", NA * H * dqk), ova = all ? ov : sc.get("ova", NA * H * dv);
+    const qc = sc.get("qc", NA * H * dc), lat = sc.get("lat", NA * H * dc);
+    const part = sc.get("part", most * H * dc), ml = sc.get("ml", most * H * 2);
+    if (!all) idx.forEach((b, i) => gk.copyRows(p, qa, q, segs[b].T, H * dqk, H * dqk, segs[b].row * H * dqk, H * dqk, 0, rows[i]));
+    gk.absorbQuery(p, qc, qa, w.kvB, NA, H, dn, dv, dc, dqk);
+    idx.forEach((b, i) => {
+      const { T, p0 } = segs[b], { nSplit, chunk } = sp[i];
+      gk.latentAttend(p, part, ml, qc, qa, caches[b], T, H, dc, dr, dqk, dn, p0, chunk, nSplit, this.scale, { t0: rows[i], cache: this.cacheDtype });
+      gk.latentCombine(p, lat, part, ml, T, H, dc, nSplit, rows[i]);
+    });
+    gk.absorbOutput(p, ova, lat, w.kvB, NA, H, dn, dv, dc);
+    if (!all) idx.forEach((b, i) => gk.copyRows(p, ov, ova, segs[b].T, H * dv, H * dv, rows[i] * H * dv, H * dv, 0, segs[b].row));
+  }
+
+  /**
+   * The naive form for the sequences marked naive, into their rows of ov: the whole cache (this step's rows
+   * included) decompressed through kv_b_proj (W^UK|W^UV, a product with the cache rows as x; a 16-bit cache is
+   * widened first) into per-head k_nope and v, then causal attention of the queries over [k_nope | k_rope] and v.
+   * A cache of more than naiveChunk positions is decompressed and attended a chunk at a time, and latentCombine
+   * merges the chunks' partial softmaxes.
+   */
+  private attendNaive(p: Pass, w: GpuMla, q: GPUBuffer, ov: GPUBuffer, caches: readonly GPUBuffer[], segs: readonly Segment[], naive: readonly boolean[]): void {
+    const c = this.config, sc = this.scratch, H = c.numHeads, t = this.cacheDtype, LC = this.naiveChunk;
+    const dc = c.kvLoraRank, dr = c.qkRopeHeadDim, dn = c.qkNopeHeadDim, dv = c.vHeadDim, R = dc + dr;
+    const idx = segs.map((_, b) => b).filter((b) => naive[b]);
+    const lengths = idx.map((b) => segs[b].p0 + segs[b].T), chunks = lengths.map((L) => Math.ceil(L / LC));
+    const rows = Math.min(LC, Math.max(...lengths)), most = Math.max(0, ...idx.map((b, i) => (chunks[i] > 1 ? segs[b].T * chunks[i] : 0)));
+    const kv = sc.get("kv", rows * H * (dn + dv)), wide = t === "F32" ? null : sc.get("wide", rows * R);
+    const part = most ? sc.get("npart", most * H * dv) : null, ml = most ? sc.get("nml", most * H * 2) : null;
+    idx.forEach((b, i) => {
+      const { row, T, p0 } = segs[b], nSplit = chunks[i];
+      for (let j = 0; j < nSplit; j++) {
+        const s0 = j * LC, n = Math.min(LC, lengths[i] - s0);
+        let src = caches[b], xo = s0 * R; // an F32 cache is read in place
+        if (wide) {
+          gk.unpackRows(p, wide, src, n, R, s0, R, t);
+          [src, xo] = [wide, 0];
+        }
+        gk.linear(p, kv, src, n, dc, w.kvB, H * (dn + dv), { xs: R, xo });
+        const at = { t0: row, p0, s0, n, ko: xo + dc, ls: R, scale: this.scale };
+        gk.naiveAttend(p, q, kv, src, T, H, dn, dr, dv, part && ml && nSplit > 1 ? { ...at, part, ml, split: j, nSplit } : { ...at, out: ov });
+      }
+      if (part && ml && nSplit > 1) gk.latentCombine(p, ov, part, ml, T, H, dv, nSplit, row);
+    });
+  }
+
+  /**
    * GQA with RoPE by halves over the N rows of the step's sequences; adds o_proj's output to h. A lone sequence's
-   * K/V rows go straight into its caches and its attention reads and writes in place; several sequences' rows go
-   * through one buffer and copies, as in mla().
+   * K/V rows go straight into its F32 caches and its attention reads and writes in place; otherwise the rows go
+   * through one buffer and are copied (F32) or rounded and packed (16-bit caches) into each sequence's caches.
    */
   private gqa(p: Pass, w: GpuGqa, x: GPUBuffer, h: GPUBuffer, N: number, caches: readonly GPUBuffer[][], segs: readonly Segment[], cs: GPUBuffer): void {
     const c = this.config, sc = this.scratch, D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, hd = c.headDim, one = segs.length === 1;
+    const t = this.cacheDtype, direct = one && t === "F32";
     const q = sc.get("q", N * H * hd), o = sc.get("att", N * H * hd);
-    const [k, v] = one ? caches[0] : [sc.get("k.rows", N * G * hd), sc.get("v.rows", N * G * hd)];
-    const ko = one ? segs[0].p0 * G * hd : 0; // where the rows start in k and v
+    const [k, v] = direct ? caches[0] : [sc.get("k.rows", N * G * hd), sc.get("v.rows", N * G * hd)];
+    const ko = direct ? segs[0].p0 * G * hd : 0; // where the rows start in k and v
     gk.linear(p, q, x, N, D, w.q, H * hd);
     gk.linear(p, k, x, N, D, w.k, G * hd, { oo: ko });
     gk.linear(p, v, x, N, D, w.v, G * hd, { oo: ko });
@@ -401,13 +522,16 @@ export class GpuModel implements InferenceModel<GpuState> {
     const Tmax = Math.max(...segs.map((sg) => sg.T));
     const [q1, o1] = one ? [q, o] : [sc.get("q1", Tmax * H * hd), sc.get("att1", Tmax * H * hd)];
     caches.forEach(([kc, vc], b) => {
-      const { row, T, p0 } = segs[b];
-      if (!one) {
-        gk.copyRows(p, kc, k, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
-        gk.copyRows(p, vc, v, T, G * hd, G * hd, row * G * hd, G * hd, 0, p0);
-        gk.copyRows(p, q1, q, T, H * hd, H * hd, row * H * hd, H * hd, 0, 0);
+      const { row, T, p0 } = segs[b], n = G * hd;
+      if (!direct && t === "F32") {
+        gk.copyRows(p, kc, k, T, n, n, row * n, n, 0, p0);
+        gk.copyRows(p, vc, v, T, n, n, row * n, n, 0, p0);
+      } else if (t !== "F32") {
+        gk.packRows(p, kc, k, T, n, n, row * n, p0, t);
+        gk.packRows(p, vc, v, T, n, n, row * n, p0, t);
       }
-      gk.gqaAttend(p, o1, q1, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0);
+      if (!one) gk.copyRows(p, q1, q, T, H * hd, H * hd, row * H * hd, H * hd, 0, 0);
+      gk.gqaAttend(p, o1, q1, kc, vc, T, H, G, hd, hd, p0, this.scale, c.slidingWindow ?? 0, { cache: t });
       if (!one) gk.copyRows(p, o, o1, T, H * hd, H * hd, 0, H * hd, 0, row);
     });
     gk.linear(p, h, o, N, H * hd, w.o, D, { accumulate: true });
@@ -500,7 +624,3 @@ function routerOf(c: ModelConfig): RouterSpec {
   return c.router;
 }
 
-/** The GPU decoder has one MLA form, absorbed: it is exact for any cache state, prefill and decode alike. */
-function checkMode(opts: StepOptions): void {
-  if (opts.mode === "naive") throw new MlaError("the webgpu backend runs MLA absorbed only (attention form naive is not available there)");
-}

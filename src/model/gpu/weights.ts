@@ -1,6 +1,7 @@
 /**
  * A decoder's weights on the GPU: the CPU-loaded structs (src/model/weights.ts) uploaded once, matrices in their
- * stored dtype, norm vectors and biases as F32. MoE router gates stay on the CPU (routing runs there).
+ * stored dtype (GGML's blocks kept packed; the backend splits one past a buffer's limit into parts of whole rows,
+ * experts into whole experts), norm vectors and biases as F32. MoE router gates stay on the CPU (routing runs there).
  */
 import type { Tensor } from "../../tensor/tensor.js";
 import type { WebGpuBackend, GpuWeight } from "../../backends/webgpu/backend.js";
@@ -76,7 +77,8 @@ function mlp(g: WebGpuBackend, m: MlpWeights): GpuMlp {
 function moe(g: WebGpuBackend, m: MoeWeights): GpuMoe {
   const E = m.experts.length;
   return {
-    router: m,
+    // the gate and bias only: the experts' host copies go once uploaded (route() reads nothing else)
+    router: { gate: m.gate, scoreBias: m.scoreBias, experts: [], shared: null },
     gate: g.uploadWeight({ dtype: "F32", shape: [E, m.gate.length / E], data: m.gate }),
     bias: m.scoreBias ? g.uploadF32(m.scoreBias) : null,
     gates: g.uploadStacked(m.experts.map((e) => e.gate), "experts.gate"),
@@ -94,7 +96,8 @@ function isMlaLayer(l: LayerWeights | LlamaLayerWeights): l is LayerWeights {
   return "kvA" in l.attn;
 }
 
-function layer(g: WebGpuBackend, l: LayerWeights | LlamaLayerWeights): GpuLayer {
+/** One decoder layer's weights on the GPU (the streaming loader, ./load.ts, uploads a layer at a time). */
+export function uploadLayer(g: WebGpuBackend, l: LayerWeights | LlamaLayerWeights): GpuLayer {
   const vec = (v: Float32Array) => g.uploadF32(v);
   const w = (t: Tensor) => g.uploadWeight(t);
   const base = { inputNorm: vec(l.inputNorm), postNorm: vec(l.postNorm) };
@@ -124,11 +127,11 @@ function layer(g: WebGpuBackend, l: LayerWeights | LlamaLayerWeights): GpuLayer 
 
 /** Upload every weight (a tied lm_head shares the embedding's buffer). */
 export function uploadWeights(g: WebGpuBackend, w: DecoderWeights<LayerWeights | LlamaLayerWeights>): GpuWeights {
-  const embed = g.uploadWeight(w.embed);
+  const embed = g.uploadWeight(w.embed, "embed_tokens");
   return {
     embed,
-    layers: w.layers.map((l) => layer(g, l)),
+    layers: w.layers.map((l) => uploadLayer(g, l)),
     norm: g.uploadF32(w.norm),
-    lmHead: w.lmHead === w.embed ? embed : g.uploadWeight(w.lmHead),
+    lmHead: w.lmHead === w.embed ? embed : g.uploadWeight(w.lmHead, "lm_head"),
   };
 }
