@@ -1,9 +1,10 @@
 /**
  * npm run bench:gpu [-- --quick] [-- --model DIR]
  *
- * WebGPU ceilings and kernels on this machine's adapter: streaming-read bandwidth (vec4 loads), the tiled f32
- * matrix product (TFLOP/s), decode products (T = 1) of BF16 and GGML block weights (bytes read per second), and the fused absorbed-MLA decode attention at DeepSeek-V3 shapes (128 heads, d_c 512,
- * d_h^R 64) over a 32k-token latent cache, as effective bandwidth against the streaming read. With --model, also
+ * WebGPU ceilings and kernels on this machine's adapter: streaming-read bandwidth (vec4 loads), copyBufferToBuffer
+ * bandwidth, the tiled f32 matrix product (TFLOP/s), decode products (T = 1) of BF16 and GGML block weights (bytes
+ * read per second), and the fused absorbed-MLA decode attention at DeepSeek-V3 shapes (128 heads, d_c 512, d_h^R 64)
+ * over 4k- and 32k-token latent caches, as effective bandwidth against the streaming read. With --model, also
  * `mla bench --backend webgpu` on that checkpoint. --quick shrinks everything (SwiftShader). Prints one table.
  */
 import { WebGpuBackend, kernels as K, type Pass } from "../src/backends/webgpu/backend.js";
@@ -72,18 +73,30 @@ for (const [dtype, bpw] of [["BF16", 2], ["Q8_0", 34 / 32], ["Q6_K", 210 / 256],
   gpu.release(mw.parts[0].buffer);
 }
 
-// 3. fused absorbed-MLA decode attention, DeepSeek-V3 shapes
-const H = quick ? 16 : 128, dc = 512, dr = 64, dn = 128, dv = 128, L = quick ? 2048 : 32768, dqk = dn + dr;
-const nSplit = Math.min(32, Math.ceil(L / 256)), chunk = Math.ceil(L / nSplit);
-const cache = gpu.buffer(L * (dc + dr) * 4), q = gpu.buffer(H * dqk * 4), qc = gpu.buffer(H * dc * 4);
-const part = gpu.buffer(nSplit * H * dc * 4), ml = gpu.buffer(nSplit * H * 2 * 4), lat = gpu.buffer(H * dc * 4);
-const attS = await time((p) => {
-  K.latentAttend(p, part, ml, qc, q, cache, 1, H, dc, dr, dqk, dn, L - 1, chunk, nSplit, 0.1);
-  K.latentCombine(p, lat, part, ml, 1, H, dc, nSplit);
-}, 5, 4);
-const cacheBytes = L * (dc + dr) * 4;
-rows.push([`MLA decode attention, ${H} heads, ${L} tokens`, `${(cacheBytes / 2 ** 20).toFixed(0)} MiB f32 cache, ${nSplit} splits`,
-  `${(attS * 1e3).toFixed(3)} ms, ${(cacheBytes / attS / 1e9).toFixed(1)} GB/s = ${((100 * cacheBytes) / attS / readBw).toFixed(0)}% of streaming read`]);
+// 3. copyBufferToBuffer, the "copy bandwidth" the attention is also compared with (bytes read + written)
+{
+  const bytesC = quick ? 64 * 2 ** 20 : 1024 * 2 ** 20, src = gpu.buffer(bytesC, "copy.src"), dst = gpu.buffer(bytesC, "copy.dst");
+  const copyS = await time((p) => p.copy(src, dst, bytesC), 5, 4);
+  rows.push(["copyBufferToBuffer", `${(bytesC / 2 ** 20).toFixed(0)} MiB`, `${((2 * bytesC) / copyS / 1e9).toFixed(1)} GB/s read + write (${(bytesC / copyS / 1e9).toFixed(1)} GB/s copied)`]);
+  gpu.release(src);
+  gpu.release(dst);
+}
+
+// 4. fused absorbed-MLA decode attention, DeepSeek-V3 shapes, at 4k and 32k tokens (quick: 16 heads, 2k)
+const H = quick ? 16 : 128, dc = 512, dr = 64, dn = 128, dqk = dn + dr;
+for (const L of quick ? [2048] : [4096, 32768]) {
+  const nSplit = Math.min(32, Math.ceil(L / 256)), chunk = Math.ceil(L / nSplit);
+  const cache = gpu.buffer(L * (dc + dr) * 4), q = gpu.buffer(H * dqk * 4), qc = gpu.buffer(H * dc * 4);
+  const part = gpu.buffer(nSplit * H * dc * 4), ml = gpu.buffer(nSplit * H * 2 * 4), lat = gpu.buffer(H * dc * 4);
+  const attS = await time((p) => {
+    K.latentAttend(p, part, ml, qc, q, cache, 1, H, dc, dr, dqk, dn, L - 1, chunk, nSplit, 0.1);
+    K.latentCombine(p, lat, part, ml, 1, H, dc, nSplit);
+  }, 5, 4);
+  const cacheBytes = L * (dc + dr) * 4;
+  rows.push([`MLA decode attention, ${H} heads, ${L} tokens`, `${(cacheBytes / 2 ** 20).toFixed(0)} MiB f32 cache, ${nSplit} splits`,
+    `${(attS * 1e3).toFixed(3)} ms, ${(cacheBytes / attS / 1e9).toFixed(1)} GB/s = ${((100 * cacheBytes) / attS / readBw).toFixed(0)}% of streaming read`]);
+  for (const b of [cache, q, qc, part, ml, lat]) gpu.release(b);
+}
 
 if (modelDir) {
   const r = await runBench({ model: modelDir, prompt: quick ? 16 : 512, decode: quick ? 8 : 64, backend: "webgpu", attention: "auto" }, webgpuRuntime(gpu));
