@@ -59,6 +59,21 @@ fn scaleMinK4(a: u32, s: u32) -> vec2<f32> {
 }
 `;
 
+/**
+ * grp of Q4_K and Q5_K, whose blocks of `words` u32 words begin alike: d and dmin (f16), then the 12 bytes of 6-bit
+ * scales and mins; group s of a block scales by d sc_s and offsets by dmin m_s.
+ */
+function kGroup(words: number): string {
+  return SCALE_MIN_K4 + /* wgsl */ `
+fn grp(g: u32) -> vec2<f32> {
+  let w = (g >> 3u) * ${words}u;
+  let dd = unpack2x16float(W[w]);
+  let sm = scaleMinK4(w + 1u, g & 7u);
+  return vec2<f32>(dd.x * sm.x, dd.y * sm.y);
+}
+`;
+}
+
 /** grp and q4 of each type (byte layouts as in ggml.ts's header). */
 const FORMATS: Readonly<Record<BlockWeightType, string>> = {
   // 34 bytes: d, 32 x int8
@@ -85,13 +100,7 @@ fn q4(g: u32, j: u32) -> vec4<f32> {
 }
 `,
   // 144 bytes: d, dmin, 12 bytes of scales/mins, 128 of nibbles (sub-blocks 2i, 2i+1: low, high nibbles of bytes 32i..)
-  Q4_K: SCALE_MIN_K4 + /* wgsl */ `
-fn grp(g: u32) -> vec2<f32> {
-  let w = (g >> 3u) * 36u;
-  let dd = unpack2x16float(W[w]);
-  let sm = scaleMinK4(w + 1u, g & 7u);
-  return vec2<f32>(dd.x * sm.x, dd.y * sm.y);
-}
+  Q4_K: kGroup(36) + /* wgsl */ `
 fn q4(g: u32, j: u32) -> vec4<f32> {
   let s = g & 7u;
   let w = W[(g >> 3u) * 36u + 4u + 8u * (s >> 1u) + j];
@@ -99,13 +108,7 @@ fn q4(g: u32, j: u32) -> vec4<f32> {
 }
 `,
   // 176 bytes: as Q4_K with 32 bytes of fifth bits (bit s of byte l: sub-block s, element l) before the nibbles
-  Q5_K: SCALE_MIN_K4 + /* wgsl */ `
-fn grp(g: u32) -> vec2<f32> {
-  let w = (g >> 3u) * 44u;
-  let dd = unpack2x16float(W[w]);
-  let sm = scaleMinK4(w + 1u, g & 7u);
-  return vec2<f32>(dd.x * sm.x, dd.y * sm.y);
-}
+  Q5_K: kGroup(44) + /* wgsl */ `
 fn q4(g: u32, j: u32) -> vec4<f32> {
   let s = g & 7u; let w0 = (g >> 3u) * 44u;
   let lo = (W[w0 + 12u + 8u * (s >> 1u) + j] >> (4u * (s & 1u))) & 0x0f0f0f0fu;
