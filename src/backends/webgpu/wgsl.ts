@@ -68,6 +68,26 @@ function matmulTiledCode(t: WeightType): string {
   const fma = idx.map(([i, j]) => `s${i}_${j} += a${i} * b${j};`).join(" ");
   const store = idx.map(([i, j]) => `st(t0 + l.y + ${8 * i}u, n0 + l.x + ${8 * j}u, s${i}_${j});`).join("\n  ");
   const loads = (MATMUL_TILE * 16) / 64;
+  // the weight tile: a float weight each, loads times; block weights four at a time, so a group's scale and quants
+  // are decoded once per 4 weights rather than per weight (16 columns of a K step lie in one 32-weight group)
+  const loadW = isBlockWeight(t)
+    ? `for (var i = 0u; i < ${loads / 4}u; i++) {
+      let e = tid + i * 64u; let r = e >> 2u; let c = (e & 3u) * 4u;
+      let nn = n0 + r; let k = k0 + c;
+      var v = vec4<f32>(0.0);
+      if (nn < N && k < K) {
+        let f = (row0 + nn) * K + k; let g = f >> 5u; let gs = grp(g);
+        v = gs.x * q4(g, (f >> 2u) & 7u) - vec4<f32>(gs.y);
+      }
+      wt[r][c] = v.x; wt[r][c + 1u] = v.y; wt[r][c + 2u] = v.z; wt[r][c + 3u] = v.w;
+    }`
+    : `for (var i = 0u; i < ${loads}u; i++) {
+      let e = tid + i * 64u; let r = e >> 4u; let c = e & 15u;
+      let nn = n0 + r; let k = k0 + c;
+      var wv = 0.0;
+      if (nn < N && k < K) { wv = wld((row0 + nn) * K + k); }
+      wt[r][c] = wv;
+    }`;
   return weightDecl(1, t) + /* wgsl */ `
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
@@ -88,12 +108,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   for (var k0 = 0u; k0 < K; k0 += 16u) {
     for (var i = 0u; i < ${loads}u; i++) {
       let e = tid + i * 64u; let r = e >> 4u; let c = e & 15u;
-      let tt = t0 + r; let nn = n0 + r; let k = k0 + c;
-      var xv = 0.0; var wv = 0.0;
+      let tt = t0 + r; let k = k0 + c;
+      var xv = 0.0;
       if (tt < T && k < K) { xv = X[xo + tt * xs + k]; }
-      if (nn < N && k < K) { wv = wld((row0 + nn) * K + k); }
-      xt[r][c] = xv; wt[r][c] = wv;
+      xt[r][c] = xv;
     }
+    ${loadW}
     workgroupBarrier();
     for (var k = 0u; k < 16u; k++) {
       ${loadA}
