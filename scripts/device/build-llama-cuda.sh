@@ -2,7 +2,8 @@
 # llama.cpp's llama-bench with CUDA for the H100 (sm_90 only), built here for scripts/device/gpu-bench.sh: the
 # prebuilt @node-llama-cpp/linux-x64-cuda is 143 MB compressed (its libggml-cuda.so carries many GPU architectures),
 # over the device carry's 64 MiB. An sm_90 build with PTX beside the machine code ("90") is 41 MB xz'd, which with
-# node and the modules is still over the limit, so this builds the machine code alone ("90-real"). Needs this machine's nvcc 13 (/usr/local/cuda-13.0), cuBLAS 13's headers and
+# node and the modules is still over the limit, so this builds the machine code alone ("90-real": 57 MB, 21.4 MB
+# xz'd; prepare.sh's whole carry is then 55.5 MB). Needs this machine's nvcc 13 (/usr/local/cuda-13.0), cuBLAS 13's headers and
 # libraries from the local pip index (nvidia-cublas), and a stub libcuda.so (the driver exists only on the device).
 # The source is the one node-llama-cpp 3.21.1 bundles (.cache/llama.cpp, see scripts/build-llama.sh). ~1 hour on
 # two cores. Output: .cache/llama.cpp/build-cuda/bin/llama-bench (static ggml; links libcudart/libcublas).
