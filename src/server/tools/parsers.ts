@@ -14,6 +14,36 @@ export interface ParseContext {
   readonly newId: () => string;
 }
 
+/**
+ * One call's JSON arguments as they stream (DeepSeek's and Kimi's formats): leading whitespace dropped, and a tail
+ * that may still turn out to follow the arguments (whitespace; DeepSeek-V3's closing fence) held back until more
+ * text shows it does not.
+ */
+class ArgumentText {
+  private held = "";
+  private started = false;
+
+  constructor(private readonly tail: RegExp) {}
+
+  /** A new call's arguments begin. */
+  reset(): void {
+    this.held = "";
+    this.started = false;
+  }
+
+  /** The call's next text; sends what is surely arguments to `out`. */
+  push(text: string, index: number, out: DeltaOut): void {
+    let t = this.held + text;
+    if (!this.started) t = t.replace(/^\s+/, "");
+    const { out: emit, held } = holdTail(t, this.tail);
+    this.held = held;
+    if (emit) {
+      this.started = true;
+      out.args(index, emit);
+    }
+  }
+}
+
 /** DeepSeek's markers (fullwidth bars "｜" and "▁" for spaces, as in its vocabulary). */
 export const DS = {
   callsBegin: "<｜tool▁calls▁begin｜>",
@@ -32,11 +62,12 @@ export class DeepSeekParser implements CallParser {
   private state: "text" | "section" | "head" | "name" | "fence" | "args" = "text";
   private buf = "";
   private acc = "";
-  private held = "";
-  private argsStarted = false;
+  private readonly args: ArgumentText;
   private index = -1;
 
-  constructor(private readonly ctx: ParseContext, private readonly v31: boolean) {}
+  constructor(private readonly ctx: ParseContext, private readonly v31: boolean) {
+    this.args = new ArgumentText(v31 ? /\s+$/ : /[\s`]+$/);
+  }
 
   push(text: string, out: DeltaOut): void {
     this.buf += text;
@@ -113,9 +144,9 @@ export class DeepSeekParser implements CallParser {
       case "args": {
         const r = cut(this.buf, [DS.callEnd]);
         this.buf = r.rest;
-        this.arguments(r.before, out);
+        this.args.push(r.before, this.index, out);
         if (r.marker === null) return false;
-        this.held = "";
+        this.args.reset();
         this.state = "section";
         return true;
       }
@@ -124,21 +155,8 @@ export class DeepSeekParser implements CallParser {
 
   private begin(name: string, out: DeltaOut): void {
     this.index++;
-    this.held = "";
-    this.argsStarted = false;
+    this.args.reset();
     out.call(this.index, this.ctx.newId(), name);
-  }
-
-  /** Argument text, without leading whitespace and with a trailing closing fence ("\n```") held back. */
-  private arguments(text: string, out: DeltaOut): void {
-    let t = this.held + text;
-    if (!this.argsStarted) t = t.replace(/^\s+/, "");
-    const { out: emit, held } = holdTail(t, this.v31 ? /\s+$/ : /[\s`]+$/);
-    this.held = held;
-    if (emit) {
-      this.argsStarted = true;
-      out.args(this.index, emit);
-    }
   }
 }
 
@@ -164,8 +182,7 @@ export class KimiParser implements CallParser {
   private state: "text" | "section" | "id" | "args" = "text";
   private buf = "";
   private acc = "";
-  private held = "";
-  private started = false;
+  private readonly args = new ArgumentText(/\s+$/);
   private index = -1;
 
   constructor(private readonly ctx: ParseContext) {}
@@ -209,8 +226,7 @@ export class KimiParser implements CallParser {
         if (r.marker === KIMI.argBegin) {
           const id = this.acc.trim();
           this.index++;
-          this.held = "";
-          this.started = false;
+          this.args.reset();
           out.call(this.index, id || this.ctx.newId(), kimiName(id));
           this.state = "args";
         } else this.state = "section";
@@ -219,14 +235,7 @@ export class KimiParser implements CallParser {
       case "args": {
         const r = cut(this.buf, [KIMI.callEnd]);
         this.buf = r.rest;
-        let t = this.held + r.before;
-        if (!this.started) t = t.replace(/^\s+/, "");
-        const { out: emit, held } = holdTail(t, /\s+$/);
-        this.held = held;
-        if (emit) {
-          this.started = true;
-          out.args(this.index, emit);
-        }
+        this.args.push(r.before, this.index, out);
         if (r.marker === null) return false;
         this.state = "section";
         return true;
