@@ -50,7 +50,7 @@ export interface LoadProgress {
 }
 
 /** Matrices the kernels multiply with (the embedding only when it doubles as lm_head; the router runs in F32). */
-function isMatmulWeight(c: ModelConfig, name: string): boolean {
+export function isMatmulWeight(c: ModelConfig, name: string): boolean {
   if (name === "model.embed_tokens.weight") return c.tieWordEmbeddings;
   return name.endsWith("_proj.weight") || name === "lm_head.weight" || name.endsWith("kv_a_proj_with_mqa.weight");
 }
@@ -58,7 +58,7 @@ function isMatmulWeight(c: ModelConfig, name: string): boolean {
 /** Safetensors' float dtypes, and the block dtypes a GGUF file holds (./gguf/checkpoint.ts). */
 const LOADABLE_DTYPES = new Set<string>(["F32", "BF16", "F16", "F64", "Q8", ...BLOCK_DTYPES]);
 
-function listNames(names: string[], max = 5): string {
+export function listNames(names: readonly string[], max = 5): string {
   return names.slice(0, max).join(", ") + (names.length > max ? ` and ${names.length - max} more` : "");
 }
 

@@ -84,6 +84,11 @@ function weightRowBytes(t: WeightType, cols: number): number {
   return t === "F32" ? 4 * cols : t === "BF16" || t === "F16" ? 2 * cols : ggmlRowBytes(t, cols);
 }
 
+/** Bytes `rows` rows of `cols` weights of a CPU dtype take on the GPU (what uploadWeight writes; Q8 as Q8_0). */
+export function gpuWeightBytes(dtype: string, rows: number, cols: number): number {
+  return rows * weightRowBytes(gpuWeightType(dtype), cols);
+}
+
 /** A weight's rows and columns (a vector is one row). */
 function rowsCols(t: Tensor): [number, number] {
   const cols = t.shape.length ? t.shape[t.shape.length - 1] : 1;

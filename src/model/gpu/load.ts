@@ -15,14 +15,13 @@
  * out says so as "out of GPU memory after X of Y GiB" instead of failing later with an invalid buffer.
  */
 import { MlaError } from "../../errors.js";
-import type { WebGpuBackend } from "../../backends/webgpu/backend.js";
+import { gpuWeightBytes, type WebGpuBackend } from "../../backends/webgpu/backend.js";
 import { isDType, type BlockDType } from "../../tensor/dtype.js";
-import { GGML_BLOCK } from "../../tensor/ggml.js";
 import { quantizeTarget, quantizeTensor } from "../../tensor/ggml-quantize.js";
 import { numel, tensor, toF32, type Tensor } from "../../tensor/tensor.js";
 import type { ModelConfig } from "../config.js";
 import type { StoredTensorInfo, TensorStore } from "../tensor-store.js";
-import { readTensors, type LayerWeights, type LlamaLayerWeights, type LoadProgress, type ReadTensors } from "../weights.js";
+import { isMatmulWeight, listNames, readTensors, type LayerWeights, type LlamaLayerWeights, type LoadProgress, type ReadTensors } from "../weights.js";
 import { cacheWidths, familyOf } from "../families/index.js";
 import { uploadLayer, type GpuLayer, type GpuWeights } from "./weights.js";
 
@@ -66,12 +65,6 @@ export interface GpuLoadPlan {
 const GIB = 2 ** 30;
 const gib = (b: number): string => (b / GIB).toFixed(2);
 
-/** Matrices that `--quantize` quantizes, as the CPU loader chooses them (weights.ts readTensors' isMatmulWeight). */
-function isMatmulWeight(c: ModelConfig, name: string): boolean {
-  if (name === "model.embed_tokens.weight") return c.tieWordEmbeddings;
-  return name.endsWith("_proj.weight") || name === "lm_head.weight" || name.endsWith("kv_a_proj_with_mqa.weight");
-}
-
 /** Uploaded as F32 vectors (norms, biases, the MoE router's gate and bias) rather than as weights of their dtype. */
 function isF32OnGpu(name: string, shape: readonly number[]): boolean {
   return shape.length === 1 || name.endsWith(".mlp.gate.weight");
@@ -87,16 +80,6 @@ function gpuDtype(c: ModelConfig, name: string, info: StoredTensorInfo, q: GpuUp
   const d = info.dtype === "F64" ? "F32" : info.dtype;
   if (!q || !isDType(d) || !isMatmulWeight(c, name)) return d;
   return quantizeTarget(q, { dtype: d, shape: info.shape, data: new Float32Array(0) }) ?? d;
-}
-
-/** Bytes of `rows` rows of `cols` values of a GPU dtype (Q8 goes up as GGML's Q8_0 blocks). */
-function dtypeBytes(dtype: string, rows: number, cols: number): number {
-  if (dtype === "F32") return rows * cols * 4;
-  if (dtype === "BF16" || dtype === "F16") return rows * Math.ceil(cols / 2) * 4;
-  const type = dtype === "Q8" ? "Q8_0" : dtype;
-  const block = (GGML_BLOCK as Readonly<Record<string, readonly [number, number]>>)[type];
-  if (!block) throw new MlaError(`webgpu: weights of dtype ${dtype} are not supported`);
-  return rows * Math.ceil(cols / block[0]) * block[1];
 }
 
 /** Layer i's tensors as its family names them, with the optional ones this checkpoint has. */
@@ -123,10 +106,6 @@ function tailTensors(c: ModelConfig, store: TensorStore): Map<string, number[]> 
   return m;
 }
 
-function listNames(names: readonly string[], max = 5): string {
-  return names.slice(0, max).join(", ") + (names.length > max ? ` and ${names.length - max} more` : "");
-}
-
 /**
  * Size the model on the GPU before reading it: every tensor present with its shape, each row (each expert) within
  * the binding limits, and weights plus caches within `gpuMemoryBytes` when given. Throws one-line MlaErrors with the
@@ -148,7 +127,7 @@ export function planGpuLoad(c: ModelConfig, store: TensorStore, limits: BindingL
     }
     const cols = shape[shape.length - 1], rows = numel(shape) / cols;
     const dtype = isF32OnGpu(name, shape) ? "F32" : gpuDtype(c, name, info, opts.quantize);
-    const bytes = dtypeBytes(dtype, rows, cols), unit = isExpert(name) ? bytes : dtypeBytes(dtype, 1, cols);
+    const bytes = gpuWeightBytes(dtype, rows, cols), unit = isExpert(name) ? bytes : gpuWeightBytes(dtype, 1, cols);
     if (unit > bind) {
       const [what, unitName] = isExpert(name) ? [`one expert's ${dtype} matrix`, "experts"] : [`one ${dtype} row`, "rows"];
       throw new MlaError(`tensor ${name}: ${what} of ${unit} bytes exceeds the device's storage binding limit (${bind} bytes); weights are split across buffers only between ${unitName}`);
