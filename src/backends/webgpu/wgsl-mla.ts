@@ -16,6 +16,11 @@ export function cacheRowElems(width: number, t: CacheDType): number {
   return t === "F32" ? width : width + (width & 1);
 }
 
+/** Bytes a stored cache row of `width` values takes. */
+export function cacheRowBytes(width: number, t: CacheDType): number {
+  return cacheRowElems(width, t) * (t === "F32" ? 4 : 2);
+}
+
 /** One kernel per cache type, made on first use. */
 export function perCache<F extends ParamFields>(make: (t: CacheDType) => Kernel<F>): (t: CacheDType) => Kernel<F> {
   const made: { [T in CacheDType]?: Kernel<F> } = {};

@@ -16,6 +16,7 @@
  */
 import { MlaError } from "../../errors.js";
 import { gpuWeightBytes, type WebGpuBackend } from "../../backends/webgpu/backend.js";
+import { cacheRowBytes } from "../../backends/webgpu/wgsl-mla.js";
 import { isDType, type BlockDType } from "../../tensor/dtype.js";
 import { quantizeTarget, quantizeTensor } from "../../tensor/ggml-quantize.js";
 import { numel, tensor, toF32, type Tensor } from "../../tensor/tensor.js";
@@ -140,7 +141,7 @@ export function planGpuLoad(c: ModelConfig, store: TensorStore, limits: BindingL
   for (const w of widths) {
     if (cacheTokens * w * 4 > bind) throw new MlaError(`a cache of ${cacheTokens} tokens (${cacheTokens * w * 4} bytes per layer) exceeds the device's storage binding limit (${bind} bytes)`);
   }
-  const cacheBytes = cacheTokens * widths.reduce((a, b) => a + b, 0) * c.numLayers * (opts.cacheDtype === undefined || opts.cacheDtype === "F32" ? 4 : 2);
+  const cacheBytes = cacheTokens * widths.reduce((a, w) => a + cacheRowBytes(w, opts.cacheDtype ?? "F32"), 0) * c.numLayers;
   const budget = opts.gpuMemoryBytes;
   if (budget !== undefined && weightBytes + cacheBytes > budget) {
     throw new MlaError(`the model needs ${gib(weightBytes + cacheBytes)} GiB of GPU memory (weights ${gib(weightBytes)} GiB${opts.quantize ? ` at --quantize ${opts.quantize.toLowerCase()}` : ""}, ` +

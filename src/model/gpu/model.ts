@@ -13,7 +13,7 @@
 import { MlaError } from "../../errors.js";
 import { LATENT_NORM_EPS, resolveMlaMode, type MlaMode } from "../../attention/mla.js";
 import { encodeCacheRow } from "../../backends/cpu/cache-dtype.js";
-import { cacheRowElems, type CacheDType } from "../../backends/webgpu/wgsl-mla.js";
+import { cacheRowBytes, cacheRowElems, type CacheDType } from "../../backends/webgpu/wgsl-mla.js";
 import { RotaryEmbedding, attentionScale } from "../../attention/rope.js";
 import { MAX_GPU_ROUTED_EXPERTS, kernels as gk, type Pass, type WebGpuBackend } from "../../backends/webgpu/backend.js";
 import { openCheckpoint } from "../checkpoint.js";
@@ -169,7 +169,7 @@ export class GpuModel implements InferenceModel<GpuState> {
       this.scale = 1 / Math.sqrt(c.headDim);
     }
     this.cacheWidths = [...cacheWidths(c)]; // the family's cache layout: [latent] or [K, V]
-    this.cacheRowBytes = this.cacheWidths.map((w) => cacheRowElems(w, cacheDtype) * (cacheDtype === "F32" ? 4 : 2));
+    this.cacheRowBytes = this.cacheWidths.map((w) => cacheRowBytes(w, cacheDtype));
     this.cacheBytesPerToken = this.cacheRowBytes.reduce((a, b) => a + b, 0) * c.numLayers;
     const perPosition = 4 * Math.max(c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank + c.qkRopeHeadDim, 1);
     const room = Math.min(256 * 2 ** 20, gpu.ctx.limits.maxStorageBufferBindingSize);
