@@ -261,20 +261,6 @@ export class JsonConstraint implements TokenConstraint {
   }
 }
 
-/** A mask of one token (the forced tokens of a literal). */
-class OneMask implements TokenMask {
-  readonly allowed = 1;
-  constructor(private readonly id: number) {}
-  has(id: number): boolean {
-    return id === this.id;
-  }
-  apply(row: Float32Array): void {
-    const keep = row[this.id];
-    row.fill(-Infinity);
-    row[this.id] = keep;
-  }
-}
-
 /**
  * A JSON document, then a fixed token sequence, then a stop token: a tool call's arguments and the markers that close
  * the call (src/server/tools: a named tool_choice). Once the document is complete (its root value closed, as a tool's
@@ -284,17 +270,21 @@ class OneMask implements TokenMask {
  */
 export class TailedConstraint implements TokenConstraint {
   private at = 0;
+  /** The mask of each tail token, then of the stop tokens (null when there are none: the text then ends). */
+  private readonly masks: readonly (TokenMask | null)[];
 
-  constructor(private readonly doc: JsonConstraint, private readonly tail: readonly number[], private readonly stopIds: readonly number[]) {}
+  /** stopIds: sorted, as StructuredOutput.constraint keeps them. */
+  constructor(private readonly doc: JsonConstraint, private readonly tail: readonly number[], private readonly stopIds: readonly number[]) {
+    const stops = stopIds.length ? new ListMask(Int32Array.from(stopIds)) : null;
+    this.masks = [...tail.map((id) => new ListMask(Int32Array.of(id))), stops];
+  }
 
   private get inTail(): boolean {
     return this.at > 0 || this.doc.complete;
   }
 
   next(): TokenMask | null {
-    if (!this.inTail) return this.doc.next();
-    if (this.at < this.tail.length) return new OneMask(this.tail[this.at]);
-    return this.stopIds.length ? new ListMask(Int32Array.from(this.stopIds)) : null;
+    return this.inTail ? this.masks[this.at] : this.doc.next();
   }
 
   accept(id: number): boolean {
