@@ -48,3 +48,5 @@ export { linear_q4_0, linear_q4_k, linear_q5_k, linear_q6_k } from "./linear";
 export { quantize_q8, quantize_blocks } from "./quantize";
 // products on GGML's Q5_0 (q5.ts)
 export { linear_q5_0 } from "./linear";
+// T == 1 integer products in two steps: x prepared once, then rows on every thread
+export { prep_x, linear_rows_x } from "./linear";

@@ -5,7 +5,7 @@
 // sub-block in f32. widen_* make the f32 rows the T > 1 tiles (linear-tiled.ts) multiply, equal to the reference
 // dequantization bit for bit (each weight is d * q - m rounded once, as in f32 arithmetic it is exact up to that).
 // The relaxed-SIMD build takes other paths for the K-quants (the int8 sections at the end): x in int8 per 256 (GGML's
-// Q8_K) against the levels in relaxed_dot_i8x16_i7x16, for T == 1 (kq_decode8) and T > 1 (kq_prefill8); Q4_0 and the
+// Q8_K) against the levels in relaxed_dot_i8x16_i7x16, for T == 1 (kq_rows_x) and T > 1 (kq_prefill8); Q4_0 and the
 // plain SIMD build keep the int16 and f32 paths above.
 
 import { fma, hsum } from "./simd";
@@ -156,8 +156,8 @@ function q4_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): v
  * fifth bits at bit 2j / 2j + 1 of qh. Per block: sum w x = sum_s d sc_s f_s (sum q X)_s - dmin sum_s m_s (f sum X)_s.
  */
 // @ts-ignore: decorator
-@inline function q45k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32, five: bool): void {
-  const nb = <usize>(K >> 5), fac = xq + (nb << 6), bs = fac + (nb << 2), cst = bs + (nb << 2), fs = cst + 80;
+@inline function q45k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32, five: bool, fs: usize): void {
+  const nb = <usize>(K >> 5), fac = xq + (nb << 6), bs = fac + (nb << 2), cst = bs + (nb << 2);
   const m4 = v128.load(cst), m16 = v128.load(cst, 48);
   const size: usize = five ? 176 : 144, qsOff: usize = five ? 48 : 16;
   let p = w + <usize>n0 * kq_row_bytes(five ? 6 : 5, K);
@@ -190,11 +190,11 @@ function q4_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): v
     store<f32>(out + (<usize>n << 2), hsum(acc) - hsum(macc));
   }
 }
-function q4k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
-  q45k_rows(out, xq, K, w, n0, n1, false);
+function q4k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32, fs: usize): void {
+  q45k_rows(out, xq, K, w, n0, n1, false, fs);
 }
-function q5k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
-  q45k_rows(out, xq, K, w, n0, n1, true);
+function q5k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32, fs: usize): void {
+  q45k_rows(out, xq, K, w, n0, n1, true, fs);
 }
 
 
@@ -204,8 +204,8 @@ function q5k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): vo
  * the low (g < 2) or high nibbles of ql[32 (g & 1) ..] with bits 2g, 2g + 1 of qh on top, as int8 q - 32; the group
  * holds sub-blocks 2k and 2k + 1 (16 weights each, int8 scales) and meets x block k.
  */
-function q6k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
-  const nb = <usize>(K >> 5), fac = xq + (nb << 6), cst = fac + (nb << 3), fs = cst + 80;
+function q6k_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32, fs: usize): void {
+  const nb = <usize>(K >> 5), fac = xq + (nb << 6), cst = fac + (nb << 3);
   const m4 = v128.load(cst), m30 = v128.load(cst, 16), c32 = v128.load(cst, 32);
   let p = w + <usize>n0 * kq_row_bytes(7, K);
   for (let n = n0; n < n1; n++) {
@@ -245,18 +245,41 @@ function kq_rows_float(dt: i32, out: usize, x: usize, K: i32, w: usize, n0: i32,
 
 /** out[n] = W[n] . x for n in [n0, n1), weights of block dtype dt at w (row 0 at w); scratch: 16 K + 64 bytes. */
 export function kq_decode(dt: i32, out: usize, x: usize, K: i32, w: usize, n0: i32, n1: i32, scratch: usize): void {
-  if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) {
-    if (!kq_decode8(dt, out, x, K, w, n0, n1, scratch)) kq_rows_float(dt, out, x, K, w, n0, n1, scratch);
-    return;
-  }
-  if (!kq_prep(scratch, x, K, dt == 5 || dt == 6)) {
+  if (!kq_prep_x(dt, scratch, x, K)) {
     kq_rows_float(dt, out, x, K, w, n0, n1, scratch);
     return;
   }
-  if (dt == 4) q4_0_rows(out, scratch, K, w, n0, n1);
-  else if (dt == 7) q6k_rows(out, scratch, K, w, n0, n1);
-  else if (dt == 6) q5k_rows(out, scratch, K, w, n0, n1);
-  else q4k_rows(out, scratch, K, w, n0, n1);
+  kq_rows_x(dt, out, scratch, K, w, n0, n1, scratch + kq_prep_bytes(dt, K));
+}
+
+// The T == 1 product in two steps, so that a product split across threads prepares x once (WasmBackend.linear runs
+// kq_prep_x on the calling thread, then every thread's rows read the one prepared x): kq_prep_x writes the prepared
+// x (read-only from then on), kq_rows_x takes each thread's own 64 bytes of block factors at fs.
+
+/** Bytes kq_prep_x writes for width K, rounded up to 16 (a thread's fs may follow at once). */
+export function kq_prep_bytes(dt: i32, K: i32): usize {
+  if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) return kq8_stride(K);
+  return ((<usize>K << 1) + (<usize>(K >> 5) << 3) + 80 + 15) & ~(<usize>15); // int16 blocks, factors, sums, constants
+}
+
+/** x (K floats) prepared at dst for kq_rows_x of dtype dt; false when x needs the float path (kq_rows_float). */
+export function kq_prep_x(dt: i32, dst: usize, x: usize, K: i32): bool {
+  if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) return kq8_quant(dst, x, K);
+  return kq_prep(dst, x, K, dt == 5 || dt == 6);
+}
+
+/** Rows [n0, n1) against x prepared at xq (kq_prep_x); fs: 64 bytes of this thread's own. */
+export function kq_rows_x(dt: i32, out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32, fs: usize): void {
+  if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) {
+    if (dt == 7) q6k_rows8(out, xq, K, w, n0, n1, fs);
+    else if (dt == 6) q45k_rows8(out, xq, K, w, n0, n1, true, fs);
+    else q45k_rows8(out, xq, K, w, n0, n1, false, fs);
+    return;
+  }
+  if (dt == 4) q4_0_rows(out, xq, K, w, n0, n1);
+  else if (dt == 7) q6k_rows(out, xq, K, w, n0, n1, fs);
+  else if (dt == 6) q5k_rows(out, xq, K, w, n0, n1, fs);
+  else q4k_rows(out, xq, K, w, n0, n1, fs);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,15 +534,6 @@ function q6k_rows8(out: usize, xr: usize, K: i32, w: usize, n0: i32, n1: i32, fs
   }
 }
 
-/** Relaxed-build T == 1 for the K-quants (dt 5-7): false when x needs the float path. Scratch: kq8_stride(K) + 32. */
-function kq_decode8(dt: i32, out: usize, x: usize, K: i32, w: usize, n0: i32, n1: i32, scratch: usize): bool {
-  if (!kq8_quant(scratch, x, K)) return false;
-  const fs = scratch + kq8_stride(K);
-  if (dt == 7) q6k_rows8(out, scratch, K, w, n0, n1, fs);
-  else if (dt == 6) q45k_rows8(out, scratch, K, w, n0, n1, true, fs);
-  else q45k_rows8(out, scratch, K, w, n0, n1, false, fs);
-  return true;
-}
 
 // ---------------------------------------------------------------------------------------------
 // T > 1 on int8 activations (relaxed build): each row is unpacked once per chunk of tokens into a common form, then

@@ -4,10 +4,10 @@
 import { acc2, acc4, evens, hsum, odds } from "./simd";
 import { f16hi, f16hi_x, f16lo_x, f16special } from "./f16";
 import { dot1_f32 } from "./dot-f32";
-import { Q8M_MAX_T, q8_block, q8_prep_x, q8_rows_float, q8m_prep, q8m_rows } from "./q8";
+import { Q8M_MAX_T, q8_prep_x, q8_rows_float, q8_rows_x, q8m_prep, q8m_rows } from "./q8";
 import { linear_tiled } from "./linear-tiled";
-import { q5_0_decode, q5_0_row_bytes } from "./q5";
-import { KQ8_CHUNK, kq_decode, kq_prefill8, kq_row_bytes } from "./kquant";
+import { q5_0_decode, q5_0_prep, q5_0_prep_bytes, q5_0_row_bytes, q5_0_rows } from "./q5";
+import { KQ8_CHUNK, kq_decode, kq_prefill8, kq_prep_bytes, kq_prep_x, kq_row_bytes, kq_rows_x } from "./kquant";
 
 /** F32 weights. scratch unused. */
 export function linear_f32(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
@@ -135,27 +135,9 @@ export function linear_f16(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i
  * linear_tiled (4 rows at a time dequantized to f32; scratch linear_scratch(K)).
  */
 export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scales: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
-  const nb = K >> 5;
-  const rowBytes = <usize>K;
-  const sBytes = <usize>nb << 2;
   if (T == 1) {
-    if (!q8_prep_x(scratch, x, K)) {
-      q8_rows_float(out, x, K, wq, scales, n0, n1);
-      return;
-    }
-    const dend = scratch + (<usize>nb << 6);
-    // one row at a time: one sequential weight stream (see linear_f32)
-    let p0 = wq + <usize>n0 * rowBytes;
-    let s0 = scales + <usize>n0 * sBytes;
-    for (let n = n0; n < n1; n++) {
-      let a0 = f32x4.splat(0);
-      let f = dend;
-      for (let d = scratch; d < dend; d += 64) {
-        a0 = q8_block(a0, p0, d, s0, f);
-        p0 += 32; s0 += 4; f += 4;
-      }
-      store<f32>(out + (<usize>n << 2), hsum(a0));
-    }
+    if (q8_prep_x(scratch, x, K)) q8_rows_x(out, scratch, K, wq, scales, n0, n1);
+    else q8_rows_float(out, x, K, wq, scales, n0, n1);
     return;
   }
   // few tokens (batched decode): integer dots, each row read once for all tokens; a non-finite or tiny x block: f32 tiles
@@ -171,7 +153,7 @@ export function linear_q8(out: usize, x: usize, T: i32, K: i32, wq: usize, scale
  * T == 1: integer dot products on the packed blocks against x quantized to int16 per 32 (kquant.ts; scratch
  * 16 K + 64 bytes), or the float path when x has non-finite or tiny blocks. T > 1: linear_tiled, 4 rows at a time
  * dequantized to f32 (scratch linear_scratch(K)). The relaxed build's K-quants (dt 5-7) use x in int8 per 256 instead,
- * T == 1 and T > 1 (kq_decode8, kq_prefill8: unpacked rows meet chunks of tokens; same scratch bounds).
+ * T == 1 and T > 1 (kq_rows_x, kq_prefill8: unpacked rows meet chunks of tokens; same scratch bounds).
  */
 export function linear_q4_0(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
   linear_blocks(4, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
@@ -233,4 +215,38 @@ export function linear_grouped(dt: i32, out: usize, x: usize, K: i32, w: usize, 
     else if (dt == 2) linear_f16(o, xp, 1, K, wg, 0, N, K, N, scratch);
     else linear_q8(o, xp, 1, K, wg, scales + ((r * <usize>(K >> 5)) << 2), 0, N, K, N, scratch);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// T == 1 in two steps for the integer paths (dt 3 Q8, 4-7 GGML's blocks, 8 Q5_0), as linear_grouped numbers them: a
+// product split across threads prepares x once (prep_x, on the calling thread) and every thread's rows then read it
+// (linear_rows_x), instead of each chunk of rows quantizing x again (~5% of a 4-bit decode step, measured).
+
+/**
+ * Bytes prep_x writes at dst for dtype dt and width K, rounded up to a 64-byte line: a thread's 64 bytes of factors
+ * follow, and the preparing thread's factors, which it rewrites every block, must not share a cache line with the
+ * prepared x the other threads read (that false sharing made 4-bit products at K = 1024 1.5x slower).
+ */
+export function prep_x_bytes(dt: i32, K: i32): i32 {
+  const b: usize = dt == 3 ? (<usize>K << 1) + (<usize>(K >> 5) << 2) : dt == 8 ? q5_0_prep_bytes(K) : kq_prep_bytes(dt, K);
+  return <i32>((b + 63) & ~(<usize>63));
+}
+
+/** x (K floats) prepared at dst for linear_rows_x; 0 when x has a non-finite or tiny block (use the T == 1 kernels' float path). */
+export function prep_x(dt: i32, dst: usize, x: usize, K: i32): i32 {
+  if (dt == 3) return q8_prep_x(dst, x, K) ? 1 : 0;
+  if (dt == 8) return q5_0_prep(dst, x, K) ? 1 : 0;
+  return kq_prep_x(dt, dst, x, K) ? 1 : 0;
+}
+
+/**
+ * Rows [n0, n1) of a T == 1 product against x prepared by prep_x at xq (read only, shared by the threads). w: row 0
+ * (Q8: its int8 rows, scales its f32 block scales; block dtypes: row 0's first block, scales unused). scratch: this
+ * thread's, at least prep_x_bytes + 64 bytes (the factors go after prep_x_bytes, so the preparing thread may pass
+ * xq as its scratch).
+ */
+export function linear_rows_x(dt: i32, out: usize, xq: usize, K: i32, w: usize, scales: usize, n0: i32, n1: i32, scratch: usize): void {
+  if (dt == 3) q8_rows_x(out, xq, K, w, scales, n0, n1);
+  else if (dt == 8) q5_0_rows(out, xq, K, w, n0, n1);
+  else kq_rows_x(dt, out, xq, K, w, n0, n1, scratch + <usize>prep_x_bytes(dt, K));
 }

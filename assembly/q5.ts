@@ -77,9 +77,8 @@ function put_constants(cst: usize): void {
  * Rows [n0, n1) against x prepared at xq (q8_prep_x), one row at a time (one sequential weight stream): 4 blocks per
  * step, their integer sums in the 4 lanes, times [d_b f_b] in one multiply-add (as kquant.ts's q4_0_rows).
  */
-function q5_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
+export function q5_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
   const nb = <usize>(K >> 5), fac = xq + (nb << 6), cst = fac + (nb << 2), nb4 = nb & ~(<usize>3);
-  put_constants(cst);
   let p = w + <usize>n0 * q5_0_row_bytes(K);
   for (let n = n0; n < n1; n++) {
     let acc = f32x4.splat(0);
@@ -102,12 +101,24 @@ function q5_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): v
   }
 }
 
+/** Bytes q5_0_prep writes for width K, rounded up to 16. */
+export function q5_0_prep_bytes(K: i32): usize {
+  return ((<usize>K << 1) + (<usize>(K >> 5) << 2) + 48 + 15) & ~(<usize>15);
+}
+
+/** x prepared at dst for q5_0_rows (q8_prep_x, then the constant vectors); false: x needs the float path. */
+export function q5_0_prep(dst: usize, x: usize, K: i32): bool {
+  if (!q8_prep_x(dst, x, K)) return false;
+  put_constants(dst + (<usize>(K >> 5) << 6) + (<usize>(K >> 5) << 2));
+  return true;
+}
+
 /**
  * out[n] = W[n] . x for n in [n0, n1), Q5_0 weights at w (row 0 at w). x with a non-finite or tiny block (q8_prep_x
  * refuses it) takes the float path: each row widened into scratch, then an f32 dot. Scratch: 16 K + 64 bytes.
  */
 export function q5_0_decode(out: usize, x: usize, K: i32, w: usize, n0: i32, n1: i32, scratch: usize): void {
-  if (q8_prep_x(scratch, x, K)) {
+  if (q5_0_prep(scratch, x, K)) {
     q5_0_rows(out, scratch, K, w, n0, n1);
     return;
   }

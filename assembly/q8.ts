@@ -89,6 +89,23 @@ export function q8_prep_x(dst: usize, x: usize, K: i32): bool {
   return fma(f32x4.convert_i32x4_s(i), f32x4.splat(load<f32>(s) * load<f32>(f)), acc);
 }
 
+/** T == 1 rows [n0, n1) against x prepared at xq (q8_prep_x), one row at a time (one sequential weight stream). */
+export function q8_rows_x(out: usize, xq: usize, K: i32, wq: usize, scales: usize, n0: i32, n1: i32): void {
+  const nb = K >> 5;
+  const dend = xq + (<usize>nb << 6);
+  let p0 = wq + <usize>n0 * <usize>K;
+  let s0 = scales + ((<usize>n0 * <usize>nb) << 2);
+  for (let n = n0; n < n1; n++) {
+    let a0 = f32x4.splat(0);
+    let f = dend;
+    for (let d = xq; d < dend; d += 64) {
+      a0 = q8_block(a0, p0, d, s0, f);
+      p0 += 32; s0 += 4; f += 4;
+    }
+    store<f32>(out + (<usize>n << 2), hsum(a0));
+  }
+}
+
 /** T == 1 float path: q converted to f32, x as is. */
 export function q8_rows_float(out: usize, x: usize, K: i32, wq: usize, scales: usize, n0: i32, n1: i32): void {
   const nb = K >> 5;

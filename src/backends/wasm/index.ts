@@ -86,6 +86,7 @@ export interface KernelExports {
   attend_heads_scratch(L: number): number;
   softmax_causal(s: number, Lp: number, first: number, t0: number, t1: number, scratch: number): void;
   heap_base(): number;
+  prep_x(dt: number, dst: number, x: number, K: number): number;
 }
 
 /** The float products by weight dtype (one parameter list, so one call serves them all; Q8 has its own). */
@@ -173,6 +174,8 @@ export class WasmBackend {
   /** Every bank's heap (heaps[0] === heap); see addBank. */
   readonly heaps: WasmHeap[];
   readonly kernels: KernelExports;
+  /** Per bank, this thread's instance of the module on it (bankKernels[0] === kernels). */
+  private readonly bankKernels: KernelExports[];
   readonly pool: WorkerPool;
   readonly relaxed: boolean;
   readonly threads: number;
@@ -186,6 +189,7 @@ export class WasmBackend {
     this.heap = heap;
     this.heaps = [heap];
     this.kernels = kernels;
+    this.bankKernels = [kernels];
     this.pool = pool;
     this.relaxed = relaxed;
     this.threads = pool.threads;
@@ -230,6 +234,7 @@ export class WasmBackend {
     const heap = WasmHeap.create(initialBytes);
     const instance = new WebAssembly.Instance(this.module, { env: { memory: heap.memory } });
     const bank = this.pool.addBank(heap.memory, instance.exports);
+    this.bankKernels.push(instance.exports as unknown as KernelExports);
     this.heaps.push(heap);
     this.scratchBytes.push(0);
     this.staging(bank);
@@ -393,6 +398,16 @@ export class WasmBackend {
     const bank = w.bank ?? 0;
     this.ensureScratch(T === 1 ? 16 * K + 64 : this.kernels.linear_scratch(K), bank);
     const maxThreads = N * K * T >= this.minWork ? this.threads : 1;
+    if (T === 1 && maxThreads > 1 && (w.dtype === "Q8" || isBlockDType(w.dtype))) {
+      // the integer paths quantize x first: once here, not once per chunk of rows (see assembly/linear.ts prep_x)
+      const dt = DTYPE_CODE[w.dtype], xq = this.pool.scratch[bank][0];
+      if (this.bankKernels[bank].prep_x(dt, xq, x, K)) {
+        const wp = w.dtype === "Q8" ? w.ptr + row0 * K : w.ptr + row0 * ggmlRowBytes(w.dtype as BlockDType, K);
+        const scales = w.dtype === "Q8" ? w.scalesPtr + row0 * (K / Q8_BLOCK) * 4 : 0;
+        this.pool.run(KERNEL.linear_rows_x, { dt, out, xq, K, w: wp, scales }, N, 16, maxThreads, bank);
+        return;
+      }
+    }
     if (w.dtype === "Q8") {
       const nb = K / Q8_BLOCK;
       this.pool.run(KERNEL.linear_q8, { out, x, T, K, wq: w.ptr + row0 * K, scales: w.scalesPtr + row0 * nb * 4, xStride, outStride }, N, 16, maxThreads, bank);

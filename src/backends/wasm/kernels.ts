@@ -59,6 +59,8 @@ export const KERNEL = {
   linear_q5_k: kernel("linear_q5_k", LINEAR, ["n0", "n1"]),
   linear_q6_k: kernel("linear_q6_k", LINEAR, ["n0", "n1"]),
   linear_q5_0: kernel("linear_q5_0", LINEAR, ["n0", "n1"]),
+  // T == 1 integer products on x prepared once by prep_x (Q8, GGML's blocks; dt as DTYPE_CODE; assembly/linear.ts)
+  linear_rows_x: kernel("linear_rows_x", ["dt", "out", "xq", "K", "w", "scales", "n0", "n1", "scratch"], ["n0", "n1"]),
   // load-time quantization (assembly/quantize.ts); dt as DTYPE_CODE numbers the float sources
   quantize_q8: kernel("quantize_q8", ["q", "s", "src", "dt", "K", "r0", "r1", "scratch"], ["r0", "r1"]),
   // type: the block dtype as DTYPE_CODE numbers it (Q4_0, Q4_K, Q5_K, Q6_K; not Q5_0, which only GGUF files hold)
