@@ -191,29 +191,35 @@ function kq_prefill(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, n0:
 }
 
 /**
- * G independent one-token products over row blocks of one weight (dt 0 F32, 1 BF16, 2 F16, 3 Q8, 4-7 GGML blocks
- * Q4_0, Q4_K, Q5_K, Q6_K, 8 Q5_0):
- * for g in [g0, g1): out[g*og + n] = sum_k x[g*xg + k] * W[row0 + g*gs + n, k], n < N. Absorbed MLA folds W^UK
- * into each head's query this way and applies W^UV (every head's block inside kv_b_proj), one call for all heads.
+ * G independent products over row blocks of one weight (dt 0 F32, 1 BF16, 2 F16, 3 Q8, 4-7 GGML blocks Q4_0, Q4_K,
+ * Q5_K, Q6_K, 8 Q5_0), T tokens each: for g in [g0, g1), t < T, n < N:
+ *   out[t*outStride + g*og + n] = sum_k x[t*xStride + g*xg + k] * W[row0 + g*gs + n, k].
+ * Absorbed MLA folds W^UK into each head's query this way and applies W^UV (every head's block inside kv_b_proj),
+ * one call for all heads: T = 1 for one sequence, T = n for n sequences' decodes at once (each head's block read once
+ * for all of them, on the T > 1 paths). Each group is the dtype's own product kernel on the group's rows.
  */
-export function linear_grouped(dt: i32, out: usize, x: usize, K: i32, w: usize, scales: usize, N: i32, row0: i32, gs: i32, g0: i32, g1: i32, xg: i32, og: i32, scratch: usize): void {
+export function linear_grouped(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, scales: usize, N: i32, row0: i32, gs: i32, g0: i32, g1: i32, xg: i32, og: i32, xStride: i32, outStride: i32, scratch: usize): void {
   const eb: usize = dt == 0 ? 4 : dt == 3 ? 1 : 2;
   for (let g = g0; g < g1; g++) {
     const r = <usize>(row0 + g * gs);
     const o = out + ((<usize>g * <usize>og) << 2), xp = x + ((<usize>g * <usize>xg) << 2);
     if (dt == 8) {
-      q5_0_decode(o, xp, K, w + r * q5_0_row_bytes(K), 0, N, scratch);
+      linear_q5_0(o, xp, T, K, w + r * q5_0_row_bytes(K), 0, N, xStride, outStride, scratch);
       continue;
     }
     if (dt >= 4) {
-      kq_decode(dt, o, xp, K, w + r * kq_row_bytes(dt, K), 0, N, scratch);
+      const wg = w + r * kq_row_bytes(dt, K);
+      if (dt == 4) linear_blocks(4, o, xp, T, K, wg, 0, N, xStride, outStride, scratch);
+      else if (dt == 5) linear_blocks(5, o, xp, T, K, wg, 0, N, xStride, outStride, scratch);
+      else if (dt == 6) linear_blocks(6, o, xp, T, K, wg, 0, N, xStride, outStride, scratch);
+      else linear_blocks(7, o, xp, T, K, wg, 0, N, xStride, outStride, scratch);
       continue;
     }
     const wg = w + r * <usize>K * eb;
-    if (dt == 0) linear_f32(o, xp, 1, K, wg, 0, N, K, N, scratch);
-    else if (dt == 1) linear_bf16(o, xp, 1, K, wg, 0, N, K, N, scratch);
-    else if (dt == 2) linear_f16(o, xp, 1, K, wg, 0, N, K, N, scratch);
-    else linear_q8(o, xp, 1, K, wg, scales + ((r * <usize>(K >> 5)) << 2), 0, N, K, N, scratch);
+    if (dt == 0) linear_f32(o, xp, T, K, wg, 0, N, xStride, outStride, scratch);
+    else if (dt == 1) linear_bf16(o, xp, T, K, wg, 0, N, xStride, outStride, scratch);
+    else if (dt == 2) linear_f16(o, xp, T, K, wg, 0, N, xStride, outStride, scratch);
+    else linear_q8(o, xp, T, K, wg, scales + ((r * <usize>(K >> 5)) << 2), 0, N, xStride, outStride, scratch);
   }
 }
 

@@ -167,7 +167,7 @@ export class MultiHeadLatentAttention {
       else o.set(form === "naive" ? this.attendNaive(qs, T, cache) : this.attendAbsorbed(qs, T, cache), r * H * dv);
       r += T;
     }
-    if (decode.length > H) this.attendAbsorbedDecodes(q, decode, o);
+    if (decode.length > 1) this.attendAbsorbedDecodes(q, decode, o);
     else for (const { row, cache } of decode) o.set(this.attendAbsorbed(q.subarray(row * H * (dn + dr), (row + 1) * H * (dn + dr)), 1, cache), row * H * dv);
     const out = new Float32Array(N * this.dims.hidden);
     this.ops.linear(out, o, N, H * dv, this.w.o, this.dims.hidden);
@@ -228,9 +228,9 @@ export class MultiHeadLatentAttention {
 
   /**
    * The absorbed decode of n single-token sequences at once: W^UK and W^UV are position-free, so instead of one
-   * grouped product per sequence (over its H heads) it runs one per head (over the n sequences: weight stride 0,
-   * the head's block read once for all of them). Only the attention itself runs per sequence, on its own latent
-   * cache. The same kernel computes every output element as the one-sequence path does, so results are identical.
+   * grouped product per sequence (over its H heads) each is one grouped product of n tokens (the n sequences) per
+   * head, every head's block read once for all of them. Only the attention itself runs per sequence, on its own
+   * latent cache (in one call where the backend batches it).
    */
   private attendAbsorbedDecodes(q: Float32Array, decode: readonly { row: number; cache: LatentCache }[], o: Float32Array): void {
     const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
@@ -238,13 +238,13 @@ export class MultiHeadLatentAttention {
     const qd = new Float32Array(n * qw);
     decode.forEach(({ row }, i) => qd.set(q.subarray(row * qw, (row + 1) * qw), i * qw));
     const qa = new Float32Array(n * H * w);
-    for (let h = 0; h < H; h++) this.ops.linearGrouped(qa.subarray(h * w), qd.subarray(h * (dn + dr)), n, dn, this.ukT, dc, qw, H * w, h * dc, 0);
+    this.ops.linearGrouped(qa, qd, H, dn, this.ukT, dc, dn + dr, w, 0, dc, n, qw, H * w);
     for (let i = 0; i < n * H; i++) qa.set(qd.subarray(i * (dn + dr) + dn, (i + 1) * (dn + dr)), i * w + dc);
     const oLat = new Float32Array(n * H * dc);
     attendLatentRows(this.ops, oLat, qa, H, w, dc, decode.map((d) => d.cache), this.scale);
     const od = new Float32Array(n * H * dv);
     const uv = this.uv;
-    for (let h = 0; h < H; h++) this.ops.linearGrouped(od.subarray(h * dv), oLat.subarray(h * dc), n, dc, uv.w, dv, H * dc, H * dv, h * uv.stride + uv.row0, 0);
+    this.ops.linearGrouped(od, oLat, H, dc, uv.w, dv, dc, dv, uv.row0, uv.stride, n, H * dc, H * dv);
     decode.forEach(({ row }, i) => o.set(od.subarray(i * H * dv, (i + 1) * H * dv), row * H * dv));
   }
 
@@ -253,11 +253,7 @@ export class MultiHeadLatentAttention {
     const { nHeads: H, kvLoraRank: dc, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = this.dims;
     const L = cache.length, w = dc + dr;
     const qa = new Float32Array(T * H * w);
-    if (T === 1) {
-      this.ops.linearGrouped(qa, q, H, dn, this.ukT, dc, dn + dr, w);
-    } else {
-      for (let h = 0; h < H; h++) this.ops.linear(qa.subarray(h * w), q.subarray(h * (dn + dr)), T, dn, this.ukT, dc, h * dc, H * (dn + dr), H * w);
-    }
+    this.ops.linearGrouped(qa, q, H, dn, this.ukT, dc, dn + dr, w, 0, dc, T, H * (dn + dr), H * w);
     for (let t = 0; t < T; t++) {
       for (let h = 0; h < H; h++) {
         const src = (t * H + h) * (dn + dr) + dn;
@@ -273,13 +269,7 @@ export class MultiHeadLatentAttention {
       this.ops.attend(oLat, qa, T, H, w, view, view, dc, 1, L, this.scale);
     }
     const o = new Float32Array(T * H * dv), uv = this.uv;
-    if (T === 1) {
-      this.ops.linearGrouped(o, oLat, H, dc, uv.w, dv, dc, dv, uv.row0, uv.stride);
-    } else {
-      for (let h = 0; h < H; h++) {
-        this.ops.linear(o.subarray(h * dv), oLat.subarray(h * dc), T, dc, uv.w, dv, h * uv.stride + uv.row0, H * dc, H * dv);
-      }
-    }
+    this.ops.linearGrouped(o, oLat, H, dc, uv.w, dv, dc, dv, uv.row0, uv.stride, T, H * dc, H * dv);
     return o;
   }
 }

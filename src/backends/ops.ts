@@ -26,8 +26,12 @@ export interface Ops {
   allocCache(n: number, dtype: CacheDType): CacheData;
   /** out[t, n] = sum_k x[t, k] W[row0 + n, k]  (see backends/cpu/matmul.ts). */
   linear(out: Float32Array, x: Float32Array, T: number, K: number, w: Tensor, N: number, row0?: number, xStride?: number, outStride?: number): void;
-  /** One token through G row blocks of W: out[g*og + n] = sum_k x[g*xg + k] W[row0 + g*gs + n, k] (per-head products). */
-  linearGrouped(out: Float32Array, x: Float32Array, G: number, K: number, w: Tensor, N: number, xg: number, og: number, row0?: number, gs?: number): void;
+  /**
+   * Per-head products: T tokens (default 1) through G row blocks of W,
+   * out[t*outStride + g*og + n] = sum_k x[t*xStride + g*xg + k] W[row0 + g*gs + n, k]. Elements between the written
+   * rows of out keep their values.
+   */
+  linearGrouped(out: Float32Array, x: Float32Array, G: number, K: number, w: Tensor, N: number, xg: number, og: number, row0?: number, gs?: number, T?: number, xStride?: number, outStride?: number): void;
   rmsNorm(out: Float32Array, x: Float32Array, T: number, D: number, w: Float32Array, eps: number, xStride?: number, outStride?: number): void;
   siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
   /** Causal attention (see backends/cpu/attention.ts). */
@@ -67,8 +71,8 @@ export const cpuOps: Ops = {
   prepare: (w) => w,
   allocCache: allocCacheData,
   linear, rmsNorm, siluMul, attend,
-  linearGrouped(out, x, G, K, w, N, xg, og, row0 = 0, gs = N) {
-    for (let g = 0; g < G; g++) linear(out.subarray(g * og), x.subarray(g * xg), 1, K, w, N, row0 + g * gs);
+  linearGrouped(out, x, G, K, w, N, xg, og, row0 = 0, gs = N, T = 1, xStride = 0, outStride = 0) {
+    for (let g = 0; g < G; g++) linear(out.subarray(g * og), x.subarray(g * xg), T, K, w, N, row0 + g * gs, xStride || K, outStride || N);
   },
 };
 

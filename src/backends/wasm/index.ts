@@ -81,7 +81,7 @@ export interface KernelExports {
   attend_latent_scratch(H: number, dc: number): number;
   attend_latent_16_scratch(H: number, dc: number, w: number): number;
   attend_latent_many(out: number, q: number, table: number, H: number, w: number, dc: number, scale: number, s0: number, s1: number, scratch: number): void;
-  linear_grouped(dt: number, out: number, x: number, K: number, w: number, scales: number, N: number, row0: number, gs: number, g0: number, g1: number, xg: number, og: number, scratch: number): void;
+  linear_grouped(dt: number, out: number, x: number, T: number, K: number, w: number, scales: number, N: number, row0: number, gs: number, g0: number, g1: number, xg: number, og: number, xStride: number, outStride: number, scratch: number): void;
   attend_heads(out: number, q: number, k: number, v: number, L: number, dk: number, dv: number, kRow: number, vRow: number, kHead: number, vHead: number, group: number, scale: number, h0: number, h1: number, scratch: number): void;
   attend_heads_scratch(L: number): number;
   softmax_causal(s: number, Lp: number, first: number, t0: number, t1: number, scratch: number): void;
@@ -423,17 +423,18 @@ export class WasmBackend {
   }
 
   /**
-   * One token through G row blocks of w: out[g*og + n] = sum_k x[g*xg + k] * W[row0 + g*gs + n, k] for g < G,
-   * n < N (K = w.cols). Groups are split across threads.
+   * T tokens through G row blocks of w: out[t*outStride + g*og + n] = sum_k x[t*xStride + g*xg + k] * W[row0 + g*gs + n, k]
+   * for t < T, g < G, n < N (K = w.cols). Groups are split across threads; each group is the dtype's product of T
+   * rows (T > 1: one pass over the group's weight rows for all T tokens).
    */
-  linearGrouped(out: number, x: number, G: number, K: number, w: WasmWeight, N: number, xg: number, og: number, row0 = 0, gs = N): void {
+  linearGrouped(out: number, x: number, G: number, K: number, w: WasmWeight, N: number, xg: number, og: number, row0 = 0, gs = N, T = 1, xStride = 0, outStride = 0): void {
     if (K !== w.cols || row0 < 0 || row0 + (G - 1) * gs + N > w.rows) throw new MlaError(`linearGrouped: ${G} groups of ${N}x${K} (row0 ${row0}, stride ${gs}) do not fit the weight's ${w.rows}x${w.cols}`);
     if (K % wasmKMultiple(w.dtype) !== 0) throw new MlaError(`linearGrouped: K=${K} must be a multiple of ${wasmKMultiple(w.dtype)} for ${w.dtype}`);
-    if (G <= 0 || N <= 0) return;
+    if (G <= 0 || N <= 0 || T <= 0) return;
     const bank = w.bank ?? 0;
-    this.ensureScratch(16 * K + 64, bank);
-    const maxThreads = G * N * K >= this.minWork ? this.threads : 1;
-    this.pool.run(KERNEL.linear_grouped, { dt: DTYPE_CODE[w.dtype], out, x, K, w: w.ptr, scales: w.scalesPtr, N, row0, gs, xg, og }, G, 1, maxThreads, bank);
+    this.ensureScratch(T === 1 ? 16 * K + 64 : this.kernels.linear_scratch(K), bank);
+    const maxThreads = G * N * K * T >= this.minWork ? this.threads : 1;
+    this.pool.run(KERNEL.linear_grouped, { dt: DTYPE_CODE[w.dtype], out, x, T, K, w: w.ptr, scales: w.scalesPtr, N, row0, gs, xg, og, xStride, outStride }, G, 1, maxThreads, bank);
   }
 
   /** RMSNorm of T rows of width D with f32 weights at w: out = w * x / sqrt(mean(x^2) + eps). out may alias x. */

@@ -45,7 +45,7 @@ export const KERNEL = {
   silu_mul: kernel("silu_mul", ["out", "gate", "up", "i0", "i1"], ["i0", "i1"]),
   attend_latent: kernel("attend_latent", ["out", "q", "cache", "L", "w", "dc", "cStride", "scale", "h0", "h1", "scratch"], ["h0", "h1"]),
   linear_grouped: kernel("linear_grouped",
-    ["dt", "out", "x", "K", "w", "scales", "N", "row0", "gs", "g0", "g1", "xg", "og", "scratch"], ["g0", "g1"]),
+    ["dt", "out", "x", "T", "K", "w", "scales", "N", "row0", "gs", "g0", "g1", "xg", "og", "xStride", "outStride", "scratch"], ["g0", "g1"]),
   attend_heads: kernel("attend_heads",
     ["out", "q", "k", "v", "L", "dk", "dv", "kRow", "vRow", "kHead", "vHead", "group", "scale", "h0", "h1", "scratch"], ["h0", "h1"]),
   softmax_causal: kernel("softmax_causal", ["s", "Lp", "first", "t0", "t1", "scratch"], ["t0", "t1"]),

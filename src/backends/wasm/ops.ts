@@ -149,15 +149,16 @@ export class WasmOps implements Ops {
     }, bank);
   }
 
-  linearGrouped(out: Float32Array, x: Float32Array, G: number, K: number, w: Tensor, N: number, xg: number, og: number, row0 = 0, gs = N): void {
+  linearGrouped(out: Float32Array, x: Float32Array, G: number, K: number, w: Tensor, N: number, xg: number, og: number, row0 = 0, gs = N, T = 1, xStride = 0, outStride = 0): void {
     const ww = this.weights.get(w);
-    if (!ww) return cpuOps.linearGrouped(out, x, G, K, w, N, xg, og, row0, gs);
+    if (!ww) return cpuOps.linearGrouped(out, x, G, K, w, N, xg, og, row0, gs, T, xStride, outStride);
     const bank = ww.bank ?? 0;
     this.step((a) => {
-      const xp = this.input(a, x, (G - 1) * xg + K, bank);
-      const op = a.allocF32((G - 1) * og + N).ptr;
-      this.be.linearGrouped(op, xp, G, K, ww, N, xg, og, row0, gs);
-      this.output(out, op, G, N, og, bank);
+      const xp = this.input(a, x, (T - 1) * xStride + (G - 1) * xg + K, bank);
+      const op = a.allocF32((T - 1) * outStride + (G - 1) * og + N).ptr;
+      this.be.linearGrouped(op, xp, G, K, ww, N, xg, og, row0, gs, T, xStride, outStride);
+      if (T === 1) this.output(out, op, G, N, og, bank);
+      else for (let t = 0; t < T; t++) this.output(out.subarray(t * outStride), op + t * outStride * 4, G, N, og, bank);
     }, bank);
   }
 
