@@ -396,7 +396,7 @@ export function widen_blocks(dt: i32, dst: usize, w: usize, r: i32, cnt: i32, K:
 
 /** 16 floats at xp times inv, rounded to int8 at q; returns their sum (exact, in i32). */
 // @ts-ignore: decorator
-@inline function q8k_chunk(q: usize, xp: usize, inv: v128): i32 {
+@inline export function q8k_chunk(q: usize, xp: usize, inv: v128): i32 {
   const X0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp), inv)));
   const X1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp, 16), inv)));
   const X2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xp, 32), inv)));

@@ -3,11 +3,13 @@
 // llama.cpp's Q4_K files hold it wherever a row does not divide 256 (DeepSeek-V2-Lite's 1408-wide ffn_down_exps).
 // T == 1 reads the packed blocks once, as kquant.ts does Q4_0: x quantized to int16 per block of 32 (q8_prep_x), the
 // levels q - 16 as int8 against it in i32x4.dot_i16x8_s (exact in i32), d times x's factor applied per block in f32.
+// The relaxed build quantizes x to int8 instead and takes relaxed dot products (q5_0_rows8 below).
 // T > 1 goes through linear_tiled (linear-tiled.ts), which widens rows to f32 with widen_q5_0.
 
 import { fma, hsum } from "./simd";
 import { f16_at } from "./f16";
 import { q8_prep_x } from "./q8";
+import { q8k_chunk } from "./kquant";
 import { dot1_f32 } from "./dot-f32";
 
 /** Bytes of a row of K weights (K % 32 == 0). */
@@ -77,7 +79,7 @@ function put_constants(cst: usize): void {
  * Rows [n0, n1) against x prepared at xq (q8_prep_x), one row at a time (one sequential weight stream): 4 blocks per
  * step, their integer sums in the 4 lanes, times [d_b f_b] in one multiply-add (as kquant.ts's q4_0_rows).
  */
-export function q5_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
+function q5_0_rows16(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
   const nb = <usize>(K >> 5), fac = xq + (nb << 6), cst = fac + (nb << 2), nb4 = nb & ~(<usize>3);
   let p = w + <usize>n0 * q5_0_row_bytes(K);
   for (let n = n0; n < n1; n++) {
@@ -101,16 +103,102 @@ export function q5_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Relaxed build: int8 x per block of 32 (llama.cpp's Q8_0 activations, as the K-quants' int8 path in this build; the
+// Q5_0 rows of a 4-bit file then carry the same ~4e-3 per product as its K-quant rows) and the levels q in [0, 31]
+// unshifted as the 7-bit operand of i16x8.relaxed_dot_i8x16_i7x16_s (pair sums at most 4 * 31 * 127 < 2^15 after the
+// two halves are added); the -16 goes through each block's 16 sum X, exact in i32. ~1.3x the int16 path per weight.
+// Prepared x: nb blocks of 32 int8 | nb f32 factors | nb i32 16 sum X | 64 bytes of constants (put_constants, then
+// eight i16 ones).
+
+/** x (K floats) to the int8 record at dst; false when a block is non-finite or tiny (the float path). */
+function q5_0_prep8(dst: usize, x: usize, K: i32): bool {
+  const nb = <usize>(K >> 5), fac = dst + (nb << 5), s16 = fac + (nb << 2);
+  for (let b: usize = 0; b < nb; b++) {
+    const xp = x + (b << 7), q = dst + (b << 5);
+    let m = f32x4.abs(v128.load(xp));
+    for (let j: usize = 16; j < 128; j += 16) m = f32x4.max(m, f32x4.abs(v128.load(xp + j)));
+    const mx = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+    if (!(mx < Infinity)) return false;
+    if (mx == 0) {
+      v128.store(q, i32x4.splat(0));
+      v128.store(q, i32x4.splat(0), 16);
+      store<f32>(fac + (b << 2), 0);
+      store<i32>(s16 + (b << 2), 0);
+      continue;
+    }
+    if (mx < <f32>7.888609e-31) return false; // 2^-100: 127 / mx would overflow
+    const inv = f32x4.splat(<f32>127 / mx);
+    const sum = q8k_chunk(q, xp, inv) + q8k_chunk(q + 16, xp + 64, inv);
+    store<f32>(fac + (b << 2), mx / <f32>127);
+    store<i32>(s16 + (b << 2), sum << 4);
+  }
+  const cst = s16 + (nb << 2);
+  put_constants(cst);
+  v128.store(cst, i16x8.splat(1), 48);
+  return true;
+}
+
+/** The block at p against the int8 x block at xb: i32x4 partial sums of q X, q = nibble + 16 fifth bit in [0, 31]. */
+// @ts-ignore: decorator
+@inline function q5_0_dot8(p: usize, xb: usize, cst: usize): v128 {
+  const m4 = v128.load(cst), c16 = v128.load(cst, 16), bm = v128.load(cst, 32);
+  const v = v128.load(p, 6), h = spread4(v128.load32_zero(p, 2));
+  const lo = v128.or(v128.and(v, m4), v128.and(c16, fifth(v128.shuffle<u32>(h, h, 0, 0, 1, 1), bm)));
+  const hi = v128.or(v128.and(i16x8.shr_u(v, 4), m4), v128.and(c16, fifth(v128.shuffle<u32>(h, h, 2, 2, 3, 3), bm)));
+  const s = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xb), lo), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xb, 16), hi));
+  return i32x4.dot_i16x8_s(s, v128.load(cst, 48));
+}
+
+/** Rows [n0, n1) against the int8 record at xq (q5_0_prep8): 4 blocks per step, as q5_0_rows16. */
+function q5_0_rows8(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
+  const nb = <usize>(K >> 5), fac = xq + (nb << 5), s16 = fac + (nb << 2), cst = s16 + (nb << 2), nb4 = nb & ~(<usize>3);
+  let p = w + <usize>n0 * q5_0_row_bytes(K);
+  for (let n = n0; n < n1; n++) {
+    let acc = f32x4.splat(0);
+    let b: usize = 0;
+    for (; b < nb4; b += 4) {
+      const d = xq + (b << 5);
+      const i = i32x4.sub(isum4(q5_0_dot8(p, d, cst), q5_0_dot8(p + 22, d + 32, cst), q5_0_dot8(p + 44, d + 64, cst), q5_0_dot8(p + 66, d + 96, cst)), v128.load(s16 + (b << 2)));
+      let s = f32x4.splat(f16_at(p));
+      s = f32x4.replace_lane(s, 1, f16_at(p + 22));
+      s = f32x4.replace_lane(s, 2, f16_at(p + 44));
+      s = f32x4.replace_lane(s, 3, f16_at(p + 66));
+      acc = fma(f32x4.convert_i32x4_s(i), f32x4.mul(s, v128.load(fac + (b << 2))), acc);
+      p += 88;
+    }
+    let tail: f32 = 0;
+    for (; b < nb; b++) {
+      const v = q5_0_dot8(p, xq + (b << 5), cst);
+      const t = i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3) - load<i32>(s16 + (b << 2));
+      tail += <f32>t * (f16_at(p) * load<f32>(fac + (b << 2)));
+      p += 22;
+    }
+    store<f32>(out + (<usize>n << 2), hsum(acc) + tail);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// T == 1 entry points: x prepared once (q5_0_prep: int16 per 32, or int8 in the relaxed build), then rows.
+
 /** Bytes q5_0_prep writes for width K, rounded up to 16. */
 export function q5_0_prep_bytes(K: i32): usize {
+  if (ASC_FEATURE_RELAXED_SIMD) return (<usize>K + (<usize>(K >> 5) << 3) + 64 + 15) & ~(<usize>15);
   return ((<usize>K << 1) + (<usize>(K >> 5) << 2) + 48 + 15) & ~(<usize>15);
 }
 
-/** x prepared at dst for q5_0_rows (q8_prep_x, then the constant vectors); false: x needs the float path. */
+/** x prepared at dst for q5_0_rows; false: x needs the float path. */
 export function q5_0_prep(dst: usize, x: usize, K: i32): bool {
+  if (ASC_FEATURE_RELAXED_SIMD) return q5_0_prep8(dst, x, K);
   if (!q8_prep_x(dst, x, K)) return false;
   put_constants(dst + (<usize>(K >> 5) << 6) + (<usize>(K >> 5) << 2));
   return true;
+}
+
+/** Rows [n0, n1) against x prepared by q5_0_prep at xq (read only). */
+export function q5_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): void {
+  if (ASC_FEATURE_RELAXED_SIMD) q5_0_rows8(out, xq, K, w, n0, n1);
+  else q5_0_rows16(out, xq, K, w, n0, n1);
 }
 
 /**

@@ -303,14 +303,18 @@ for (const [type, ggml, dtype] of [["q4_k", "Q5_0", "Q5_0"], ["q5_k", "Q5_1", "F
     const e = relErr(quant.forward(ids, quant.newState(), { allLogits: true }), ref);
     assert.ok(e < 1e-6, `rel err ${e}`);
     if (ggml !== "Q5_0") return;
-    // the WebAssembly kernels on the packed blocks: prefill widens them to the same f32 weights (summation order
-    // differs), decode quantizes x to int16 per 32
+    // the WebAssembly kernels on the packed blocks: products of several tokens widen them to the same f32 weights
+    // (summation order differs); one-token products (decode, and an expert with one token in a prefill) quantize x
+    // per 32 to int16, or to int8 in the relaxed build (as llama.cpp's Q8_0 activations; this tiny model has only
+    // Q5_0 products, 2 blocks per row: measured 2.4e-3 on the prefill, 1.5e-2 on the decode, where every product is
+    // one token)
     const wasm = loadModel(file, { ops: ops2 }), st = wasm.newState();
+    const tol = ops2.be.relaxed ? 4e-2 : 1e-4;
     const ew = relErr(wasm.forward(ids, st, { allLogits: true }), ref);
-    assert.ok(ew < 1e-4, `wasm prefill rel err ${ew}`);
+    assert.ok(ew < tol, `wasm prefill rel err ${ew}`);
     const pst = plain.newState();
     plain.forward(ids, pst);
     const ed = relErr(wasm.forward([7], st), plain.forward([7], pst));
-    assert.ok(ed < 1e-3, `wasm decode rel err ${ed}`);
+    assert.ok(ed < Math.max(tol, 1e-3), `wasm decode rel err ${ed}`);
   });
 }
