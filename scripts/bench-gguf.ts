@@ -6,7 +6,8 @@
  *   node --import tsx scripts/bench-gguf.ts FILE.gguf... [--prompt 128] [--decode 16] [--context 0] [--threads 2] [--repeat 1]
  *
  * --context N: decode after N cached tokens. mla-ts fills its cache with synthetic rows (`mla bench --context`),
- * llama-bench prefills N real tokens first (`-d N`); both then time the decoded tokens only.
+ * llama-bench prefills N real tokens first (`-d N`); both then time the decoded tokens only. Without it both decode
+ * after the prompt (llama-bench `-d P` for its generation test).
  */
 import { spawnSync } from "node:child_process";
 import { basename, dirname, join, resolve } from "node:path";
@@ -36,13 +37,21 @@ function mla(file: string): Row {
   return { prefill: j.prefillTokensPerSecond, decodeMs: j.decodeMsPerToken, rssMiB: j.peakRssBytes / 2 ** 20 };
 }
 
+/**
+ * llama-bench: prefill `-p P -n 0`; decode `-p 0 -n D -d P`, after as many cached positions as mla-ts decodes after
+ * (its prompt, or --context; a plain `-n D` would time the tokens on an empty context).
+ */
 function native(file: string): Row {
-  const args = ["-f", "%M", LLAMA_BENCH, "-m", file, "-p", String(C ? 0 : P), "-n", String(D), "-t", String(TH), "-r", "1", "-o", "json", ...(C ? ["-d", String(C)] : [])];
-  const p = spawnSync("/usr/bin/time", args, { encoding: "utf8", maxBuffer: 16 << 20 });
-  if (p.status !== 0) throw new Error(`llama-bench ${file} failed: ${p.stderr.trim().split("\n").slice(-2).join(" | ")}`);
-  const rows = JSON.parse(p.stdout) as { n_prompt: number; n_gen: number; avg_ts: number }[];
-  const pp = rows.find((x) => x.n_gen === 0), tg = rows.find((x) => x.n_gen === D);
-  return { prefill: pp?.avg_ts ?? NaN, decodeMs: tg ? 1000 / tg.avg_ts : NaN, rssMiB: Number(p.stderr.trim().split("\n").pop()) / 1024 };
+  const run = (extra: string[]) => {
+    const args = ["-f", "%M", LLAMA_BENCH, "-m", file, "-t", String(TH), "-r", "1", "-o", "json", ...extra];
+    const p = spawnSync("/usr/bin/time", args, { encoding: "utf8", maxBuffer: 16 << 20 });
+    if (p.status !== 0) throw new Error(`llama-bench ${file} failed: ${p.stderr.trim().split("\n").slice(-2).join(" | ")}`);
+    return { rows: JSON.parse(p.stdout) as { n_prompt: number; n_gen: number; avg_ts: number }[], rssMiB: Number(p.stderr.trim().split("\n").pop()) / 1024 };
+  };
+  const pre = C ? undefined : run(["-p", String(P), "-n", "0"]);
+  const dec = run(["-p", "0", "-n", String(D), "-d", String(C || P)]);
+  const pp = pre?.rows.find((x) => x.n_gen === 0), tg = dec.rows.find((x) => x.n_gen === D);
+  return { prefill: pp?.avg_ts ?? NaN, decodeMs: tg ? 1000 / tg.avg_ts : NaN, rssMiB: Math.max(pre?.rssMiB ?? 0, dec.rssMiB) };
 }
 
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];

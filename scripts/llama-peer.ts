@@ -88,25 +88,36 @@ async function measureNode(gguf: string, r: PeerRun): Promise<PeerResult> {
 interface LlamaBenchRow {
   n_prompt: number;
   n_gen: number;
+  n_depth?: number;
   avg_ts: number;
 }
 
-/** llama-bench's JSON (one row per test: the prompt test and the generation test), under /usr/bin/time for peak RSS. */
-function measureNative(gguf: string, r: PeerRun): PeerOutcome {
-  if (!existsSync(LLAMA_BENCH)) return { ok: false, reason: `native llama.cpp not built (${LLAMA_BENCH} missing: run scripts/build-llama.sh)` };
-  const args = ["-f", "%M", LLAMA_BENCH, "-m", gguf, "-p", String(r.prompt), "-n", String(r.decode), "-t", String(r.threads), "-r", String(r.repetitions ?? 1), "-o", "json"];
+/** One llama-bench run under /usr/bin/time: its JSON rows and peak RSS. */
+function llamaBench(gguf: string, r: PeerRun, extra: string[]): { ok: true; rows: LlamaBenchRow[]; rssKiB: number } | { ok: false; reason: string } {
+  const args = ["-f", "%M", LLAMA_BENCH, "-m", gguf, "-t", String(r.threads), "-r", String(r.repetitions ?? 1), "-o", "json", ...extra];
   const p = spawnSync("/usr/bin/time", args, { encoding: "utf8", maxBuffer: 16 << 20 });
   if (p.status !== 0) return { ok: false, reason: `llama-bench failed (${p.status}): ${p.stderr.trim().split("\n").slice(-3).join(" | ")}` };
-  let rows: LlamaBenchRow[];
   try {
-    rows = JSON.parse(p.stdout) as LlamaBenchRow[];
+    return { ok: true, rows: JSON.parse(p.stdout) as LlamaBenchRow[], rssKiB: Number(p.stderr.trim().split("\n").pop()) };
   } catch {
     return { ok: false, reason: `llama-bench printed no JSON: ${p.stdout.slice(0, 200)}` };
   }
-  const pp = rows.find((x) => x.n_prompt === r.prompt && x.n_gen === 0), tg = rows.find((x) => x.n_gen === r.decode && x.n_prompt === 0);
-  const rssKiB = Number(p.stderr.trim().split("\n").pop());
+}
+
+/**
+ * llama-bench's prefill (`-p prompt -n 0`) and its decode at the same context as mla-ts and node-llama-cpp decode
+ * (`-p 0 -n decode -d prompt`: the generated tokens attend to `prompt` cached positions; plain `-n` would time them
+ * on an empty context, which favoured llama.cpp by the attention over the prompt). Peak RSS: the larger run's.
+ */
+function measureNative(gguf: string, r: PeerRun): PeerOutcome {
+  if (!existsSync(LLAMA_BENCH)) return { ok: false, reason: `native llama.cpp not built (${LLAMA_BENCH} missing: run scripts/build-llama.sh)` };
+  const a = llamaBench(gguf, r, ["-p", String(r.prompt), "-n", "0"]);
+  if (!a.ok) return a;
+  const b = llamaBench(gguf, r, ["-p", "0", "-n", String(r.decode), "-d", String(r.prompt)]);
+  if (!b.ok) return b;
+  const pp = a.rows.find((x) => x.n_prompt === r.prompt && x.n_gen === 0), tg = b.rows.find((x) => x.n_gen === r.decode && x.n_prompt === 0);
   if (!pp || !tg) return { ok: false, reason: "llama-bench JSON lacks the prompt or generation row" };
-  return { ok: true, result: { prefillTokensPerSecond: pp.avg_ts, decodeMsPerToken: 1000 / tg.avg_ts, peakRssBytes: rssKiB * 1024 } };
+  return { ok: true, result: { prefillTokensPerSecond: pp.avg_ts, decodeMsPerToken: 1000 / tg.avg_ts, peakRssBytes: Math.max(a.rssKiB, b.rssKiB) * 1024 } };
 }
 
 /** Run a peer in a child process (its own peak RSS); bench.ts calls this. */
@@ -199,7 +210,7 @@ function printTable(type: PeerType, gguf: string, rows: Measured[], r: PeerRun):
 
 /** One table per weight type: mla-ts, node-llama-cpp and native llama.cpp on the same GGUF and thread count. */
 export function llamaTables(o: LlamaTablesOptions): void {
-  console.log(`\nllama.cpp peers (prefill ratio > 1: mla-ts faster; decode ratio > 1: mla-ts slower). node-llama-cpp ${nodeLlamaCppVersion()} prebuilt CPU binaries through its API; native = ${LLAMA_BENCH} -r ${o.run.repetitions ?? 1}. GGUFs by mla export, K-quant rows not whole 256-blocks as llama-quantize falls back (Q5_0 for Q4_K)`);
+  console.log(`\nllama.cpp peers (prefill ratio > 1: mla-ts faster; decode ratio > 1: mla-ts slower). node-llama-cpp ${nodeLlamaCppVersion()} prebuilt CPU binaries through its API; native = ${LLAMA_BENCH} -r ${o.run.repetitions ?? 1} (prefill -p ${o.run.prompt} -n 0; decode -p 0 -n ${o.run.decode} -d ${o.run.prompt}, at the context mla-ts and node-llama-cpp decode at). GGUFs by mla export, K-quant rows not whole 256-blocks as llama-quantize falls back (Q5_0 for Q4_K)`);
   for (const type of o.types ?? PEER_TYPES) {
     const gguf = ggufOf(o, type);
     const rows: Measured[] = [mlaOn(o, type, gguf)];
