@@ -50,3 +50,6 @@ export { quantize_q8, quantize_blocks } from "./quantize";
 export { linear_q5_0 } from "./linear";
 // T == 1 integer products in two steps: x prepared once, then rows on every thread
 export { prep_x, linear_rows_x } from "./linear";
+// T > 1 K-quant products (relaxed build) on tokens prepared once: kq8_prep over chunks of tokens, then linear_kq8
+export { kq8_chunk_bytes, kq8_chunk_tokens, kq8_prep } from "./kquant";
+export { linear_kq8 } from "./linear";

@@ -743,24 +743,65 @@ function kq8_tile(out: usize, ob: usize, rec: usize, rows: i32, xq: usize, xdt: 
  * False (nothing written) when a token needs the float path. Scratch: 16 kq8_quad(K) + kq8_stride(K) + 2 (K / 256) KQ_REC + 160 + K.
  */
 export function kq_prefill8(dt: i32, out: usize, x: usize, cnt: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): bool {
-  const nb = <usize>(K >> 8), xb = <usize>xStride << 2, ob = <usize>outStride << 2, qb = kq8_quad(K);
-  const quads = scratch, nq = <usize>((cnt + 3) >> 2);
-  const xr = quads + nq * qb, rec = xr + kq8_stride(K), tmp = rec + 2 * nb * KQ_REC, ia = tmp + 32, xdt = ia + 128;
+  const prep = scratch, xr = scratch + kq8_chunk_bytes(K);
+  if (!kq8_prep_chunk(prep, x, cnt, K, xStride, xr)) return false;
+  kq8_rows_chunk(dt, out, prep, cnt, K, w, n0, n1, outStride, xr);
+  return true;
+}
+
+// A chunk of up to KQ8_CHUNK tokens prepared for the tiles (kq8_chunk_bytes): 16 quads (kq8_quad(K) each), then the
+// tokens' factors xd (block b, token t at + 4 (KQ8_CHUNK b + t)). kq_prefill8 prepares one chunk in its own scratch;
+// WasmBackend.linear prepares every chunk of a product once in shared memory (kq8_prep) and every thread's rows read
+// them (linear_kq8), instead of each chunk of rows quantizing all the tokens again (7-10% of a 64-token product).
+
+/** Tokens per prepared chunk (KQ8_CHUNK), for the JS side. */
+export function kq8_chunk_tokens(): i32 {
+  return KQ8_CHUNK;
+}
+
+/** Bytes of one prepared chunk for width K, a multiple of 64. */
+export function kq8_chunk_bytes(K: i32): i32 {
+  const b = 16 * kq8_quad(K) + (<usize>(K >> 8) * <usize>KQ8_CHUNK << 2);
+  return <i32>((b + 63) & ~(<usize>63));
+}
+
+/** cnt <= KQ8_CHUNK tokens of x (rows xStride floats apart) prepared at prep; xr: kq8_stride(K) bytes of scratch. */
+function kq8_prep_chunk(prep: usize, x: usize, cnt: i32, K: i32, xStride: i32, xr: usize): bool {
+  const xb = <usize>xStride << 2, qb = kq8_quad(K), xdt = prep + 16 * qb;
   for (let t = 0; t < cnt; t++) {
     if (!kq8_quant(xr, x + <usize>t * xb, K)) return false;
-    kq8_scatter(quads + <usize>(t >> 2) * qb, <usize>(t & 3), xr, K, xdt + (<usize>t << 2));
+    kq8_scatter(prep + <usize>(t >> 2) * qb, <usize>(t & 3), xr, K, xdt + (<usize>t << 2));
   }
+  return true;
+}
+
+/** Rows [n0, n1) against a prepared chunk of cnt tokens: out[t, n]. scratch: 2 (K / 256) KQ_REC + 160 + K bytes. */
+export function kq8_rows_chunk(dt: i32, out: usize, prep: usize, cnt: i32, K: i32, w: usize, n0: i32, n1: i32, outStride: i32, scratch: usize): void {
+  const nb = <usize>(K >> 8), ob = <usize>outStride << 2, qb = kq8_quad(K), xdt = prep + 16 * qb;
+  const rec = scratch, tmp = rec + 2 * nb * KQ_REC, ia = tmp + 32;
   const rb = kq_row_bytes(dt, K);
   for (let n = n0; n < n1; n += 2) {
     const rows = min(2, n1 - n);
     for (let r = 0; r < rows; r++) unpack_row(dt, rec + <usize>r * KQ_REC, w + <usize>(n + r) * rb, nb, tmp);
     const on = out + (<usize>n << 2);
     for (let t = 0; t < cnt; t += 4) {
-      kq8_tile(on + <usize>t * ob, ob, rec, rows, quads + <usize>(t >> 2) * qb, xdt + (<usize>t << 2), K, min(4, cnt - t), ia, dt != 7);
+      kq8_tile(on + <usize>t * ob, ob, rec, rows, prep + <usize>(t >> 2) * qb, xdt + (<usize>t << 2), K, min(4, cnt - t), ia, dt != 7);
     }
   }
-  return true;
 }
+
+/** Chunks [c0, c1) of T tokens prepared at prep (kq8_chunk_bytes apart), flags[c] 1 when chunk c is, 0 when it needs the float path. */
+export function kq8_prep(prep: usize, x: usize, T: i32, K: i32, xStride: i32, flags: usize, c0: i32, c1: i32, scratch: usize): void {
+  if (!ASC_FEATURE_RELAXED_SIMD) unreachable(); // the plain build has no int8 tiles (WasmBackend never calls it there)
+  else {
+    const cb = <usize>kq8_chunk_bytes(K), xb = <usize>xStride << 2;
+    for (let c = c0; c < c1; c++) {
+      const t0 = c * KQ8_CHUNK, cnt = min(KQ8_CHUNK, T - t0);
+      store<i32>(flags + (<usize>c << 2), kq8_prep_chunk(prep + <usize>c * cb, x + <usize>t0 * xb, cnt, K, xStride, scratch) ? 1 : 0);
+    }
+  }
+}
+
 
 function unpack_row(dt: i32, rec: usize, p: usize, nb: usize, tmp: usize): void {
   if (dt == 7) unpack_q6k(rec, p, nb, tmp);

@@ -7,7 +7,7 @@ import { dot1_f32 } from "./dot-f32";
 import { Q8M_MAX_T, q8_prep_x, q8_rows_float, q8_rows_x, q8m_prep, q8m_rows } from "./q8";
 import { linear_tiled } from "./linear-tiled";
 import { q5_0_decode, q5_0_prep, q5_0_prep_bytes, q5_0_row_bytes, q5_0_rows } from "./q5";
-import { KQ8_CHUNK, kq_decode, kq_prefill8, kq_prep_bytes, kq_prep_x, kq_row_bytes, kq_rows_x } from "./kquant";
+import { KQ8_CHUNK, kq8_chunk_bytes, kq8_rows_chunk, kq_decode, kq_prefill8, kq_prep_bytes, kq_prep_x, kq_row_bytes, kq_rows_x } from "./kquant";
 
 /** F32 weights. scratch unused. */
 export function linear_f32(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
@@ -255,4 +255,20 @@ export function linear_rows_x(dt: i32, out: usize, xq: usize, K: i32, w: usize, 
   if (dt == 3) q8_rows_x(out, xq, K, w, scales, n0, n1);
   else if (dt == 8) q5_0_rows(out, xq, K, w, n0, n1);
   else kq_rows_x(dt, out, xq, K, w, n0, n1, scratch + <usize>prep_x_bytes(dt, K));
+}
+
+/**
+ * Relaxed-build T > 1 K-quant product (dt 5-7) on chunks prepared by kq8_prep: rows [n0, n1) of out[t, n] for all T
+ * tokens; a chunk flagged 0 goes through the f32 tiles from x. scratch: linear_scratch(K).
+ */
+export function linear_kq8(dt: i32, out: usize, prep: usize, flags: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
+  if (!ASC_FEATURE_RELAXED_SIMD) unreachable(); // the plain build has no int8 tiles (WasmBackend never calls it there)
+  else {
+    const cb = <usize>kq8_chunk_bytes(K), xb = <usize>xStride << 2, ob = <usize>outStride << 2;
+    for (let t0 = 0, c = 0; t0 < T; t0 += KQ8_CHUNK, c++) {
+      const cnt = min(KQ8_CHUNK, T - t0), ot = out + <usize>t0 * ob;
+      if (load<i32>(flags + (<usize>c << 2))) kq8_rows_chunk(dt, ot, prep + <usize>c * cb, cnt, K, w, n0, n1, outStride, scratch);
+      else linear_tiled(dt, ot, x + <usize>t0 * xb, cnt, K, w, 0, n0, n1, xStride, outStride, scratch);
+    }
+  }
 }

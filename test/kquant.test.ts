@@ -106,6 +106,25 @@ describe("wasm products on GGML blocks", () => {
       assert.ok(zero.every((v) => v === 0), `${type}: zero x gives ${zero.find((v) => v !== 0)}`);
     });
 
+    test(`${type}: T = 150 (three chunks of tokens, one of them needing the float path), strided, 1 and 2 threads identical`, () => {
+      // the relaxed build quantizes the tokens once per product in chunks of 64 (kq8_prep) and every thread's rows
+      // read them (linear_kq8); a chunk with a tiny block goes through the f32 tiles, the others stay on int8
+      const K = 2 * BLOCK[type], N = 37, T = 150, xStride = K + 3, outStride = N + 2;
+      const { q, deq } = randomWeight(type, N, K);
+      const x = randn(T * xStride, seed++);
+      for (let i = 0; i < BLOCK[type]; i++) x[100 * xStride + i] *= 1e-33; // token 100: chunk 1
+      const outLen = (T - 1) * outStride + N;
+      const ref = new Float32Array(outLen).fill(SENTINEL);
+      refLinear(ref, x, T, K, deq, N, 0, xStride, outStride);
+      const a = runLinear(be1, q, x, T, K, N, 0, xStride, outStride, outLen), b = runLinear(be2, q, x, T, K, N, 0, xStride, outStride, outLen);
+      check(`${type} T=${T}`, a, ref, tolFor(type, T));
+      assert.deepEqual(b, a, `${type} T=${T}: 2 threads differ from 1`);
+      // the float-path chunk multiplies the dequantized weights exactly (1e-5); its neighbours carry int8 x
+      const rows = (t0: number, t1: number, v: Float32Array) => Array.from({ length: t1 - t0 }, (_, i) => v.subarray((t0 + i) * outStride, (t0 + i) * outStride + N));
+      const cat = (r: Float32Array[]) => Float32Array.from(r.flatMap((v) => Array.from(v)));
+      check(`${type} T=${T} float-path chunk`, cat(rows(64, 128, a)), cat(rows(64, 128, ref)), 1e-5);
+    });
+
     test(`${type}: linearGrouped (row blocks with a stride) vs the reference`, () => {
       const G = 5, N = 9, gs = 11, row0 = 3, K = BLOCK[type] * 2, xg = K + 4, og = N + 2;
       const rows = row0 + (G - 1) * gs + N + 2;

@@ -87,6 +87,8 @@ export interface KernelExports {
   softmax_causal(s: number, Lp: number, first: number, t0: number, t1: number, scratch: number): void;
   heap_base(): number;
   prep_x(dt: number, dst: number, x: number, K: number): number;
+  kq8_chunk_bytes(K: number): number;
+  kq8_chunk_tokens(): number;
 }
 
 /** The float products by weight dtype (one parameter list, so one call serves them all; Q8 has its own). */
@@ -408,6 +410,10 @@ export class WasmBackend {
         return;
       }
     }
+    if (T > 1 && this.relaxed && (w.dtype === "Q4_K" || w.dtype === "Q5_K" || w.dtype === "Q6_K")) {
+      this.linearKq8(out, x, T, K, w, N, row0, xStride, outStride, maxThreads);
+      return;
+    }
     if (w.dtype === "Q8") {
       const nb = K / Q8_BLOCK;
       this.pool.run(KERNEL.linear_q8, { out, x, T, K, wq: w.ptr + row0 * K, scales: w.scalesPtr + row0 * nb * 4, xStride, outStride }, N, 16, maxThreads, bank);
@@ -420,6 +426,26 @@ export class WasmBackend {
     }
     const eb = w.dtype === "F32" ? 4 : 2;
     this.pool.run(LINEAR_FLOAT[w.dtype], { out, x, T, K, w: w.ptr + row0 * K * eb, xStride, outStride }, N, 16, maxThreads, bank);
+  }
+
+  /**
+   * The relaxed build's T > 1 K-quant product with its tokens quantized once: kq8_prep writes every chunk of 64
+   * tokens (int8 x, sums, factors) into memory taken from the weight's bank for this call, then every thread's rows
+   * read them (linear_kq8). Split by rows alone, each chunk of rows quantized all T tokens again: 7-10% of a
+   * 64-token product.
+   */
+  private linearKq8(out: number, x: number, T: number, K: number, w: WasmWeight, N: number, row0: number, xStride: number, outStride: number, maxThreads: number): void {
+    const bank = w.bank ?? 0, heap = this.heaps[bank];
+    const k = this.bankKernels[bank], chunks = Math.ceil(T / k.kq8_chunk_tokens()), cb = k.kq8_chunk_bytes(K);
+    const mark = heap.mark();
+    try {
+      const prep = heap.alloc(chunks * cb + chunks * 4), flags = prep + chunks * cb;
+      this.pool.run(KERNEL.kq8_prep, { prep, x, T, K, xStride, flags }, chunks, 1, maxThreads, bank);
+      const wp = w.ptr + row0 * ggmlRowBytes(w.dtype as BlockDType, K);
+      this.pool.run(KERNEL.linear_kq8, { dt: DTYPE_CODE[w.dtype], out, prep, flags, x, T, K, w: wp, xStride, outStride }, N, 16, maxThreads, bank);
+    } finally {
+      heap.release(mark);
+    }
   }
 
   /**

@@ -61,6 +61,10 @@ export const KERNEL = {
   linear_q5_0: kernel("linear_q5_0", LINEAR, ["n0", "n1"]),
   // T == 1 integer products on x prepared once by prep_x (Q8, GGML's blocks; dt as DTYPE_CODE; assembly/linear.ts)
   linear_rows_x: kernel("linear_rows_x", ["dt", "out", "xq", "K", "w", "scales", "n0", "n1", "scratch"], ["n0", "n1"]),
+  // T > 1 K-quant products of the relaxed build on tokens prepared once (assembly/kquant.ts, linear.ts): kq8_prep
+  // over chunks of 64 tokens into shared memory, then linear_kq8 over the rows
+  kq8_prep: kernel("kq8_prep", ["prep", "x", "T", "K", "xStride", "flags", "c0", "c1", "scratch"], ["c0", "c1"]),
+  linear_kq8: kernel("linear_kq8", ["dt", "out", "prep", "flags", "x", "T", "K", "w", "n0", "n1", "xStride", "outStride", "scratch"], ["n0", "n1"]),
   // load-time quantization (assembly/quantize.ts); dt as DTYPE_CODE numbers the float sources
   quantize_q8: kernel("quantize_q8", ["q", "s", "src", "dt", "K", "r0", "r1", "scratch"], ["r0", "r1"]),
   // type: the block dtype as DTYPE_CODE numbers it (Q4_0, Q4_K, Q5_K, Q6_K; not Q5_0, which only GGUF files hold)
