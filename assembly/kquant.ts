@@ -761,7 +761,7 @@ export function kq8_chunk_tokens(): i32 {
 
 /** Bytes of one prepared chunk for width K, a multiple of 64. */
 export function kq8_chunk_bytes(K: i32): i32 {
-  const b = 16 * kq8_quad(K) + (<usize>(K >> 8) * <usize>KQ8_CHUNK << 2);
+  const b: usize = <usize>16 * kq8_quad(K) + ((<usize>(K >> 8) * <usize>KQ8_CHUNK) << 2);
   return <i32>((b + 63) & ~(<usize>63));
 }
 

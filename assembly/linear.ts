@@ -6,7 +6,7 @@ import { f16hi, f16hi_x, f16lo_x, f16special } from "./f16";
 import { dot1_f32 } from "./dot-f32";
 import { Q8M_MAX_T, q8_prep_x, q8_rows_float, q8_rows_x, q8m_prep, q8m_rows } from "./q8";
 import { linear_tiled } from "./linear-tiled";
-import { q5_0_decode, q5_0_prep, q5_0_prep_bytes, q5_0_row_bytes, q5_0_rows } from "./q5";
+import { Q5M_MAX_T, q5_0_decode, q5_0_few, q5_0_prep, q5_0_prep_bytes, q5_0_row_bytes, q5_0_rows } from "./q5";
 import { KQ8_CHUNK, kq8_chunk_bytes, kq8_rows_chunk, kq_decode, kq_prefill8, kq_prep_bytes, kq_prep_x, kq_row_bytes, kq_rows_x } from "./kquant";
 
 /** F32 weights. scratch unused. */
@@ -171,7 +171,7 @@ export function linear_q6_k(out: usize, x: usize, T: i32, K: i32, w: usize, n0: 
 /** GGML's Q5_0 (q5.ts): T == 1 on the packed blocks (scratch 16 K + 64 bytes), T > 1 through linear_tiled. */
 export function linear_q5_0(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
   if (T == 1) q5_0_decode(out, x, K, w, n0, n1, scratch);
-  else linear_tiled(8, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
+  else if (!(T <= Q5M_MAX_T && q5_0_few(out, x, T, K, w, n0, n1, xStride, outStride, scratch))) linear_tiled(8, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
 }
 
 // @ts-ignore: decorator
