@@ -49,7 +49,7 @@ export { quantize_q8, quantize_blocks } from "./quantize";
 // products on GGML's Q5_0 (q5.ts)
 export { linear_q5_0 } from "./linear";
 // T == 1 integer products in two steps: x prepared once, then rows on every thread
-export { prep_x, linear_rows_x } from "./linear";
+export { prep_x, prep_x_bytes, linear_rows_x, linear_rows_xt } from "./linear";
 // T > 1 K-quant products (relaxed build) on tokens prepared once: kq8_prep over chunks of tokens, then linear_kq8
 export { kq8_chunk_bytes, kq8_chunk_tokens, kq8_prep } from "./kquant";
 export { linear_kq8 } from "./linear";

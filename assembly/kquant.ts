@@ -494,6 +494,91 @@ function kq8_quant(dst: usize, x: usize, K: i32): bool {
   }
 }
 
+/** A token's part of one Q4_K/Q5_K sub-block pair: levels a (low nibbles), c (high) against its x at xj, scales at sp. */
+// @ts-ignore: decorator
+@inline function q45k_pair8(iacc: v128, xj: usize, a0: v128, a1: v128, c0: v128, c1: v128, s0: v128, s1: v128): v128 {
+  return i32x4.add(i32x4.add(iacc, i8dot32(xj, a0, a1, s0)), i8dot32(xj + 32, c0, c1, s1));
+}
+
+/**
+ * q45k_rows8 for cnt = 2..4 tokens (a literal at each call site) whose records (kq8_quant) lie rec bytes apart from
+ * xr: each block's nibbles are split once and met by every token (batched decodes of 2-4 sequences; the int8 tiles
+ * unpack a row for a quad of tokens, which costs them as much again when only 2 are there). out[t * ob + n].
+ */
+// @ts-ignore: decorator
+@inline function q45k_rows8_t(cnt: i32, out: usize, ob: usize, xr: usize, rec: usize, K: i32, w: usize, n0: i32, n1: i32, five: bool, fs: usize): void {
+  const nb = <usize>(K >> 8), s32o = <usize>K + (nb << 5), xdo = s32o + (nb << 4);
+  const x1 = xr + rec, x2 = x1 + rec, x3 = x2 + rec;
+  const m4 = i8x16.splat(15), m16 = i8x16.splat(16);
+  const size: usize = five ? 176 : 144, qsOff: usize = five ? 48 : 16;
+  let p = w + <usize>n0 * kq_row_bytes(five ? 6 : 5, K);
+  for (let n = n0; n < n1; n++) {
+    let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
+    for (let b: usize = 0; b < nb; b++) {
+      const sm = scales_mins(p + 4), d = f16_at(p), dmin = f16_at(p + 2);
+      v128.store(fs, i16x8.extend_low_i8x16_u(sm));
+      const mv = i16x8.extend_high_i8x16_u(sm), so = s32o + (b << 4), xo = xdo + (b << 2);
+      let i0 = i32x4.splat(0), i1 = i0, i2 = i0, i3 = i0;
+      const qs = p + qsOff, xb = b << 8;
+      let h0 = five ? v128.load(p, 16) : m4, h1 = five ? v128.load(p, 32) : m4;
+      for (let j = 0; j < 4; j++) {
+        const o = <usize>j << 5, q0 = v128.load(qs + o), q1 = v128.load(qs + o, 16);
+        let a0 = v128.and(q0, m4), a1 = v128.and(q1, m4);
+        let c0 = v128.and(i16x8.shr_u(q0, 4), m4), c1 = v128.and(i16x8.shr_u(q1, 4), m4);
+        if (five) {
+          a0 = v128.or(a0, v128.and(i16x8.shl(h0, 4), m16)); a1 = v128.or(a1, v128.and(i16x8.shl(h1, 4), m16));
+          c0 = v128.or(c0, v128.and(i16x8.shl(h0, 3), m16)); c1 = v128.or(c1, v128.and(i16x8.shl(h1, 3), m16));
+          h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2);
+        }
+        const xj = xb + (<usize>j << 6), sp = fs + (<usize>j << 2);
+        const s0 = v128.load16_splat(sp), s1 = v128.load16_splat(sp, 2);
+        i0 = q45k_pair8(i0, xr + xj, a0, a1, c0, c1, s0, s1);
+        i1 = q45k_pair8(i1, x1 + xj, a0, a1, c0, c1, s0, s1);
+        if (cnt > 2) i2 = q45k_pair8(i2, x2 + xj, a0, a1, c0, c1, s0, s1);
+        if (cnt > 3) i3 = q45k_pair8(i3, x3 + xj, a0, a1, c0, c1, s0, s1);
+      }
+      // per token: xd (d sum_s sc_s (q . X)_s - dmin sum_s m_s (sum X)_s), the mins against the token's per-32 sums
+      f0 = kq8_few_fin(f0, i0, mv, xr + so, load<f32>(xr + xo), d, dmin);
+      f1 = kq8_few_fin(f1, i1, mv, x1 + so, load<f32>(x1 + xo), d, dmin);
+      if (cnt > 2) f2 = kq8_few_fin(f2, i2, mv, x2 + so, load<f32>(x2 + xo), d, dmin);
+      if (cnt > 3) f3 = kq8_few_fin(f3, i3, mv, x3 + so, load<f32>(x3 + xo), d, dmin);
+      p += size;
+    }
+    const o = out + (<usize>n << 2);
+    store<f32>(o, hsum(f0));
+    store<f32>(o + ob, hsum(f1));
+    if (cnt > 2) store<f32>(o + 2 * ob, hsum(f2));
+    if (cnt > 3) store<f32>(o + 3 * ob, hsum(f3));
+  }
+}
+
+/** acc + xd (d i - dmin (mins . sums)) in the lanes (their sum is the block's part of the token's output). */
+// @ts-ignore: decorator
+@inline function kq8_few_fin(acc: v128, i: v128, mv: v128, sums: usize, xd: f32, d: f32, dmin: f32): v128 {
+  const mins = i32x4.dot_i16x8_s(mv, v128.load(sums));
+  return fma(f32x4.convert_i32x4_s(mins), f32x4.splat(-dmin * xd), fma(f32x4.convert_i32x4_s(i), f32x4.splat(d * xd), acc));
+}
+
+/**
+ * Relaxed-build Q4_K / Q5_K (dt 5, 6) rows [n0, n1) for T = 2..KQ_FEW_T tokens prepared by kq_prep_x at xq, records
+ * kq_prep_bytes apart rounded to a cache line (see linear_rows_xt); fs: 64 bytes of this thread's own.
+ */
+export function kq_rows_xt(dt: i32, out: usize, xq: usize, rec: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, outStride: i32, fs: usize): void {
+  if (!ASC_FEATURE_RELAXED_SIMD) unreachable();
+  else {
+    const ob = <usize>outStride << 2;
+    if (dt == 6) {
+      if (T == 2) q45k_rows8_t(2, out, ob, xq, rec, K, w, n0, n1, true, fs);
+      else if (T == 3) q45k_rows8_t(3, out, ob, xq, rec, K, w, n0, n1, true, fs);
+      else q45k_rows8_t(4, out, ob, xq, rec, K, w, n0, n1, true, fs);
+    } else {
+      if (T == 2) q45k_rows8_t(2, out, ob, xq, rec, K, w, n0, n1, false, fs);
+      else if (T == 3) q45k_rows8_t(3, out, ob, xq, rec, K, w, n0, n1, false, fs);
+      else q45k_rows8_t(4, out, ob, xq, rec, K, w, n0, n1, false, fs);
+    }
+  }
+}
+
 /** Q6_K level bytes (0..63) of 16 weights: nibbles at bit nib of ql, bits hb, hb + 1 of qh on top (see q6k_rows). */
 // @ts-ignore: decorator
 @inline function q6_levels(ql: v128, qh: v128, nib: i32, hb: i32, m4: v128, m30: v128): v128 {

@@ -7,7 +7,7 @@ import { dot1_f32 } from "./dot-f32";
 import { Q8M_MAX_T, q8_prep_x, q8_rows_float, q8_rows_x, q8m_prep, q8m_rows } from "./q8";
 import { linear_tiled } from "./linear-tiled";
 import { Q5M_MAX_T, q5_0_decode, q5_0_few, q5_0_prep, q5_0_prep_bytes, q5_0_row_bytes, q5_0_rows } from "./q5";
-import { KQ8_CHUNK, kq8_chunk_bytes, kq8_rows_chunk, kq_decode, kq_prefill8, kq_prep_bytes, kq_prep_x, kq_row_bytes, kq_rows_x } from "./kquant";
+import { KQ8_CHUNK, kq8_chunk_bytes, kq8_rows_chunk, kq_rows_xt, kq_decode, kq_prefill8, kq_prep_bytes, kq_prep_x, kq_row_bytes, kq_rows_x } from "./kquant";
 
 /** F32 weights. scratch unused. */
 export function linear_f32(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
@@ -271,4 +271,14 @@ export function linear_kq8(dt: i32, out: usize, prep: usize, flags: usize, x: us
       else linear_tiled(dt, ot, x + <usize>t0 * xb, cnt, K, w, 0, n0, n1, xStride, outStride, scratch);
     }
   }
+}
+
+/**
+ * Rows [n0, n1) of a product of T = 2..4 Q4_K/Q5_K tokens (relaxed build) against x prepared by prep_x for each token
+ * at xq, records prep_x_bytes(dt, K) apart (read only, shared by the threads). scratch: this thread's, at least
+ * T prep_x_bytes + 64 bytes (the factors go after T records, so the preparing thread may pass xq as its scratch).
+ */
+export function linear_rows_xt(dt: i32, out: usize, xq: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, outStride: i32, scratch: usize): void {
+  const rec = <usize>prep_x_bytes(dt, K);
+  kq_rows_xt(dt, out, xq, rec, T, K, w, n0, n1, outStride, scratch + <usize>T * rec);
 }

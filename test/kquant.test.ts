@@ -65,11 +65,12 @@ describe("wasm products on GGML blocks", () => {
   const check = (what: string, got: Float32Array, ref: Float32Array, tol: number): void => checkOutputs(what, got, ref, tol, seed);
 
   for (const type of BLOCK_DTYPES) {
-    test(`${type}: linear vs dequantized reference, T = 1, 3, 17, odd N, 1 and 2 threads identical`, () => {
+    test(`${type}: linear vs dequantized reference, T = 1..4, 17, odd N, 1 and 2 threads identical`, () => {
       for (const K of [BLOCK[type], 3 * BLOCK[type]]) {
         for (const N of [5, 37]) {
           const { q, deq } = randomWeight(type, N, K);
-          for (const T of [1, 3, 17]) {
+          // T = 2..4: the relaxed build's few-token path for Q4_K/Q5_K (linear_rows_xt); 17: the int8 tiles
+          for (const T of [1, 2, 3, 4, 17]) {
             const x = randn(T * K, seed++);
             const ref = new Float32Array(T * N);
             refLinear(ref, x, T, K, deq, N);
@@ -102,6 +103,12 @@ describe("wasm products on GGML blocks", () => {
       const ref = new Float32Array(N);
       refLinear(ref, x, 1, K, deq, N);
       for (const be of [be1, be2]) check(`${type} tiny block threads=${be.threads}`, runLinear(be, q, x, 1, K, N, 0, K, N, N), ref, 1e-5);
+      // two tokens, the second with the tiny block: the few-token path hands both to the tiles or the float path
+      const x2 = randn(2 * K, seed++);
+      x2.set(x, K);
+      const ref2 = new Float32Array(2 * N);
+      refLinear(ref2, x2, 2, K, deq, N);
+      for (const be of [be1, be2]) check(`${type} tiny block T=2 threads=${be.threads}`, runLinear(be, q, x2, 2, K, N, 0, K, N, 2 * N), ref2, tolFor(type, 2));
       const zero = runLinear(be1, q, new Float32Array(K), 1, K, N, 0, K, N, N);
       assert.ok(zero.every((v) => v === 0), `${type}: zero x gives ${zero.find((v) => v !== 0)}`);
     });

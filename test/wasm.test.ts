@@ -388,7 +388,7 @@ describe("wasm kernel descriptions (src/backends/wasm/kernels.ts)", () => {
         assert.ok(k.range.every((r) => k.params.includes(r)), `${k.name}: its range parameters are parameters`);
       }
       // the exports WasmBackend calls directly (KernelExports), and nothing else
-      const direct: Record<string, number> = { linear_scratch: 1, softmax: 2, attend_latent_scratch: 2, attend_latent_16_scratch: 3, attend_heads_scratch: 1, heap_base: 0, prep_x: 4, kq8_chunk_bytes: 1, kq8_chunk_tokens: 0 };
+      const direct: Record<string, number> = { linear_scratch: 1, softmax: 2, attend_latent_scratch: 2, attend_latent_16_scratch: 3, attend_heads_scratch: 1, heap_base: 0, prep_x: 4, kq8_chunk_bytes: 1, kq8_chunk_tokens: 0, prep_x_bytes: 2 };
       for (const [name, n] of Object.entries(direct)) assert.equal((exports[name] as (...a: number[]) => number).length, n, name);
       const functions = Object.keys(exports).filter((n) => typeof exports[n] === "function").sort();
       assert.deepEqual(functions, [...POOL_KERNELS.map((k) => k.name), ...Object.keys(direct)].sort());

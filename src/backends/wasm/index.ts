@@ -88,6 +88,7 @@ export interface KernelExports {
   heap_base(): number;
   prep_x(dt: number, dst: number, x: number, K: number): number;
   kq8_chunk_bytes(K: number): number;
+  prep_x_bytes(dt: number, K: number): number;
   kq8_chunk_tokens(): number;
 }
 
@@ -98,6 +99,8 @@ const LINEAR_FLOAT = { F32: KERNEL.linear_f32, BF16: KERNEL.linear_bf16, F16: KE
 const CACHE_DT = { BF16: 1, F16: 2 } as const;
 const LINEAR_BLOCK = { Q4_0: KERNEL.linear_q4_0, Q4_K: KERNEL.linear_q4_k, Q5_K: KERNEL.linear_q5_k, Q6_K: KERNEL.linear_q6_k, Q5_0: KERNEL.linear_q5_0 } as const;
 
+/** Most tokens of a Q4_K/Q5_K product that take linearFew (assembly/kquant.ts kq_rows_xt: 2, 3 or 4). */
+const KQ_FEW_T = 4;
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
 /** Bytes of a bank's staging area for load-time quantization (a chunk of rows at a time passes through it). */
@@ -410,6 +413,7 @@ export class WasmBackend {
         return;
       }
     }
+    if (T > 1 && T <= KQ_FEW_T && this.relaxed && (w.dtype === "Q4_K" || w.dtype === "Q5_K") && this.linearFew(out, x, T, K, w, N, row0, xStride, outStride, maxThreads)) return;
     if (T > 1 && this.relaxed && (w.dtype === "Q4_K" || w.dtype === "Q5_K" || w.dtype === "Q6_K")) {
       this.linearKq8(out, x, T, K, w, N, row0, xStride, outStride, maxThreads);
       return;
@@ -426,6 +430,21 @@ export class WasmBackend {
     }
     const eb = w.dtype === "F32" ? 4 : 2;
     this.pool.run(LINEAR_FLOAT[w.dtype], { out, x, T, K, w: w.ptr + row0 * K * eb, xStride, outStride }, N, 16, maxThreads, bank);
+  }
+
+  /**
+   * The relaxed build's Q4_K/Q5_K product of 2..KQ_FEW_T tokens (batched decodes): each token's x prepared here as
+   * for T = 1 (prep_x), then every thread's rows split each block's nibbles once for all tokens (linear_rows_xt). The
+   * int8 tiles unpack a row for a quad of tokens, which costs as much again as the dots when only 2 are there.
+   * False (nothing done) when a token needs the float path.
+   */
+  private linearFew(out: number, x: number, T: number, K: number, w: WasmWeight, N: number, row0: number, xStride: number, outStride: number, maxThreads: number): boolean {
+    const bank = w.bank ?? 0, k = this.bankKernels[bank], dt = DTYPE_CODE[w.dtype];
+    const rec = k.prep_x_bytes(dt, K), xq = this.pool.scratch[bank][0];
+    for (let t = 0; t < T; t++) if (!k.prep_x(dt, xq + t * rec, x + t * xStride * 4, K)) return false;
+    const wp = w.ptr + row0 * ggmlRowBytes(w.dtype as BlockDType, K);
+    this.pool.run(KERNEL.linear_rows_xt, { dt, out, xq, T, K, w: wp, outStride }, N, 16, maxThreads, bank);
+    return true;
   }
 
   /**

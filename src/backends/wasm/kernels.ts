@@ -61,6 +61,8 @@ export const KERNEL = {
   linear_q5_0: kernel("linear_q5_0", LINEAR, ["n0", "n1"]),
   // T == 1 integer products on x prepared once by prep_x (Q8, GGML's blocks; dt as DTYPE_CODE; assembly/linear.ts)
   linear_rows_x: kernel("linear_rows_x", ["dt", "out", "xq", "K", "w", "scales", "n0", "n1", "scratch"], ["n0", "n1"]),
+  // T = 2..4 Q4_K/Q5_K products of the relaxed build on tokens prepared by prep_x, records prep_x_bytes apart
+  linear_rows_xt: kernel("linear_rows_xt", ["dt", "out", "xq", "T", "K", "w", "n0", "n1", "outStride", "scratch"], ["n0", "n1"]),
   // T > 1 K-quant products of the relaxed build on tokens prepared once (assembly/kquant.ts, linear.ts): kq8_prep
   // over chunks of 64 tokens into shared memory, then linear_kq8 over the rows
   kq8_prep: kernel("kq8_prep", ["prep", "x", "T", "K", "xStride", "flags", "c0", "c1", "scratch"], ["c0", "c1"]),
