@@ -58,3 +58,12 @@
   if ((h & 0x7c00) == 0x7c00) b |= 0x7f800000;
   return reinterpret<f32>(b);
 }
+
+/** The halves at p, p + stride, p + 2 stride, p + 3 stride as one f32x4 (four blocks' scales, each block stride bytes). */
+// @ts-ignore: decorator
+@inline export function f16x4_at(p: usize, stride: usize): v128 {
+  let s = f32x4.splat(f16_at(p));
+  s = f32x4.replace_lane(s, 1, f16_at(p + stride));
+  s = f32x4.replace_lane(s, 2, f16_at(p + 2 * stride));
+  return f32x4.replace_lane(s, 3, f16_at(p + 3 * stride));
+}

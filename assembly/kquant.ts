@@ -9,6 +9,7 @@
 // plain SIMD build keep the int16 and f32 paths above.
 
 import { fma, hsum } from "./simd";
+import { f16_at, f16x4_at } from "./f16";
 import { q8_prep_x } from "./q8";
 import { dot1_f32 } from "./dot-f32";
 
@@ -17,15 +18,6 @@ import { dot1_f32 } from "./dot-f32";
 @inline export function kq_row_bytes(dt: i32, K: i32): usize {
   if (dt == 4) return <usize>(K >> 5) * 18;
   return <usize>(K >> 8) * (dt == 5 ? 144 : dt == 6 ? 176 : 210);
-}
-
-/** IEEE half -> f32, exact (the lane trick of f16.ts on one value: rebias by 2^112, then fix exponent 31). */
-// @ts-ignore: decorator
-@inline function f16_at(p: usize): f32 {
-  const h = <u32>load<u16>(p);
-  let b = reinterpret<u32>(reinterpret<f32>((h & 0x7fff) << 13) * reinterpret<f32>(0x77800000)) | ((h & 0x8000) << 16);
-  if ((h & 0x7c00) == 0x7c00) b |= 0x7f800000;
-  return reinterpret<f32>(b);
 }
 
 /** Scale (low 16 bits) and min (high 16 bits) of sub-block j of a Q4_K/Q5_K block, from its 12 scale bytes at sc. */
@@ -110,11 +102,7 @@ function q4_0_rows(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): v
     for (; b < nb4; b += 4) {
       const d = xq + (b << 6);
       const i = isum4(q4_0_dot(p, d), q4_0_dot(p + 18, d + 64), q4_0_dot(p + 36, d + 128), q4_0_dot(p + 54, d + 192));
-      let s = f32x4.splat(f16_at(p));
-      s = f32x4.replace_lane(s, 1, f16_at(p + 18));
-      s = f32x4.replace_lane(s, 2, f16_at(p + 36));
-      s = f32x4.replace_lane(s, 3, f16_at(p + 54));
-      acc = fma(f32x4.convert_i32x4_s(i), f32x4.mul(s, v128.load(fac + (b << 2))), acc);
+      acc = fma(f32x4.convert_i32x4_s(i), f32x4.mul(f16x4_at(p, 18), v128.load(fac + (b << 2))), acc);
       p += 72;
     }
     for (; b < nb; b++) {
@@ -454,6 +442,21 @@ function kq8_quant(dst: usize, x: usize, K: i32): bool {
 }
 
 /**
+ * The levels of 16 Q4_K/Q5_K weights from their 16 bytes q: the low nibbles (lo45, sub-block 2j) or the high ones
+ * (hi45, 2j + 1), with Q5_K's fifth bits (bits 0 and 1 of h, h shifted right by 2 per sub-block pair) worth 16.
+ */
+// @ts-ignore: decorator
+@inline function lo45(q: v128, h: v128, five: bool, m4: v128, m16: v128): v128 {
+  const a = v128.and(q, m4);
+  return five ? v128.or(a, v128.and(i16x8.shl(h, 4), m16)) : a;
+}
+// @ts-ignore: decorator
+@inline function hi45(q: v128, h: v128, five: bool, m4: v128, m16: v128): v128 {
+  const c = v128.and(i16x8.shr_u(q, 4), m4);
+  return five ? v128.or(c, v128.and(i16x8.shl(h, 3), m16)) : c;
+}
+
+/**
  * Q4_K (five false) / Q5_K rows [n0, n1) against the token record at xr: per block
  * d xd sum_s sc_s (q . X)_s - dmin xd sum_s m_s (sum X)_s, the first sum in i32 over the block. fs: 16 bytes scratch.
  */
@@ -476,13 +479,9 @@ function kq8_quant(dst: usize, x: usize, K: i32): bool {
       let h0 = five ? v128.load(p, 16) : m4, h1 = five ? v128.load(p, 32) : m4;
       for (let j = 0; j < 4; j++) {
         const o = <usize>j << 5, q0 = v128.load(qs + o), q1 = v128.load(qs + o, 16);
-        let a0 = v128.and(q0, m4), a1 = v128.and(q1, m4);
-        let c0 = v128.and(i16x8.shr_u(q0, 4), m4), c1 = v128.and(i16x8.shr_u(q1, 4), m4);
-        if (five) {
-          a0 = v128.or(a0, v128.and(i16x8.shl(h0, 4), m16)); a1 = v128.or(a1, v128.and(i16x8.shl(h1, 4), m16));
-          c0 = v128.or(c0, v128.and(i16x8.shl(h0, 3), m16)); c1 = v128.or(c1, v128.and(i16x8.shl(h1, 3), m16));
-          h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2);
-        }
+        const a0 = lo45(q0, h0, five, m4, m16), a1 = lo45(q1, h1, five, m4, m16);
+        const c0 = hi45(q0, h0, five, m4, m16), c1 = hi45(q1, h1, five, m4, m16);
+        if (five) { h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2); }
         const xj = xb + (<usize>j << 6), sp = fs + (<usize>j << 2);
         iacc = i32x4.add(iacc, i8dot32(xj, a0, a1, v128.load16_splat(sp)));
         iacc = i32x4.add(iacc, i8dot32(xj + 32, c0, c1, v128.load16_splat(sp, 2)));
@@ -523,13 +522,9 @@ function kq8_quant(dst: usize, x: usize, K: i32): bool {
       let h0 = five ? v128.load(p, 16) : m4, h1 = five ? v128.load(p, 32) : m4;
       for (let j = 0; j < 4; j++) {
         const o = <usize>j << 5, q0 = v128.load(qs + o), q1 = v128.load(qs + o, 16);
-        let a0 = v128.and(q0, m4), a1 = v128.and(q1, m4);
-        let c0 = v128.and(i16x8.shr_u(q0, 4), m4), c1 = v128.and(i16x8.shr_u(q1, 4), m4);
-        if (five) {
-          a0 = v128.or(a0, v128.and(i16x8.shl(h0, 4), m16)); a1 = v128.or(a1, v128.and(i16x8.shl(h1, 4), m16));
-          c0 = v128.or(c0, v128.and(i16x8.shl(h0, 3), m16)); c1 = v128.or(c1, v128.and(i16x8.shl(h1, 3), m16));
-          h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2);
-        }
+        const a0 = lo45(q0, h0, five, m4, m16), a1 = lo45(q1, h1, five, m4, m16);
+        const c0 = hi45(q0, h0, five, m4, m16), c1 = hi45(q1, h1, five, m4, m16);
+        if (five) { h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2); }
         const xj = xb + (<usize>j << 6), sp = fs + (<usize>j << 2);
         const s0 = v128.load16_splat(sp), s1 = v128.load16_splat(sp, 2);
         i0 = q45k_pair8(i0, xr + xj, a0, a1, c0, c1, s0, s1);
@@ -655,13 +650,9 @@ export const KQ8_CHUNK: i32 = 64;
     let h0 = v128.load(q, 16), h1 = v128.load(q, 32);
     for (let j: usize = 0; j < 4; j++) {
       const qs = q + qsOff + (j << 5), q0 = v128.load(qs), q1 = v128.load(qs, 16);
-      let a0 = v128.and(q0, m4), a1 = v128.and(q1, m4);
-      let c0 = v128.and(i16x8.shr_u(q0, 4), m4), c1 = v128.and(i16x8.shr_u(q1, 4), m4);
-      if (five) {
-        a0 = v128.or(a0, v128.and(i16x8.shl(h0, 4), m16)); a1 = v128.or(a1, v128.and(i16x8.shl(h1, 4), m16));
-        c0 = v128.or(c0, v128.and(i16x8.shl(h0, 3), m16)); c1 = v128.or(c1, v128.and(i16x8.shl(h1, 3), m16));
-        h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2);
-      }
+      const a0 = lo45(q0, h0, five, m4, m16), a1 = lo45(q1, h1, five, m4, m16);
+      const c0 = hi45(q0, h0, five, m4, m16), c1 = hi45(q1, h1, five, m4, m16);
+      if (five) { h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2); }
       const o = r + (j << 6);
       v128.store(o, a0); v128.store(o, a1, 16); v128.store(o, c0, 32); v128.store(o, c1, 48);
     }

@@ -7,7 +7,7 @@
 // T > 1 goes through linear_tiled (linear-tiled.ts), which widens rows to f32 with widen_q5_0.
 
 import { fma, hsum } from "./simd";
-import { f16_at } from "./f16";
+import { f16_at, f16x4_at } from "./f16";
 import { q8_prep_x } from "./q8";
 import { q8k_chunk } from "./kquant";
 import { dot1_f32 } from "./dot-f32";
@@ -88,11 +88,7 @@ function q5_0_rows16(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32):
     for (; b < nb4; b += 4) {
       const d = xq + (b << 6);
       const i = isum4(q5_0_dot(p, d, cst), q5_0_dot(p + 22, d + 64, cst), q5_0_dot(p + 44, d + 128, cst), q5_0_dot(p + 66, d + 192, cst));
-      let s = f32x4.splat(f16_at(p));
-      s = f32x4.replace_lane(s, 1, f16_at(p + 22));
-      s = f32x4.replace_lane(s, 2, f16_at(p + 44));
-      s = f32x4.replace_lane(s, 3, f16_at(p + 66));
-      acc = fma(f32x4.convert_i32x4_s(i), f32x4.mul(s, v128.load(fac + (b << 2))), acc);
+      acc = fma(f32x4.convert_i32x4_s(i), f32x4.mul(f16x4_at(p, 22), v128.load(fac + (b << 2))), acc);
       p += 88;
     }
     for (; b < nb; b++) {
@@ -160,11 +156,7 @@ function q5_0_rows8(out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32): 
     for (; b < nb4; b += 4) {
       const d = xq + (b << 5);
       const i = i32x4.sub(isum4(q5_0_dot8(p, d, cst), q5_0_dot8(p + 22, d + 32, cst), q5_0_dot8(p + 44, d + 64, cst), q5_0_dot8(p + 66, d + 96, cst)), v128.load(s16 + (b << 2)));
-      let s = f32x4.splat(f16_at(p));
-      s = f32x4.replace_lane(s, 1, f16_at(p + 22));
-      s = f32x4.replace_lane(s, 2, f16_at(p + 44));
-      s = f32x4.replace_lane(s, 3, f16_at(p + 66));
-      acc = fma(f32x4.convert_i32x4_s(i), f32x4.mul(s, v128.load(fac + (b << 2))), acc);
+      acc = fma(f32x4.convert_i32x4_s(i), f32x4.mul(f16x4_at(p, 22), v128.load(fac + (b << 2))), acc);
       p += 88;
     }
     let tail: f32 = 0;
