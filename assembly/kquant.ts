@@ -260,8 +260,8 @@ export function kq_prep_x(dt: i32, dst: usize, x: usize, K: i32): bool {
 export function kq_rows_x(dt: i32, out: usize, xq: usize, K: i32, w: usize, n0: i32, n1: i32, fs: usize): void {
   if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) {
     if (dt == 7) q6k_rows8(out, xq, K, w, n0, n1, fs);
-    else if (dt == 6) q45k_rows8(out, xq, K, w, n0, n1, true, fs);
-    else q45k_rows8(out, xq, K, w, n0, n1, false, fs);
+    else if (dt == 6) q45k_rows8_t(1, out, 0, xq, 0, K, w, n0, n1, true, fs);
+    else q45k_rows8_t(1, out, 0, xq, 0, K, w, n0, n1, false, fs);
     return;
   }
   if (dt == 4) q4_0_rows(out, xq, K, w, n0, n1);
@@ -456,42 +456,6 @@ function kq8_quant(dst: usize, x: usize, K: i32): bool {
   return five ? v128.or(c, v128.and(i16x8.shl(h, 3), m16)) : c;
 }
 
-/**
- * Q4_K (five false) / Q5_K rows [n0, n1) against the token record at xr: per block
- * d xd sum_s sc_s (q . X)_s - dmin xd sum_s m_s (sum X)_s, the first sum in i32 over the block. fs: 16 bytes scratch.
- */
-// @ts-ignore: decorator
-@inline function q45k_rows8(out: usize, xr: usize, K: i32, w: usize, n0: i32, n1: i32, five: bool, fs: usize): void {
-  const nb = <usize>(K >> 8), s32 = xr + <usize>K + (nb << 5), xdp = s32 + (nb << 4);
-  const m4 = i8x16.splat(15), m16 = i8x16.splat(16);
-  const size: usize = five ? 176 : 144, qsOff: usize = five ? 48 : 16;
-  let p = w + <usize>n0 * kq_row_bytes(five ? 6 : 5, K);
-  for (let n = n0; n < n1; n++) {
-    let acc = f32x4.splat(0), macc = f32x4.splat(0);
-    for (let b: usize = 0; b < nb; b++) {
-      const sm = scales_mins(p + 4), xd = load<f32>(xdp + (b << 2));
-      v128.store(fs, i16x8.extend_low_i8x16_u(sm));
-      const mins = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(sm), v128.load(s32 + (b << 4)));
-      macc = fma(f32x4.convert_i32x4_s(mins), f32x4.splat(f16_at(p + 2) * xd), macc);
-      let iacc = i32x4.splat(0);
-      const qs = p + qsOff, xb = xr + (b << 8);
-      // Q5_K: qh shifted right by 2 per sub-block pair (constant shifts; bits 0, 1 are then sub-blocks 2j, 2j + 1's)
-      let h0 = five ? v128.load(p, 16) : m4, h1 = five ? v128.load(p, 32) : m4;
-      for (let j = 0; j < 4; j++) {
-        const o = <usize>j << 5, q0 = v128.load(qs + o), q1 = v128.load(qs + o, 16);
-        const a0 = lo45(q0, h0, five, m4, m16), a1 = lo45(q1, h1, five, m4, m16);
-        const c0 = hi45(q0, h0, five, m4, m16), c1 = hi45(q1, h1, five, m4, m16);
-        if (five) { h0 = i16x8.shr_u(h0, 2); h1 = i16x8.shr_u(h1, 2); }
-        const xj = xb + (<usize>j << 6), sp = fs + (<usize>j << 2);
-        iacc = i32x4.add(iacc, i8dot32(xj, a0, a1, v128.load16_splat(sp)));
-        iacc = i32x4.add(iacc, i8dot32(xj + 32, c0, c1, v128.load16_splat(sp, 2)));
-      }
-      acc = fma(f32x4.convert_i32x4_s(iacc), f32x4.splat(f16_at(p) * xd), acc);
-      p += size;
-    }
-    store<f32>(out + (<usize>n << 2), hsum(acc) - hsum(macc));
-  }
-}
 
 /** A token's part of one Q4_K/Q5_K sub-block pair: levels a (low nibbles), c (high) against its x at xj, scales at sp. */
 // @ts-ignore: decorator
@@ -500,9 +464,11 @@ function kq8_quant(dst: usize, x: usize, K: i32): bool {
 }
 
 /**
- * q45k_rows8 for cnt = 2..4 tokens (a literal at each call site) whose records (kq8_quant) lie rec bytes apart from
- * xr: each block's nibbles are split once and met by every token (batched decodes of 2-4 sequences; the int8 tiles
- * unpack a row for a quad of tokens, which costs them as much again when only 2 are there). out[t * ob + n].
+ * Q4_K (five false) / Q5_K rows [n0, n1) for cnt = 1..4 tokens (a literal at each call site) whose records
+ * (kq8_quant) lie rec bytes apart from xr: per block, token by token, d xd sum_s sc_s (q . X)_s - dmin xd sum_s m_s
+ * (sum X)_s, the first sum in i32 over the block. Each block's nibbles are split once and met by every token
+ * (batched decodes of 2-4 sequences; the int8 tiles unpack a row for a quad of tokens, which costs them as much again
+ * when only 2 are there). out[t * ob + n]; fs: 16 bytes of this thread's own.
  */
 // @ts-ignore: decorator
 @inline function q45k_rows8_t(cnt: i32, out: usize, ob: usize, xr: usize, rec: usize, K: i32, w: usize, n0: i32, n1: i32, five: bool, fs: usize): void {
@@ -528,20 +494,20 @@ function kq8_quant(dst: usize, x: usize, K: i32): bool {
         const xj = xb + (<usize>j << 6), sp = fs + (<usize>j << 2);
         const s0 = v128.load16_splat(sp), s1 = v128.load16_splat(sp, 2);
         i0 = q45k_pair8(i0, xr + xj, a0, a1, c0, c1, s0, s1);
-        i1 = q45k_pair8(i1, x1 + xj, a0, a1, c0, c1, s0, s1);
+        if (cnt > 1) i1 = q45k_pair8(i1, x1 + xj, a0, a1, c0, c1, s0, s1);
         if (cnt > 2) i2 = q45k_pair8(i2, x2 + xj, a0, a1, c0, c1, s0, s1);
         if (cnt > 3) i3 = q45k_pair8(i3, x3 + xj, a0, a1, c0, c1, s0, s1);
       }
       // per token: xd (d sum_s sc_s (q . X)_s - dmin sum_s m_s (sum X)_s), the mins against the token's per-32 sums
       f0 = kq8_few_fin(f0, i0, mv, xr + so, load<f32>(xr + xo), d, dmin);
-      f1 = kq8_few_fin(f1, i1, mv, x1 + so, load<f32>(x1 + xo), d, dmin);
+      if (cnt > 1) f1 = kq8_few_fin(f1, i1, mv, x1 + so, load<f32>(x1 + xo), d, dmin);
       if (cnt > 2) f2 = kq8_few_fin(f2, i2, mv, x2 + so, load<f32>(x2 + xo), d, dmin);
       if (cnt > 3) f3 = kq8_few_fin(f3, i3, mv, x3 + so, load<f32>(x3 + xo), d, dmin);
       p += size;
     }
     const o = out + (<usize>n << 2);
     store<f32>(o, hsum(f0));
-    store<f32>(o + ob, hsum(f1));
+    if (cnt > 1) store<f32>(o + ob, hsum(f1));
     if (cnt > 2) store<f32>(o + 2 * ob, hsum(f2));
     if (cnt > 3) store<f32>(o + 3 * ob, hsum(f3));
   }
