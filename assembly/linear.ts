@@ -177,8 +177,21 @@ export function linear_q5_0(out: usize, x: usize, T: i32, K: i32, w: usize, n0: 
 // @ts-ignore: decorator
 @inline function linear_blocks(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
   if (T == 1) kq_decode(dt, out, x, K, w, n0, n1, scratch);
+  else if (ASC_FEATURE_RELAXED_SIMD && (dt == 5 || dt == 6) && T <= 4 && kq_few(dt, out, x, T, K, w, n0, n1, xStride, outStride, scratch)) return;
   else if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) kq_prefill(dt, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
   else linear_tiled(dt, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
+}
+
+/**
+ * Relaxed-build Q4_K/Q5_K with T = 2..4: each token prepared as for T == 1 into scratch, then kq_rows_xt (as
+ * WasmBackend.linear does with x prepared once for all threads; this is the path of linear_grouped's groups and of
+ * single-thread calls). False (nothing written) when a token needs the float path.
+ */
+function kq_few(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): bool {
+  const rec = <usize>prep_x_bytes(dt, K), xb = <usize>xStride << 2;
+  for (let t = 0; t < T; t++) if (!kq_prep_x(dt, scratch + <usize>t * rec, x + <usize>t * xb, K)) return false;
+  kq_rows_xt(dt, out, scratch, rec, T, K, w, n0, n1, outStride, scratch + <usize>T * rec);
+  return true;
 }
 
 /** Relaxed-build K-quant T > 1: int8 chunks of tokens (kquant.ts kq_prefill8); a chunk with a non-finite or tiny block goes through the f32 tiles. */
