@@ -141,3 +141,20 @@ test("attendLatentMany (all decoding sequences in one call) equals attend per se
   ops.attendLatentMany(mixed, q, H, w, dc, plain, 0.21);
   assert.ok(relErr(mixed, ref) < 1e-5);
 });
+
+test("the MoE router's gate is placed unquantized under --quantize and routes as the scalar product does", async () => {
+  const qops = await WasmOps.create({ threads: 2, minParallelWork: 0, quantize: "Q4_K" });
+  try {
+    const E = 16, D = 256;
+    const gate = f32Tensor([E, D], randn(E * D, 7, 0.05));
+    assert.equal(qops.prepare(gate).dtype, "Q4_K", "an ordinary matrix is quantized");
+    const exact = qops.prepareExact(gate);
+    assert.equal(exact.dtype, "F32", "the gate is not");
+    const x = randn(3 * D, 8, 1), got = new Float32Array(3 * E), ref = new Float32Array(3 * E);
+    qops.linear(got, x, 3, D, exact, E);
+    cpuOps.linear(ref, x, 3, D, gate, E);
+    assert.ok(relErr(got, ref) < 1e-6, `router logits rel err ${relErr(got, ref)}`);
+  } finally {
+    await qops.close();
+  }
+});

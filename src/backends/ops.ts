@@ -19,6 +19,11 @@ export interface Ops {
   /** Make a weight matrix ready for this backend (called once per matrix at load). */
   prepare(w: Tensor): Tensor;
   /**
+   * Optional: as `prepare`, but never quantized (the MoE router's gate, whose logits pick the experts, stays in
+   * float32 as transformers computes it). Without it, such products run on the scalar kernels.
+   */
+  prepareExact?(w: Tensor): Tensor;
+  /**
    * Storage for a KV/latent cache of n values (a backend may place it in its own memory): floats, or 16-bit words
    * (a Uint16Array) for an F16/BF16 cache.
    */

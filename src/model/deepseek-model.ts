@@ -1,3 +1,4 @@
+import type { Tensor } from "../tensor/tensor.js";
 import { MlaError } from "../errors.js";
 import { cpuOps, type Ops } from "../backends/ops.js";
 import { LatentCache, type CacheAlloc, type CacheData, type CacheDType, type RowCache } from "../attention/cache.js";
@@ -6,7 +7,7 @@ import { RotaryEmbedding, attentionScale } from "../attention/rope.js";
 import { openCheckpoint } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
 import { mlpForward } from "./mlp.js";
-import { moeForward } from "./moe.js";
+import { moeForward, prepareGate } from "./moe.js";
 import { type ModelWeights } from "./weights.js";
 import {
   checkBatch, lastRowLogits, lmHeadLogits, residualStack,
@@ -46,6 +47,8 @@ export class RunState implements ModelState {
 /** An MLA decoder (every family with attention "mla"): embeddings, MLA + (dense | MoE) layers, final norm, lm_head. */
 export class DeepseekModel extends CpuDecoder<RunState> {
   readonly attention: MultiHeadLatentAttention[];
+  /** Per layer, the MoE router's W_g as the backend prepared it (undefined: dense layer, or the scalar product). */
+  private readonly gates: (Tensor | undefined)[];
 
   /** cacheType: how the latent caches store rows (F16/BF16 round each row once, when appended). */
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly ops: Ops = cpuOps, readonly cacheType: CacheDType = "F32") {
@@ -59,6 +62,7 @@ export class DeepseekModel extends CpuDecoder<RunState> {
       qkNopeHeadDim: c.qkNopeHeadDim, qkRopeHeadDim: c.qkRopeHeadDim, vHeadDim: c.vHeadDim, ropeStyle: c.ropeStyle,
     };
     this.attention = weights.layers.map((l) => new MultiHeadLatentAttention(dims, l.attn, rope, scale, ops));
+    this.gates = weights.layers.map((l) => (l.ffn.kind === "moe" ? prepareGate(l.ffn.moe, ops) : undefined));
   }
 
   static load(dir: string, opts: LoadOptions = {}): DeepseekModel {
@@ -102,7 +106,7 @@ export class DeepseekModel extends CpuDecoder<RunState> {
     const c = this.config;
     return residualStack(c, this.ops, this.weights, items, N,
       (i, x) => this.attention[i].forwardBatch(x, items.map((it) => ({ T: it.ids.length, cache: it.state.caches[i] })), mode),
-      (_i, l, x) => (l.ffn.kind === "moe" ? moeForward(c.router, l.ffn.moe, x, N, this.ops) : mlpForward(l.ffn.mlp, x, N, this.ops)),
+      (i, l, x) => (l.ffn.kind === "moe" ? moeForward(c.router, l.ffn.moe, x, N, this.ops, this.gates[i]) : mlpForward(l.ffn.mlp, x, N, this.ops)),
       hiddenStates);
   }
 }

@@ -76,9 +76,18 @@ export class WasmOps implements Ops {
   }
 
   prepare(w: Tensor): Tensor {
+    return this.place(w, true);
+  }
+
+  /** A float matrix uploaded as it is, whatever `quantize` says (the router's gate). */
+  prepareExact(w: Tensor): Tensor {
+    return this.place(w, false);
+  }
+
+  private place(w: Tensor, mayQuantize: boolean): Tensor {
     const cols = w.shape[w.shape.length - 1];
     if (w.shape.length !== 2 || cols % 8 !== 0) return w; // the scalar kernels serve it
-    const to = this.quantize ? quantizeTarget(this.quantize, w) : undefined;
+    const to = this.quantize && mayQuantize ? quantizeTarget(this.quantize, w) : undefined;
     const q8 = to === "Q8", blocks = to && to !== "Q8" ? to : undefined;
     // Q8 and block types are quantized on the pool straight into the bank (uploadQ8, uploadBlocks)
     const bytes = q8 ? w.shape[0] * cols * (1 + 4 / 32) : blocks ? w.shape[0] * ggmlRowBytes(blocks, cols) : storedBytes(w);
