@@ -520,6 +520,9 @@ function kq8_quant(dst: usize, x: usize, K: i32): bool {
   return fma(f32x4.convert_i32x4_s(mins), f32x4.splat(-dmin * xd), fma(f32x4.convert_i32x4_s(i), f32x4.splat(d * xd), acc));
 }
 
+/** Most tokens of kq_rows_xt (src/backends/wasm/index.ts sends the same 2..4 tokens there). */
+export const KQ_FEW_T: i32 = 4;
+
 /**
  * Relaxed-build Q4_K / Q5_K (dt 5, 6) rows [n0, n1) for T = 2..KQ_FEW_T tokens prepared by kq_prep_x at xq, records
  * kq_prep_bytes apart rounded to a cache line (see linear_rows_xt); fs: 64 bytes of this thread's own.

@@ -4,10 +4,10 @@
 import { acc2, acc4, evens, hsum, odds } from "./simd";
 import { f16hi, f16hi_x, f16lo_x, f16special } from "./f16";
 import { dot1_f32 } from "./dot-f32";
-import { Q8M_MAX_T, q8_prep_x, q8_rows_float, q8_rows_x, q8m_prep, q8m_rows } from "./q8";
+import { Q8M_MAX_T, q8_prep_x, q8_rows_float, q8_rows_x, q8m_prep, q8m_rec, q8m_rows } from "./q8";
 import { linear_tiled } from "./linear-tiled";
 import { Q5M_MAX_T, q5_0_decode, q5_0_few, q5_0_prep, q5_0_prep_bytes, q5_0_row_bytes, q5_0_rows } from "./q5";
-import { KQ8_CHUNK, kq8_chunk_bytes, kq8_rows_chunk, kq_rows_xt, kq_decode, kq_prefill8, kq_prep_bytes, kq_prep_x, kq_row_bytes, kq_rows_x } from "./kquant";
+import { KQ8_CHUNK, KQ_FEW_T, kq8_chunk_bytes, kq8_rows_chunk, kq_rows_xt, kq_decode, kq_prefill8, kq_prep_bytes, kq_prep_x, kq_row_bytes, kq_rows_x } from "./kquant";
 
 /** F32 weights. scratch unused. */
 export function linear_f32(out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
@@ -177,7 +177,7 @@ export function linear_q5_0(out: usize, x: usize, T: i32, K: i32, w: usize, n0: 
 // @ts-ignore: decorator
 @inline function linear_blocks(dt: i32, out: usize, x: usize, T: i32, K: i32, w: usize, n0: i32, n1: i32, xStride: i32, outStride: i32, scratch: usize): void {
   if (T == 1) kq_decode(dt, out, x, K, w, n0, n1, scratch);
-  else if (ASC_FEATURE_RELAXED_SIMD && (dt == 5 || dt == 6) && T <= 4 && kq_few(dt, out, x, T, K, w, n0, n1, xStride, outStride, scratch)) return;
+  else if (ASC_FEATURE_RELAXED_SIMD && (dt == 5 || dt == 6) && T <= KQ_FEW_T && kq_few(dt, out, x, T, K, w, n0, n1, xStride, outStride, scratch)) return;
   else if (ASC_FEATURE_RELAXED_SIMD && dt >= 5 && dt <= 7) kq_prefill(dt, out, x, T, K, w, n0, n1, xStride, outStride, scratch);
   else linear_tiled(dt, out, x, T, K, w, 0, n0, n1, xStride, outStride, scratch);
 }
@@ -247,7 +247,7 @@ export function linear_grouped(dt: i32, out: usize, x: usize, T: i32, K: i32, w:
  * prepared x the other threads read (that false sharing made 4-bit products at K = 1024 1.5x slower).
  */
 export function prep_x_bytes(dt: i32, K: i32): i32 {
-  const b: usize = dt == 3 ? (<usize>K << 1) + (<usize>(K >> 5) << 2) : dt == 8 ? q5_0_prep_bytes(K) : kq_prep_bytes(dt, K);
+  const b: usize = dt == 3 ? q8m_rec(K) : dt == 8 ? q5_0_prep_bytes(K) : kq_prep_bytes(dt, K);
   return <i32>((b + 63) & ~(<usize>63));
 }
 

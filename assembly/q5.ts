@@ -135,13 +135,25 @@ function q5_0_prep8(dst: usize, x: usize, K: i32): bool {
   return true;
 }
 
-/** The block at p against the int8 x block at xb: i32x4 partial sums of q X, q = nibble + 16 fifth bit in [0, 31]. */
+/**
+ * A block's levels q = nibble + 16 fifth bit in [0, 31], unshifted, of weights 0-15 (q5_lo) and 16-31 (q5_hi): v its
+ * 16 nibble bytes, h its qh bytes through spread4; m4, c16, bm the constant vectors (put_constants).
+ */
+// @ts-ignore: decorator
+@inline function q5_lo(v: v128, h: v128, m4: v128, c16: v128, bm: v128): v128 {
+  return v128.or(v128.and(v, m4), v128.and(c16, fifth(v128.shuffle<u32>(h, h, 0, 0, 1, 1), bm)));
+}
+// @ts-ignore: decorator
+@inline function q5_hi(v: v128, h: v128, m4: v128, c16: v128, bm: v128): v128 {
+  return v128.or(v128.and(i16x8.shr_u(v, 4), m4), v128.and(c16, fifth(v128.shuffle<u32>(h, h, 2, 2, 3, 3), bm)));
+}
+
+/** The block at p against the int8 x block at xb: i32x4 partial sums of q X (q5_lo, q5_hi). */
 // @ts-ignore: decorator
 @inline function q5_0_dot8(p: usize, xb: usize, cst: usize): v128 {
   const m4 = v128.load(cst), c16 = v128.load(cst, 16), bm = v128.load(cst, 32);
   const v = v128.load(p, 6), h = spread4(v128.load32_zero(p, 2));
-  const lo = v128.or(v128.and(v, m4), v128.and(c16, fifth(v128.shuffle<u32>(h, h, 0, 0, 1, 1), bm)));
-  const hi = v128.or(v128.and(i16x8.shr_u(v, 4), m4), v128.and(c16, fifth(v128.shuffle<u32>(h, h, 2, 2, 3, 3), bm)));
+  const lo = q5_lo(v, h, m4, c16, bm), hi = q5_hi(v, h, m4, c16, bm);
   const s = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xb), lo), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xb, 16), hi));
   return i32x4.dot_i16x8_s(s, v128.load(cst, 48));
 }
@@ -193,8 +205,8 @@ export const Q5M_MAX_T: i32 = 16;
   for (let b: usize = 0; b < nb; b++) {
     const q = p + b * 22;
     const v = v128.load(q, 6), h = spread4(v128.load32_zero(q, 2));
-    v128.store(u + (b << 5), v128.or(v128.and(v, m4), v128.and(c16, fifth(v128.shuffle<u32>(h, h, 0, 0, 1, 1), bm))));
-    v128.store(u + (b << 5), v128.or(v128.and(i16x8.shr_u(v, 4), m4), v128.and(c16, fifth(v128.shuffle<u32>(h, h, 2, 2, 3, 3), bm))), 16);
+    v128.store(u + (b << 5), q5_lo(v, h, m4, c16, bm));
+    v128.store(u + (b << 5), q5_hi(v, h, m4, c16, bm), 16);
     store<f32>(u + dOff + (b << 2), f16_at(q));
   }
 }

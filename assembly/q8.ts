@@ -165,7 +165,7 @@ export const Q8M_MAX_T: i32 = ASC_FEATURE_RELAXED_SIMD ? 6 : 8;
 
 /** Bytes of one token's record for width K (a multiple of 32). */
 // @ts-ignore: decorator
-@inline function q8m_rec(K: i32): usize {
+@inline export function q8m_rec(K: i32): usize {
   return (<usize>K << 1) + (<usize>(K >> 5) << 2);
 }
 

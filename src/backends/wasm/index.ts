@@ -99,7 +99,7 @@ const LINEAR_FLOAT = { F32: KERNEL.linear_f32, BF16: KERNEL.linear_bf16, F16: KE
 const CACHE_DT = { BF16: 1, F16: 2 } as const;
 const LINEAR_BLOCK = { Q4_0: KERNEL.linear_q4_0, Q4_K: KERNEL.linear_q4_k, Q5_K: KERNEL.linear_q5_k, Q6_K: KERNEL.linear_q6_k, Q5_0: KERNEL.linear_q5_0 } as const;
 
-/** Most tokens of a Q4_K/Q5_K product that take linearFew (assembly/kquant.ts kq_rows_xt: 2, 3 or 4). */
+/** Most tokens of a Q4_K/Q5_K product that take linearFew (assembly/kquant.ts KQ_FEW_T, the most kq_rows_xt takes). */
 const KQ_FEW_T = 4;
 /** Multiply-adds below which a call stays on the calling thread (waking a worker costs a few microseconds). */
 const MIN_PARALLEL_WORK = 1 << 17;
