@@ -13,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { LLAMA_BENCH } from "./llama-peer.js";
+import { llamaBench } from "./llama-peer.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values, positionals } = parseArgs({
@@ -43,15 +43,14 @@ function mla(file: string): Row {
  */
 function native(file: string): Row {
   const run = (extra: string[]) => {
-    const args = ["-f", "%M", LLAMA_BENCH, "-m", file, "-t", String(TH), "-r", "1", "-o", "json", ...extra];
-    const p = spawnSync("/usr/bin/time", args, { encoding: "utf8", maxBuffer: 16 << 20 });
-    if (p.status !== 0) throw new Error(`llama-bench ${file} failed: ${p.stderr.trim().split("\n").slice(-2).join(" | ")}`);
-    return { rows: JSON.parse(p.stdout) as { n_prompt: number; n_gen: number; avg_ts: number }[], rssMiB: Number(p.stderr.trim().split("\n").pop()) / 1024 };
+    const r = llamaBench(file, { threads: TH, repetitions: 1 }, extra);
+    if (!r.ok) throw new Error(`llama-bench ${file}: ${r.reason}`);
+    return r;
   };
   const pre = C ? undefined : run(["-p", String(P), "-n", "0"]);
   const dec = run(["-p", "0", "-n", String(D), "-d", String(C || P)]);
   const pp = pre?.rows.find((x) => x.n_gen === 0), tg = dec.rows.find((x) => x.n_gen === D);
-  return { prefill: pp?.avg_ts ?? NaN, decodeMs: tg ? 1000 / tg.avg_ts : NaN, rssMiB: Math.max(pre?.rssMiB ?? 0, dec.rssMiB) };
+  return { prefill: pp?.avg_ts ?? NaN, decodeMs: tg ? 1000 / tg.avg_ts : NaN, rssMiB: Math.max(pre?.rssKiB ?? 0, dec.rssKiB) / 1024 };
 }
 
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];

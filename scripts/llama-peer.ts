@@ -85,15 +85,15 @@ async function measureNode(gguf: string, r: PeerRun): Promise<PeerResult> {
   }
 }
 
-interface LlamaBenchRow {
+export interface LlamaBenchRow {
   n_prompt: number;
   n_gen: number;
   n_depth?: number;
   avg_ts: number;
 }
 
-/** One llama-bench run under /usr/bin/time: its JSON rows and peak RSS. */
-function llamaBench(gguf: string, r: PeerRun, extra: string[]): { ok: true; rows: LlamaBenchRow[]; rssKiB: number } | { ok: false; reason: string } {
+/** One llama-bench run under /usr/bin/time (`extra`: its tests, e.g. -p 512 -n 0): its JSON rows and peak RSS. */
+export function llamaBench(gguf: string, r: Pick<PeerRun, "threads" | "repetitions">, extra: string[]): { ok: true; rows: LlamaBenchRow[]; rssKiB: number } | { ok: false; reason: string } {
   const args = ["-f", "%M", LLAMA_BENCH, "-m", gguf, "-t", String(r.threads), "-r", String(r.repetitions ?? 1), "-o", "json", ...extra];
   const p = spawnSync("/usr/bin/time", args, { encoding: "utf8", maxBuffer: 16 << 20 });
   if (p.status !== 0) return { ok: false, reason: `llama-bench failed (${p.status}): ${p.stderr.trim().split("\n").slice(-3).join(" | ")}` };
