@@ -33,6 +33,13 @@ export function wasmKMultiple(dtype: WasmDType): number {
   return dtype === "Q8" || dtype === "Q4_0" || dtype === "Q5_0" ? 32 : isBlockDType(dtype) ? 256 : 8;
 }
 
+/** Bytes of one row of K weights as the kernels hold it (Q8: the int8 values; its f32 scales are a separate array). */
+function wasmRowBytes(dtype: WasmDType, K: number): number {
+  if (dtype === "Q8") return K;
+  if (isBlockDType(dtype)) return ggmlRowBytes(dtype, K);
+  return dtype === "F32" ? 4 * K : 2 * K;
+}
+
 /** A weight matrix [rows, cols] (PyTorch Linear layout) living in wasm memory. */
 export interface WasmWeight {
   readonly dtype: WasmDType;
@@ -403,33 +410,31 @@ export class WasmBackend {
     const bank = w.bank ?? 0;
     this.ensureScratch(T === 1 ? 16 * K + 64 : this.kernels.linear_scratch(K), bank);
     const maxThreads = N * K * T >= this.minWork ? this.threads : 1;
+    // row row0: its first byte, and its first block scale (Q8's scales are their own array)
+    const wp = w.ptr + row0 * wasmRowBytes(w.dtype, K);
+    const scales = w.dtype === "Q8" ? w.scalesPtr + row0 * (K / Q8_BLOCK) * 4 : 0;
     if (T === 1 && maxThreads > 1 && (w.dtype === "Q8" || isBlockDType(w.dtype))) {
       // the integer paths quantize x first: once here, not once per chunk of rows (see assembly/linear.ts prep_x)
       const dt = DTYPE_CODE[w.dtype], xq = this.pool.scratch[bank][0];
       if (this.bankKernels[bank].prep_x(dt, xq, x, K)) {
-        const wp = w.dtype === "Q8" ? w.ptr + row0 * K : w.ptr + row0 * ggmlRowBytes(w.dtype as BlockDType, K);
-        const scales = w.dtype === "Q8" ? w.scalesPtr + row0 * (K / Q8_BLOCK) * 4 : 0;
         this.pool.run(KERNEL.linear_rows_x, { dt, out, xq, K, w: wp, scales }, N, 16, maxThreads, bank);
         return;
       }
     }
-    if (T > 1 && T <= KQ_FEW_T && this.relaxed && (w.dtype === "Q4_K" || w.dtype === "Q5_K") && this.linearFew(out, x, T, K, w, N, row0, xStride, outStride, maxThreads)) return;
+    if (T > 1 && T <= KQ_FEW_T && this.relaxed && (w.dtype === "Q4_K" || w.dtype === "Q5_K") && this.linearFew(out, x, T, K, w, wp, N, xStride, outStride, maxThreads)) return;
     if (T > 1 && this.relaxed && (w.dtype === "Q4_K" || w.dtype === "Q5_K" || w.dtype === "Q6_K")) {
-      this.linearKq8(out, x, T, K, w, N, row0, xStride, outStride, maxThreads);
+      this.linearKq8(out, x, T, K, w, wp, N, xStride, outStride, maxThreads);
       return;
     }
     if (w.dtype === "Q8") {
-      const nb = K / Q8_BLOCK;
-      this.pool.run(KERNEL.linear_q8, { out, x, T, K, wq: w.ptr + row0 * K, scales: w.scalesPtr + row0 * nb * 4, xStride, outStride }, N, 16, maxThreads, bank);
+      this.pool.run(KERNEL.linear_q8, { out, x, T, K, wq: wp, scales, xStride, outStride }, N, 16, maxThreads, bank);
       return;
     }
     if (isBlockDType(w.dtype)) {
-      const rb = ggmlRowBytes(w.dtype, K);
-      this.pool.run(LINEAR_BLOCK[w.dtype], { out, x, T, K, w: w.ptr + row0 * rb, xStride, outStride }, N, 16, maxThreads, bank);
+      this.pool.run(LINEAR_BLOCK[w.dtype], { out, x, T, K, w: wp, xStride, outStride }, N, 16, maxThreads, bank);
       return;
     }
-    const eb = w.dtype === "F32" ? 4 : 2;
-    this.pool.run(LINEAR_FLOAT[w.dtype], { out, x, T, K, w: w.ptr + row0 * K * eb, xStride, outStride }, N, 16, maxThreads, bank);
+    this.pool.run(LINEAR_FLOAT[w.dtype], { out, x, T, K, w: wp, xStride, outStride }, N, 16, maxThreads, bank);
   }
 
   /**
@@ -438,11 +443,10 @@ export class WasmBackend {
    * int8 tiles unpack a row for a quad of tokens, which costs as much again as the dots when only 2 are there.
    * False (nothing done) when a token needs the float path.
    */
-  private linearFew(out: number, x: number, T: number, K: number, w: WasmWeight, N: number, row0: number, xStride: number, outStride: number, maxThreads: number): boolean {
+  private linearFew(out: number, x: number, T: number, K: number, w: WasmWeight, wp: number, N: number, xStride: number, outStride: number, maxThreads: number): boolean {
     const bank = w.bank ?? 0, k = this.bankKernels[bank], dt = DTYPE_CODE[w.dtype];
     const rec = k.prep_x_bytes(dt, K), xq = this.pool.scratch[bank][0];
     for (let t = 0; t < T; t++) if (!k.prep_x(dt, xq + t * rec, x + t * xStride * 4, K)) return false;
-    const wp = w.ptr + row0 * ggmlRowBytes(w.dtype as BlockDType, K);
     this.pool.run(KERNEL.linear_rows_xt, { dt, out, xq, T, K, w: wp, outStride }, N, 16, maxThreads, bank);
     return true;
   }
@@ -453,14 +457,13 @@ export class WasmBackend {
    * read them (linear_kq8). Split by rows alone, each chunk of rows quantized all T tokens again: 7-10% of a
    * 64-token product.
    */
-  private linearKq8(out: number, x: number, T: number, K: number, w: WasmWeight, N: number, row0: number, xStride: number, outStride: number, maxThreads: number): void {
+  private linearKq8(out: number, x: number, T: number, K: number, w: WasmWeight, wp: number, N: number, xStride: number, outStride: number, maxThreads: number): void {
     const bank = w.bank ?? 0, heap = this.heaps[bank];
     const k = this.bankKernels[bank], chunks = Math.ceil(T / k.kq8_chunk_tokens()), cb = k.kq8_chunk_bytes(K);
     const mark = heap.mark();
     try {
       const prep = heap.alloc(chunks * cb + chunks * 4), flags = prep + chunks * cb;
       this.pool.run(KERNEL.kq8_prep, { prep, x, T, K, xStride, flags }, chunks, 1, maxThreads, bank);
-      const wp = w.ptr + row0 * ggmlRowBytes(w.dtype as BlockDType, K);
       this.pool.run(KERNEL.linear_kq8, { dt: DTYPE_CODE[w.dtype], out, prep, flags, x, T, K, w: wp, xStride, outStride }, N, 16, maxThreads, bank);
     } finally {
       heap.release(mark);

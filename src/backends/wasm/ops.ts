@@ -166,8 +166,7 @@ export class WasmOps implements Ops {
       const xp = this.input(a, x, (T - 1) * xStride + (G - 1) * xg + K, bank);
       const op = a.allocF32((T - 1) * outStride + (G - 1) * og + N).ptr;
       this.be.linearGrouped(op, xp, G, K, ww, N, xg, og, row0, gs, T, xStride, outStride);
-      if (T === 1) this.output(out, op, G, N, og, bank);
-      else for (let t = 0; t < T; t++) this.output(out.subarray(t * outStride), op + t * outStride * 4, G, N, og, bank);
+      for (let t = 0; t < T; t++) this.output(out.subarray(t * outStride), op + t * outStride * 4, G, N, og, bank);
     }, bank);
   }
 
